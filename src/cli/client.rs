@@ -1,0 +1,107 @@
+//! A short-lived MQTT client for the verbs that talk to a running daemon.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rumqttc::{AsyncClient, Event, Incoming, QoS};
+
+use crate::config::Config;
+use crate::model::{Package, User};
+use crate::report::ResultReport;
+use crate::topics::Topics;
+
+fn connect(config: &Config, purpose: &str) -> Result<(AsyncClient, rumqttc::EventLoop, String)> {
+    let settings = &config.settings;
+    let client_id = format!("axion-push-{purpose}-{}", crate::command::new_id());
+    let mut options = crate::mqtt::options(&settings.mqtt, Some(settings.broker.listen), &client_id)?;
+    options.set_clean_session(true);
+    let (host, port) = options.broker_address();
+    let (client, eventloop) = AsyncClient::new(options, 16);
+    Ok((client, eventloop, format!("{host}:{port}")))
+}
+
+/// Publishes `payload` on `command_topic` and waits for the report with
+/// `id` on `result_topic`.
+pub(super) async fn request(
+    config: &Config,
+    command_topic: &str,
+    result_topic: &str,
+    id: &str,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<ResultReport> {
+    let (client, mut eventloop, broker) = connect(config, "cli")?;
+    let mut payload = Some(payload);
+    let wait = async {
+        loop {
+            let event = eventloop.poll().await.with_context(|| {
+                format!("cannot reach the MQTT broker at {broker}: is `axion-push serve` running?")
+            })?;
+            match event {
+                Event::Incoming(Incoming::ConnAck(_)) => {
+                    client.try_subscribe(result_topic, QoS::AtLeastOnce)?;
+                }
+                Event::Incoming(Incoming::SubAck(_)) => {
+                    if let Some(payload) = payload.take() {
+                        client.try_publish(command_topic, QoS::AtLeastOnce, false, payload)?;
+                    }
+                }
+                Event::Incoming(Incoming::Publish(p)) if p.topic == result_topic => {
+                    match serde_json::from_slice::<ResultReport>(&p.payload) {
+                        Ok(report) if report.id == id => return Ok::<_, anyhow::Error>(report),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    let report = match tokio::time::timeout(timeout, wait).await {
+        Ok(result) => result?,
+        Err(_) => bail!(
+            "no result from the daemon within {}s: is `axion-push serve` running and connected to the broker at {broker}?",
+            timeout.as_secs()
+        ),
+    };
+    let _ = client.try_disconnect();
+    Ok(report)
+}
+
+/// Prints every real-time event as a JSON line until interrupted.
+pub(super) async fn listen(config: &Config, package: Option<&str>, user: Option<&str>) -> Result<ExitCode> {
+    let package = package.map(Package::parse).transpose().context("--package")?;
+    let user = user.map(User::parse).transpose().context("USER")?;
+    let topics = Topics::new(config.settings.mqtt.topic_prefix.clone());
+    let filter = topics.event_filter(package.as_ref(), user.as_ref());
+    let (client, mut eventloop, broker) = connect(config, "listen")?;
+    eprintln!("listening on {filter} at {broker}");
+    let mut reported = false;
+    loop {
+        let event = tokio::select! {
+            event = eventloop.poll() => event,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        match event {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                reported = false;
+                client.try_subscribe(filter.as_str(), QoS::AtMostOnce)?;
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                let event: serde_json::Value = serde_json::from_slice(&p.payload)
+                    .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&p.payload).into_owned()));
+                println!("{}", serde_json::json!({"topic": p.topic, "event": event}));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !reported {
+                    eprintln!("broker {broker}: {e}; retrying");
+                    reported = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,330 @@
+//! The `axion-push` command line (DESIGN §6). Each verb is a short function
+//! over library calls; exit codes: 0 success, 1 failure, 2 usage.
+
+mod client;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, VapidPrivateKey, locate};
+use crate::daemon::Daemon;
+use crate::model::{Package, Target, User};
+use crate::report::ResultReport;
+use crate::store::Store;
+use crate::topics::{Topics, Verb};
+
+/// The package used when a verb is given none: `base`, whose keys are the
+/// defaults in config.yaml.
+pub const DEFAULT_PACKAGE: &str = "base";
+
+#[derive(Debug, Parser)]
+#[command(name = "axion-push", version, about = "Bridges MQTT real-time notifications to Web Push")]
+pub struct Cli {
+    /// Config file [default: $AXION_PUSH_CONFIG, else ./config.yaml]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    verb: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Run the daemon until SIGINT or SIGTERM
+    Serve,
+    /// Print a new VAPID key pair as a config.yaml block
+    GenerateVapid {
+        /// The contact to put in vapid_email
+        #[arg(long, default_value = "mailto:admin@example.com")]
+        email: String,
+    },
+    /// Send a notification through the running daemon and print its result
+    TestPush {
+        /// Axion user to notify (or @group)
+        user: String,
+        #[arg(long, default_value = "axion-push test")]
+        title: String,
+        #[arg(long, default_value = "If you can read this, Web Push works.")]
+        body: String,
+        #[arg(long, default_value = DEFAULT_PACKAGE)]
+        package: String,
+        /// Page opened when the notification is clicked
+        #[arg(long, default_value = "/")]
+        url: String,
+        /// Seconds to wait for the result report
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// List a user's subscriptions from the database
+    Subscriptions {
+        user: String,
+        /// Only this package [default: all]
+        #[arg(long)]
+        package: Option<String>,
+        /// Print JSON lines, endpoints in full
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print real-time events as they are published (one JSON line each)
+    Listen {
+        /// Only this user [default: all]
+        user: Option<String>,
+        /// Only this package [default: all]
+        #[arg(long)]
+        package: Option<String>,
+    },
+    /// Create or update the database schema
+    Migrate,
+    /// Check the config and report every problem with its key path
+    CheckConfig,
+}
+
+/// Parses the arguments and runs the verb.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("axion-push: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("axion-push: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let config_path = cli.config.as_deref();
+    match cli.verb {
+        Action::CheckConfig => return Ok(check_config(config_path)),
+        Action::GenerateVapid { email } => return generate_vapid(&email),
+        _ => {}
+    }
+    let config = Config::load(config_path)?;
+    match cli.verb {
+        Action::Serve => {
+            init_logging(&config.settings.log.level);
+            if config.source.is_none() {
+                tracing::info!("no config file found: running on the built-in defaults");
+            }
+            serve(config).await
+        }
+        Action::TestPush {
+            user,
+            title,
+            body,
+            package,
+            url,
+            timeout,
+        } => {
+            init_logging("warn");
+            test_push(&config, &user, &title, &body, &package, &url, timeout).await
+        }
+        Action::Subscriptions { user, package, json } => {
+            init_logging("warn");
+            subscriptions(&config, &user, package.as_deref(), json).await
+        }
+        Action::Listen { user, package } => {
+            init_logging("warn");
+            client::listen(&config, package.as_deref(), user.as_deref()).await
+        }
+        Action::Migrate => {
+            init_logging("info");
+            let store = Store::open(&config.settings.database).await?;
+            store.migrate().await?;
+            store.close().await;
+            println!("database {} is up to date", config.settings.database.url);
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::CheckConfig | Action::GenerateVapid { .. } => unreachable!("handled above"),
+    }
+}
+
+/// Logs to stderr. `RUST_LOG` overrides the config; the embedded broker and
+/// sqlx are kept to warnings unless the filter names them.
+fn init_logging(level: &str) {
+    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_owned());
+    for quiet in ["rumqttd", "sqlx"] {
+        if !filter.contains(quiet) {
+            filter.push_str(&format!(",{quiet}=warn"));
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(config: Config) -> Result<ExitCode> {
+    let daemon = Daemon::start(config).await?;
+    wait_for_signal().await?;
+    daemon.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            r = tokio::signal::ctrl_c() => { r.context("cannot watch SIGINT")?; tracing::info!("SIGINT received"); }
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")?;
+    Ok(())
+}
+
+fn check_config(path: Option<&std::path::Path>) -> ExitCode {
+    let (file, _) = locate(path);
+    let report = |problems: &[crate::config::Problem]| {
+        eprintln!("{}: {} problem(s)", file.display(), problems.len());
+        for p in problems {
+            eprintln!("  {p}");
+        }
+        ExitCode::FAILURE
+    };
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(ConfigError::Invalid { problems, .. }) => return report(&problems),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Without a key in base.push the daemon uses the key file, creating it on
+    // first start; checking must not create it.
+    let key_file = &config.settings.vapid_key_file;
+    let fallback = match (&config.push.private_key, std::fs::read_to_string(key_file)) {
+        (Some(_), _) => None,
+        (None, Ok(text)) => match VapidPrivateKey::decode(&text) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                return report(&[crate::config::Problem {
+                    path: "axion_push.vapid_key_file".into(),
+                    message: format!("{} {e}", key_file.display()),
+                }]);
+            }
+        },
+        (None, Err(_)) => Some(VapidPrivateKey::generate()),
+    };
+    match config.vapid_registry(fallback) {
+        Ok(registry) => {
+            let source = config
+                .source
+                .as_ref()
+                .map_or_else(|| "built-in defaults (no config file)".to_owned(), |p| p.display().to_string());
+            println!("{source}: OK");
+            if config.push.private_key.is_none() && !key_file.exists() {
+                println!("  a VAPID key will be generated at first start in {}", key_file.display());
+            } else {
+                println!("  VAPID public key: {}", registry.default.key.public_key());
+            }
+            for (package, identity) in registry.packages_with_own_key() {
+                println!("  {package}: VAPID public key {}", identity.key.public_key());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid { problems, .. }) => report(&problems),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn generate_vapid(email: &str) -> Result<ExitCode> {
+    let email = crate::config::normalize_subject(email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
+    let key = VapidPrivateKey::generate();
+    println!("base:");
+    println!("  push:");
+    println!("    vapid_private_key: {}", key.to_raw_base64url());
+    println!("    vapid_public_key: {}", key.public_key());
+    println!("    vapid_email: {email}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn test_push(
+    config: &Config,
+    user: &str,
+    title: &str,
+    body: &str,
+    package: &str,
+    url: &str,
+    timeout: u64,
+) -> Result<ExitCode> {
+    let package = Package::parse(package).context("--package")?;
+    let target = Target::parse(user).context("USER")?;
+    let id = crate::command::new_id();
+    let command = serde_json::json!({"id": id, "title": title, "body": body, "url": url});
+    let topics = Topics::new(config.settings.mqtt.topic_prefix.clone());
+    let report: ResultReport = client::request(
+        config,
+        &topics.command(&package, &target, Verb::Send),
+        &topics.result(&package, &target),
+        &id,
+        serde_json::to_vec(&command)?,
+        Duration::from_secs(timeout),
+    )
+    .await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.ok {
+        bail!("the daemon refused the notification: {}", report.error.unwrap_or_default());
+    }
+    if report.subscriptions == 0 {
+        eprintln!(
+            "{target} has no active subscription in package {package}: nothing was pushed (subscribe a browser first)"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if report.failed > 0 || report.delivered == 0 {
+        eprintln!("{} of {} pushes failed", report.failed, report.subscriptions);
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn subscriptions(config: &Config, user: &str, package: Option<&str>, json: bool) -> Result<ExitCode> {
+    let user = User::parse(user).context("USER")?;
+    let package = package.map(Package::parse).transpose().context("--package")?;
+    let store = Store::open(&config.settings.database).await?;
+    let rows = store.subscriptions(&user, package.as_ref()).await?;
+    store.close().await;
+    for row in &rows {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "user": row.user, "package": row.package, "module": row.module,
+                    "endpoint": row.endpoint, "user_agent": row.user_agent,
+                    "created_at": row.created_at, "active": row.active,
+                })
+            );
+        } else {
+            let origin = crate::model::Endpoint::parse(&row.endpoint)
+                .map_or_else(|_| "(invalid endpoint)".to_owned(), |e| e.origin());
+            println!(
+                "{}\t{}\t{}\t{}\t{}",
+                row.package,
+                if row.active { "active" } else { "inactive" },
+                row.created_at.as_deref().unwrap_or("-"),
+                origin,
+                row.user_agent.as_deref().unwrap_or("-"),
+            );
+        }
+    }
+    if rows.is_empty() {
+        eprintln!("{user} has no subscriptions");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,256 @@
+//! Commands: an ingress message parsed into a typed command and applied.
+//!
+//! [`Processor::handle`] does everything that must happen in arrival order —
+//! parsing, store writes, reading a send's recipients, publishing its
+//! real-time events — and hands back a send's deliveries as a future the
+//! caller runs concurrently. So a subscribe is always recorded before a send
+//! published after it reads the subscriptions, while slow push services
+//! never hold up the next command. Every command gets a result report; a bad
+//! one gets one with a clear `error`, and nothing here panics on input.
+
+mod members;
+mod send;
+mod subscribe;
+mod unsubscribe;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::delivery::Deliverer;
+use crate::model::{ModelError, Target};
+use crate::notification::NotificationError;
+use crate::push::{EndpointPolicy, PayloadTooLarge, PolicyError, VapidSigners};
+use crate::report::{Egress, Outgoing, ResultReport};
+use crate::store::{Store, StoreError};
+use crate::topics::{Levels, TopicError, Topics, Verb};
+
+/// Why a command was refused. The `Display` text is the result's `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Topic(#[from] TopicError),
+    #[error("payload is {len} bytes; commands are limited to {max} (axion_push.limits.max_command_bytes)")]
+    TooLarge { len: usize, max: usize },
+    #[error("{0}")]
+    Notification(#[from] NotificationError),
+    #[error("{0}")]
+    Payload(#[from] PayloadTooLarge),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Model(#[from] ModelError),
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Work left after [`Processor::handle`] returns: a send's deliveries.
+pub type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What became of a message.
+pub enum Handled {
+    /// Processed; its result (if it deserved one) is queued for publishing.
+    Done,
+    /// A send whose deliveries still run: drive the future to finish it.
+    Delivering(Pending),
+}
+
+/// Everything the command stage needs, built once by the daemon.
+#[derive(Clone)]
+pub struct Processor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    topics: Topics,
+    egress: Egress,
+    deliverer: Deliverer,
+    signers: Arc<VapidSigners>,
+    policy: EndpointPolicy,
+    max_command_bytes: usize,
+    default_ttl: u32,
+}
+
+/// The parts a [`Processor`] is built from.
+pub struct ProcessorParts {
+    pub store: Store,
+    pub topics: Topics,
+    pub egress: Egress,
+    pub deliverer: Deliverer,
+    pub signers: Arc<VapidSigners>,
+    pub policy: EndpointPolicy,
+    pub max_command_bytes: usize,
+    pub default_ttl: u32,
+}
+
+impl Processor {
+    pub fn new(parts: ProcessorParts) -> Self {
+        let ProcessorParts {
+            store,
+            topics,
+            egress,
+            deliverer,
+            signers,
+            policy,
+            max_command_bytes,
+            default_ttl,
+        } = parts;
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                topics,
+                egress,
+                deliverer,
+                signers,
+                policy,
+                max_command_bytes,
+                default_ttl,
+            }),
+        }
+    }
+
+    /// Handles one ingress message.
+    pub async fn handle(&self, topic: &str, payload: &[u8]) -> Handled {
+        let inner = &self.inner;
+        let Some(levels) = inner.topics.levels(topic) else {
+            tracing::debug!(topic, "ignoring a message outside the ingress topics");
+            return Handled::Done;
+        };
+        if levels.is_result() {
+            return Handled::Done;
+        }
+        let reply_to = inner.topics.reply_topic(&levels);
+        match self.apply(&levels, payload).await {
+            Ok(Applied::Report(report)) => {
+                inner.publish_result(reply_to, &report).await;
+                Handled::Done
+            }
+            Ok(Applied::Delivering(pending)) => Handled::Delivering(pending),
+            Err(error) => {
+                let id = peek_id(payload).unwrap_or_else(new_id);
+                let store_trouble = matches!(error, CommandError::Store(_));
+                let text = error.to_string();
+                if store_trouble {
+                    tracing::error!(command_id = id, package = levels.package, target = levels.target, verb = levels.verb, error = text, "command failed");
+                } else {
+                    tracing::warn!(command_id = id, package = levels.package, target = levels.target, verb = levels.verb, error = text, "command rejected");
+                }
+                let report = ResultReport::rejected(id, levels.verb, text);
+                inner.publish_result(reply_to, &report).await;
+                Handled::Done
+            }
+        }
+    }
+
+    async fn apply(&self, levels: &Levels<'_>, payload: &[u8]) -> Result<Applied, CommandError> {
+        let max = self.inner.max_command_bytes;
+        if payload.len() > max {
+            return Err(CommandError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        let route = levels.route()?;
+        let package = &route.package;
+        match (route.verb, &route.target) {
+            (Verb::Send, _) => send::apply(self, route.clone(), payload)
+                .await
+                .map(Applied::Delivering),
+            (Verb::Subscribe, Target::User(user)) => {
+                subscribe::apply(&self.inner, package, user, payload)
+                    .await
+                    .map(Applied::Report)
+            }
+            (Verb::Unsubscribe, Target::User(user)) => {
+                unsubscribe::apply(&self.inner, package, user, payload)
+                    .await
+                    .map(Applied::Report)
+            }
+            (Verb::Members, Target::Group(group)) => {
+                members::apply(&self.inner, package, group, payload)
+                    .await
+                    .map(Applied::Report)
+            }
+            // `Levels::route` refuses these combinations; answer anyway
+            // rather than trust that from afar.
+            (Verb::Subscribe | Verb::Unsubscribe, Target::Group(_)) => {
+                Err(TopicError::GroupNotAllowed {
+                    verb: route.verb.as_str(),
+                }
+                .into())
+            }
+            (Verb::Members, Target::User(_)) => Err(TopicError::UserNotAllowed.into()),
+        }
+    }
+}
+
+enum Applied {
+    Report(ResultReport),
+    Delivering(Pending),
+}
+
+impl Inner {
+    async fn publish_result(&self, topic: String, report: &ResultReport) {
+        let out = Outgoing {
+            topic,
+            payload: report.to_json(),
+            retain: false,
+        };
+        if self.egress.publish(out).await.is_err() {
+            tracing::warn!(command_id = report.id, "result not published: the daemon is stopping");
+        }
+    }
+}
+
+/// A fresh command id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The `id` of a payload that could not be parsed as a command, so the
+/// rejection can still be matched by the service waiting for it.
+fn peek_id(payload: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let id = value.get("id")?.as_str()?;
+    (!id.is_empty() && id.chars().count() <= crate::notification::MAX_ID_LEN).then(|| id.to_owned())
+}
+
+/// Reads an optional `id` for commands other than send.
+fn command_id(value: &serde_json::Value) -> Result<String, CommandError> {
+    match value.get("id") {
+        None | Some(serde_json::Value::Null) => Ok(new_id()),
+        Some(serde_json::Value::String(id))
+            if !id.is_empty() && id.chars().count() <= crate::notification::MAX_ID_LEN =>
+        {
+            Ok(id.clone())
+        }
+        Some(_) => Err(CommandError::Invalid(format!(
+            "id must be a string of 1 to {} characters",
+            crate::notification::MAX_ID_LEN
+        ))),
+    }
+}
+
+/// Parses a JSON object payload, with a message naming the verb.
+fn json_object(verb: &str, payload: &[u8], expected: &str) -> Result<serde_json::Value, CommandError> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Err(CommandError::Invalid(format!(
+            "payload is empty: {verb} expects {expected}"
+        )));
+    }
+    let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
+        CommandError::Invalid(format!(
+            "payload is not valid JSON ({}): {verb} expects {expected}",
+            crate::notification::json_message(&e)
+        ))
+    })?;
+    if !value.is_object() {
+        return Err(CommandError::Invalid(format!(
+            "payload is not a JSON object: {verb} expects {expected}"
+        )));
+    }
+    Ok(value)
+}

@@ -1,0 +1,917 @@
+//! `config.yaml`: Axion's shared file, of which the daemon reads `base.push`,
+//! every `{package}.push` override and its own `axion_push` section.
+//!
+//! Each setting is a typed field whose doc comment gives its meaning, unit and
+//! default; each default is written once, in a `Default` impl. Loading collects
+//! every problem with its key path so `check-config` can list them all. Other
+//! Axion sections are ignored (the file is shared), and so are keys of Axion's
+//! own `base.push` that the daemon does not use; an unknown key under
+//! `axion_push` is an error.
+
+mod reader;
+mod vapid;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::model::Package;
+use reader::Section;
+pub use vapid::{VapidPrivateKey, normalize_subject};
+
+/// The environment variable naming the config file when `--config` is absent.
+pub const CONFIG_ENV: &str = "AXION_PUSH_CONFIG";
+/// The file used when neither `--config` nor `$AXION_PUSH_CONFIG` names one.
+pub const DEFAULT_CONFIG_FILE: &str = "config.yaml";
+
+/// One thing wrong with the config, at one key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid YAML: {message}")]
+    Yaml { path: String, message: String },
+    #[error("config {origin} has {} problem(s):\n{}", problems.len(), list(problems))]
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A value that must not reach logs: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The VAPID part of a `push` section (`base.push` or `{package}.push`).
+#[derive(Debug, Clone, Default)]
+pub struct PushKeys {
+    /// `vapid_private_key`: PEM, a PEM file path, base64(url) DER, or the
+    /// base64url raw scalar — every form py_vapid writes.
+    pub private_key: Option<VapidPrivateKey>,
+    /// `vapid_public_key`: base64url uncompressed point. Optional; when given
+    /// it must match the private key (a mismatch makes every push fail with 403).
+    pub public_key: Option<String>,
+    /// `vapid_email`: the VAPID `sub` contact, `mailto:` or `https:`.
+    pub email: Option<String>,
+}
+
+/// The resolved VAPID identity a package signs with.
+#[derive(Debug, Clone)]
+pub struct VapidIdentity {
+    pub key: VapidPrivateKey,
+    pub subject: String,
+}
+
+/// Which VAPID identity each package uses.
+#[derive(Debug, Clone)]
+pub struct VapidRegistry {
+    pub default: VapidIdentity,
+    /// Packages whose `push` section overrides anything of `base.push`.
+    pub packages: BTreeMap<Package, VapidIdentity>,
+}
+
+impl VapidRegistry {
+    pub fn for_package(&self, package: &Package) -> &VapidIdentity {
+        self.packages.get(package).unwrap_or(&self.default)
+    }
+
+    /// Packages whose key differs from the default: each gets a retained
+    /// `axion/{package}/push/vapid` topic of its own.
+    pub fn packages_with_own_key(&self) -> impl Iterator<Item = (&Package, &VapidIdentity)> {
+        self.packages
+            .iter()
+            .filter(|(_, id)| id.key.public_key() != self.default.key.public_key())
+    }
+}
+
+/// `axion_push.mqtt`: the broker connection.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// `url`: an external broker, `mqtt://host:1883` or `mqtts://host:8883`.
+    /// Default `null`: start the embedded broker and connect to it.
+    pub url: Option<Url>,
+    /// `client_id`: the daemon's MQTT client id, and its `instance` name in
+    /// the status topic. Must be unique per instance. Default `axion-push`.
+    pub client_id: String,
+    /// `username`, `password`: broker credentials. Default none.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// `shared_group`: subscribe through `$share/{group}/…` so several
+    /// instances split the commands. Default `null`.
+    pub shared_group: Option<String>,
+    /// `topic_prefix`: prepended to every topic, e.g. `staging/`. Default empty.
+    pub topic_prefix: String,
+    /// `keep_alive`: MQTT keep-alive interval. Default `30s`.
+    pub keep_alive: Duration,
+    /// `ca_file`: PEM roots for an `mqtts://` broker with a private CA.
+    /// Default `null`: the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            client_id: "axion-push".into(),
+            username: None,
+            password: None,
+            shared_group: None,
+            topic_prefix: String::new(),
+            keep_alive: Duration::from_secs(30),
+            ca_file: None,
+        }
+    }
+}
+
+/// `axion_push.broker`: the embedded broker, used when `mqtt.url` is null.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// `listen`: MQTT over TCP. Default `127.0.0.1:1883` (loopback only).
+    pub listen: SocketAddr,
+    /// `websocket_listen`: MQTT over WebSocket for browsers, e.g.
+    /// `127.0.0.1:8083`. Default `null` (off).
+    pub websocket_listen: Option<SocketAddr>,
+    /// `max_payload_bytes`: the largest message the broker accepts; a client
+    /// publishing more is disconnected by the broker. Default 1048576.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            websocket_listen: None,
+            max_payload_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `axion_push.database`.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `url`: `sqlite://axion-push.db` (relative to the working directory),
+    /// `sqlite:///var/lib/axion-push/axion-push.db`. Default
+    /// `sqlite://axion-push.db`.
+    pub url: String,
+    /// `busy_timeout`: how long a statement waits for a locked database
+    /// before it fails. Default `5s`.
+    pub busy_timeout: Duration,
+    /// `max_connections`: pool size. Default 4.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://axion-push.db".into(),
+            busy_timeout: Duration::from_secs(5),
+            max_connections: 4,
+        }
+    }
+}
+
+/// `axion_push.delivery`: how Web Push requests are sent.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// `concurrency`: push requests in flight at once, over all push
+    /// services. Default 256.
+    pub concurrency: usize,
+    /// `default_ttl`: seconds a push service keeps an undelivered message,
+    /// when the command has no `ttl`. Default 86400.
+    pub default_ttl: u32,
+    /// `request_timeout`: the whole request, connect included. Default `10s`.
+    pub request_timeout: Duration,
+    /// `shutdown_grace`: on SIGTERM, how long pushes in flight may take to
+    /// finish. Default `10s`.
+    pub shutdown_grace: Duration,
+    /// `extra_root_ca`: a PEM file of roots trusted besides the system's
+    /// (private push services, tests, benchmarks). Default `null`.
+    pub extra_root_ca: Option<PathBuf>,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 256,
+            default_ttl: 86_400,
+            request_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            extra_root_ca: None,
+        }
+    }
+}
+
+/// `axion_push.endpoints`: which subscription endpoints may be pushed to
+/// (the SSRF policy of DESIGN §3).
+#[derive(Debug, Clone)]
+pub struct EndpointSettings {
+    /// `allow_hosts`: push-service hosts; `*.domain` matches any subdomain.
+    pub allow_hosts: Vec<String>,
+    /// `allow_http`: accept `http://` endpoints. Default false.
+    pub allow_http: bool,
+    /// `allow_private_addresses`: accept endpoints resolving to loopback,
+    /// private, link-local or unique-local addresses. Default false.
+    pub allow_private_addresses: bool,
+}
+
+impl Default for EndpointSettings {
+    fn default() -> Self {
+        Self {
+            allow_hosts: [
+                "fcm.googleapis.com",
+                "*.push.services.mozilla.com",
+                "*.push.apple.com",
+                "*.notify.windows.com",
+            ]
+            .map(String::from)
+            .to_vec(),
+            allow_http: false,
+            allow_private_addresses: false,
+        }
+    }
+}
+
+/// `axion_push.limits`: bounds on input the daemon does not control.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `max_command_bytes`: the largest command payload accepted; larger
+    /// ones are answered with an error. Default 65536.
+    pub max_command_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_command_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `axion_push.log`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// `level`: `error`, `warn`, `info`, `debug`, `trace`, or a full
+    /// tracing filter. `RUST_LOG` overrides it. Default `info`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+/// The daemon's own section, `axion_push`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mqtt: MqttSettings,
+    pub broker: BrokerSettings,
+    pub database: DatabaseSettings,
+    /// `vapid_key_file`: where the first-run VAPID key is written (mode 0600)
+    /// and read back, when `base.push` has none. Default `vapid.pem`.
+    pub vapid_key_file: PathBuf,
+    pub delivery: DeliverySettings,
+    pub endpoints: EndpointSettings,
+    pub limits: Limits,
+    pub log: LogSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            mqtt: MqttSettings::default(),
+            broker: BrokerSettings::default(),
+            database: DatabaseSettings::default(),
+            vapid_key_file: PathBuf::from("vapid.pem"),
+            delivery: DeliverySettings::default(),
+            endpoints: EndpointSettings::default(),
+            limits: Limits::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+    /// `base.push`.
+    pub push: PushKeys,
+    /// `{package}.push` for every package that has one.
+    pub packages: BTreeMap<Package, PushKeys>,
+    /// `axion_push`.
+    pub settings: Settings,
+}
+
+/// Where the config comes from: `--config`, then `$AXION_PUSH_CONFIG`, then
+/// `./config.yaml`. Only the last may be absent (the built-in defaults apply).
+pub fn locate(explicit: Option<&Path>) -> (PathBuf, bool) {
+    if let Some(path) = explicit {
+        return (path.to_owned(), true);
+    }
+    if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+        return (PathBuf::from(path), true);
+    }
+    (PathBuf::from(DEFAULT_CONFIG_FILE), false)
+}
+
+impl Config {
+    /// Loads the file `locate` picks. A missing `./config.yaml` gives the
+    /// defaults; a missing file that was asked for is an error.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = locate(explicit);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let mut config = Self::from_yaml(&text, &path.display().to_string())?;
+                config.source = Some(path);
+                Ok(config)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    /// Parses config text; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let root: serde_json::Value = if text.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+                path: origin.to_owned(),
+                message: e.to_string(),
+            })?
+        };
+        let mut problems = Vec::new();
+        let config = read_root(&root, &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Resolves each package's VAPID identity. `fallback` is the key from
+    /// `vapid_key_file`, used when `base.push` has none.
+    pub fn vapid_registry(
+        &self,
+        fallback: Option<VapidPrivateKey>,
+    ) -> Result<VapidRegistry, ConfigError> {
+        let mut problems = Vec::new();
+        let default = resolve_identity("base.push", &self.push, None, fallback, &mut problems);
+        let mut packages = BTreeMap::new();
+        if let Some(default) = &default {
+            for (package, keys) in &self.packages {
+                let path = format!("{package}.push");
+                if let Some(id) = resolve_identity(&path, keys, Some(default), None, &mut problems)
+                {
+                    packages.insert(package.clone(), id);
+                }
+            }
+        }
+        match default {
+            Some(default) if problems.is_empty() => Ok(VapidRegistry { default, packages }),
+            _ => Err(ConfigError::Invalid {
+                origin: self.origin(),
+                problems,
+            }),
+        }
+    }
+
+    fn origin(&self) -> String {
+        self.source
+            .as_ref()
+            .map_or_else(|| "(built-in defaults)".into(), |p| p.display().to_string())
+    }
+}
+
+fn resolve_identity(
+    path: &str,
+    keys: &PushKeys,
+    base: Option<&VapidIdentity>,
+    fallback: Option<VapidPrivateKey>,
+    problems: &mut Vec<Problem>,
+) -> Option<VapidIdentity> {
+    let key = keys
+        .private_key
+        .clone()
+        .or_else(|| base.map(|b| b.key.clone()))
+        .or(fallback);
+    let Some(key) = key else {
+        problems.push(Problem::new(
+            format!("{path}.vapid_private_key"),
+            "missing, and no key file to fall back on",
+        ));
+        return None;
+    };
+    if let Some(public) = &keys.public_key {
+        if keys.private_key.is_none() && base.is_some() {
+            problems.push(Problem::new(
+                format!("{path}.vapid_public_key"),
+                "is set without vapid_private_key; a package overriding its key needs both",
+            ));
+        } else if public.trim().trim_end_matches('=') != key.public_key() {
+            problems.push(Problem::new(
+                format!("{path}.vapid_public_key"),
+                format!(
+                    "does not match vapid_private_key (whose public key is {}); push services would answer 403",
+                    key.public_key()
+                ),
+            ));
+        }
+    }
+    let subject = keys.email.clone().or_else(|| base.map(|b| b.subject.clone()));
+    let Some(subject) = subject else {
+        problems.push(Problem::new(
+            format!("{path}.vapid_email"),
+            "missing: push services (Apple in particular) refuse VAPID tokens without a contact",
+        ));
+        return None;
+    };
+    Some(VapidIdentity { key, subject })
+}
+
+/// A duration as `10s`, `1500ms`, `2m`, or a bare number of seconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationText {
+    Seconds(u64),
+    Text(String),
+}
+
+fn duration(raw: DurationText) -> Result<Duration, String> {
+    match raw {
+        DurationText::Seconds(s) => Ok(Duration::from_secs(s)),
+        DurationText::Text(t) => humantime::parse_duration(t.trim())
+            .map_err(|e| format!("'{t}' is not a duration like 10s or 500ms ({e})")),
+    }
+}
+
+fn positive(n: usize) -> Result<usize, String> {
+    if n == 0 {
+        Err("must be at least 1".into())
+    } else {
+        Ok(n)
+    }
+}
+
+fn read_push_keys(section: &mut Section<'_, '_>) -> PushKeys {
+    let mut keys = PushKeys::default();
+    section.field_with("vapid_private_key", &mut keys.private_key, |raw: Option<Secret>| {
+        raw.map(|s| VapidPrivateKey::decode(s.expose()))
+            .transpose()
+    });
+    section.field("vapid_public_key", &mut keys.public_key);
+    section.field_with("vapid_email", &mut keys.email, |raw: Option<String>| {
+        raw.map(|s| normalize_subject(&s)).transpose()
+    });
+    keys
+}
+
+fn read_root(root: &serde_json::Value, problems: &mut Vec<Problem>) -> Config {
+    let mut config = Config::default();
+    let mut top = Section::new("", Some(root), false, problems);
+    {
+        let mut base = top.section("base");
+        let mut push = base.section("push");
+        config.push = read_push_keys(&mut push);
+    }
+    {
+        let mut own = top.section("axion_push");
+        own.strict_mode();
+        read_settings(&mut own, &mut config.settings);
+        own.finish();
+    }
+    if let serde_json::Value::Object(map) = root {
+        for (name, value) in map {
+            if name == "base" || name == "axion_push" {
+                continue;
+            }
+            let Some(push) = value.get("push") else {
+                continue;
+            };
+            let mut package_problems = Vec::new();
+            let keys = {
+                let mut section =
+                    Section::new(format!("{name}.push"), Some(push), false, &mut package_problems);
+                read_push_keys(&mut section)
+            };
+            match Package::parse(name) {
+                Ok(package) => {
+                    config.packages.insert(package, keys);
+                }
+                Err(e) => package_problems.push(Problem::new(name.clone(), e.to_string())),
+            }
+            top.extend(package_problems);
+        }
+    }
+    config
+}
+
+fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
+    {
+        let mut mqtt = own.section("mqtt");
+        let m = &mut s.mqtt;
+        mqtt.field_with("url", &mut m.url, |raw: Option<String>| {
+            raw.map(|u| {
+                let url = Url::parse(&u).map_err(|e| format!("'{u}' is not a URL ({e})"))?;
+                match url.scheme() {
+                    "mqtt" | "tcp" | "mqtts" | "ssl" => Ok(url),
+                    other => Err(format!(
+                        "scheme '{other}' is not supported (use mqtt:// or mqtts://)"
+                    )),
+                }
+            })
+            .transpose()
+        });
+        mqtt.field_with("client_id", &mut m.client_id, |id: String| {
+            if id.is_empty() || id.len() > 128 {
+                Err("must be 1 to 128 characters".into())
+            } else {
+                Ok(id)
+            }
+        });
+        mqtt.field("username", &mut m.username);
+        mqtt.field("password", &mut m.password);
+        mqtt.field_with("shared_group", &mut m.shared_group, |g: Option<String>| {
+            match g {
+                Some(g) if g.is_empty() || g.contains(['/', '+', '#']) => {
+                    Err("must be a single non-empty topic level".into())
+                }
+                g => Ok(g),
+            }
+        });
+        mqtt.field_with("topic_prefix", &mut m.topic_prefix, |p: String| {
+            if p.contains(['+', '#']) || p.starts_with('$') {
+                Err("must not contain wildcards or start with '$'".into())
+            } else {
+                Ok(p)
+            }
+        });
+        mqtt.field_with("keep_alive", &mut m.keep_alive, duration);
+        mqtt.field("ca_file", &mut m.ca_file);
+        mqtt.finish();
+    }
+    {
+        let mut broker = own.section("broker");
+        let b = &mut s.broker;
+        broker.field("listen", &mut b.listen);
+        broker.field("websocket_listen", &mut b.websocket_listen);
+        broker.field_with("max_payload_bytes", &mut b.max_payload_bytes, positive);
+        broker.finish();
+    }
+    {
+        let mut db = own.section("database");
+        let d = &mut s.database;
+        db.field_with("url", &mut d.url, |url: String| {
+            let scheme = url.split(':').next().unwrap_or_default();
+            match scheme {
+                "sqlite" => Ok(url),
+                "mysql" | "mariadb" | "postgres" | "postgresql" => Err(format!(
+                    "the {scheme} backend is not available in this build yet; use sqlite://PATH"
+                )),
+                _ => Err(format!("'{url}' is not a database URL (sqlite://PATH)")),
+            }
+        });
+        db.field_with("busy_timeout", &mut d.busy_timeout, duration);
+        db.field_with("max_connections", &mut d.max_connections, |n: u32| {
+            if n == 0 {
+                Err("must be at least 1".into())
+            } else {
+                Ok(n)
+            }
+        });
+        db.finish();
+    }
+    own.field("vapid_key_file", &mut s.vapid_key_file);
+    {
+        let mut delivery = own.section("delivery");
+        let d = &mut s.delivery;
+        delivery.field_with("concurrency", &mut d.concurrency, positive);
+        delivery.field_with("default_ttl", &mut d.default_ttl, |ttl: u32| {
+            if ttl > crate::model::MAX_TTL {
+                Err(format!(
+                    "must be at most {} seconds (4 weeks)",
+                    crate::model::MAX_TTL
+                ))
+            } else {
+                Ok(ttl)
+            }
+        });
+        delivery.field_with("request_timeout", &mut d.request_timeout, duration);
+        delivery.field_with("shutdown_grace", &mut d.shutdown_grace, duration);
+        delivery.field("extra_root_ca", &mut d.extra_root_ca);
+        if let Some(path) = &d.extra_root_ca
+            && !path.is_file()
+        {
+            delivery.problem(
+                "extra_root_ca",
+                format!("{} is not a readable file", path.display()),
+            );
+        }
+        delivery.finish();
+    }
+    {
+        let mut endpoints = own.section("endpoints");
+        let e = &mut s.endpoints;
+        endpoints.field_with("allow_hosts", &mut e.allow_hosts, |hosts: Vec<String>| {
+            for host in &hosts {
+                crate::model::HostPattern::parse(host)?;
+            }
+            Ok(hosts)
+        });
+        endpoints.field("allow_http", &mut e.allow_http);
+        endpoints.field("allow_private_addresses", &mut e.allow_private_addresses);
+        endpoints.finish();
+    }
+    {
+        let mut limits = own.section("limits");
+        limits.field_with(
+            "max_command_bytes",
+            &mut s.limits.max_command_bytes,
+            positive,
+        );
+        limits.finish();
+    }
+    {
+        let mut metrics = own.section("metrics");
+        let mut listen: Option<SocketAddr> = None;
+        metrics.field("listen", &mut listen);
+        if listen.is_some() {
+            metrics.problem(
+                "listen",
+                "the Prometheus endpoint is not available in this build yet; leave it null",
+            );
+        }
+        metrics.finish();
+    }
+    {
+        let mut log = own.section("log");
+        log.field_with("level", &mut s.log.level, |level: String| {
+            tracing_subscriber::EnvFilter::try_new(&level)
+                .map(|_| level.clone())
+                .map_err(|e| format!("'{level}' is not a log level or filter ({e})"))
+        });
+        log.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<Problem> {
+        match Config::from_yaml(yaml, "test") {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
+    fn paths(yaml: &str) -> Vec<String> {
+        problems(yaml).into_iter().map(|p| p.path).collect()
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let c = Config::from_yaml("", "test").unwrap();
+        assert_eq!(c.settings.broker.listen, "127.0.0.1:1883".parse().unwrap());
+        assert_eq!(c.settings.delivery.concurrency, 256);
+        assert!(c.settings.mqtt.url.is_none());
+    }
+
+    #[test]
+    fn the_shipped_config_parses_to_the_defaults() {
+        let text = include_str!("../../config.yaml");
+        let c = Config::from_yaml(text, "config.yaml").unwrap();
+        let d = Settings::default();
+        let s = &c.settings;
+        assert_eq!(s.mqtt.url, d.mqtt.url);
+        assert_eq!(s.mqtt.client_id, d.mqtt.client_id);
+        assert_eq!(s.mqtt.shared_group, d.mqtt.shared_group);
+        assert_eq!(s.mqtt.topic_prefix, d.mqtt.topic_prefix);
+        assert_eq!(s.mqtt.keep_alive, d.mqtt.keep_alive);
+        assert_eq!(s.broker.listen, d.broker.listen);
+        assert_eq!(s.broker.websocket_listen, d.broker.websocket_listen);
+        assert_eq!(s.broker.max_payload_bytes, d.broker.max_payload_bytes);
+        assert_eq!(s.database.url, d.database.url);
+        assert_eq!(s.database.busy_timeout, d.database.busy_timeout);
+        assert_eq!(s.vapid_key_file, d.vapid_key_file);
+        assert_eq!(s.delivery.concurrency, d.delivery.concurrency);
+        assert_eq!(s.delivery.default_ttl, d.delivery.default_ttl);
+        assert_eq!(s.delivery.request_timeout, d.delivery.request_timeout);
+        assert_eq!(s.delivery.shutdown_grace, d.delivery.shutdown_grace);
+        assert_eq!(s.endpoints.allow_hosts, d.endpoints.allow_hosts);
+        assert_eq!(s.endpoints.allow_http, d.endpoints.allow_http);
+        assert_eq!(s.limits.max_command_bytes, d.limits.max_command_bytes);
+        assert_eq!(s.log.level, d.log.level);
+        assert!(c.push.private_key.is_none(), "keys are generated on first run");
+        assert_eq!(c.push.email.as_deref(), Some("mailto:admin@example.com"));
+    }
+
+    #[test]
+    fn values_are_read_into_real_types() {
+        let c = Config::from_yaml(
+            "axion_push:\n  mqtt: {url: 'mqtts://broker:8883', shared_group: axion-push}\n  delivery: {request_timeout: 1500ms, concurrency: 8}\n  broker: {websocket_listen: '127.0.0.1:8083'}\n",
+            "test",
+        )
+        .unwrap();
+        let s = c.settings;
+        assert_eq!(s.mqtt.url.unwrap().scheme(), "mqtts");
+        assert_eq!(s.mqtt.shared_group.as_deref(), Some("axion-push"));
+        assert_eq!(s.delivery.request_timeout, Duration::from_millis(1500));
+        assert_eq!(s.delivery.concurrency, 8);
+        assert_eq!(
+            s.broker.websocket_listen,
+            Some("127.0.0.1:8083".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key_path() {
+        let found = paths(
+            "axion_push:\n  mqtt: {url: 'http://x', colour: red}\n  delivery: {concurrency: 0, request_timeout: soon}\n  broker: {listen: 'not an address'}\n  bogus: 1\n",
+        );
+        for expected in [
+            "axion_push.mqtt.url",
+            "axion_push.mqtt.colour",
+            "axion_push.delivery.concurrency",
+            "axion_push.delivery.request_timeout",
+            "axion_push.broker.listen",
+            "axion_push.bogus",
+        ] {
+            assert!(
+                found.iter().any(|p| p == expected),
+                "{expected} missing from {found:?}"
+            );
+        }
+        assert_eq!(found.len(), 6, "{found:?}");
+    }
+
+    #[test]
+    fn other_axion_sections_and_base_push_extras_are_ignored() {
+        let c = Config::from_yaml(
+            "base:\n  db: {host: x}\n  push: {enabled: true, vapid_email: 'mailto:a@example.com'}\ncrm:\n  title: CRM\n",
+            "test",
+        )
+        .unwrap();
+        assert!(c.packages.is_empty());
+    }
+
+    #[test]
+    fn a_bad_vapid_key_is_reported_at_load() {
+        assert_eq!(
+            paths("base:\n  push: {vapid_private_key: 'nope!'}\n"),
+            ["base.push.vapid_private_key"]
+        );
+        assert_eq!(
+            paths("crm:\n  push: {vapid_private_key: 'nope!'}\n"),
+            ["crm.push.vapid_private_key"]
+        );
+    }
+
+    #[test]
+    fn the_vapid_contact_must_be_reachable() {
+        assert_eq!(
+            paths("base:\n  push: {vapid_email: 'mailto:root@localhost'}\n"),
+            ["base.push.vapid_email"]
+        );
+    }
+
+    #[test]
+    fn unavailable_backends_are_named() {
+        let p = problems("axion_push:\n  database: {url: 'mysql://root@localhost/test'}\n");
+        assert_eq!(p[0].path, "axion_push.database.url");
+        assert!(p[0].message.contains("mysql"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let c = Config::from_yaml(
+            "axion_push:\n  mqtt: {username: svc, password: hunter2}\n",
+            "test",
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn packages_inherit_base_and_override_what_they_set() {
+        let base = VapidPrivateKey::generate();
+        let own = VapidPrivateKey::generate();
+        let yaml = format!(
+            "base:\n  push: {{vapid_email: 'mailto:ops@example.com'}}\ncrm:\n  push: {{vapid_private_key: '{}'}}\nhr:\n  push: {{vapid_email: 'mailto:hr@example.com'}}\n",
+            own.to_raw_base64url()
+        );
+        let c = Config::from_yaml(&yaml, "test").unwrap();
+        let registry = c.vapid_registry(Some(base.clone())).unwrap();
+        let crm = Package::parse("crm").unwrap();
+        let hr = Package::parse("hr").unwrap();
+        let other = Package::parse("other").unwrap();
+        assert_eq!(
+            registry.for_package(&crm).key.public_key(),
+            own.public_key()
+        );
+        assert_eq!(registry.for_package(&crm).subject, "mailto:ops@example.com");
+        assert_eq!(registry.for_package(&hr).key.public_key(), base.public_key());
+        assert_eq!(registry.for_package(&hr).subject, "mailto:hr@example.com");
+        assert_eq!(
+            registry.for_package(&other).key.public_key(),
+            base.public_key()
+        );
+        let own_keys: Vec<_> = registry.packages_with_own_key().map(|(p, _)| p).collect();
+        assert_eq!(own_keys, [&crm]);
+    }
+
+    #[test]
+    fn missing_vapid_config_is_an_error_naming_the_key() {
+        let c = Config::from_yaml("", "test").unwrap();
+        let err = c.vapid_registry(None).unwrap_err().to_string();
+        assert!(err.contains("base.push.vapid_private_key"), "{err}");
+        let c = Config::from_yaml(
+            &format!(
+                "base:\n  push: {{vapid_private_key: '{}'}}\n",
+                VapidPrivateKey::generate().to_raw_base64url()
+            ),
+            "test",
+        )
+        .unwrap();
+        let err = c.vapid_registry(None).unwrap_err().to_string();
+        assert!(err.contains("base.push.vapid_email"), "{err}");
+    }
+
+    #[test]
+    fn a_public_key_that_does_not_match_is_refused() {
+        let key = VapidPrivateKey::generate();
+        let other = VapidPrivateKey::generate();
+        let yaml = format!(
+            "base:\n  push: {{vapid_private_key: '{}', vapid_public_key: '{}', vapid_email: 'a@example.com'}}\n",
+            key.to_raw_base64url(),
+            other.public_key()
+        );
+        let c = Config::from_yaml(&yaml, "test").unwrap();
+        let err = c.vapid_registry(None).unwrap_err().to_string();
+        assert!(err.contains("base.push.vapid_public_key"), "{err}");
+    }
+}

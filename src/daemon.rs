@@ -1,0 +1,225 @@
+//! Wiring: builds the running daemon from a [`Config`] in start order and
+//! takes it down in stop order. It decides nothing a command depends on.
+//!
+//! Start: VAPID keys → store and migrations → embedded broker (unless an
+//! external one is configured) → push client → MQTT connected and subscribed.
+//! Stop: stop taking commands → let deliveries in flight finish within
+//! `shutdown_grace` (the rest stay unacked and are redelivered) → flush
+//! results → publish the offline status → disconnect → close the database.
+//! The caller owns the signal: `serve` wires SIGTERM/SIGINT to
+//! [`Daemon::shutdown`], tests call it directly.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{self, EmbeddedBroker};
+use crate::command::{Processor, ProcessorParts};
+use crate::config::{Config, VapidPrivateKey, VapidRegistry};
+use crate::delivery::Deliverer;
+use crate::mqtt::{self, Lifecycle, Session};
+use crate::push::{EndpointPolicy, PushClient, VapidSigners};
+use crate::report::{Egress, Outgoing};
+use crate::store::Store;
+use crate::topics::Topics;
+
+/// Results and events waiting for the MQTT client.
+const EGRESS_CAPACITY: usize = 4096;
+/// After the grace period, how long flushing and disconnecting may take.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running daemon.
+pub struct Daemon {
+    broker: Option<EmbeddedBroker>,
+    vapid: VapidRegistry,
+    store: Store,
+    tracker: TaskTracker,
+    commands: TaskTracker,
+    lifecycle: Lifecycle,
+    grace: Duration,
+}
+
+/// Reads the first-run key, or creates it (mode 0600: it signs every push).
+pub fn load_or_create_key_file(path: &Path) -> Result<VapidPrivateKey> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => VapidPrivateKey::decode(&text)
+            .map_err(|e| anyhow::anyhow!("the VAPID key file {} {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = VapidPrivateKey::generate();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path).with_context(|| {
+                format!(
+                    "cannot create the VAPID key file {} (axion_push.vapid_key_file)",
+                    path.display()
+                )
+            })?;
+            file.write_all(key.to_pem().as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(
+                file = %path.display(),
+                public_key = key.public_key(),
+                "generated a VAPID key pair; browsers subscribe with this public key"
+            );
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot read the VAPID key file {} (axion_push.vapid_key_file)",
+                path.display()
+            )
+        }),
+    }
+}
+
+/// The VAPID identities: `base.push`, or the key file when it has none.
+pub fn resolve_vapid(config: &Config) -> Result<VapidRegistry> {
+    let fallback = match &config.push.private_key {
+        Some(_) => None,
+        None => Some(load_or_create_key_file(&config.settings.vapid_key_file)?),
+    };
+    Ok(config.vapid_registry(fallback)?)
+}
+
+fn status(state: &str, instance: &str) -> bytes::Bytes {
+    json!({"state": state, "version": env!("CARGO_PKG_VERSION"), "instance": instance})
+        .to_string()
+        .into()
+}
+
+fn announcements(topics: &Topics, vapid: &VapidRegistry, instance: &str) -> Vec<Outgoing> {
+    let key = |public_key: &str| -> bytes::Bytes { json!({"public_key": public_key}).to_string().into() };
+    let mut out = vec![Outgoing {
+        topic: topics.vapid(None),
+        payload: key(vapid.default.key.public_key()),
+        retain: true,
+    }];
+    for (package, identity) in vapid.packages_with_own_key() {
+        out.push(Outgoing {
+            topic: topics.vapid(Some(package)),
+            payload: key(identity.key.public_key()),
+            retain: true,
+        });
+    }
+    out.push(Outgoing {
+        topic: topics.status(),
+        payload: status("online", instance),
+        retain: true,
+    });
+    out
+}
+
+impl Daemon {
+    /// Starts every part and returns once the daemon is subscribed to its
+    /// commands. With an external broker that is down, it keeps retrying.
+    pub async fn start(config: Config) -> Result<Daemon> {
+        let settings = &config.settings;
+        let vapid = resolve_vapid(&config)?;
+        tracing::info!(public_key = vapid.default.key.public_key(), "VAPID key loaded");
+
+        let store = Store::open(&settings.database).await?;
+        store.migrate().await?;
+
+        let broker = match settings.mqtt.url {
+            Some(_) => None,
+            None => Some(broker::start(&settings.broker).await?),
+        };
+
+        let policy = EndpointPolicy::new(&settings.endpoints);
+        let client = Arc::new(PushClient::new(&settings.delivery, policy.clone())?);
+        let topics = Topics::new(settings.mqtt.topic_prefix.clone());
+        let (egress, egress_rx) = Egress::channel(EGRESS_CAPACITY);
+        let processor = Processor::new(ProcessorParts {
+            store: store.clone(),
+            topics: topics.clone(),
+            egress,
+            deliverer: Deliverer::new(client, settings.delivery.concurrency),
+            signers: Arc::new(VapidSigners::new(&vapid)),
+            policy,
+            max_command_bytes: settings.limits.max_command_bytes,
+            default_ttl: settings.delivery.default_ttl,
+        });
+
+        let instance = settings.mqtt.client_id.clone();
+        let session = Session {
+            options: mqtt::options(
+                &settings.mqtt,
+                broker.map(|b| b.listen),
+                &settings.mqtt.client_id,
+            )?,
+            ingress_filter: topics.ingress_filter(settings.mqtt.shared_group.as_deref()),
+            announcements: announcements(&topics, &vapid, &instance),
+            farewell: Outgoing {
+                topic: topics.status(),
+                payload: status("offline", &instance),
+                retain: true,
+            },
+        };
+        let tracker = TaskTracker::new();
+        let lifecycle = Lifecycle::default();
+        let mut client = mqtt::spawn(session, processor, egress_rx, &tracker, lifecycle.clone());
+        client
+            .subscribed
+            .wait_for(|subscribed| *subscribed)
+            .await
+            .context("the MQTT client stopped before subscribing")?;
+        tracing::info!("axion-push is running");
+        Ok(Daemon {
+            broker,
+            vapid,
+            store,
+            tracker,
+            commands: client.commands,
+            lifecycle,
+            grace: settings.delivery.shutdown_grace,
+        })
+    }
+
+    /// The embedded broker, if this daemon runs one.
+    pub fn embedded_broker(&self) -> Option<EmbeddedBroker> {
+        self.broker
+    }
+
+    pub fn vapid(&self) -> &VapidRegistry {
+        &self.vapid
+    }
+
+    /// Stops in order (see the module docs); deliveries still running after
+    /// the grace period stay unacknowledged for the next run.
+    pub async fn shutdown(self) {
+        tracing::info!("stopping: no new commands");
+        self.lifecycle.intake.cancel();
+        self.commands.close();
+        if tokio::time::timeout(self.grace, self.commands.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace = ?self.grace,
+                "deliveries still running after the grace period are abandoned; their commands will be redelivered"
+            );
+            self.lifecycle.sends_cancel.cancel();
+            self.commands.wait().await;
+        }
+        self.lifecycle.finish.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(DISCONNECT_TIMEOUT, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the broker did not take the last messages in time");
+            self.lifecycle.hard_stop.cancel();
+            self.tracker.wait().await;
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,51 @@
+//! axion-push bridges MQTT real-time notifications to the Web Push API.
+//!
+//! A service publishes a notification on `axion/{package}/push/{user}/send`;
+//! the daemon publishes it as a real-time event on `axion/{package}/push/{user}`
+//! and delivers it, encrypted (RFC 8291) and signed (RFC 8292), to every
+//! active browser subscription of that user. The contract is `DESIGN.md`.
+//!
+//! # Map
+//!
+//! Leaves (they import nothing of ours but `model`):
+//! - [`model`]: validated nouns — package, user, group, endpoint, keys.
+//! - [`topics`]: the topic grammar, both ways.
+//! - [`config`]: `config.yaml`, defaults, VAPID key forms, problems by key path.
+//! - [`notification`]: what the user sees, parsed from a send command.
+//! - [`report`]: result reports, real-time events, the egress channel.
+//!
+//! Adapters:
+//! - [`store`]: every SQL statement; the Axion table and our own.
+//! - [`push`]: encryption, VAPID, payload, endpoint policy, HTTP, outcomes.
+//! - [`broker`]: the embedded rumqttd broker.
+//!
+//! Flow:
+//! - [`delivery`]: one notification to many subscriptions, concurrently.
+//! - [`command`]: a message parsed into a command and applied.
+//! - [`mqtt`]: the client loop — intake, ordered acks, egress.
+//! - [`daemon`]: wiring, start and stop order.
+//! - [`cli`]: the `axion-push` verbs.
+//!
+//! # A send command's path
+//!
+//! `mqtt` receives `axion/crm/push/alice/send` → `command::Processor` parses
+//! the topic (`topics`) and the notification (`notification`), reads alice's
+//! active subscriptions (`store`) and hands the real-time event to egress
+//! (`report`) → `delivery` fans out over `push` (encrypt, sign, POST, read the
+//! answer as an `Outcome`) → gone subscriptions are deactivated (`store`) →
+//! the result report goes to egress → `mqtt` publishes it and acknowledges
+//! the command.
+
+pub mod broker;
+pub mod cli;
+pub mod command;
+pub mod config;
+pub mod daemon;
+pub mod delivery;
+pub mod model;
+pub mod mqtt;
+pub mod notification;
+pub mod push;
+pub mod report;
+pub mod store;
+pub mod topics;

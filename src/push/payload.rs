@@ -1,0 +1,156 @@
+//! The Web Push payload: what the browser decrypts.
+//!
+//! It is a Declarative Web Push message (`{"web_push": 8030, "notification":
+//! {…}}`, W3C Push API), so Safari 18.4+ shows it without running a service
+//! worker, and the shipped service worker reads the same shape everywhere
+//! else. `title`, `body` and `url` are repeated at the top level, where
+//! service workers written for the Python module read them — the price is a
+//! few dozen bytes of the 3993 a push may carry.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::notification::{Dir, Notification};
+
+use super::ece::MAX_PLAINTEXT;
+
+/// `web_push` magic number of a declarative push message.
+const DECLARATIVE_MAGIC: u16 = 8030;
+
+#[derive(Serialize)]
+struct Declarative<'a> {
+    web_push: u16,
+    notification: DeclarativeNotification<'a>,
+    title: &'a str,
+    body: &'a str,
+    url: &'a str,
+}
+
+#[derive(Serialize)]
+struct DeclarativeNotification<'a> {
+    title: &'a str,
+    body: &'a str,
+    navigate: &'a str,
+    dir: Dir,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lang: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icon: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    badge: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    renotify: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    silent: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    require_interaction: bool,
+    timestamp: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    actions: Vec<DeclarativeAction<'a>>,
+    #[serde(skip_serializing_if = "is_empty_object")]
+    data: &'a Value,
+}
+
+#[derive(Serialize)]
+struct DeclarativeAction<'a> {
+    action: &'a str,
+    title: &'a str,
+    navigate: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icon: Option<&'a str>,
+}
+
+fn is_empty_object(v: &Value) -> bool {
+    v.as_object().is_some_and(|m| m.is_empty()) || v.is_null()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the notification is {len} bytes as a Web Push payload; at most {MAX_PLAINTEXT} fit one 4096-byte encrypted record (shorten body, data or actions)"
+)]
+pub struct PayloadTooLarge {
+    pub len: usize,
+}
+
+/// Renders the payload once per command; it is then encrypted per
+/// subscription. `timestamp_ms` is when the command was accepted.
+pub fn render(n: &Notification, timestamp_ms: u64) -> Result<Vec<u8>, PayloadTooLarge> {
+    let message = Declarative {
+        web_push: DECLARATIVE_MAGIC,
+        notification: DeclarativeNotification {
+            title: &n.title,
+            body: &n.body,
+            navigate: &n.url,
+            dir: n.dir,
+            lang: n.lang.as_deref(),
+            tag: n.tag.as_deref(),
+            icon: n.icon.as_deref(),
+            badge: n.badge.as_deref(),
+            image: n.image.as_deref(),
+            renotify: n.renotify,
+            silent: n.silent,
+            require_interaction: n.require_interaction,
+            timestamp: timestamp_ms,
+            actions: n
+                .actions
+                .iter()
+                .map(|a| DeclarativeAction {
+                    action: &a.action,
+                    title: &a.title,
+                    navigate: a.url.as_deref().unwrap_or(&n.url),
+                    icon: a.icon.as_deref(),
+                })
+                .collect(),
+            data: &n.data,
+        },
+        title: &n.title,
+        body: &n.body,
+        url: &n.url,
+    };
+    let bytes = serde_json::to_vec(&message).expect("a payload of strings and numbers serialises");
+    if bytes.len() > MAX_PLAINTEXT {
+        return Err(PayloadTooLarge { len: bytes.len() });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notification(json: &str) -> Notification {
+        Notification::parse(json.as_bytes(), 60, || "id-1".into()).unwrap()
+    }
+
+    #[test]
+    fn the_payload_is_a_declarative_push_message() {
+        let n = notification(
+            r#"{"title":"Alert","body":"Disk full","url":"/disks","tag":"disk","actions":[{"action":"ack","title":"Ack"}],"data":{"host":"db1"}}"#,
+        );
+        let v: Value = serde_json::from_slice(&render(&n, 1_700_000_000_000).unwrap()).unwrap();
+        assert_eq!(v["web_push"], 8030);
+        let d = &v["notification"];
+        assert_eq!(d["title"], "Alert");
+        assert_eq!(d["body"], "Disk full");
+        assert_eq!(d["navigate"], "/disks");
+        assert_eq!(d["tag"], "disk");
+        assert_eq!(d["dir"], "auto");
+        assert_eq!(d["timestamp"], 1_700_000_000_000u64);
+        assert_eq!(d["actions"][0]["navigate"], "/disks", "actions default to the url");
+        assert_eq!(d["data"]["host"], "db1");
+        assert_eq!(v["title"], "Alert", "top-level copy for older service workers");
+        assert_eq!(v["url"], "/disks");
+    }
+
+    #[test]
+    fn a_payload_that_cannot_fit_one_record_is_refused() {
+        let n = notification(&format!(r#"{{"title":"T","body":"{}"}}"#, "x".repeat(4000)));
+        let e = render(&n, 0).unwrap_err();
+        assert!(e.len > MAX_PLAINTEXT);
+        assert!(e.to_string().contains("at most 3993"), "{e}");
+    }
+}

@@ -1,0 +1,165 @@
+//! What the daemon says back: result reports and real-time events as values,
+//! their JSON, and the bounded egress channel that carries them to the MQTT
+//! client. Nothing here knows who publishes or how.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::notification::Notification;
+
+/// The answer to one command, published on its `…/result` topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResultReport {
+    /// The command's `id`, or the one the daemon generated.
+    pub id: String,
+    /// The verb (`send`, `subscribe`, …) as it appeared in the topic.
+    pub command: String,
+    /// True when the command was valid and applied. Delivery failures of a
+    /// valid send are counted below, not turned into `ok: false`.
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Active subscriptions the command concerned (for subscribe: the
+    /// user's active subscriptions afterwards).
+    pub subscriptions: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    /// Subscriptions set to Active = 'N' because the push service answered
+    /// 404/410 (or, for unsubscribe, because the browser asked).
+    pub deactivated: u64,
+    /// Deliveries still waiting for a retry when the report was written.
+    pub queued: u64,
+    /// Failed deliveries by cause: an HTTP status (`"503"`), `timeout`,
+    /// `connection`, `policy` or `keys`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub failures: BTreeMap<String, u64>,
+    /// For group commands: the members the command reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<u64>,
+}
+
+impl ResultReport {
+    pub fn accepted(id: impl Into<String>, command: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            command: command.into(),
+            ok: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn rejected(
+        id: impl Into<String>,
+        command: impl Into<String>,
+        error: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            command: command.into(),
+            ok: false,
+            error: Some(error.into()),
+            ..Self::default()
+        }
+    }
+
+    pub fn to_json(&self) -> Bytes {
+        serde_json::to_vec(self)
+            .expect("a report of strings and numbers serialises")
+            .into()
+    }
+}
+
+/// The real-time event: the normalised notification, its `id` and `ts`
+/// (seconds since the epoch, with milliseconds, as Python's `time.time()`).
+#[derive(Debug, Serialize)]
+pub struct Event<'a> {
+    #[serde(flatten)]
+    pub notification: &'a Notification,
+    pub ts: f64,
+    /// Set when the notification was sent to a group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<&'a str>,
+}
+
+impl Event<'_> {
+    pub fn to_json(&self) -> Bytes {
+        serde_json::to_vec(self)
+            .expect("an event of strings and numbers serialises")
+            .into()
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX))
+}
+
+/// One message for the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub topic: String,
+    pub payload: Bytes,
+    pub retain: bool,
+}
+
+/// The egress channel was closed: the daemon is stopping.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the egress channel is closed")]
+pub struct EgressClosed;
+
+/// The sending side of the egress channel. Bounded, so a broker that cannot
+/// keep up slows the command stage down instead of filling memory.
+#[derive(Debug, Clone)]
+pub struct Egress {
+    tx: mpsc::Sender<Outgoing>,
+}
+
+impl Egress {
+    pub fn channel(capacity: usize) -> (Egress, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Egress { tx }, rx)
+    }
+
+    pub async fn publish(&self, out: Outgoing) -> Result<(), EgressClosed> {
+        self.tx.send(out).await.map_err(|_| EgressClosed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejected_report_carries_its_error_and_zero_counts() {
+        let r = ResultReport::rejected("c1", "send", "title is empty");
+        let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"id":"c1","command":"send","ok":false,"error":"title is empty",
+                "subscriptions":0,"delivered":0,"failed":0,"deactivated":0,"queued":0})
+        );
+    }
+
+    #[test]
+    fn the_event_is_the_notification_with_its_timestamp() {
+        let n = Notification::parse(br#"{"title":"T","id":"e1"}"#, 60, || unreachable!()).unwrap();
+        let e = Event {
+            notification: &n,
+            ts: 1_700_000_000.5,
+            group: None,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(v["id"], "e1");
+        assert_eq!(v["title"], "T");
+        assert_eq!(v["url"], "/");
+        assert_eq!(v["ts"], 1_700_000_000.5);
+        assert!(v.get("group").is_none());
+    }
+}

@@ -1,0 +1,152 @@
+//! Every SQL statement the daemon runs, behind one cheap, cloneable [`Store`].
+//!
+//! The subscriptions live in Axion's `def_notify_push_subscription`, used
+//! exactly as existing installations created it; anything else (groups) is in
+//! tables of our own, created by the migrations in `migrations/`. The store
+//! decides nothing: it records and reads what the command layer asks.
+
+mod sqlite;
+
+use crate::config::DatabaseSettings;
+use crate::model::{Group, Package, Subscription, User};
+
+/// Why a statement failed, and whether trying again later can help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {url}: {reason}")]
+    Open { url: String, reason: String },
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+    /// Locked, busy, out of connections, disk full or unreachable: the same
+    /// statement may well succeed later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Query(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// A row of `def_notify_push_subscription`, as stored. Keys are text here:
+/// rows written by older software are only decoded when they are used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSubscription {
+    pub user: String,
+    pub package: String,
+    pub module: Option<String>,
+    pub endpoint: String,
+    pub p256dh: Option<String>,
+    pub auth: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: Option<String>,
+    pub active: bool,
+}
+
+/// What recording a subscription changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The user's active subscriptions in the package afterwards.
+    pub active: u64,
+    /// Other users of the package whose row for the same endpoint was
+    /// deactivated: a browser belongs to the account that subscribed it last.
+    pub taken_from_others: u64,
+}
+
+/// A change to a group's membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembersChange {
+    Edit { add: Vec<User>, remove: Vec<User> },
+    Set(Vec<User>),
+}
+
+/// A subscription to deactivate: its row's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowKey {
+    pub user: String,
+    pub package: String,
+    pub endpoint: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: sqlx::SqlitePool,
+}
+
+impl Store {
+    /// Opens (and for SQLite creates) the database; does not migrate.
+    pub async fn open(settings: &DatabaseSettings) -> Result<Store, StoreError> {
+        let pool = sqlite::open(settings).await?;
+        Ok(Store { pool })
+    }
+
+    /// Brings the schema up to date; safe to run on every start.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlite::migrate(&self.pool).await
+    }
+
+    pub async fn upsert_subscription(
+        &self,
+        package: &Package,
+        user: &User,
+        subscription: &Subscription,
+    ) -> Result<Subscribed, StoreError> {
+        sqlite::upsert_subscription(&self.pool, package, user, subscription).await
+    }
+
+    /// Sets Active = 'N' for one endpoint of a user; false if nothing was
+    /// active there.
+    pub async fn deactivate(
+        &self,
+        package: &Package,
+        user: &User,
+        endpoint: &str,
+    ) -> Result<bool, StoreError> {
+        sqlite::deactivate(&self.pool, package, user, endpoint).await
+    }
+
+    /// Deactivates many rows in one transaction; returns how many changed.
+    pub async fn deactivate_rows(&self, rows: &[RowKey]) -> Result<u64, StoreError> {
+        sqlite::deactivate_rows(&self.pool, rows).await
+    }
+
+    /// The active subscriptions of `users` in `package`.
+    pub async fn active_subscriptions(
+        &self,
+        package: &Package,
+        users: &[User],
+    ) -> Result<Vec<StoredSubscription>, StoreError> {
+        sqlite::active_subscriptions(&self.pool, package, users).await
+    }
+
+    /// Every subscription of a user, active or not, in one or all packages.
+    pub async fn subscriptions(
+        &self,
+        user: &User,
+        package: Option<&Package>,
+    ) -> Result<Vec<StoredSubscription>, StoreError> {
+        sqlite::subscriptions(&self.pool, user, package).await
+    }
+
+    /// Applies a membership change; returns the group's size afterwards.
+    pub async fn change_members(
+        &self,
+        package: &Package,
+        group: &Group,
+        change: &MembersChange,
+    ) -> Result<u64, StoreError> {
+        sqlite::change_members(&self.pool, package, group, change).await
+    }
+
+    pub async fn members(&self, package: &Package, group: &Group) -> Result<Vec<User>, StoreError> {
+        sqlite::members(&self.pool, package, group).await
+    }
+
+    /// Waits until in-flight statements finish and closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
