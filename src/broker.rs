@@ -127,12 +127,10 @@ pub async fn start(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerEr
         })
         .map_err(|e| BrokerError::Start(e.to_string()))?;
 
-    // rumqttd binds inside its own threads; wait until it accepts.
+    // rumqttd binds inside its own threads; it is ready once an MQTT
+    // handshake succeeds (a bare TCP probe would make it log an error).
     let ready = async {
-        loop {
-            if tokio::net::TcpStream::connect(listen).await.is_ok() {
-                return;
-            }
+        while !handshake(listen).await {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
@@ -147,6 +145,30 @@ pub async fn start(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerEr
     }
     tracing::info!(%listen, websocket = ?websocket, "embedded MQTT broker listening");
     Ok(EmbeddedBroker { listen, websocket })
+}
+
+/// Connects, waits for CONNACK and disconnects politely.
+async fn handshake(listen: SocketAddr) -> bool {
+    let host = if listen.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        listen.ip().to_string()
+    };
+    let client_id = format!("axion-push-probe-{}", uuid::Uuid::new_v4());
+    let mut options = rumqttc::MqttOptions::new(client_id, host, listen.port());
+    options.set_clean_session(true);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 4);
+    loop {
+        match eventloop.poll().await {
+            Ok(rumqttc::Event::Incoming(rumqttc::Incoming::ConnAck(_))) => {
+                let _ = client.try_disconnect();
+                let _ = eventloop.poll().await;
+                return true;
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -148,14 +148,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Logs to stderr. `RUST_LOG` overrides the config; the embedded broker and
-/// sqlx are kept to warnings unless the filter names them.
+/// Logs to stderr. `RUST_LOG` overrides the config. The embedded broker and
+/// sqlx are kept to warnings unless the filter names them, and rumqttd's
+/// router is silenced: it logs an error for every client that sends
+/// DISCONNECT before closing its socket (the polite way to leave).
 fn init_logging(level: &str) {
     let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_owned());
-    for quiet in ["rumqttd", "sqlx"] {
-        if !filter.contains(quiet) {
-            filter.push_str(&format!(",{quiet}=warn"));
-        }
+    if !filter.contains("rumqttd") {
+        filter.push_str(",rumqttd=warn,rumqttd::router::routing=off");
+    }
+    if !filter.contains("sqlx") {
+        filter.push_str(",sqlx=warn");
     }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

@@ -1,0 +1,219 @@
+//! Everything an integration test needs, on loopback, with nothing installed:
+//! a daemon on a temporary SQLite database and the embedded broker (port 0),
+//! a push service that decrypts what it receives, simulated browsers with
+//! real P-256 keys, and an MQTT client recording every message.
+#![allow(dead_code)]
+
+pub mod mqtt_client;
+pub mod push_service;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axion_push::config::{Config, Secret};
+use axion_push::daemon::Daemon;
+use axion_push::model::{Package, Target, User};
+use axion_push::store::Store;
+use axion_push::topics::{Topics, Verb};
+use serde_json::Value;
+
+#[allow(unused_imports)]
+pub use mqtt_client::{Message, TestClient};
+#[allow(unused_imports)]
+pub use push_service::{Browser, PushService, Received, Reply};
+
+/// How long a test waits for anything the daemon does.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,rumqttd=error,rumqttd::router::routing=off".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub push: PushService,
+    pub mqtt: TestClient,
+    pub config: Config,
+    pub topics: Topics,
+    daemon: Option<Daemon>,
+}
+
+/// A config for tests: temporary files, port 0, the loopback push service
+/// allowed explicitly (https with its own root, private addresses).
+pub fn test_config(dir: &std::path::Path, push: &PushService) -> Config {
+    let ca = dir.join("push-service-ca.pem");
+    if !ca.exists() {
+        std::fs::write(&ca, &push.ca_pem).unwrap();
+    }
+    let mut config = Config::default();
+    config.push.email = Some("mailto:tests@example.com".into());
+    let s = &mut config.settings;
+    s.broker.listen = "127.0.0.1:0".parse().unwrap();
+    s.database.url = format!("sqlite://{}", dir.join("axion-push.db").display());
+    s.vapid_key_file = dir.join("vapid.pem");
+    s.mqtt.client_id = format!("axion-push-{}", uuid::Uuid::new_v4());
+    s.delivery.extra_root_ca = Some(ca);
+    s.delivery.request_timeout = Duration::from_secs(5);
+    s.endpoints.allow_hosts.push("127.0.0.1".into());
+    s.endpoints.allow_private_addresses = true;
+    config
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the test config changed by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
+        init_logging();
+        let dir = tempfile::tempdir().unwrap();
+        let push = PushService::start().await;
+        let mut config = test_config(dir.path(), &push);
+        tweak(&mut config);
+        let daemon = tokio::time::timeout(WAIT, Daemon::start(config.clone()))
+            .await
+            .expect("the daemon starts within the wait")
+            .expect("the daemon starts");
+        let (host, port) = broker_address(&config, &daemon);
+        let topics = Topics::new(config.settings.mqtt.topic_prefix.clone());
+        let prefix = config.settings.mqtt.topic_prefix.clone();
+        let mqtt = TestClient::connect(&host, port, &[format!("{prefix}axion/#")]).await;
+        Harness {
+            dir,
+            push,
+            mqtt,
+            config,
+            topics,
+            daemon: Some(daemon),
+        }
+    }
+
+    pub fn browser(&self, name: &str) -> Browser {
+        self.push.browser(name)
+    }
+
+    /// Publishes a command and waits for its result report: the one with
+    /// the command's `id` when it has one, else the next on the reply topic.
+    pub async fn command(&self, topic: &str, payload: &[u8]) -> Value {
+        let id = serde_json::from_slice::<Value>(payload)
+            .ok()
+            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned));
+        let reply_topic = match topic.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/result"),
+            None => panic!("{topic} has no verb"),
+        };
+        let from = self.mqtt.count();
+        self.mqtt.publish(topic, payload.to_vec()).await;
+        let result = self
+            .mqtt
+            .wait_for(from, &format!("result on {reply_topic}"), WAIT, |m| {
+                m.topic == reply_topic
+                    && id
+                        .as_deref()
+                        .is_none_or(|id| m.json()["id"].as_str() == Some(id))
+            })
+            .await;
+        result.json()
+    }
+
+    pub fn command_topic(&self, package: &str, target: &str, verb: Verb) -> String {
+        self.topics.command(
+            &Package::parse(package).unwrap(),
+            &Target::parse(target).unwrap(),
+            verb,
+        )
+    }
+
+    pub async fn subscribe(&self, package: &str, user: &str, browser: &Browser) -> Value {
+        let result = self
+            .command(
+                &self.command_topic(package, user, Verb::Subscribe),
+                browser.subscription().to_string().as_bytes(),
+            )
+            .await;
+        assert_eq!(result["ok"], true, "subscribe failed: {result}");
+        result
+    }
+
+    /// Sends `notification` (an `id` is added when it has none).
+    pub async fn send(&self, package: &str, target: &str, mut notification: Value) -> Value {
+        if notification.get("id").is_none() {
+            notification["id"] = Value::String(uuid::Uuid::new_v4().to_string());
+        }
+        self.command(
+            &self.command_topic(package, target, Verb::Send),
+            notification.to_string().as_bytes(),
+        )
+        .await
+    }
+
+    /// A second handle on the daemon's database, for assertions.
+    pub async fn store(&self) -> Store {
+        Store::open(&self.config.settings.database).await.unwrap()
+    }
+
+    pub async fn subscription_rows(&self, user: &str) -> Vec<axion_push::store::StoredSubscription> {
+        let store = self.store().await;
+        let rows = store
+            .subscriptions(&User::parse(user).unwrap(), None)
+            .await
+            .unwrap();
+        store.close().await;
+        rows
+    }
+
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("the daemon is running")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            tokio::time::timeout(WAIT, daemon.shutdown())
+                .await
+                .expect("the daemon stops within the wait");
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn broker_address(config: &Config, daemon: &Daemon) -> (String, u16) {
+    match (&config.settings.mqtt.url, daemon.embedded_broker()) {
+        (Some(url), _) => (url.host_str().unwrap().to_owned(), url.port().unwrap_or(1883)),
+        (None, Some(broker)) => ("127.0.0.1".to_owned(), broker.listen.port()),
+        (None, None) => unreachable!("no url means an embedded broker"),
+    }
+}
+
+/// Holds SQLite's write lock from a second connection, as another process
+/// would: the daemon's writes fail once its busy timeout passes.
+pub struct DatabaseLock(sqlx::SqliteConnection);
+
+impl DatabaseLock {
+    pub async fn take(config: &Config) -> DatabaseLock {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&config.settings.database.url)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
+        DatabaseLock(conn)
+    }
+
+    pub async fn release(mut self) {
+        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
+    }
+}
+
+/// Credentials in a config are secrets; a helper for tests that set them.
+pub fn secret(text: &str) -> Secret {
+    Secret::new(text)
+}

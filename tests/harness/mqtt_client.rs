@@ -1,0 +1,129 @@
+//! A test's own MQTT client: publishes commands and records everything it
+//! receives, so a test can await a message instead of sleeping.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use tokio::sync::{Notify, watch};
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    pub retain: bool,
+}
+
+impl Message {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload)
+            .unwrap_or_else(|e| panic!("{} carries no JSON ({e}): {:?}", self.topic, self.payload))
+    }
+}
+
+#[derive(Clone)]
+pub struct TestClient {
+    client: AsyncClient,
+    seen: Arc<Mutex<Vec<Message>>>,
+    arrived: Arc<Notify>,
+}
+
+impl TestClient {
+    /// Connects and subscribes to `filters`; returns once the broker has
+    /// confirmed the subscription. Reconnects (and resubscribes) by itself.
+    pub async fn connect(host: &str, port: u16, filters: &[String]) -> TestClient {
+        let mut options = MqttOptions::new(format!("test-{}", uuid::Uuid::new_v4()), host, port);
+        options.set_max_packet_size(16 << 20, 16 << 20);
+        options.set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = AsyncClient::new(options, 256);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let arrived = Arc::new(Notify::new());
+        let (subscribed_tx, mut subscribed) = watch::channel(false);
+        {
+            let client = client.clone();
+            let seen = seen.clone();
+            let arrived = arrived.clone();
+            let filters = filters.to_vec();
+            tokio::spawn(async move {
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                            for f in &filters {
+                                let _ = client.try_subscribe(f.as_str(), QoS::AtLeastOnce);
+                            }
+                        }
+                        Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                            subscribed_tx.send_replace(true);
+                        }
+                        Ok(Event::Incoming(Incoming::Publish(p))) => {
+                            seen.lock().unwrap().push(Message {
+                                topic: p.topic.clone(),
+                                payload: p.payload.clone(),
+                                retain: p.retain,
+                            });
+                            arrived.notify_waiters();
+                        }
+                        Ok(_) => {}
+                        // The task lives as long as the test's runtime.
+                        Err(_) => {
+                            subscribed_tx.send_replace(false);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            });
+        }
+        tokio::time::timeout(Duration::from_secs(10), subscribed.wait_for(|s| *s))
+            .await
+            .expect("the test client subscribes within 10 s")
+            .unwrap();
+        TestClient {
+            client,
+            seen,
+            arrived,
+        }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .expect("the test client publishes");
+    }
+
+    pub fn messages(&self) -> Vec<Message> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// The first message from index `from` on that matches; fails showing
+    /// every topic seen when none arrives within `timeout`.
+    pub async fn wait_for(
+        &self,
+        from: usize,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&Message) -> bool,
+    ) -> Message {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.arrived.notified();
+            if let Some(found) = self.messages().into_iter().skip(from).find(|m| matches(m)) {
+                return found;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let seen: Vec<String> = self
+                    .messages()
+                    .iter()
+                    .skip(from)
+                    .map(|m| format!("{} {}", m.topic, String::from_utf8_lossy(&m.payload)))
+                    .collect();
+                panic!("no {what} within {timeout:?}; seen since: {seen:#?}");
+            }
+        }
+    }
+}

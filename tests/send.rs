@@ -1,0 +1,230 @@
+//! Sending to a user: the real-time event, then an encrypted, signed push to
+//! every active subscription, then the result report.
+
+mod harness;
+
+use harness::{Harness, Reply, WAIT};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_reaches_every_browser_of_the_user_encrypted_and_signed() {
+    let h = Harness::start().await;
+    let laptop = h.browser("laptop");
+    let phone = h.browser("phone");
+    h.subscribe("crm", "alice", &laptop).await;
+    let subscribed = h.subscribe("crm", "alice", &phone).await;
+    assert_eq!(subscribed["subscriptions"], 2);
+
+    let from = h.mqtt.count();
+    let result = h
+        .send(
+            "crm",
+            "alice",
+            json!({"id": "n-1", "title": "Disk full", "body": "db1 at 95%", "url": "/disks/db1"}),
+        )
+        .await;
+
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["command"], "send");
+    assert_eq!(result["subscriptions"], 2);
+    assert_eq!(result["delivered"], 2);
+    assert_eq!(result["failed"], 0);
+    assert_eq!(result["deactivated"], 0);
+
+    let messages = h.mqtt.messages();
+    let event_at = messages
+        .iter()
+        .skip(from)
+        .position(|m| m.topic == "axion/crm/push/alice")
+        .expect("the real-time event was published");
+    let result_at = messages
+        .iter()
+        .skip(from)
+        .position(|m| m.topic == "axion/crm/push/alice/result")
+        .unwrap();
+    assert!(event_at < result_at, "the event comes before the result");
+    let event = messages[from + event_at].json();
+    assert_eq!(event["id"], "n-1");
+    assert_eq!(event["title"], "Disk full");
+    assert_eq!(event["body"], "db1 at 95%");
+    assert_eq!(event["url"], "/disks/db1");
+    assert!(event["ts"].as_f64().unwrap() > 1.7e9);
+
+    let received = h.push.wait_for(2, WAIT).await;
+    let vapid_key = h.daemon().vapid().default.key.public_key().to_owned();
+    for browser in [&laptop, &phone] {
+        let got = h.push.received_by(browser);
+        assert_eq!(got.len(), 1, "one request for {}", browser.name);
+        let r = &got[0];
+        let payload = r.payload.as_ref().expect("the body decrypts with the browser's key");
+        assert_eq!(payload["web_push"], 8030);
+        assert_eq!(payload["notification"]["title"], "Disk full");
+        assert_eq!(payload["notification"]["body"], "db1 at 95%");
+        assert_eq!(payload["notification"]["navigate"], "/disks/db1");
+        let vapid = r.vapid.as_ref().expect("the VAPID JWT verifies");
+        assert_eq!(vapid.aud, format!("https://{}", h.push.addr));
+        assert_eq!(vapid.sub, "mailto:tests@example.com");
+        assert_eq!(vapid.key, vapid_key);
+        assert_eq!(r.content_encoding.as_deref(), Some("aes128gcm"));
+        assert_eq!(r.ttl.as_deref(), Some("86400"));
+        assert_eq!(r.urgency.as_deref(), Some("normal"));
+        assert_eq!(r.http_version, hyper::Version::HTTP_2, "pushes go over HTTP/2");
+    }
+    assert_eq!(received.len(), 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_subscription_is_deactivated_and_the_others_still_delivered() {
+    let h = Harness::start().await;
+    let old = h.browser("old");
+    let lost = h.browser("lost");
+    let current = h.browser("current");
+    for b in [&old, &lost, &current] {
+        h.subscribe("crm", "bob", b).await;
+    }
+    h.push.script(&old, [Reply::status(410)]);
+    h.push.script(&lost, [Reply::status(404)]);
+
+    let result = h.send("crm", "bob", json!({"title": "Hello"})).await;
+    assert_eq!(result["subscriptions"], 3);
+    assert_eq!(result["delivered"], 1);
+    assert_eq!(result["deactivated"], 2);
+    assert_eq!(result["failed"], 0);
+
+    let rows = h.subscription_rows("bob").await;
+    let active = |b: &harness::Browser| rows.iter().find(|r| r.endpoint == b.endpoint).unwrap().active;
+    assert!(!active(&old), "410 deactivates");
+    assert!(!active(&lost), "404 deactivates");
+    assert!(active(&current));
+
+    let again = h.send("crm", "bob", json!({"title": "Again"})).await;
+    assert_eq!(again["subscriptions"], 1);
+    assert_eq!(again["delivered"], 1);
+    assert_eq!(h.push.received_by(&old).len(), 1, "nothing more to a gone endpoint");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_failures_are_counted_and_never_deactivate() {
+    let h = Harness::start().await;
+    let statuses = [400u16, 401, 403, 413, 429, 500, 503];
+    let browsers: Vec<_> = statuses
+        .iter()
+        .map(|s| h.browser(&format!("answers-{s}")))
+        .collect();
+    for (b, status) in browsers.iter().zip(statuses) {
+        h.subscribe("crm", "carol", b).await;
+        h.push.script(b, [Reply::status(status)]);
+    }
+    let result = h.send("crm", "carol", json!({"title": "T"})).await;
+    assert_eq!(result["ok"], true);
+    assert_eq!(result["delivered"], 0);
+    assert_eq!(result["failed"], statuses.len());
+    assert_eq!(result["deactivated"], 0);
+    for status in statuses {
+        assert_eq!(result["failures"][status.to_string()], 1, "{result}");
+    }
+    assert!(h.subscription_rows("carol").await.iter().all(|r| r.active));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_push_service_is_a_counted_failure() {
+    let h = Harness::start().await;
+    let reachable = h.browser("reachable");
+    h.subscribe("crm", "dave", &reachable).await;
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut unreachable = h.browser("unreachable");
+    unreachable.endpoint = format!("https://{closed}/push/unreachable");
+    h.subscribe("crm", "dave", &unreachable).await;
+
+    let result = h.send("crm", "dave", json!({"title": "T"})).await;
+    assert_eq!(result["delivered"], 1);
+    assert_eq!(result["failed"], 1);
+    assert_eq!(result["failures"]["connection"], 1, "{result}");
+    assert_eq!(result["deactivated"], 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_subscriptions_still_gets_the_event() {
+    let h = Harness::start().await;
+    let from = h.mqtt.count();
+    let result = h.send("crm", "nobody", json!({"id": "n-0", "title": "T"})).await;
+    assert_eq!(result["ok"], true);
+    assert_eq!(result["subscriptions"], 0);
+    assert_eq!(result["delivered"], 0);
+    h.mqtt
+        .wait_for(from, "the event", WAIT, |m| m.topic == "axion/crm/push/nobody")
+        .await;
+    assert!(h.push.received().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_fill_what_the_command_leaves_out() {
+    let h = Harness::start().await;
+    let b = h.browser("b");
+    h.subscribe("crm", "erin", &b).await;
+    let from = h.mqtt.count();
+    h.send("crm", "erin", json!({"id": "minimal", "title": "Only a title"}))
+        .await;
+    let event = h
+        .mqtt
+        .wait_for(from, "the event", WAIT, |m| m.topic == "axion/crm/push/erin")
+        .await
+        .json();
+    assert_eq!(event["body"], "");
+    assert_eq!(event["url"], "/");
+    assert_eq!(event["ttl"], 86400);
+    assert_eq!(event["urgency"], "normal");
+    assert_eq!(event["renotify"], false);
+    assert_eq!(event["require_interaction"], false);
+    assert_eq!(event["silent"], false);
+    assert_eq!(event["data"], json!({}));
+    let pushed = h.push.wait_for(1, WAIT).await;
+    let payload = pushed[0].payload.as_ref().unwrap();
+    assert_eq!(payload["notification"]["navigate"], "/");
+    assert_eq!(payload["notification"]["body"], "");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_option_reaches_the_browser_and_the_push_headers() {
+    let h = Harness::start().await;
+    let b = h.browser("b");
+    h.subscribe("crm", "fay", &b).await;
+    let result = h
+        .send(
+            "crm",
+            "fay",
+            json!({
+                "title": "Build failed", "body": "main is red", "url": "/ci/42",
+                "icon": "/icon.png", "badge": "/badge.png", "image": "/shot.png",
+                "tag": "ci", "renotify": true, "require_interaction": true, "silent": false,
+                "lang": "en", "dir": "ltr",
+                "actions": [{"action": "retry", "title": "Retry", "url": "/ci/42/retry"}],
+                "data": {"build": 42}, "ttl": 600, "urgency": "high", "topic": "ci-main"
+            }),
+        )
+        .await;
+    assert_eq!(result["delivered"], 1, "{result}");
+    let r = &h.push.received_by(&b)[0];
+    assert_eq!(r.ttl.as_deref(), Some("600"));
+    assert_eq!(r.urgency.as_deref(), Some("high"));
+    assert_eq!(r.topic.as_deref(), Some("ci-main"));
+    let n = &r.payload.as_ref().unwrap()["notification"];
+    assert_eq!(n["icon"], "/icon.png");
+    assert_eq!(n["badge"], "/badge.png");
+    assert_eq!(n["image"], "/shot.png");
+    assert_eq!(n["tag"], "ci");
+    assert_eq!(n["renotify"], true);
+    assert_eq!(n["require_interaction"], true);
+    assert_eq!(n["lang"], "en");
+    assert_eq!(n["dir"], "ltr");
+    assert_eq!(n["actions"][0]["navigate"], "/ci/42/retry");
+    assert_eq!(n["data"]["build"], 42);
+    h.stop().await;
+}
