@@ -1,0 +1,223 @@
+//! Browser subscriptions arriving over MQTT: recorded, refused with a reason,
+//! updated, and unsubscribed.
+
+mod harness;
+
+use std::time::Duration;
+
+use axion_push::topics::Verb;
+use harness::{DatabaseLock, Harness};
+use serde_json::json;
+
+async fn subscribe_raw(h: &Harness, user: &str, payload: &str) -> serde_json::Value {
+    h.command(&h.command_topic("crm", user, Verb::Subscribe), payload.as_bytes())
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_subscription_is_stored_active_with_its_details() {
+    let h = Harness::start().await;
+    let b = h.browser("firefox");
+    let mut sub = b.subscription();
+    sub["user_agent"] = json!("Firefox/140");
+    sub["module"] = json!("tickets");
+    sub["id"] = json!("s-1");
+    let result = subscribe_raw(&h, "alice", &sub.to_string()).await;
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["id"], "s-1");
+    assert_eq!(result["command"], "subscribe");
+    assert_eq!(result["subscriptions"], 1);
+
+    let rows = h.subscription_rows("alice").await;
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.package, "crm");
+    assert_eq!(row.endpoint, b.endpoint);
+    assert_eq!(row.p256dh.as_deref(), Some(b.p256dh.as_str()));
+    assert_eq!(row.auth.as_deref(), Some(b.auth.as_str()));
+    assert_eq!(row.user_agent.as_deref(), Some("Firefox/140"));
+    assert_eq!(row.module.as_deref(), Some("tickets"));
+    assert!(row.active);
+    assert!(row.created_at.is_some());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_subscriptions_per_user_are_stored_and_all_sent_to() {
+    let h = Harness::start().await;
+    let browsers: Vec<_> = ["a", "b", "c"].iter().map(|n| h.browser(n)).collect();
+    for (i, b) in browsers.iter().enumerate() {
+        let r = h.subscribe("crm", "alice", b).await;
+        assert_eq!(r["subscriptions"], i + 1);
+    }
+    assert_eq!(h.subscription_rows("alice").await.len(), 3);
+    let result = h.send("crm", "alice", json!({"title": "To all"})).await;
+    assert_eq!(result["delivered"], 3);
+    for b in &browsers {
+        assert_eq!(h.push.received_by(b).len(), 1);
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_again_updates_the_keys_instead_of_adding_a_row() {
+    let h = Harness::start().await;
+    let b = h.browser("b");
+    h.subscribe("crm", "alice", &b).await;
+    let renewed = h.browser("b"); // same endpoint, new keys
+    let result = h.subscribe("crm", "alice", &renewed).await;
+    assert_eq!(result["subscriptions"], 1);
+    let rows = h.subscription_rows("alice").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].p256dh.as_deref(), Some(renewed.p256dh.as_str()));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_belongs_to_the_user_who_subscribed_it_last() {
+    let h = Harness::start().await;
+    let shared = h.browser("shared-pc");
+    h.subscribe("crm", "alice", &shared).await;
+    h.subscribe("crm", "bob", &shared).await;
+    let alice = h.send("crm", "alice", json!({"title": "For alice"})).await;
+    assert_eq!(alice["subscriptions"], 0, "alice's notifications must not reach bob's session");
+    let bob = h.send("crm", "bob", json!({"title": "For bob"})).await;
+    assert_eq!(bob["delivered"], 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_subscriptions_are_refused_with_a_reason() {
+    let h = Harness::start().await;
+    let b = h.browser("b");
+    let without_endpoint = json!({"keys": {"p256dh": b.p256dh, "auth": b.auth}});
+    let without_keys = json!({"endpoint": b.endpoint});
+    let without_auth = json!({"endpoint": b.endpoint, "keys": {"p256dh": b.p256dh}});
+    let bad_point = json!({"endpoint": b.endpoint, "keys": {"p256dh": "BAAA", "auth": b.auth}});
+    let short_auth = json!({"endpoint": b.endpoint, "keys": {"p256dh": b.p256dh, "auth": "AAAA"}});
+    let cases = [
+        ("{not json", "payload is not valid JSON"),
+        ("", "payload is empty"),
+        ("[1,2]", "payload is not a JSON object"),
+        (&without_endpoint.to_string(), "endpoint is missing"),
+        (&without_keys.to_string(), "keys is missing"),
+        (&without_auth.to_string(), "keys.auth is missing"),
+        (&bad_point.to_string(), "keys.p256dh must be a 65-byte uncompressed P-256 point"),
+        (&short_auth.to_string(), "keys.auth must be 16 bytes"),
+    ];
+    for (payload, expected) in cases {
+        let result = subscribe_raw(&h, "alice", payload).await;
+        assert_eq!(result["ok"], false, "{payload}: {result}");
+        let error = result["error"].as_str().unwrap();
+        assert!(error.contains(expected), "{payload}: {error}");
+    }
+    assert!(h.subscription_rows("alice").await.is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_outside_the_policy_are_refused() {
+    let h = Harness::start().await;
+    let b = h.browser("b");
+    let mut http = b.subscription();
+    http["endpoint"] = json!(b.endpoint.replace("https://", "http://"));
+    let result = subscribe_raw(&h, "alice", &http.to_string()).await;
+    assert!(result["error"].as_str().unwrap().contains("must use https"), "{result}");
+
+    let mut elsewhere = b.subscription();
+    elsewhere["endpoint"] = json!("https://push.evil.example/x");
+    let result = subscribe_raw(&h, "alice", &elsewhere.to_string()).await;
+    assert!(
+        result["error"].as_str().unwrap().contains("is not allowed"),
+        "{result}"
+    );
+    assert!(h.subscription_rows("alice").await.is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_error_is_reported_and_the_next_subscribe_succeeds() {
+    let h = Harness::start_with(|c| c.settings.database.busy_timeout = Duration::from_millis(200)).await;
+    let b = h.browser("b");
+    let lock = DatabaseLock::take(&h.config).await;
+    let failed = subscribe_raw(&h, "alice", &b.subscription().to_string()).await;
+    assert_eq!(failed["ok"], false);
+    assert!(
+        failed["error"].as_str().unwrap().contains("database unavailable"),
+        "{failed}"
+    );
+    lock.release().await;
+    let result = h.subscribe("crm", "alice", &b).await;
+    assert_eq!(result["subscriptions"], 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_deactivates_only_that_endpoint() {
+    let h = Harness::start().await;
+    let keep = h.browser("keep");
+    let drop = h.browser("drop");
+    h.subscribe("crm", "alice", &keep).await;
+    h.subscribe("crm", "alice", &drop).await;
+    let topic = h.command_topic("crm", "alice", Verb::Unsubscribe);
+    let result = h
+        .command(&topic, json!({"endpoint": drop.endpoint}).to_string().as_bytes())
+        .await;
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["command"], "unsubscribe");
+    assert_eq!(result["deactivated"], 1);
+    let rows = h.subscription_rows("alice").await;
+    assert!(rows.iter().find(|r| r.endpoint == keep.endpoint).unwrap().active);
+    assert!(!rows.iter().find(|r| r.endpoint == drop.endpoint).unwrap().active);
+
+    let again = h
+        .command(&topic, json!({"endpoint": drop.endpoint}).to_string().as_bytes())
+        .await;
+    assert_eq!(again["ok"], true);
+    assert_eq!(again["deactivated"], 0, "unsubscribing twice changes nothing");
+    let send = h.send("crm", "alice", json!({"title": "T"})).await;
+    assert_eq!(send["subscriptions"], 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_reports_a_database_error() {
+    let h = Harness::start_with(|c| c.settings.database.busy_timeout = Duration::from_millis(200)).await;
+    let b = h.browser("b");
+    h.subscribe("crm", "alice", &b).await;
+    let lock = DatabaseLock::take(&h.config).await;
+    let topic = h.command_topic("crm", "alice", Verb::Unsubscribe);
+    let result = h
+        .command(&topic, json!({"endpoint": b.endpoint}).to_string().as_bytes())
+        .await;
+    assert_eq!(result["ok"], false);
+    assert!(result["error"].as_str().unwrap().contains("database unavailable"), "{result}");
+    lock.release().await;
+    assert!(h.subscription_rows("alice").await[0].active);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_without_an_endpoint_is_refused() {
+    let h = Harness::start().await;
+    let topic = h.command_topic("crm", "alice", Verb::Unsubscribe);
+    let result = h.command(&topic, b"{}").await;
+    assert_eq!(result["ok"], false);
+    assert!(result["error"].as_str().unwrap().contains("endpoint is missing"), "{result}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_subscriptions_shows_none_then_every_one() {
+    let h = Harness::start().await;
+    assert!(h.subscription_rows("alice").await.is_empty());
+    let a = h.browser("a");
+    let b = h.browser("b");
+    h.subscribe("crm", "alice", &a).await;
+    h.subscribe("hr", "alice", &b).await;
+    let rows = h.subscription_rows("alice").await;
+    let mut packages: Vec<_> = rows.iter().map(|r| r.package.as_str()).collect();
+    packages.sort();
+    assert_eq!(packages, ["crm", "hr"]);
+    h.stop().await;
+}
