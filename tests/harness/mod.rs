@@ -4,6 +4,7 @@
 //! real P-256 keys, and an MQTT client recording every message.
 #![allow(dead_code)]
 
+pub mod mosquitto;
 pub mod mqtt_client;
 pub mod push_service;
 
@@ -173,12 +174,15 @@ impl Harness {
         self.daemon.as_ref().expect("the daemon is running")
     }
 
-    pub async fn stop(mut self) {
+    /// Stops the daemon; the returned directory keeps its files (database,
+    /// key) until it is dropped.
+    pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(daemon) = self.daemon.take() {
             tokio::time::timeout(WAIT, daemon.shutdown())
                 .await
                 .expect("the daemon stops within the wait");
         }
+        self.dir
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

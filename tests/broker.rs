@@ -1,0 +1,128 @@
+//! The broker side: the embedded broker's addresses, the retained status and
+//! VAPID topics, and an external Mosquitto that restarts under the daemon.
+
+mod harness;
+
+use std::time::Duration;
+
+use axion_push::daemon::Daemon;
+use harness::mosquitto::Mosquitto;
+use harness::{Harness, TestClient, WAIT, test_config};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_vapid_key_are_retained_and_the_status_turns_offline_on_stop() {
+    let h = Harness::start().await;
+    let port = h.daemon().embedded_broker().unwrap().listen.port();
+    let late = TestClient::connect("127.0.0.1", port, &["axion/push/#".into()]).await;
+    let status = late
+        .wait_for(0, "retained status", WAIT, |m| m.topic == "axion/push/daemon/status")
+        .await;
+    assert!(status.retain, "the status is retained");
+    let status = status.json();
+    assert_eq!(status["state"], "online");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["instance"], h.config.settings.mqtt.client_id.as_str());
+    let key = late
+        .wait_for(0, "retained key", WAIT, |m| m.topic == "axion/push/vapid")
+        .await;
+    assert!(key.retain);
+    assert_eq!(
+        key.json()["public_key"],
+        h.daemon().vapid().default.key.public_key()
+    );
+
+    let from = late.count();
+    let _files = h.stop().await;
+    // The embedded broker outlives the daemon within this process.
+    let offline = late
+        .wait_for(from, "offline status", WAIT, |m| m.topic == "axion/push/daemon/status")
+        .await;
+    assert_eq!(offline.json()["state"], "offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_broker_port_is_a_clear_error_naming_the_key() {
+    harness::init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let push = harness::PushService::start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = test_config(dir.path(), &push);
+    config.settings.broker.listen = taken.local_addr().unwrap();
+    let err = match Daemon::start(config).await {
+        Ok(_) => panic!("started on a taken port"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("already in use"), "{err}");
+    assert!(err.contains("axion_push.broker.listen"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_works_against_an_external_broker() {
+    let broker = Mosquitto::start(false).await;
+    let url = broker.url();
+    let h = Harness::start_with(|c| c.settings.mqtt.url = Some(url.parse().unwrap())).await;
+    assert!(h.daemon().embedded_broker().is_none(), "no embedded broker with a url");
+    let b = h.browser("b");
+    h.subscribe("crm", "alice", &b).await;
+    let r = h.send("crm", "alice", json!({"title": "via mosquitto"})).await;
+    assert_eq!(r["delivered"], 1, "{r}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_broker_restart_that_lost_the_session_the_daemon_reconnects_and_resubscribes() {
+    let mut broker = Mosquitto::start(false).await;
+    let url = broker.url();
+    let h = Harness::start_with(|c| {
+        c.settings.mqtt.url = Some(url.parse().unwrap());
+        c.settings.mqtt.keep_alive = Duration::from_secs(5);
+    })
+    .await;
+    let b = h.browser("b");
+    h.subscribe("crm", "alice", &b).await;
+
+    let from = h.mqtt.count();
+    broker.restart().await;
+    // The daemon announces itself again once it is back.
+    h.mqtt
+        .wait_for(from, "the daemon back online", Duration::from_secs(30), |m| {
+            m.topic == "axion/push/daemon/status" && m.json()["state"] == "online"
+        })
+        .await;
+    // The broker forgot every subscription: commands only arrive if the
+    // daemon subscribed again.
+    let r = h.send("crm", "alice", json!({"title": "after restart"})).await;
+    assert_eq!(r["delivered"], 1, "{r}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_published_while_the_daemon_is_away_is_handled_when_it_returns() {
+    let broker = Mosquitto::start(true).await;
+    let url = broker.url();
+    let h = Harness::start_with(|c| c.settings.mqtt.url = Some(url.parse().unwrap())).await;
+    let b = h.browser("b");
+    h.subscribe("crm", "alice", &b).await;
+    let (mqtt, push, config) = (h.mqtt.clone(), h.push.clone(), h.config.clone());
+    let _files = h.stop().await;
+
+    // Published while no daemon runs; the broker keeps it for the daemon's
+    // persistent session.
+    let from = mqtt.count();
+    mqtt.publish(
+        "axion/crm/push/alice/send",
+        json!({"id": "while-away", "title": "kept by the broker"}).to_string(),
+    )
+    .await;
+    let daemon = Daemon::start(config).await.expect("the daemon restarts");
+    let r = mqtt
+        .wait_for(from, "the result", WAIT, |m| {
+            m.topic == "axion/crm/push/alice/result" && m.json()["id"] == "while-away"
+        })
+        .await
+        .json();
+    assert_eq!(r["delivered"], 1, "{r}");
+    assert_eq!(push.received_by(&b).len(), 1);
+    daemon.shutdown().await;
+}
