@@ -75,7 +75,6 @@ pub(super) async fn listen(config: &Config, package: Option<&str>, user: Option<
     let topics = Topics::new(config.settings.mqtt.topic_prefix.clone());
     let filter = topics.event_filter(package.as_ref(), user.as_ref());
     let (client, mut eventloop, broker) = connect(config, "listen")?;
-    eprintln!("listening on {filter} at {broker}");
     let mut reported = false;
     loop {
         let event = tokio::select! {
@@ -86,6 +85,9 @@ pub(super) async fn listen(config: &Config, package: Option<&str>, user: Option<
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                 reported = false;
                 client.try_subscribe(filter.as_str(), QoS::AtMostOnce)?;
+            }
+            Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                eprintln!("listening on {filter} at {broker}");
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 let event: serde_json::Value = serde_json::from_slice(&p.payload)

@@ -1,0 +1,386 @@
+//! The `axion-push` binary as an operator uses it: every verb, against a
+//! daemon started with `serve`.
+
+mod harness;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use axion_push::config::Config;
+use harness::mosquitto::Mosquitto;
+use harness::{PushService, TestClient, WAIT};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_axion-push");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("AXION_PUSH_CONFIG")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A config file for the binary: a free broker port, files in `dir`, the
+/// loopback push service trusted.
+fn write_config(dir: &Path, push: &PushService, extra: &str) -> (PathBuf, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &push.ca_pem).unwrap();
+    let yaml = format!(
+        r#"base:
+  push:
+    vapid_email: mailto:tests@example.com
+axion_push:
+  mqtt:
+    client_id: cli-test-{port}
+{extra}
+  broker:
+    listen: 127.0.0.1:{port}
+  database:
+    url: sqlite://{db}
+  vapid_key_file: {key}
+  delivery:
+    extra_root_ca: {ca}
+  endpoints:
+    allow_hosts: [127.0.0.1]
+    allow_private_addresses: true
+"#,
+        db = dir.join("axion-push.db").display(),
+        key = dir.join("vapid.pem").display(),
+        ca = ca.display(),
+    );
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    (path, port)
+}
+
+/// Lines of a child's output, read on a thread so they can be awaited with
+/// a deadline.
+struct Lines {
+    rx: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn of(reader: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Lines { rx, seen: Vec::new() }
+    }
+
+    /// Waits for a line containing `needle`.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; seen: {:#?}", self.seen),
+            }
+        }
+    }
+}
+
+/// A running `axion-push serve` whose log lines can be awaited.
+struct Serve {
+    child: Child,
+    log: Lines,
+}
+
+impl Serve {
+    fn start(config: &Path) -> Serve {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let log = Lines::of(child.stderr.take().unwrap());
+        Serve { child, log }
+    }
+
+    fn wait_for(&mut self, needle: &str) -> String {
+        self.log.wait_for(needle)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn every_verb_has_help() {
+    for verb in [
+        "serve",
+        "generate-vapid",
+        "test-push",
+        "subscriptions",
+        "listen",
+        "migrate",
+        "check-config",
+    ] {
+        let out = run(&[verb, "--help"]);
+        assert!(out.status.success(), "{verb} --help failed");
+        assert!(text(&out.stdout).contains("Usage: axion-push"), "{verb}");
+    }
+    let out = run(&["--help"]);
+    assert!(text(&out.stdout).contains("test-push"));
+}
+
+#[test]
+fn check_config_accepts_the_shipped_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
+    let copy = dir.path().join("config.yaml");
+    std::fs::copy(shipped, &copy).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", copy.to_str().unwrap()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("OK"));
+    assert!(
+        !dir.path().join("vapid.pem").exists(),
+        "checking must not create the key file"
+    );
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "base:\n  push:\n    vapid_email: root@localhost\naxion_push:\n  delivery: {concurrency: 0}\n  mqtt: {url: 'http://x', colour: red}\n",
+    )
+    .unwrap();
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for key in [
+        "base.push.vapid_email",
+        "axion_push.delivery.concurrency",
+        "axion_push.mqtt.url",
+        "axion_push.mqtt.colour",
+    ] {
+        assert!(err.contains(key), "{key} missing from:\n{err}");
+    }
+}
+
+#[test]
+fn a_missing_config_file_that_was_asked_for_is_an_error() {
+    let out = run(&["check-config", "--config", "/nonexistent/axion.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/axion.yaml"));
+}
+
+#[test]
+fn generate_vapid_prints_a_config_block_that_loads() {
+    let out = run(&["generate-vapid", "--email", "ops@example.com"]);
+    assert!(out.status.success());
+    let block = text(&out.stdout);
+    let config = Config::from_yaml(&block, "generate-vapid output").unwrap();
+    let registry = config.vapid_registry(None).unwrap();
+    assert!(block.contains(registry.default.key.public_key()));
+    assert_eq!(registry.default.subject, "mailto:ops@example.com");
+}
+
+#[test]
+fn migrate_creates_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fresh.db");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!("axion_push:\n  database: {{url: 'sqlite://{}'}}\n", db.display()),
+    )
+    .unwrap();
+    let out = run(&["migrate", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("up to date"));
+    let out = run(&["subscriptions", "nobody", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "the table exists: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("nobody has no subscriptions"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_and_test_push_deliver_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let (config, port) = write_config(dir.path(), &push, "");
+    let cfg = config.to_str().unwrap().to_owned();
+    let mut serve = Serve::start(&config);
+    serve.wait_for("axion-push is running");
+
+    // Nobody subscribed yet: the report says so and the exit code is 1.
+    let out = run(&["test-push", "alice", "--package", "crm", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["subscriptions"], 0);
+    assert!(text(&out.stderr).contains("no active subscription"));
+
+    let browser = push.browser("b");
+    let mqtt = TestClient::connect("127.0.0.1", port, &["axion/#".into()]).await;
+    mqtt.publish("axion/crm/push/alice/subscribe", browser.subscription().to_string())
+        .await;
+    mqtt.wait_for(0, "subscribe result", WAIT, |m| {
+        m.topic == "axion/crm/push/alice/result" && m.json()["ok"] == true
+    })
+    .await;
+
+    let out = run(&[
+        "test-push", "alice", "--package", "crm", "--title", "Hi from the CLI", "--body", "b",
+        "--config", &cfg,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["delivered"], 1);
+    let received = push.wait_for(1, WAIT).await;
+    assert_eq!(
+        received[0].payload.as_ref().unwrap()["notification"]["title"],
+        "Hi from the CLI"
+    );
+
+    let out = run(&["subscriptions", "alice", "--config", &cfg]);
+    assert!(out.status.success());
+    let listing = text(&out.stdout);
+    assert!(listing.contains("crm\tactive"), "{listing}");
+    assert!(!listing.contains(&browser.endpoint), "endpoints are capabilities: origin only");
+    let out = run(&["subscriptions", "alice", "--json", "--config", &cfg]);
+    let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(row["endpoint"], browser.endpoint.as_str());
+    assert_eq!(row["active"], true);
+
+    serve.signal("-TERM");
+    serve.wait_for("stopped");
+    assert!(serve.wait().success(), "serve exits 0 on SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_prints_each_event_as_a_json_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let (config, port) = write_config(dir.path(), &push, "");
+    let cfg = config.to_str().unwrap().to_owned();
+    let mut serve = Serve::start(&config);
+    serve.wait_for("axion-push is running");
+
+    let mut listen = Command::new(BIN)
+        .args(["listen", "--package", "crm", "alice", "--config", &cfg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut output = Lines::of(listen.stdout.take().unwrap());
+    // `listen` says so on stderr once the broker confirmed its subscription.
+    Lines::of(listen.stderr.take().unwrap()).wait_for("listening on axion/crm/push/alice");
+    let mqtt = TestClient::connect("127.0.0.1", port, &["axion/#".into()]).await;
+    mqtt.publish("axion/crm/push/alice/send", json!({"title": "live"}).to_string())
+        .await;
+    let line = output.wait_for("axion/crm/push/alice");
+    let printed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(printed["topic"], "axion/crm/push/alice");
+    assert_eq!(printed["event"]["title"], "live");
+    let _ = listen.kill();
+    let _ = listen.wait();
+    drop(serve);
+}
+
+#[test]
+fn test_push_without_a_daemon_fails_fast_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, format!("axion_push:\n  broker: {{listen: '127.0.0.1:{port}'}}\n")).unwrap();
+    let started = std::time::Instant::now();
+    let out = run(&["test-push", "alice", "--timeout", "20", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot reach the MQTT broker"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "no hang until the timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_taken_port_exits_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let (config, port) = write_config(dir.path(), &push, "");
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = run(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("axion_push.broker.listen"), "{err}");
+    assert!(err.contains("already in use"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_will_reports_offline_when_the_daemon_is_killed() {
+    let broker = Mosquitto::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let (config, _) = write_config(dir.path(), &push, &format!("    url: {}", broker.url()));
+    let mqtt = TestClient::connect(
+        "127.0.0.1",
+        broker.addr.port(),
+        &["axion/push/daemon/status".into()],
+    )
+    .await;
+    let mut serve = Serve::start(&config);
+    serve.wait_for("axion-push is running");
+    mqtt.wait_for(0, "online", WAIT, |m| m.json()["state"] == "online")
+        .await;
+    let from = mqtt.count();
+    serve.signal("-KILL");
+    let offline = mqtt
+        .wait_for(from, "the Last Will", WAIT, |m| m.json()["state"] == "offline")
+        .await;
+    assert!(offline.json()["instance"].as_str().unwrap().starts_with("cli-test-"));
+}
