@@ -106,10 +106,7 @@ pub async fn start(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerEr
             server("axion-push-mqtt", listen, max_payload),
         )])),
         ws: websocket.map(|addr| {
-            HashMap::from([(
-                "ws".to_owned(),
-                server("axion-push-ws", addr, max_payload),
-            )])
+            HashMap::from([("ws".to_owned(), server("axion-push-ws", addr, max_payload))])
         }),
         ..Config::default()
     };

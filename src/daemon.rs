@@ -96,7 +96,8 @@ fn status(state: &str, instance: &str) -> bytes::Bytes {
 }
 
 fn announcements(topics: &Topics, vapid: &VapidRegistry, instance: &str) -> Vec<Outgoing> {
-    let key = |public_key: &str| -> bytes::Bytes { json!({"public_key": public_key}).to_string().into() };
+    let key =
+        |public_key: &str| -> bytes::Bytes { json!({"public_key": public_key}).to_string().into() };
     let mut out = vec![Outgoing {
         topic: topics.vapid(None),
         payload: key(vapid.default.key.public_key()),
@@ -123,7 +124,10 @@ impl Daemon {
     pub async fn start(config: Config) -> Result<Daemon> {
         let settings = &config.settings;
         let vapid = resolve_vapid(&config)?;
-        tracing::info!(public_key = vapid.default.key.public_key(), "VAPID key loaded");
+        tracing::info!(
+            public_key = vapid.default.key.public_key(),
+            "VAPID key loaded"
+        );
 
         let store = Store::open(&settings.database).await?;
         store.migrate().await?;

@@ -246,12 +246,13 @@ impl SubscriptionKeys {
         if parsed.format() != ParsedPublicKeyFormat::Uncompressed {
             return Err(ModelError::P256dhNotOnCurve);
         }
-        let auth: [u8; 16] = auth_bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| ModelError::AuthLength {
-                len: auth_bytes.len(),
-            })?;
+        let auth: [u8; 16] =
+            auth_bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| ModelError::AuthLength {
+                    len: auth_bytes.len(),
+                })?;
         Ok(Self { p256dh, auth })
     }
 
@@ -318,9 +319,7 @@ impl HostPattern {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']'));
         if !valid {
-            return Err(format!(
-                "'{text}' is not a host name or *.domain pattern"
-            ));
+            return Err(format!("'{text}' is not a host name or *.domain pattern"));
         }
         Ok(if wildcard {
             HostPattern::Subdomains(host)
@@ -334,13 +333,12 @@ impl HostPattern {
         let host = host.trim_end_matches('.');
         match self {
             HostPattern::Exact(h) => host.eq_ignore_ascii_case(h),
-            HostPattern::Subdomains(domain) => host
-                .len()
-                .checked_sub(domain.len() + 1)
-                .is_some_and(|cut| {
+            HostPattern::Subdomains(domain) => {
+                host.len().checked_sub(domain.len() + 1).is_some_and(|cut| {
                     host.as_bytes()[cut] == b'.'
                         && host.as_bytes()[cut + 1..].eq_ignore_ascii_case(domain.as_bytes())
-                }),
+                })
+            }
         }
     }
 }

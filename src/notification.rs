@@ -199,7 +199,9 @@ impl Notification {
             lang: wire.lang,
             dir: wire.dir,
             actions: wire.actions,
-            data: wire.data.unwrap_or_else(|| Value::Object(Default::default())),
+            data: wire
+                .data
+                .unwrap_or_else(|| Value::Object(Default::default())),
             ttl,
             urgency: wire.urgency,
             topic: wire.topic,
@@ -285,14 +287,20 @@ mod tests {
     #[test]
     fn misspelt_fields_are_refused_not_ignored() {
         let e = parse(r#"{"title":"T","requireInteraction":true}"#).unwrap_err();
-        assert!(e.to_string().contains("unknown field `requireInteraction`"), "{e}");
+        assert!(
+            e.to_string().contains("unknown field `requireInteraction`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn malformed_json_is_reported() {
         let e = parse(r#"{"title":"#).unwrap_err();
         assert!(matches!(e, NotificationError::Json(_)), "{e}");
-        assert!(matches!(parse("[]").unwrap_err(), NotificationError::Json(_)));
+        assert!(matches!(
+            parse("[]").unwrap_err(),
+            NotificationError::Json(_)
+        ));
     }
 
     #[test]
@@ -318,6 +326,9 @@ mod tests {
             NotificationError::BadAction(0)
         );
         assert!(parse(r#"{"title":"T","urgency":"urgent"}"#).is_err());
-        assert_eq!(parse(r#"{"title":"T","id":""}"#).unwrap_err(), NotificationError::BadId);
+        assert_eq!(
+            parse(r#"{"title":"T","id":""}"#).unwrap_err(),
+            NotificationError::BadId
+        );
     }
 }

@@ -18,7 +18,12 @@ pub enum Verb {
 }
 
 impl Verb {
-    pub const ALL: [Verb; 4] = [Verb::Send, Verb::Subscribe, Verb::Unsubscribe, Verb::Members];
+    pub const ALL: [Verb; 4] = [
+        Verb::Send,
+        Verb::Subscribe,
+        Verb::Unsubscribe,
+        Verb::Members,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -76,7 +81,8 @@ impl Levels<'_> {
     }
 
     pub fn route(&self) -> Result<Route, TopicError> {
-        let verb = Verb::parse(self.verb).ok_or_else(|| TopicError::UnknownVerb(self.verb.into()))?;
+        let verb =
+            Verb::parse(self.verb).ok_or_else(|| TopicError::UnknownVerb(self.verb.into()))?;
         let package = Package::parse(self.package)?;
         let target = Target::parse(self.target)?;
         match (&target, verb) {

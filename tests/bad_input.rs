@@ -19,16 +19,29 @@ async fn malformed_sends_are_answered_with_the_reason() {
         (b"", "payload is not a valid notification"),
         (br#"{"id":"x1","body":"no title"}"#, "missing field `title`"),
         (br#"{"title":"   "}"#, "title is empty"),
-        (br#"{"title":"T","requireInteraction":true}"#, "unknown field `requireInteraction`"),
-        (br#"{"title":"T","urgency":"asap"}"#, "unknown variant `asap`"),
-        (br#"{"title":"T","topic":"not a valid topic!"}"#, "topic must be 1 to 32 base64url"),
+        (
+            br#"{"title":"T","requireInteraction":true}"#,
+            "unknown field `requireInteraction`",
+        ),
+        (
+            br#"{"title":"T","urgency":"asap"}"#,
+            "unknown variant `asap`",
+        ),
+        (
+            br#"{"title":"T","topic":"not a valid topic!"}"#,
+            "topic must be 1 to 32 base64url",
+        ),
     ];
     for (payload, expected) in cases {
         let r = raw(&h, topic, payload).await;
         assert_eq!(r["ok"], false, "{}", String::from_utf8_lossy(payload));
         assert_eq!(r["command"], "send");
         let error = r["error"].as_str().unwrap();
-        assert!(error.contains(expected), "{}: {error}", String::from_utf8_lossy(payload));
+        assert!(
+            error.contains(expected),
+            "{}: {error}",
+            String::from_utf8_lossy(payload)
+        );
     }
     h.stop().await;
 }
@@ -36,7 +49,12 @@ async fn malformed_sends_are_answered_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_command_keeps_the_id_it_was_sent_with() {
     let h = Harness::start().await;
-    let r = raw(&h, "axion/crm/push/alice/send", br#"{"id":"mine-7","body":"x"}"#).await;
+    let r = raw(
+        &h,
+        "axion/crm/push/alice/send",
+        br#"{"id":"mine-7","body":"x"}"#,
+    )
+    .await;
     assert_eq!(r["id"], "mine-7");
     assert_eq!(r["ok"], false);
     h.stop().await;
@@ -61,9 +79,21 @@ async fn invalid_topic_levels_are_answered_on_their_own_result_topic() {
     let r = raw(&h, "axion/crm/push/vapid/send", br#"{"title":"T"}"#).await;
     assert!(r["error"].as_str().unwrap().contains("reserved"), "{r}");
     let r = raw(&h, "axion/crm/push/@/send", br#"{"title":"T"}"#).await;
-    assert!(r["error"].as_str().unwrap().contains("group name is missing"), "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("group name is missing"),
+        "{r}"
+    );
     let r = raw(&h, "axion/crm/push/@ops/subscribe", b"{}").await;
-    assert!(r["error"].as_str().unwrap().contains("addresses a single user"), "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("addresses a single user"),
+        "{r}"
+    );
     h.stop().await;
 }
 
@@ -90,14 +120,24 @@ async fn a_notification_too_large_for_one_push_record_is_refused_not_truncated()
     let b = h.browser("b");
     h.subscribe("crm", "alice", &b).await;
     let r = h
-        .send("crm", "alice", json!({"title": "T", "body": "x".repeat(5000)}))
+        .send(
+            "crm",
+            "alice",
+            json!({"title": "T", "body": "x".repeat(5000)}),
+        )
         .await;
     assert_eq!(r["ok"], false);
     assert!(
-        r["error"].as_str().unwrap().contains("at most 3993 fit one 4096-byte"),
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3993 fit one 4096-byte"),
         "{r}"
     );
-    assert!(h.push.received().is_empty(), "nothing sent, not even a truncated part");
+    assert!(
+        h.push.received().is_empty(),
+        "nothing sent, not even a truncated part"
+    );
     h.stop().await;
 }
 
@@ -109,12 +149,22 @@ async fn commands_around_a_bad_one_are_still_delivered() {
     let from = h.mqtt.count();
     // Published back to back, without waiting in between.
     h.mqtt
-        .publish("axion/crm/push/alice/send", json!({"id": "before", "title": "1"}).to_string())
+        .publish(
+            "axion/crm/push/alice/send",
+            json!({"id": "before", "title": "1"}).to_string(),
+        )
         .await;
-    h.mqtt.publish("axion/crm/push/alice/send", &b"\xff\xfe not json"[..]).await;
-    h.mqtt.publish("axion/crm/push/alice/frobnicate", &b"{}"[..]).await;
     h.mqtt
-        .publish("axion/crm/push/alice/send", json!({"id": "after", "title": "2"}).to_string())
+        .publish("axion/crm/push/alice/send", &b"\xff\xfe not json"[..])
+        .await;
+    h.mqtt
+        .publish("axion/crm/push/alice/frobnicate", &b"{}"[..])
+        .await;
+    h.mqtt
+        .publish(
+            "axion/crm/push/alice/send",
+            json!({"id": "after", "title": "2"}).to_string(),
+        )
         .await;
     for id in ["before", "after"] {
         let r = h

@@ -16,13 +16,18 @@ async fn status_and_vapid_key_are_retained_and_the_status_turns_offline_on_stop(
     let port = h.daemon().embedded_broker().unwrap().listen.port();
     let late = TestClient::connect("127.0.0.1", port, &["axion/push/#".into()]).await;
     let status = late
-        .wait_for(0, "retained status", WAIT, |m| m.topic == "axion/push/daemon/status")
+        .wait_for(0, "retained status", WAIT, |m| {
+            m.topic == "axion/push/daemon/status"
+        })
         .await;
     assert!(status.retain, "the status is retained");
     let status = status.json();
     assert_eq!(status["state"], "online");
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(status["instance"], h.config.settings.mqtt.client_id.as_str());
+    assert_eq!(
+        status["instance"],
+        h.config.settings.mqtt.client_id.as_str()
+    );
     let key = late
         .wait_for(0, "retained key", WAIT, |m| m.topic == "axion/push/vapid")
         .await;
@@ -36,7 +41,9 @@ async fn status_and_vapid_key_are_retained_and_the_status_turns_offline_on_stop(
     let _files = h.stop().await;
     // The embedded broker outlives the daemon within this process.
     let offline = late
-        .wait_for(from, "offline status", WAIT, |m| m.topic == "axion/push/daemon/status")
+        .wait_for(from, "offline status", WAIT, |m| {
+            m.topic == "axion/push/daemon/status"
+        })
         .await;
     assert_eq!(offline.json()["state"], "offline");
 }
@@ -62,10 +69,15 @@ async fn the_daemon_works_against_an_external_broker() {
     let broker = Mosquitto::start(false).await;
     let url = broker.url();
     let h = Harness::start_with(|c| c.settings.mqtt.url = Some(url.parse().unwrap())).await;
-    assert!(h.daemon().embedded_broker().is_none(), "no embedded broker with a url");
+    assert!(
+        h.daemon().embedded_broker().is_none(),
+        "no embedded broker with a url"
+    );
     let b = h.browser("b");
     h.subscribe("crm", "alice", &b).await;
-    let r = h.send("crm", "alice", json!({"title": "via mosquitto"})).await;
+    let r = h
+        .send("crm", "alice", json!({"title": "via mosquitto"}))
+        .await;
     assert_eq!(r["delivered"], 1, "{r}");
     h.stop().await;
 }
@@ -86,13 +98,18 @@ async fn after_a_broker_restart_that_lost_the_session_the_daemon_reconnects_and_
     broker.restart().await;
     // The daemon announces itself again once it is back.
     h.mqtt
-        .wait_for(from, "the daemon back online", Duration::from_secs(30), |m| {
-            m.topic == "axion/push/daemon/status" && m.json()["state"] == "online"
-        })
+        .wait_for(
+            from,
+            "the daemon back online",
+            Duration::from_secs(30),
+            |m| m.topic == "axion/push/daemon/status" && m.json()["state"] == "online",
+        )
         .await;
     // The broker forgot every subscription: commands only arrive if the
     // daemon subscribed again.
-    let r = h.send("crm", "alice", json!({"title": "after restart"})).await;
+    let r = h
+        .send("crm", "alice", json!({"title": "after restart"}))
+        .await;
     assert_eq!(r["delivered"], 1, "{r}");
     h.stop().await;
 }

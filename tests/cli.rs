@@ -84,7 +84,10 @@ impl Lines {
                 }
             }
         });
-        Lines { rx, seen: Vec::new() }
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits for a line containing `needle`.
@@ -233,14 +236,26 @@ fn migrate_creates_the_schema() {
     let path = dir.path().join("config.yaml");
     std::fs::write(
         &path,
-        format!("axion_push:\n  database: {{url: 'sqlite://{}'}}\n", db.display()),
+        format!(
+            "axion_push:\n  database: {{url: 'sqlite://{}'}}\n",
+            db.display()
+        ),
     )
     .unwrap();
     let out = run(&["migrate", "--config", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("up to date"));
-    let out = run(&["subscriptions", "nobody", "--config", path.to_str().unwrap()]);
-    assert!(out.status.success(), "the table exists: {}", text(&out.stderr));
+    let out = run(&[
+        "subscriptions",
+        "nobody",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "the table exists: {}",
+        text(&out.stderr)
+    );
     assert!(text(&out.stderr).contains("nobody has no subscriptions"));
 }
 
@@ -262,16 +277,27 @@ async fn serve_and_test_push_deliver_and_report() {
 
     let browser = push.browser("b");
     let mqtt = TestClient::connect("127.0.0.1", port, &["axion/#".into()]).await;
-    mqtt.publish("axion/crm/push/alice/subscribe", browser.subscription().to_string())
-        .await;
+    mqtt.publish(
+        "axion/crm/push/alice/subscribe",
+        browser.subscription().to_string(),
+    )
+    .await;
     mqtt.wait_for(0, "subscribe result", WAIT, |m| {
         m.topic == "axion/crm/push/alice/result" && m.json()["ok"] == true
     })
     .await;
 
     let out = run(&[
-        "test-push", "alice", "--package", "crm", "--title", "Hi from the CLI", "--body", "b",
-        "--config", &cfg,
+        "test-push",
+        "alice",
+        "--package",
+        "crm",
+        "--title",
+        "Hi from the CLI",
+        "--body",
+        "b",
+        "--config",
+        &cfg,
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -286,7 +312,10 @@ async fn serve_and_test_push_deliver_and_report() {
     assert!(out.status.success());
     let listing = text(&out.stdout);
     assert!(listing.contains("crm\tactive"), "{listing}");
-    assert!(!listing.contains(&browser.endpoint), "endpoints are capabilities: origin only");
+    assert!(
+        !listing.contains(&browser.endpoint),
+        "endpoints are capabilities: origin only"
+    );
     let out = run(&["subscriptions", "alice", "--json", "--config", &cfg]);
     let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(row["endpoint"], browser.endpoint.as_str());
@@ -316,8 +345,11 @@ async fn listen_prints_each_event_as_a_json_line() {
     // `listen` says so on stderr once the broker confirmed its subscription.
     Lines::of(listen.stderr.take().unwrap()).wait_for("listening on axion/crm/push/alice");
     let mqtt = TestClient::connect("127.0.0.1", port, &["axion/#".into()]).await;
-    mqtt.publish("axion/crm/push/alice/send", json!({"title": "live"}).to_string())
-        .await;
+    mqtt.publish(
+        "axion/crm/push/alice/send",
+        json!({"title": "live"}).to_string(),
+    )
+    .await;
     let line = output.wait_for("axion/crm/push/alice");
     let printed: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(printed["topic"], "axion/crm/push/alice");
@@ -336,16 +368,30 @@ fn test_push_without_a_daemon_fails_fast_with_a_reason() {
         .unwrap()
         .port();
     let path = dir.path().join("config.yaml");
-    std::fs::write(&path, format!("axion_push:\n  broker: {{listen: '127.0.0.1:{port}'}}\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("axion_push:\n  broker: {{listen: '127.0.0.1:{port}'}}\n"),
+    )
+    .unwrap();
     let started = std::time::Instant::now();
-    let out = run(&["test-push", "alice", "--timeout", "20", "--config", path.to_str().unwrap()]);
+    let out = run(&[
+        "test-push",
+        "alice",
+        "--timeout",
+        "20",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("cannot reach the MQTT broker"),
         "{}",
         text(&out.stderr)
     );
-    assert!(started.elapsed() < Duration::from_secs(15), "no hang until the timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "no hang until the timeout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,7 +426,14 @@ async fn the_last_will_reports_offline_when_the_daemon_is_killed() {
     let from = mqtt.count();
     serve.signal("-KILL");
     let offline = mqtt
-        .wait_for(from, "the Last Will", WAIT, |m| m.json()["state"] == "offline")
+        .wait_for(from, "the Last Will", WAIT, |m| {
+            m.json()["state"] == "offline"
+        })
         .await;
-    assert!(offline.json()["instance"].as_str().unwrap().starts_with("cli-test-"));
+    assert!(
+        offline.json()["instance"]
+            .as_str()
+            .unwrap()
+            .starts_with("cli-test-")
+    );
 }

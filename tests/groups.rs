@@ -44,7 +44,9 @@ async fn a_group_send_reaches_every_member_and_each_gets_the_event() {
     members(&h, "@ops", json!({"add": ["alice", "bob", "carol"]})).await;
 
     let from = h.mqtt.count();
-    let result = h.send("crm", "@ops", json!({"id": "g-1", "title": "Deploy at 5"})).await;
+    let result = h
+        .send("crm", "@ops", json!({"id": "g-1", "title": "Deploy at 5"}))
+        .await;
     assert_eq!(result["ok"], true, "{result}");
     assert_eq!(result["members"], 3);
     assert_eq!(result["subscriptions"], 3);
@@ -59,7 +61,12 @@ async fn a_group_send_reaches_every_member_and_each_gets_the_event() {
         assert_eq!(event["id"], "g-1");
         assert_eq!(event["group"], "ops");
     }
-    assert!(h.mqtt.messages().iter().any(|m| m.topic == "axion/crm/push/@ops/result"));
+    assert!(
+        h.mqtt
+            .messages()
+            .iter()
+            .any(|m| m.topic == "axion/crm/push/@ops/result")
+    );
     assert!(h.push.received_by(&outsider).is_empty());
     h.stop().await;
 }
@@ -67,7 +74,9 @@ async fn a_group_send_reaches_every_member_and_each_gets_the_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_group_is_answered_with_nothing_sent() {
     let h = Harness::start().await;
-    let result = h.send("crm", "@nobody-here", json!({"title": "Hello?"})).await;
+    let result = h
+        .send("crm", "@nobody-here", json!({"title": "Hello?"}))
+        .await;
     assert_eq!(result["ok"], true, "{result}");
     assert_eq!(result["members"], 0);
     assert_eq!(result["subscriptions"], 0);
@@ -90,7 +99,10 @@ async fn groups_belong_to_their_package() {
 async fn bad_membership_changes_are_refused() {
     let h = Harness::start().await;
     let cases = [
-        (json!({"set": ["a"], "add": ["b"]}), "set replaces the whole group"),
+        (
+            json!({"set": ["a"], "add": ["b"]}),
+            "set replaces the whole group",
+        ),
         (json!({}), "nothing to change"),
         (json!({"add": "alice"}), "add must be a list"),
         (json!({"add": ["a/b"]}), "add[0]: user 'a/b' contains '/'"),
@@ -100,11 +112,23 @@ async fn bad_membership_changes_are_refused() {
     for (change, expected) in cases {
         let r = members(&h, "@ops", change.clone()).await;
         assert_eq!(r["ok"], false, "{change}");
-        assert!(r["error"].as_str().unwrap().contains(expected), "{change}: {r}");
+        assert!(
+            r["error"].as_str().unwrap().contains(expected),
+            "{change}: {r}"
+        );
     }
     let r = h
-        .command(&h.command_topic("crm", "alice", Verb::Members), b"{\"add\":[]}")
+        .command(
+            &h.command_topic("crm", "alice", Verb::Members),
+            b"{\"add\":[]}",
+        )
         .await;
-    assert!(r["error"].as_str().unwrap().contains("address it as @{group}"), "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("address it as @{group}"),
+        "{r}"
+    );
     h.stop().await;
 }

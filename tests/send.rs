@@ -56,7 +56,10 @@ async fn a_send_reaches_every_browser_of_the_user_encrypted_and_signed() {
         let got = h.push.received_by(browser);
         assert_eq!(got.len(), 1, "one request for {}", browser.name);
         let r = &got[0];
-        let payload = r.payload.as_ref().expect("the body decrypts with the browser's key");
+        let payload = r
+            .payload
+            .as_ref()
+            .expect("the body decrypts with the browser's key");
         assert_eq!(payload["web_push"], 8030);
         assert_eq!(payload["notification"]["title"], "Disk full");
         assert_eq!(payload["notification"]["body"], "db1 at 95%");
@@ -68,7 +71,11 @@ async fn a_send_reaches_every_browser_of_the_user_encrypted_and_signed() {
         assert_eq!(r.content_encoding.as_deref(), Some("aes128gcm"));
         assert_eq!(r.ttl.as_deref(), Some("86400"));
         assert_eq!(r.urgency.as_deref(), Some("normal"));
-        assert_eq!(r.http_version, hyper::Version::HTTP_2, "pushes go over HTTP/2");
+        assert_eq!(
+            r.http_version,
+            hyper::Version::HTTP_2,
+            "pushes go over HTTP/2"
+        );
     }
     assert_eq!(received.len(), 2);
     h.stop().await;
@@ -93,7 +100,12 @@ async fn a_gone_subscription_is_deactivated_and_the_others_still_delivered() {
     assert_eq!(result["failed"], 0);
 
     let rows = h.subscription_rows("bob").await;
-    let active = |b: &harness::Browser| rows.iter().find(|r| r.endpoint == b.endpoint).unwrap().active;
+    let active = |b: &harness::Browser| {
+        rows.iter()
+            .find(|r| r.endpoint == b.endpoint)
+            .unwrap()
+            .active
+    };
     assert!(!active(&old), "410 deactivates");
     assert!(!active(&lost), "404 deactivates");
     assert!(active(&current));
@@ -101,7 +113,11 @@ async fn a_gone_subscription_is_deactivated_and_the_others_still_delivered() {
     let again = h.send("crm", "bob", json!({"title": "Again"})).await;
     assert_eq!(again["subscriptions"], 1);
     assert_eq!(again["delivered"], 1);
-    assert_eq!(h.push.received_by(&old).len(), 1, "nothing more to a gone endpoint");
+    assert_eq!(
+        h.push.received_by(&old).len(),
+        1,
+        "nothing more to a gone endpoint"
+    );
     h.stop().await;
 }
 
@@ -135,7 +151,10 @@ async fn an_unreachable_push_service_is_a_counted_failure() {
     let reachable = h.browser("reachable");
     h.subscribe("crm", "dave", &reachable).await;
     // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut unreachable = h.browser("unreachable");
     unreachable.endpoint = format!("https://{closed}/push/unreachable");
     h.subscribe("crm", "dave", &unreachable).await;
@@ -152,12 +171,16 @@ async fn an_unreachable_push_service_is_a_counted_failure() {
 async fn a_user_without_subscriptions_still_gets_the_event() {
     let h = Harness::start().await;
     let from = h.mqtt.count();
-    let result = h.send("crm", "nobody", json!({"id": "n-0", "title": "T"})).await;
+    let result = h
+        .send("crm", "nobody", json!({"id": "n-0", "title": "T"}))
+        .await;
     assert_eq!(result["ok"], true);
     assert_eq!(result["subscriptions"], 0);
     assert_eq!(result["delivered"], 0);
     h.mqtt
-        .wait_for(from, "the event", WAIT, |m| m.topic == "axion/crm/push/nobody")
+        .wait_for(from, "the event", WAIT, |m| {
+            m.topic == "axion/crm/push/nobody"
+        })
         .await;
     assert!(h.push.received().is_empty());
     h.stop().await;
@@ -169,11 +192,17 @@ async fn defaults_fill_what_the_command_leaves_out() {
     let b = h.browser("b");
     h.subscribe("crm", "erin", &b).await;
     let from = h.mqtt.count();
-    h.send("crm", "erin", json!({"id": "minimal", "title": "Only a title"}))
-        .await;
+    h.send(
+        "crm",
+        "erin",
+        json!({"id": "minimal", "title": "Only a title"}),
+    )
+    .await;
     let event = h
         .mqtt
-        .wait_for(from, "the event", WAIT, |m| m.topic == "axion/crm/push/erin")
+        .wait_for(from, "the event", WAIT, |m| {
+            m.topic == "axion/crm/push/erin"
+        })
         .await
         .json();
     assert_eq!(event["body"], "");
@@ -227,4 +256,63 @@ async fn every_option_reaches_the_browser_and_the_push_headers() {
     assert_eq!(n["actions"][0]["navigate"], "/ci/42/retry");
     assert_eq!(n["data"]["build"], 42);
     h.stop().await;
+}
+
+/// The command stage alone, with an egress nobody reads (the MQTT side is
+/// gone): the real-time event cannot be published, Web Push still goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_real_time_publish_does_not_stop_web_push() {
+    use std::sync::Arc;
+
+    use axion_push::command::{Handled, Processor, ProcessorParts};
+    use axion_push::delivery::Deliverer;
+    use axion_push::push::{EndpointPolicy, PushClient, VapidSigners};
+    use axion_push::report::Egress;
+    use axion_push::store::Store;
+    use axion_push::topics::Topics;
+
+    harness::init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let push = harness::PushService::start().await;
+    let config = harness::test_config(dir.path(), &push);
+    let s = &config.settings;
+    let store = Store::open(&s.database).await.unwrap();
+    store.migrate().await.unwrap();
+    let policy = EndpointPolicy::new(&s.endpoints);
+    let client = Arc::new(PushClient::new(&s.delivery, policy.clone()).unwrap());
+    let vapid = axion_push::daemon::resolve_vapid(&config).unwrap();
+    let (egress, receiver) = Egress::channel(4);
+    drop(receiver);
+    let processor = Processor::new(ProcessorParts {
+        store,
+        topics: Topics::default(),
+        egress,
+        deliverer: Deliverer::new(client, 8),
+        signers: Arc::new(VapidSigners::new(&vapid)),
+        policy,
+        max_command_bytes: 65536,
+        default_ttl: 60,
+    });
+
+    let b = push.browser("b");
+    let subscribed = processor
+        .handle(
+            "axion/crm/push/alice/subscribe",
+            b.subscription().to_string().as_bytes(),
+        )
+        .await;
+    assert!(matches!(subscribed, Handled::Done));
+    let Handled::Delivering(deliveries) = processor
+        .handle("axion/crm/push/alice/send", br#"{"title":"still pushed"}"#)
+        .await
+    else {
+        panic!("a valid send has deliveries");
+    };
+    deliveries.await;
+    let received = push.received_by(&b);
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        received[0].payload.as_ref().unwrap()["notification"]["title"],
+        "still pushed"
+    );
 }

@@ -10,8 +10,11 @@ use harness::{DatabaseLock, Harness};
 use serde_json::json;
 
 async fn subscribe_raw(h: &Harness, user: &str, payload: &str) -> serde_json::Value {
-    h.command(&h.command_topic("crm", user, Verb::Subscribe), payload.as_bytes())
-        .await
+    h.command(
+        &h.command_topic("crm", user, Verb::Subscribe),
+        payload.as_bytes(),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +83,10 @@ async fn a_browser_belongs_to_the_user_who_subscribed_it_last() {
     h.subscribe("crm", "alice", &shared).await;
     h.subscribe("crm", "bob", &shared).await;
     let alice = h.send("crm", "alice", json!({"title": "For alice"})).await;
-    assert_eq!(alice["subscriptions"], 0, "alice's notifications must not reach bob's session");
+    assert_eq!(
+        alice["subscriptions"], 0,
+        "alice's notifications must not reach bob's session"
+    );
     let bob = h.send("crm", "bob", json!({"title": "For bob"})).await;
     assert_eq!(bob["delivered"], 1);
     h.stop().await;
@@ -102,7 +108,10 @@ async fn malformed_subscriptions_are_refused_with_a_reason() {
         (&without_endpoint.to_string(), "endpoint is missing"),
         (&without_keys.to_string(), "keys is missing"),
         (&without_auth.to_string(), "keys.auth is missing"),
-        (&bad_point.to_string(), "keys.p256dh must be a 65-byte uncompressed P-256 point"),
+        (
+            &bad_point.to_string(),
+            "keys.p256dh must be a 65-byte uncompressed P-256 point",
+        ),
         (&short_auth.to_string(), "keys.auth must be 16 bytes"),
     ];
     for (payload, expected) in cases {
@@ -122,7 +131,10 @@ async fn endpoints_outside_the_policy_are_refused() {
     let mut http = b.subscription();
     http["endpoint"] = json!(b.endpoint.replace("https://", "http://"));
     let result = subscribe_raw(&h, "alice", &http.to_string()).await;
-    assert!(result["error"].as_str().unwrap().contains("must use https"), "{result}");
+    assert!(
+        result["error"].as_str().unwrap().contains("must use https"),
+        "{result}"
+    );
 
     let mut elsewhere = b.subscription();
     elsewhere["endpoint"] = json!("https://push.evil.example/x");
@@ -137,13 +149,17 @@ async fn endpoints_outside_the_policy_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_error_is_reported_and_the_next_subscribe_succeeds() {
-    let h = Harness::start_with(|c| c.settings.database.busy_timeout = Duration::from_millis(200)).await;
+    let h = Harness::start_with(|c| c.settings.database.busy_timeout = Duration::from_millis(200))
+        .await;
     let b = h.browser("b");
     let lock = DatabaseLock::take(&h.config).await;
     let failed = subscribe_raw(&h, "alice", &b.subscription().to_string()).await;
     assert_eq!(failed["ok"], false);
     assert!(
-        failed["error"].as_str().unwrap().contains("database unavailable"),
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("database unavailable"),
         "{failed}"
     );
     lock.release().await;
@@ -161,20 +177,40 @@ async fn unsubscribe_deactivates_only_that_endpoint() {
     h.subscribe("crm", "alice", &drop).await;
     let topic = h.command_topic("crm", "alice", Verb::Unsubscribe);
     let result = h
-        .command(&topic, json!({"endpoint": drop.endpoint}).to_string().as_bytes())
+        .command(
+            &topic,
+            json!({"endpoint": drop.endpoint}).to_string().as_bytes(),
+        )
         .await;
     assert_eq!(result["ok"], true, "{result}");
     assert_eq!(result["command"], "unsubscribe");
     assert_eq!(result["deactivated"], 1);
     let rows = h.subscription_rows("alice").await;
-    assert!(rows.iter().find(|r| r.endpoint == keep.endpoint).unwrap().active);
-    assert!(!rows.iter().find(|r| r.endpoint == drop.endpoint).unwrap().active);
+    assert!(
+        rows.iter()
+            .find(|r| r.endpoint == keep.endpoint)
+            .unwrap()
+            .active
+    );
+    assert!(
+        !rows
+            .iter()
+            .find(|r| r.endpoint == drop.endpoint)
+            .unwrap()
+            .active
+    );
 
     let again = h
-        .command(&topic, json!({"endpoint": drop.endpoint}).to_string().as_bytes())
+        .command(
+            &topic,
+            json!({"endpoint": drop.endpoint}).to_string().as_bytes(),
+        )
         .await;
     assert_eq!(again["ok"], true);
-    assert_eq!(again["deactivated"], 0, "unsubscribing twice changes nothing");
+    assert_eq!(
+        again["deactivated"], 0,
+        "unsubscribing twice changes nothing"
+    );
     let send = h.send("crm", "alice", json!({"title": "T"})).await;
     assert_eq!(send["subscriptions"], 1);
     h.stop().await;
@@ -182,16 +218,26 @@ async fn unsubscribe_deactivates_only_that_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsubscribe_reports_a_database_error() {
-    let h = Harness::start_with(|c| c.settings.database.busy_timeout = Duration::from_millis(200)).await;
+    let h = Harness::start_with(|c| c.settings.database.busy_timeout = Duration::from_millis(200))
+        .await;
     let b = h.browser("b");
     h.subscribe("crm", "alice", &b).await;
     let lock = DatabaseLock::take(&h.config).await;
     let topic = h.command_topic("crm", "alice", Verb::Unsubscribe);
     let result = h
-        .command(&topic, json!({"endpoint": b.endpoint}).to_string().as_bytes())
+        .command(
+            &topic,
+            json!({"endpoint": b.endpoint}).to_string().as_bytes(),
+        )
         .await;
     assert_eq!(result["ok"], false);
-    assert!(result["error"].as_str().unwrap().contains("database unavailable"), "{result}");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap()
+            .contains("database unavailable"),
+        "{result}"
+    );
     lock.release().await;
     assert!(h.subscription_rows("alice").await[0].active);
     h.stop().await;
@@ -203,7 +249,13 @@ async fn unsubscribe_without_an_endpoint_is_refused() {
     let topic = h.command_topic("crm", "alice", Verb::Unsubscribe);
     let result = h.command(&topic, b"{}").await;
     assert_eq!(result["ok"], false);
-    assert!(result["error"].as_str().unwrap().contains("endpoint is missing"), "{result}");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap()
+            .contains("endpoint is missing"),
+        "{result}"
+    );
     h.stop().await;
 }
 

@@ -11,7 +11,9 @@ use harness::{Harness, WAIT};
 use serde_json::json;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vapid").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/vapid")
+        .join(name)
 }
 
 fn read(name: &str) -> String {
@@ -20,13 +22,20 @@ fn read(name: &str) -> String {
 
 /// A config whose `base.push.vapid_private_key` is `key` (JSON is YAML).
 fn config_with_key(key: &str) -> Config {
-    let text = json!({"base": {"push": {"vapid_private_key": key, "vapid_email": "ops@example.com"}}})
-        .to_string();
+    let text =
+        json!({"base": {"push": {"vapid_private_key": key, "vapid_email": "ops@example.com"}}})
+            .to_string();
     Config::from_yaml(&text, "test").unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn public_key_of(config: &Config) -> String {
-    config.push.private_key.as_ref().unwrap().public_key().to_owned()
+    config
+        .push
+        .private_key
+        .as_ref()
+        .unwrap()
+        .public_key()
+        .to_owned()
 }
 
 #[test]
@@ -119,10 +128,19 @@ async fn pushes_are_signed_with_the_configured_key_and_package_overrides() {
                 .json()
         }
     };
-    assert_eq!(retained("axion/push/vapid").await["public_key"], base_public);
-    assert_eq!(retained("axion/hr/push/vapid").await["public_key"], hr_public);
+    assert_eq!(
+        retained("axion/push/vapid").await["public_key"],
+        base_public
+    );
+    assert_eq!(
+        retained("axion/hr/push/vapid").await["public_key"],
+        hr_public
+    );
     assert!(
-        !h.mqtt.messages().iter().any(|m| m.topic == "axion/crm/push/vapid"),
+        !h.mqtt
+            .messages()
+            .iter()
+            .any(|m| m.topic == "axion/crm/push/vapid"),
         "crm has no key of its own"
     );
     h.stop().await;
@@ -142,7 +160,11 @@ async fn a_first_run_key_is_written_privately_and_reused() {
     let config = h.config.clone();
     let _files = h.stop().await;
     let again = axion_push::daemon::resolve_vapid(&config).unwrap();
-    assert_eq!(again.default.key.public_key(), first, "the same key after a restart");
+    assert_eq!(
+        again.default.key.public_key(),
+        first,
+        "the same key after a restart"
+    );
 }
 
 #[test]
@@ -150,6 +172,8 @@ fn a_missing_contact_stops_the_daemon_at_start_with_the_key_path() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.settings.vapid_key_file = dir.path().join("vapid.pem");
-    let err = axion_push::daemon::resolve_vapid(&config).unwrap_err().to_string();
+    let err = axion_push::daemon::resolve_vapid(&config)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("base.push.vapid_email"), "{err}");
 }

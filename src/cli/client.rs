@@ -14,7 +14,8 @@ use crate::topics::Topics;
 fn connect(config: &Config, purpose: &str) -> Result<(AsyncClient, rumqttc::EventLoop, String)> {
     let settings = &config.settings;
     let client_id = format!("axion-push-{purpose}-{}", crate::command::new_id());
-    let mut options = crate::mqtt::options(&settings.mqtt, Some(settings.broker.listen), &client_id)?;
+    let mut options =
+        crate::mqtt::options(&settings.mqtt, Some(settings.broker.listen), &client_id)?;
     options.set_clean_session(true);
     let (host, port) = options.broker_address();
     let (client, eventloop) = AsyncClient::new(options, 16);
@@ -69,8 +70,15 @@ pub(super) async fn request(
 }
 
 /// Prints every real-time event as a JSON line until interrupted.
-pub(super) async fn listen(config: &Config, package: Option<&str>, user: Option<&str>) -> Result<ExitCode> {
-    let package = package.map(Package::parse).transpose().context("--package")?;
+pub(super) async fn listen(
+    config: &Config,
+    package: Option<&str>,
+    user: Option<&str>,
+) -> Result<ExitCode> {
+    let package = package
+        .map(Package::parse)
+        .transpose()
+        .context("--package")?;
     let user = user.map(User::parse).transpose().context("USER")?;
     let topics = Topics::new(config.settings.mqtt.topic_prefix.clone());
     let filter = topics.event_filter(package.as_ref(), user.as_ref());
@@ -90,8 +98,10 @@ pub(super) async fn listen(config: &Config, package: Option<&str>, user: Option<
                 eprintln!("listening on {filter} at {broker}");
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
-                let event: serde_json::Value = serde_json::from_slice(&p.payload)
-                    .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&p.payload).into_owned()));
+                let event: serde_json::Value =
+                    serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
+                        serde_json::Value::String(String::from_utf8_lossy(&p.payload).into_owned())
+                    });
                 println!("{}", serde_json::json!({"topic": p.topic, "event": event}));
             }
             Ok(_) => {}

@@ -22,7 +22,11 @@ use crate::topics::{Topics, Verb};
 pub const DEFAULT_PACKAGE: &str = "base";
 
 #[derive(Debug, Parser)]
-#[command(name = "axion-push", version, about = "Bridges MQTT real-time notifications to Web Push")]
+#[command(
+    name = "axion-push",
+    version,
+    about = "Bridges MQTT real-time notifications to Web Push"
+)]
 pub struct Cli {
     /// Config file [default: $AXION_PUSH_CONFIG, else ./config.yaml]
     #[arg(long, global = true, value_name = "PATH")]
@@ -128,7 +132,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             init_logging("warn");
             test_push(&config, &user, &title, &body, &package, &url, timeout).await
         }
-        Action::Subscriptions { user, package, json } => {
+        Action::Subscriptions {
+            user,
+            package,
+            json,
+        } => {
             init_logging("warn");
             subscriptions(&config, &user, package.as_deref(), json).await
         }
@@ -185,7 +193,9 @@ async fn wait_for_signal() -> Result<()> {
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot watch Ctrl-C")?;
     Ok(())
 }
 
@@ -224,18 +234,24 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
     };
     match config.vapid_registry(fallback) {
         Ok(registry) => {
-            let source = config
-                .source
-                .as_ref()
-                .map_or_else(|| "built-in defaults (no config file)".to_owned(), |p| p.display().to_string());
+            let source = config.source.as_ref().map_or_else(
+                || "built-in defaults (no config file)".to_owned(),
+                |p| p.display().to_string(),
+            );
             println!("{source}: OK");
             if config.push.private_key.is_none() && !key_file.exists() {
-                println!("  a VAPID key will be generated at first start in {}", key_file.display());
+                println!(
+                    "  a VAPID key will be generated at first start in {}",
+                    key_file.display()
+                );
             } else {
                 println!("  VAPID public key: {}", registry.default.key.public_key());
             }
             for (package, identity) in registry.packages_with_own_key() {
-                println!("  {package}: VAPID public key {}", identity.key.public_key());
+                println!(
+                    "  {package}: VAPID public key {}",
+                    identity.key.public_key()
+                );
             }
             ExitCode::SUCCESS
         }
@@ -248,7 +264,8 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
 }
 
 fn generate_vapid(email: &str) -> Result<ExitCode> {
-    let email = crate::config::normalize_subject(email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
+    let email =
+        crate::config::normalize_subject(email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
     let key = VapidPrivateKey::generate();
     println!("base:");
     println!("  push:");
@@ -283,7 +300,10 @@ async fn test_push(
     .await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     if !report.ok {
-        bail!("the daemon refused the notification: {}", report.error.unwrap_or_default());
+        bail!(
+            "the daemon refused the notification: {}",
+            report.error.unwrap_or_default()
+        );
     }
     if report.subscriptions == 0 {
         eprintln!(
@@ -292,15 +312,26 @@ async fn test_push(
         return Ok(ExitCode::FAILURE);
     }
     if report.failed > 0 || report.delivered == 0 {
-        eprintln!("{} of {} pushes failed", report.failed, report.subscriptions);
+        eprintln!(
+            "{} of {} pushes failed",
+            report.failed, report.subscriptions
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn subscriptions(config: &Config, user: &str, package: Option<&str>, json: bool) -> Result<ExitCode> {
+async fn subscriptions(
+    config: &Config,
+    user: &str,
+    package: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
     let user = User::parse(user).context("USER")?;
-    let package = package.map(Package::parse).transpose().context("--package")?;
+    let package = package
+        .map(Package::parse)
+        .transpose()
+        .context("--package")?;
     let store = Store::open(&config.settings.database).await?;
     let rows = store.subscriptions(&user, package.as_ref()).await?;
     store.close().await;

@@ -15,15 +15,20 @@ fn users(value: &Value, key: &str) -> Result<Option<Vec<User>>, CommandError> {
         return Ok(None);
     };
     let Value::Array(items) = list else {
-        return Err(CommandError::Invalid(format!("{key} must be a list of user names")));
+        return Err(CommandError::Invalid(format!(
+            "{key} must be a list of user names"
+        )));
     };
     items
         .iter()
         .enumerate()
         .map(|(i, item)| match item {
-            Value::String(name) => User::parse(name)
-                .map_err(|e| CommandError::Invalid(format!("{key}[{i}]: {e}"))),
-            _ => Err(CommandError::Invalid(format!("{key}[{i}] must be a user name"))),
+            Value::String(name) => {
+                User::parse(name).map_err(|e| CommandError::Invalid(format!("{key}[{i}]: {e}")))
+            }
+            _ => Err(CommandError::Invalid(format!(
+                "{key}[{i}] must be a user name"
+            ))),
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
@@ -37,19 +42,29 @@ pub(super) async fn apply(
 ) -> Result<ResultReport, CommandError> {
     let value = json_object("members", payload, EXPECTED)?;
     let id = command_id(&value)?;
-    if let Some(key) = value
-        .as_object()
-        .and_then(|m| m.keys().find(|k| !matches!(k.as_str(), "id" | "add" | "remove" | "set")))
-    {
-        return Err(CommandError::Invalid(format!("unknown field `{key}`: members expects {EXPECTED}")));
+    if let Some(key) = value.as_object().and_then(|m| {
+        m.keys()
+            .find(|k| !matches!(k.as_str(), "id" | "add" | "remove" | "set"))
+    }) {
+        return Err(CommandError::Invalid(format!(
+            "unknown field `{key}`: members expects {EXPECTED}"
+        )));
     }
-    let change = match (users(&value, "set")?, users(&value, "add")?, users(&value, "remove")?) {
+    let change = match (
+        users(&value, "set")?,
+        users(&value, "add")?,
+        users(&value, "remove")?,
+    ) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            return Err(CommandError::Invalid("set replaces the whole group: send it without add or remove".into()));
+            return Err(CommandError::Invalid(
+                "set replaces the whole group: send it without add or remove".into(),
+            ));
         }
         (Some(set), None, None) => MembersChange::Set(set),
         (None, None, None) => {
-            return Err(CommandError::Invalid(format!("nothing to change: members expects {EXPECTED}")));
+            return Err(CommandError::Invalid(format!(
+                "nothing to change: members expects {EXPECTED}"
+            )));
         }
         (None, add, remove) => MembersChange::Edit {
             add: add.unwrap_or_default(),

@@ -30,7 +30,9 @@ use crate::topics::{Levels, TopicError, Topics, Verb};
 pub enum CommandError {
     #[error("{0}")]
     Topic(#[from] TopicError),
-    #[error("payload is {len} bytes; commands are limited to {max} (axion_push.limits.max_command_bytes)")]
+    #[error(
+        "payload is {len} bytes; commands are limited to {max} (axion_push.limits.max_command_bytes)"
+    )]
     TooLarge { len: usize, max: usize },
     #[error("{0}")]
     Notification(#[from] NotificationError),
@@ -134,9 +136,23 @@ impl Processor {
                 let store_trouble = matches!(error, CommandError::Store(_));
                 let text = error.to_string();
                 if store_trouble {
-                    tracing::error!(command_id = id, package = levels.package, target = levels.target, verb = levels.verb, error = text, "command failed");
+                    tracing::error!(
+                        command_id = id,
+                        package = levels.package,
+                        target = levels.target,
+                        verb = levels.verb,
+                        error = text,
+                        "command failed"
+                    );
                 } else {
-                    tracing::warn!(command_id = id, package = levels.package, target = levels.target, verb = levels.verb, error = text, "command rejected");
+                    tracing::warn!(
+                        command_id = id,
+                        package = levels.package,
+                        target = levels.target,
+                        verb = levels.verb,
+                        error = text,
+                        "command rejected"
+                    );
                 }
                 let report = ResultReport::rejected(id, levels.verb, text);
                 inner.publish_result(reply_to, &report).await;
@@ -200,7 +216,10 @@ impl Inner {
             retain: false,
         };
         if self.egress.publish(out).await.is_err() {
-            tracing::warn!(command_id = report.id, "result not published: the daemon is stopping");
+            tracing::warn!(
+                command_id = report.id,
+                "result not published: the daemon is stopping"
+            );
         }
     }
 }
@@ -235,7 +254,11 @@ fn command_id(value: &serde_json::Value) -> Result<String, CommandError> {
 }
 
 /// Parses a JSON object payload, with a message naming the verb.
-fn json_object(verb: &str, payload: &[u8], expected: &str) -> Result<serde_json::Value, CommandError> {
+fn json_object(
+    verb: &str,
+    payload: &[u8],
+    expected: &str,
+) -> Result<serde_json::Value, CommandError> {
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Err(CommandError::Invalid(format!(
             "payload is empty: {verb} expects {expected}"

@@ -11,15 +11,20 @@ use super::{CommandError, Inner, command_id, json_object};
 use crate::model::{Endpoint, MAX_NAME_LEN, Package, Subscription, SubscriptionKeys, User};
 use crate::report::ResultReport;
 
-const EXPECTED: &str = r#"a PushSubscription JSON {"endpoint": …, "keys": {"p256dh": …, "auth": …}}"#;
+const EXPECTED: &str =
+    r#"a PushSubscription JSON {"endpoint": …, "keys": {"p256dh": …, "auth": …}}"#;
 /// The `UserAgent varchar(512)` column.
 const MAX_USER_AGENT: usize = 512;
 
 fn string_field<'a>(value: &'a Value, path: &str, name: &str) -> Result<&'a str, CommandError> {
     match value.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        None | Some(Value::Null) => Err(CommandError::Invalid(format!("{path} is missing: subscribe expects {EXPECTED}"))),
-        Some(_) => Err(CommandError::Invalid(format!("{path} must be a non-empty string"))),
+        None | Some(Value::Null) => Err(CommandError::Invalid(format!(
+            "{path} is missing: subscribe expects {EXPECTED}"
+        ))),
+        Some(_) => Err(CommandError::Invalid(format!(
+            "{path} must be a non-empty string"
+        ))),
     }
 }
 
@@ -41,22 +46,41 @@ pub(super) fn parse(inner: &Inner, payload: &[u8]) -> Result<(String, Subscripti
     let keys = match value.get("keys") {
         Some(keys @ Value::Object(_)) => keys,
         None | Some(Value::Null) => {
-            return Err(CommandError::Invalid(format!("keys is missing: subscribe expects {EXPECTED}")));
+            return Err(CommandError::Invalid(format!(
+                "keys is missing: subscribe expects {EXPECTED}"
+            )));
         }
-        Some(_) => return Err(CommandError::Invalid("keys must be an object with p256dh and auth".into())),
+        Some(_) => {
+            return Err(CommandError::Invalid(
+                "keys must be an object with p256dh and auth".into(),
+            ));
+        }
     };
     let keys = SubscriptionKeys::parse(
         string_field(keys, "keys.p256dh", "p256dh")?,
         string_field(keys, "keys.auth", "auth")?,
     )?;
     // Informational only: a long user agent is shortened, not refused.
-    let user_agent = optional_text(&value, "user_agent")?
-        .map(|ua| ua.chars().take(MAX_USER_AGENT).collect());
+    let user_agent =
+        optional_text(&value, "user_agent")?.map(|ua| ua.chars().take(MAX_USER_AGENT).collect());
     let module = optional_text(&value, "module")?;
-    if module.as_ref().is_some_and(|m| m.chars().count() > MAX_NAME_LEN) {
-        return Err(CommandError::Invalid(format!("module is longer than {MAX_NAME_LEN} characters")));
+    if module
+        .as_ref()
+        .is_some_and(|m| m.chars().count() > MAX_NAME_LEN)
+    {
+        return Err(CommandError::Invalid(format!(
+            "module is longer than {MAX_NAME_LEN} characters"
+        )));
     }
-    Ok((id, Subscription { endpoint, keys, user_agent, module }))
+    Ok((
+        id,
+        Subscription {
+            endpoint,
+            keys,
+            user_agent,
+            module,
+        },
+    ))
 }
 
 pub(super) async fn apply(
@@ -66,7 +90,10 @@ pub(super) async fn apply(
     payload: &[u8],
 ) -> Result<ResultReport, CommandError> {
     let (id, subscription) = parse(inner, payload)?;
-    let recorded = inner.store.upsert_subscription(package, user, &subscription).await?;
+    let recorded = inner
+        .store
+        .upsert_subscription(package, user, &subscription)
+        .await?;
     tracing::info!(
         command_id = id,
         package = %package,

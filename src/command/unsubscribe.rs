@@ -16,8 +16,16 @@ pub(super) async fn apply(
     let id = command_id(&value)?;
     let endpoint = match value.get("endpoint") {
         Some(serde_json::Value::String(e)) if !e.is_empty() => e,
-        Some(_) => return Err(CommandError::Invalid("endpoint must be a non-empty string".into())),
-        None => return Err(CommandError::Invalid(format!("endpoint is missing: unsubscribe expects {EXPECTED}"))),
+        Some(_) => {
+            return Err(CommandError::Invalid(
+                "endpoint must be a non-empty string".into(),
+            ));
+        }
+        None => {
+            return Err(CommandError::Invalid(format!(
+                "endpoint is missing: unsubscribe expects {EXPECTED}"
+            )));
+        }
     };
     let changed = inner.store.deactivate(package, user, endpoint).await?;
     tracing::info!(command_id = id, package = %package, user = %user, deactivated = changed, "unsubscribed");

@@ -481,7 +481,10 @@ fn resolve_identity(
             ));
         }
     }
-    let subject = keys.email.clone().or_else(|| base.map(|b| b.subject.clone()));
+    let subject = keys
+        .email
+        .clone()
+        .or_else(|| base.map(|b| b.subject.clone()));
     let Some(subject) = subject else {
         problems.push(Problem::new(
             format!("{path}.vapid_email"),
@@ -518,10 +521,11 @@ fn positive(n: usize) -> Result<usize, String> {
 
 fn read_push_keys(section: &mut Section<'_, '_>) -> PushKeys {
     let mut keys = PushKeys::default();
-    section.field_with("vapid_private_key", &mut keys.private_key, |raw: Option<Secret>| {
-        raw.map(|s| VapidPrivateKey::decode(s.expose()))
-            .transpose()
-    });
+    section.field_with(
+        "vapid_private_key",
+        &mut keys.private_key,
+        |raw: Option<Secret>| raw.map(|s| VapidPrivateKey::decode(s.expose())).transpose(),
+    );
     section.field("vapid_public_key", &mut keys.public_key);
     section.field_with("vapid_email", &mut keys.email, |raw: Option<String>| {
         raw.map(|s| normalize_subject(&s)).transpose()
@@ -553,8 +557,12 @@ fn read_root(root: &serde_json::Value, problems: &mut Vec<Problem>) -> Config {
             };
             let mut package_problems = Vec::new();
             let keys = {
-                let mut section =
-                    Section::new(format!("{name}.push"), Some(push), false, &mut package_problems);
+                let mut section = Section::new(
+                    format!("{name}.push"),
+                    Some(push),
+                    false,
+                    &mut package_problems,
+                );
                 read_push_keys(&mut section)
             };
             match Package::parse(name) {
@@ -594,14 +602,16 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         });
         mqtt.field("username", &mut m.username);
         mqtt.field("password", &mut m.password);
-        mqtt.field_with("shared_group", &mut m.shared_group, |g: Option<String>| {
-            match g {
+        mqtt.field_with(
+            "shared_group",
+            &mut m.shared_group,
+            |g: Option<String>| match g {
                 Some(g) if g.is_empty() || g.contains(['/', '+', '#']) => {
                     Err("must be a single non-empty topic level".into())
                 }
                 g => Ok(g),
-            }
-        });
+            },
+        );
         mqtt.field_with("topic_prefix", &mut m.topic_prefix, |p: String| {
             if p.contains(['+', '#']) || p.starts_with('$') {
                 Err("must not contain wildcards or start with '$'".into())
@@ -766,7 +776,10 @@ mod tests {
         assert_eq!(s.endpoints.allow_http, d.endpoints.allow_http);
         assert_eq!(s.limits.max_command_bytes, d.limits.max_command_bytes);
         assert_eq!(s.log.level, d.log.level);
-        assert!(c.push.private_key.is_none(), "keys are generated on first run");
+        assert!(
+            c.push.private_key.is_none(),
+            "keys are generated on first run"
+        );
         assert_eq!(c.push.email.as_deref(), Some("mailto:admin@example.com"));
     }
 
@@ -874,7 +887,10 @@ mod tests {
             own.public_key()
         );
         assert_eq!(registry.for_package(&crm).subject, "mailto:ops@example.com");
-        assert_eq!(registry.for_package(&hr).key.public_key(), base.public_key());
+        assert_eq!(
+            registry.for_package(&hr).key.public_key(),
+            base.public_key()
+        );
         assert_eq!(registry.for_package(&hr).subject, "mailto:hr@example.com");
         assert_eq!(
             registry.for_package(&other).key.public_key(),

@@ -86,7 +86,8 @@ impl<'v, 'p> Section<'v, 'p> {
             Err(_) if value.is_null() => return,
             Err(e) => {
                 let path = self.path_of(key);
-                self.problems.push(Problem::new(path, clean_serde_message(&e)));
+                self.problems
+                    .push(Problem::new(path, clean_serde_message(&e)));
                 return;
             }
         };

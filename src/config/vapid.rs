@@ -162,7 +162,9 @@ pub fn normalize_subject(raw: &str) -> Result<String, String> {
         ));
     };
     let host: Option<String> = match subject.strip_prefix("mailto:") {
-        Some(address) => address.rsplit_once('@').map(|(_, domain)| domain.to_owned()),
+        Some(address) => address
+            .rsplit_once('@')
+            .map(|(_, domain)| domain.to_owned()),
         None => url::Url::parse(&subject)
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned)),

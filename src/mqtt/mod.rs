@@ -24,8 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS,
-    Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS, Transport,
 };
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -261,9 +260,17 @@ async fn drive(
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 if failures > 0 {
-                    tracing::info!(broker, attempts = failures, "reconnected to the MQTT broker");
+                    tracing::info!(
+                        broker,
+                        attempts = failures,
+                        "reconnected to the MQTT broker"
+                    );
                 } else {
-                    tracing::info!(broker, session_present = ack.session_present, "connected to the MQTT broker");
+                    tracing::info!(
+                        broker,
+                        session_present = ack.session_present,
+                        "connected to the MQTT broker"
+                    );
                 }
                 failures = 0;
                 let _ = intake.acks.send(AckEvent::Reset);
@@ -277,7 +284,12 @@ async fn drive(
                         .await;
                     for out in &session.announcements {
                         let _ = client
-                            .publish_bytes(out.topic.clone(), QoS::AtLeastOnce, out.retain, out.payload.clone())
+                            .publish_bytes(
+                                out.topic.clone(),
+                                QoS::AtLeastOnce,
+                                out.retain,
+                                out.payload.clone(),
+                            )
                             .await;
                     }
                 });
@@ -291,7 +303,10 @@ async fn drive(
                     tracing::info!(filter = session.ingress_filter, "subscribed to commands");
                     subscribed.send_replace(true);
                 } else {
-                    tracing::error!(filter = session.ingress_filter, "the broker refused the subscription to commands (check its ACLs)");
+                    tracing::error!(
+                        filter = session.ingress_filter,
+                        "the broker refused the subscription to commands (check its ACLs)"
+                    );
                 }
             }
             Ok(Event::Incoming(Incoming::Publish(publish))) => {
@@ -444,10 +459,16 @@ mod tests {
     #[test]
     fn backoff_grows_to_its_cap_with_jitter() {
         let first = backoff(0);
-        assert!(first >= BACKOFF_START / 2 && first <= BACKOFF_START * 3 / 2, "{first:?}");
+        assert!(
+            first >= BACKOFF_START / 2 && first <= BACKOFF_START * 3 / 2,
+            "{first:?}"
+        );
         for attempt in [10, 20, 100] {
             let d = backoff(attempt);
-            assert!(d >= BACKOFF_MAX / 2 && d <= BACKOFF_MAX * 3 / 2, "{attempt}: {d:?}");
+            assert!(
+                d >= BACKOFF_MAX / 2 && d <= BACKOFF_MAX * 3 / 2,
+                "{attempt}: {d:?}"
+            );
         }
     }
 

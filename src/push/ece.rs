@@ -112,8 +112,7 @@ pub fn encrypt(plaintext: &[u8], keys: &SubscriptionKeys) -> Result<Vec<u8>, Ece
     let rng = SystemRandom::new();
     let mut salt = [0u8; 16];
     rng.fill(&mut salt).map_err(|_| EceError::Random)?;
-    let as_private =
-        agreement::PrivateKey::generate(&ECDH_P256).map_err(|_| EceError::Random)?;
+    let as_private = agreement::PrivateKey::generate(&ECDH_P256).map_err(|_| EceError::Random)?;
     encrypt_with(plaintext, keys, &as_private, &salt)
 }
 

@@ -140,9 +140,15 @@ mod tests {
         assert_eq!(d["tag"], "disk");
         assert_eq!(d["dir"], "auto");
         assert_eq!(d["timestamp"], 1_700_000_000_000u64);
-        assert_eq!(d["actions"][0]["navigate"], "/disks", "actions default to the url");
+        assert_eq!(
+            d["actions"][0]["navigate"], "/disks",
+            "actions default to the url"
+        );
         assert_eq!(d["data"]["host"], "db1");
-        assert_eq!(v["title"], "Alert", "top-level copy for older service workers");
+        assert_eq!(
+            v["title"], "Alert",
+            "top-level copy for older service workers"
+        );
         assert_eq!(v["url"], "/disks");
     }
 

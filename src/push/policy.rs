@@ -85,7 +85,9 @@ impl EndpointPolicy {
 pub struct GuardedResolver;
 
 impl GuardedResolver {
-    pub async fn resolve(host: &str) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    pub async fn resolve(
+        host: &str,
+    ) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
         let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
         let (public, private): (Vec<_>, Vec<_>) =
             resolved.into_iter().partition(|a| is_global(a.ip()));
@@ -154,7 +156,8 @@ fn is_global_v6(ip: Ipv6Addr) -> bool {
 /// and 6to4 (`2002::/16`) addresses reach the IPv4 address inside them.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
-    let tail = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    let tail =
+        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     if let Some(v4) = ip.to_ipv4_mapped() {
         return Some(v4);
     }
@@ -252,7 +255,11 @@ mod tests {
         ] {
             assert!(!is_global(ip.parse().unwrap()), "{ip} counted as global");
         }
-        for ip in ["142.250.74.10", "2a00:1450:4001:80b::200a", "::ffff:8.8.8.8"] {
+        for ip in [
+            "142.250.74.10",
+            "2a00:1450:4001:80b::200a",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(is_global(ip.parse().unwrap()), "{ip} counted as private");
         }
     }

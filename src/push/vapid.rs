@@ -58,7 +58,10 @@ impl VapidSigner {
 
     /// The `Authorization` header value for a push service `origin`.
     pub fn authorization(&self, origin: &str, now: SystemTime) -> Arc<str> {
-        let mut cache = self.cache.lock().expect("the VAPID cache lock is never poisoned");
+        let mut cache = self
+            .cache
+            .lock()
+            .expect("the VAPID cache lock is never poisoned");
         if let Some(hit) = cache.get(origin)
             && hit.expires > now + RENEW_BEFORE_EXPIRY
         {
@@ -162,7 +165,10 @@ mod tests {
         assert_eq!(claims["sub"], "mailto:ops@example.com");
         let exp = claims["exp"].as_u64().unwrap();
         let now_s = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
-        assert!(exp > now_s && exp <= now_s + 24 * 3600, "exp {exp} now {now_s}");
+        assert!(
+            exp > now_s && exp <= now_s + 24 * 3600,
+            "exp {exp} now {now_s}"
+        );
         assert_eq!(k, s.public_key());
         let public = decode_base64(&k).unwrap();
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public)
@@ -185,6 +191,9 @@ mod tests {
         let b = s.authorization("https://b.example", t0);
         assert!(!Arc::ptr_eq(&a, &b));
         let later = s.authorization("https://a.example", t0 + Duration::from_secs(7 * 3600));
-        assert!(!Arc::ptr_eq(&a, &later), "token kept past its renewal point");
+        assert!(
+            !Arc::ptr_eq(&a, &later),
+            "token kept past its renewal point"
+        );
     }
 }

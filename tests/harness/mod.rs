@@ -160,7 +160,10 @@ impl Harness {
         Store::open(&self.config.settings.database).await.unwrap()
     }
 
-    pub async fn subscription_rows(&self, user: &str) -> Vec<axion_push::store::StoredSubscription> {
+    pub async fn subscription_rows(
+        &self,
+        user: &str,
+    ) -> Vec<axion_push::store::StoredSubscription> {
         let store = self.store().await;
         let rows = store
             .subscriptions(&User::parse(user).unwrap(), None)
@@ -192,7 +195,10 @@ impl Harness {
 
 fn broker_address(config: &Config, daemon: &Daemon) -> (String, u16) {
     match (&config.settings.mqtt.url, daemon.embedded_broker()) {
-        (Some(url), _) => (url.host_str().unwrap().to_owned(), url.port().unwrap_or(1883)),
+        (Some(url), _) => (
+            url.host_str().unwrap().to_owned(),
+            url.port().unwrap_or(1883),
+        ),
         (None, Some(broker)) => ("127.0.0.1".to_owned(), broker.listen.port()),
         (None, None) => unreachable!("no url means an embedded broker"),
     }
@@ -208,7 +214,10 @@ impl DatabaseLock {
         let mut conn = sqlx::SqliteConnection::connect(&config.settings.database.url)
             .await
             .unwrap();
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
         DatabaseLock(conn)
     }
 

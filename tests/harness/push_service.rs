@@ -111,13 +111,16 @@ impl Browser {
 
 impl PushService {
     pub async fn start() -> PushService {
-        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-            .expect("a test certificate");
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+                .expect("a test certificate");
         let mut tls = ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(
                 vec![CertificateDer::from(certified.cert.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der())),
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                    certified.signing_key.serialize_der(),
+                )),
             )
             .expect("a TLS server config");
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -132,11 +135,15 @@ impl PushService {
         let server = service.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let acceptor = acceptor.clone();
                 let server = server.clone();
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else { return };
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
                     let service = hyper::service::service_fn(move |req| {
                         let server = server.clone();
                         async move { Ok::<_, hyper::Error>(server.handle(req).await) }
@@ -182,7 +189,10 @@ impl PushService {
     /// The next answers for `browser`; afterwards it answers 201.
     pub fn script(&self, browser: &Browser, replies: impl IntoIterator<Item = Reply>) {
         let mut state = self.state.lock().unwrap();
-        let subscriber = state.subscribers.get_mut(&browser.name).expect("a known browser");
+        let subscriber = state
+            .subscribers
+            .get_mut(&browser.name)
+            .expect("a known browser");
         subscriber.script.extend(replies);
     }
 
@@ -191,7 +201,10 @@ impl PushService {
     }
 
     pub fn received_by(&self, browser: &Browser) -> Vec<Received> {
-        self.received().into_iter().filter(|r| r.browser == browser.name).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.browser == browser.name)
+            .collect()
     }
 
     /// Waits until `count` requests have arrived in all; fails with what
@@ -205,7 +218,10 @@ impl PushService {
                 return received;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("expected {count} push requests within {timeout:?}, got {}: {received:#?}", received.len());
+                panic!(
+                    "expected {count} push requests within {timeout:?}, got {}: {received:#?}",
+                    received.len()
+                );
             }
         }
     }
@@ -225,13 +241,26 @@ impl PushService {
             header("content-encoding"),
             header("authorization"),
         );
-        let browser = req.uri().path().strip_prefix("/push/").unwrap_or_default().to_owned();
-        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let browser = req
+            .uri()
+            .path()
+            .strip_prefix("/push/")
+            .unwrap_or_default()
+            .to_owned();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
 
         let (payload, reply) = {
             let mut state = self.state.lock().unwrap();
             match state.subscribers.get_mut(&browser) {
-                None => (Err(format!("no browser named {browser:?}")), Reply::status(404)),
+                None => (
+                    Err(format!("no browser named {browser:?}")),
+                    Reply::status(404),
+                ),
                 Some(subscriber) => {
                     let payload = decrypt(&body, subscriber);
                     let reply = if payload.is_err() {
@@ -262,7 +291,9 @@ impl PushService {
         let mut response = Response::new(Full::new(Bytes::new()));
         *response.status_mut() = hyper::StatusCode::from_u16(reply.status).unwrap();
         if let Some(after) = reply.retry_after {
-            response.headers_mut().insert("retry-after", after.parse().unwrap());
+            response
+                .headers_mut()
+                .insert("retry-after", after.parse().unwrap());
         }
         response
     }
@@ -278,7 +309,9 @@ fn decrypt(body: &[u8], subscriber: &Subscriber) -> Result<serde_json::Value, St
 /// Checks `vapid t=<jwt>, k=<key>` as RFC 8292 §2–3 asks a push service to.
 fn verify_vapid(header: Option<&str>, expected_aud: &str) -> Result<Vapid, String> {
     let header = header.ok_or("no Authorization header")?;
-    let rest = header.strip_prefix("vapid ").ok_or("not the vapid scheme")?;
+    let rest = header
+        .strip_prefix("vapid ")
+        .ok_or("not the vapid scheme")?;
     let mut token = None;
     let mut key = None;
     for part in rest.split(',') {
@@ -292,8 +325,13 @@ fn verify_vapid(header: Option<&str>, expected_aud: &str) -> Result<Vapid, Strin
     let (token, key) = (token.ok_or("no t=")?, key.ok_or("no k=")?);
     let (signing_input, signature) = token.rsplit_once('.').ok_or("token has no signature")?;
     let (head, claims) = signing_input.split_once('.').ok_or("token has no claims")?;
-    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).map_err(|e| format!("bad base64url: {e}"));
-    let head: serde_json::Value = serde_json::from_slice(&decode(head)?).map_err(|e| e.to_string())?;
+    let decode = |s: &str| {
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|e| format!("bad base64url: {e}"))
+    };
+    let head: serde_json::Value =
+        serde_json::from_slice(&decode(head)?).map_err(|e| e.to_string())?;
     if head["alg"] != "ES256" {
         return Err(format!("alg is {}", head["alg"]));
     }
@@ -304,7 +342,8 @@ fn verify_vapid(header: Option<&str>, expected_aud: &str) -> Result<Vapid, Strin
     verifying_key
         .verify(signing_input.as_bytes(), &signature)
         .map_err(|_| "signature does not verify".to_owned())?;
-    let claims: serde_json::Value = serde_json::from_slice(&decode(claims)?).map_err(|e| e.to_string())?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&decode(claims)?).map_err(|e| e.to_string())?;
     let vapid = Vapid {
         aud: claims["aud"].as_str().ok_or("no aud")?.to_owned(),
         exp: claims["exp"].as_u64().ok_or("no exp")?,
@@ -312,11 +351,20 @@ fn verify_vapid(header: Option<&str>, expected_aud: &str) -> Result<Vapid, Strin
         key: key.to_owned(),
     };
     if vapid.aud != expected_aud {
-        return Err(format!("aud {} is not the endpoint origin {expected_aud}", vapid.aud));
+        return Err(format!(
+            "aud {} is not the endpoint origin {expected_aud}",
+            vapid.aud
+        ));
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     if vapid.exp <= now || vapid.exp > now + 24 * 3600 {
-        return Err(format!("exp {} is not within 24 h of now ({now})", vapid.exp));
+        return Err(format!(
+            "exp {} is not within 24 h of now ({now})",
+            vapid.exp
+        ));
     }
     Ok(vapid)
 }
