@@ -77,15 +77,31 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let push = PushService::start().await;
         let mut config = test_config(dir.path(), &push);
+        if let Some(url) = shared_broker() {
+            // A broker shared with other runs: this test's own topic prefix.
+            config.settings.mqtt.url = Some(url);
+            config.settings.mqtt.topic_prefix =
+                format!("axion-push-test/{}/", uuid::Uuid::new_v4());
+        }
         tweak(&mut config);
+        let broker = config
+            .settings
+            .mqtt
+            .url
+            .as_ref()
+            .map_or("the embedded broker".to_owned(), |u| u.to_string());
         let daemon = tokio::time::timeout(WAIT, Daemon::start(config.clone()))
             .await
-            .expect("the daemon starts within the wait")
+            .unwrap_or_else(|_| {
+                panic!("the daemon did not subscribe within {WAIT:?}: is {broker} reachable?")
+            })
             .expect("the daemon starts");
         let (host, port) = broker_address(&config, &daemon);
-        let topics = Topics::new(config.settings.mqtt.topic_prefix.clone());
-        let prefix = config.settings.mqtt.topic_prefix.clone();
-        let mqtt = TestClient::connect(&host, port, &[format!("{prefix}axion/#")]).await;
+        let prefix = &config.settings.mqtt.topic_prefix;
+        let mqtt = TestClient::connect_under(&host, port, prefix, &["axion/#".into()]).await;
+        // The test client strips and adds the prefix: tests name topics
+        // without it.
+        let topics = Topics::default();
         Harness {
             dir,
             push,
@@ -185,12 +201,50 @@ impl Harness {
                 .await
                 .expect("the daemon stops within the wait");
         }
+        if shared_broker().is_some() {
+            forget_session(&self.config).await;
+        }
         self.dir
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+}
+
+/// `AXION_PUSH_TEST_BROKER=mqtt://127.0.0.1:1883` runs the daemon tests
+/// against that broker (the machine's Mosquitto in CI) instead of the
+/// embedded one.
+pub fn shared_broker() -> Option<url::Url> {
+    let url = std::env::var("AXION_PUSH_TEST_BROKER").ok()?;
+    Some(
+        url.parse()
+            .unwrap_or_else(|e| panic!("AXION_PUSH_TEST_BROKER={url}: {e}")),
+    )
+}
+
+/// Ends the daemon's persistent session on a shared broker, so test runs
+/// leave no sessions behind.
+async fn forget_session(config: &Config) {
+    let url = config.settings.mqtt.url.as_ref().expect("a shared broker");
+    let mut options = rumqttc::MqttOptions::new(
+        config.settings.mqtt.client_id.clone(),
+        url.host_str().unwrap(),
+        url.port().unwrap_or(1883),
+    );
+    options.set_clean_session(true);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 4);
+    let forget = async {
+        while let Ok(event) = eventloop.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Incoming::ConnAck(_)) = event {
+                let _ = client.try_disconnect();
+            }
+            if let rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect) = event {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(WAIT, forget).await;
 }
 
 fn broker_address(config: &Config, daemon: &Daemon) -> (String, u16) {

@@ -22,9 +22,12 @@ impl Message {
     }
 }
 
+/// Sees topics without the run's prefix (`axion_push.mqtt.topic_prefix`),
+/// so tests read the same whether the broker is their own or shared.
 #[derive(Clone)]
 pub struct TestClient {
     client: AsyncClient,
+    prefix: String,
     seen: Arc<Mutex<Vec<Message>>>,
     arrived: Arc<Notify>,
 }
@@ -33,6 +36,16 @@ impl TestClient {
     /// Connects and subscribes to `filters`; returns once the broker has
     /// confirmed the subscription. Reconnects (and resubscribes) by itself.
     pub async fn connect(host: &str, port: u16, filters: &[String]) -> TestClient {
+        Self::connect_under(host, port, "", filters).await
+    }
+
+    /// Like [`TestClient::connect`], with every topic under `prefix`.
+    pub async fn connect_under(
+        host: &str,
+        port: u16,
+        prefix: &str,
+        filters: &[String],
+    ) -> TestClient {
         let mut options = MqttOptions::new(format!("test-{}", uuid::Uuid::new_v4()), host, port);
         options.set_max_packet_size(16 << 20, 16 << 20);
         options.set_keep_alive(Duration::from_secs(30));
@@ -44,7 +57,8 @@ impl TestClient {
             let client = client.clone();
             let seen = seen.clone();
             let arrived = arrived.clone();
-            let filters = filters.to_vec();
+            let filters: Vec<String> = filters.iter().map(|f| format!("{prefix}{f}")).collect();
+            let prefix = prefix.to_owned();
             tokio::spawn(async move {
                 loop {
                     match eventloop.poll().await {
@@ -57,8 +71,9 @@ impl TestClient {
                             subscribed_tx.send_replace(true);
                         }
                         Ok(Event::Incoming(Incoming::Publish(p))) => {
+                            let topic = p.topic.strip_prefix(prefix.as_str()).unwrap_or(&p.topic);
                             seen.lock().unwrap().push(Message {
-                                topic: p.topic.clone(),
+                                topic: topic.to_owned(),
                                 payload: p.payload.clone(),
                                 retain: p.retain,
                             });
@@ -80,6 +95,7 @@ impl TestClient {
             .unwrap();
         TestClient {
             client,
+            prefix: prefix.to_owned(),
             seen,
             arrived,
         }
@@ -87,7 +103,12 @@ impl TestClient {
 
     pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
         self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .publish(
+                format!("{}{topic}", self.prefix),
+                QoS::AtLeastOnce,
+                false,
+                payload.into(),
+            )
             .await
             .expect("the test client publishes");
     }
