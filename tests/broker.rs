@@ -6,7 +6,7 @@ mod harness;
 use std::time::Duration;
 
 use axion_push::daemon::Daemon;
-use harness::mosquitto::Mosquitto;
+use harness::mosquitto::{Mosquitto, Secured};
 use harness::{Harness, TestClient, WAIT, test_config};
 use serde_json::json;
 
@@ -142,4 +142,38 @@ async fn a_command_published_while_the_daemon_is_away_is_handled_when_it_returns
     assert_eq!(r["delivered"], 1, "{r}");
     assert_eq!(push.received_by(&b).len(), 1);
     daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_connects_over_mqtts_with_credentials() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let broker = Mosquitto::start_with(
+        false,
+        Some(Secured {
+            cert_pem: certified.cert.pem(),
+            key_pem: certified.signing_key.serialize_pem(),
+            user: "axion".into(),
+            password: "s3cret-pw".into(),
+        }),
+    )
+    .await;
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), certified.cert.pem()).unwrap();
+    let tls = broker.tls_addr.unwrap();
+    let plain = broker.addr;
+    // The test's own client uses the anonymous plain listener.
+    let h = Harness::start_observed_at(Some(plain), |c| {
+        let s = &mut c.settings.mqtt;
+        s.url = Some(format!("mqtts://{tls}").parse().unwrap());
+        s.ca_file = Some(ca.path().to_owned());
+        s.username = Some("axion".into());
+        s.password = Some(harness::secret("s3cret-pw"));
+    })
+    .await;
+    let b = h.browser("b");
+    h.subscribe("crm", "alice", &b).await;
+    let r = h.send("crm", "alice", json!({"title": "over TLS"})).await;
+    assert_eq!(r["delivered"], 1, "{r}");
+    h.stop().await;
 }

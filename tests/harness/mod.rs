@@ -73,6 +73,15 @@ impl Harness {
 
     /// Starts with the test config changed by `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
+        Self::start_observed_at(None, tweak).await
+    }
+
+    /// Like [`Harness::start_with`]; the test's MQTT client connects to
+    /// `observer` (plain, anonymous) instead of the daemon's broker address.
+    pub async fn start_observed_at(
+        observer: Option<std::net::SocketAddr>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Harness {
         init_logging();
         let dir = tempfile::tempdir().unwrap();
         let push = PushService::start().await;
@@ -96,7 +105,10 @@ impl Harness {
                 panic!("the daemon did not subscribe within {WAIT:?}: is {broker} reachable?")
             })
             .expect("the daemon starts");
-        let (host, port) = broker_address(&config, &daemon);
+        let (host, port) = match observer {
+            Some(addr) => (addr.ip().to_string(), addr.port()),
+            None => broker_address(&config, &daemon),
+        };
         let prefix = &config.settings.mqtt.topic_prefix;
         let mqtt = TestClient::connect_under(&host, port, prefix, &["axion/#".into()]).await;
         // The test client strips and adds the prefix: tests name topics

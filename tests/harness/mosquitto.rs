@@ -8,6 +8,7 @@ use std::time::Duration;
 
 pub struct Mosquitto {
     pub addr: SocketAddr,
+    pub tls_addr: Option<SocketAddr>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -25,23 +26,67 @@ fn binary() -> PathBuf {
     path
 }
 
+/// A second listener for the daemon: TLS with the given certificate, and
+/// only `user`/`password` may connect.
+pub struct Secured {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub user: String,
+    pub password: String,
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 impl Mosquitto {
     /// Starts a broker; with `persistence` it keeps sessions across restarts.
     pub async fn start(persistence: bool) -> Mosquitto {
+        Self::start_with(persistence, None).await
+    }
+
+    /// Starts a broker with an anonymous plain listener (`addr`, for the
+    /// test's client) and, when `secured` is given, a TLS listener with
+    /// password authentication (`tls_addr`).
+    pub async fn start_with(persistence: bool, secured: Option<Secured>) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let config = format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence {}\npersistence_location {}/\nautosave_interval 1\nmax_inflight_messages 20\n",
-            addr.port(),
+        let addr = free_port();
+        let mut config = format!(
+            "per_listener_settings true\npersistence {}\npersistence_location {}/\nautosave_interval 1\nmax_inflight_messages 20\nlistener {} 127.0.0.1\nallow_anonymous true\n",
             persistence,
-            dir.path().display()
+            dir.path().display(),
+            addr.port(),
         );
+        let mut tls_addr = None;
+        if let Some(s) = secured {
+            let tls = free_port();
+            let path = |name: &str| dir.path().join(name);
+            std::fs::write(path("cert.pem"), &s.cert_pem).unwrap();
+            std::fs::write(path("key.pem"), &s.key_pem).unwrap();
+            std::fs::write(path("passwd"), "").unwrap();
+            let status = Command::new("mosquitto_passwd")
+                .args(["-b"])
+                .arg(path("passwd"))
+                .args([&s.user, &s.password])
+                .status()
+                .expect("mosquitto_passwd (Debian package mosquitto) runs");
+            assert!(status.success(), "mosquitto_passwd failed");
+            config.push_str(&format!(
+                "listener {} 127.0.0.1\ncertfile {}\nkeyfile {}\nallow_anonymous false\npassword_file {}\n",
+                tls.port(),
+                path("cert.pem").display(),
+                path("key.pem").display(),
+                path("passwd").display(),
+            ));
+            tls_addr = Some(tls);
+        }
         std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
         let mut broker = Mosquitto {
             addr,
+            tls_addr,
             dir,
             child: None,
         };
@@ -59,7 +104,13 @@ impl Mosquitto {
             .expect("mosquitto starts");
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+        let listening = |addr: Option<SocketAddr>| async move {
+            match addr {
+                Some(addr) => tokio::net::TcpStream::connect(addr).await.is_ok(),
+                None => true,
+            }
+        };
+        while !(listening(Some(self.addr)).await && listening(self.tls_addr).await) {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "mosquitto did not listen on {} within 10 s",
