@@ -83,8 +83,31 @@ fn server(name: &str, listen: SocketAddr, max_payload: usize) -> ServerSettings 
     }
 }
 
+/// Attempts for a listener on port 0, whose port is picked before rumqttd
+/// binds it and may be taken by another socket in between.
+const PORT_ZERO_ATTEMPTS: usize = 5;
+
 /// Starts the broker and returns once it accepts connections.
 pub async fn start(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
+    let any_port =
+        settings.listen.port() == 0 && settings.websocket_listen.is_none_or(|ws| ws.port() == 0);
+    let mut attempt = 1;
+    loop {
+        match start_once(settings).await {
+            Err(BrokerError::Start(reason)) if any_port && attempt < PORT_ZERO_ATTEMPTS => {
+                tracing::debug!(
+                    reason,
+                    attempt,
+                    "the picked port was taken; picking another"
+                );
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn start_once(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
     let listen = reserve(settings.listen, "axion_push.broker.listen")?;
     let websocket = settings
         .websocket_listen
@@ -132,13 +155,18 @@ pub async fn start(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerEr
         }
     };
     tokio::select! {
-        () = ready => {}
+        biased;
         reason = &mut stopped_rx => {
             return Err(BrokerError::Start(reason.unwrap_or_else(|_| "its thread ended".into())));
         }
+        () = ready => {}
         () = tokio::time::sleep(START_TIMEOUT) => {
             return Err(BrokerError::Start(format!("not accepting connections on {listen} after {START_TIMEOUT:?}")));
         }
+    }
+    // A broker answering while ours has already given up is someone else's.
+    if let Ok(reason) = stopped_rx.try_recv() {
+        return Err(BrokerError::Start(reason));
     }
     tracing::info!(%listen, websocket = ?websocket, "embedded MQTT broker listening");
     Ok(EmbeddedBroker { listen, websocket })
