@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{CommandError, Inner, command_id, json_object};
+use super::{CommandError, ProcessorParts, command_id, json_object};
 use crate::model::{Group, Package, User};
 use crate::report::ResultReport;
 use crate::store::MembersChange;
@@ -35,7 +35,7 @@ fn users(value: &Value, key: &str) -> Result<Option<Vec<User>>, CommandError> {
 }
 
 pub(super) async fn apply(
-    inner: &Inner,
+    inner: &ProcessorParts,
     package: &Package,
     group: &Group,
     payload: &[u8],

@@ -62,18 +62,7 @@ pub enum Handled {
 /// Everything the command stage needs, built once by the daemon.
 #[derive(Clone)]
 pub struct Processor {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    store: Store,
-    topics: Topics,
-    egress: Egress,
-    deliverer: Deliverer,
-    signers: Arc<VapidSigners>,
-    policy: EndpointPolicy,
-    max_command_bytes: usize,
-    default_ttl: u32,
+    inner: Arc<ProcessorParts>,
 }
 
 /// The parts a [`Processor`] is built from.
@@ -90,27 +79,8 @@ pub struct ProcessorParts {
 
 impl Processor {
     pub fn new(parts: ProcessorParts) -> Self {
-        let ProcessorParts {
-            store,
-            topics,
-            egress,
-            deliverer,
-            signers,
-            policy,
-            max_command_bytes,
-            default_ttl,
-        } = parts;
         Self {
-            inner: Arc::new(Inner {
-                store,
-                topics,
-                egress,
-                deliverer,
-                signers,
-                policy,
-                max_command_bytes,
-                default_ttl,
-            }),
+            inner: Arc::new(parts),
         }
     }
 
@@ -208,7 +178,7 @@ enum Applied {
     Delivering(Pending),
 }
 
-impl Inner {
+impl ProcessorParts {
     async fn publish_result(&self, topic: String, report: &ResultReport) {
         let out = Outgoing {
             topic,

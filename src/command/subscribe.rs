@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{CommandError, Inner, command_id, json_object};
+use super::{CommandError, ProcessorParts, command_id, json_object};
 use crate::model::{Endpoint, MAX_NAME_LEN, Package, Subscription, SubscriptionKeys, User};
 use crate::report::ResultReport;
 
@@ -38,7 +38,10 @@ fn optional_text(value: &Value, name: &str) -> Result<Option<String>, CommandErr
 
 /// Reads and checks a subscription; `policy` decides whether its endpoint
 /// may ever be pushed to.
-pub(super) fn parse(inner: &Inner, payload: &[u8]) -> Result<(String, Subscription), CommandError> {
+pub(super) fn parse(
+    inner: &ProcessorParts,
+    payload: &[u8],
+) -> Result<(String, Subscription), CommandError> {
     let value = json_object("subscribe", payload, EXPECTED)?;
     let id = command_id(&value)?;
     let endpoint = Endpoint::parse(string_field(&value, "endpoint", "endpoint")?)?;
@@ -84,7 +87,7 @@ pub(super) fn parse(inner: &Inner, payload: &[u8]) -> Result<(String, Subscripti
 }
 
 pub(super) async fn apply(
-    inner: &Inner,
+    inner: &ProcessorParts,
     package: &Package,
     user: &User,
     payload: &[u8],

@@ -1,13 +1,13 @@
 //! `…/{user}/unsubscribe`: `{"endpoint": "…"}` sets Active = 'N'.
 
-use super::{CommandError, Inner, command_id, json_object};
+use super::{CommandError, ProcessorParts, command_id, json_object};
 use crate::model::{Package, User};
 use crate::report::ResultReport;
 
 const EXPECTED: &str = r#"{"endpoint": "https://…"}"#;
 
 pub(super) async fn apply(
-    inner: &Inner,
+    inner: &ProcessorParts,
     package: &Package,
     user: &User,
     payload: &[u8],

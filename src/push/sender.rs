@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
@@ -59,6 +60,48 @@ pub struct PushClient {
     /// Origins that answered 403 already, so the VAPID hint is logged once
     /// per push service instead of once per push.
     forbidden_origins: Mutex<HashSet<String>>,
+    /// Origins in trouble (unreachable, timing out, 5xx, 429): logged when
+    /// the trouble starts and when it ends, not for every push in between.
+    troubled: Troubled,
+}
+
+/// The set of push services currently failing, with a lock-free check for
+/// the common case that none is.
+#[derive(Default)]
+struct Troubled {
+    count: AtomicUsize,
+    origins: Mutex<HashSet<String>>,
+}
+
+impl Troubled {
+    fn start(&self, origin: &str, what: &str) {
+        let mut origins = self
+            .origins
+            .lock()
+            .expect("the trouble lock is never poisoned");
+        if origins.insert(origin.to_owned()) {
+            self.count.store(origins.len(), Ordering::Relaxed);
+            tracing::warn!(
+                origin,
+                trouble = what,
+                "push service failing; counting failures until it recovers"
+            );
+        }
+    }
+
+    fn end(&self, origin: &str) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut origins = self
+            .origins
+            .lock()
+            .expect("the trouble lock is never poisoned");
+        if origins.remove(origin) {
+            self.count.store(origins.len(), Ordering::Relaxed);
+            tracing::info!(origin, "push service recovered");
+        }
+    }
 }
 
 impl PushClient {
@@ -94,6 +137,7 @@ impl PushClient {
             http,
             policy,
             forbidden_origins: Mutex::new(HashSet::new()),
+            troubled: Troubled::default(),
         })
     }
 
@@ -134,8 +178,15 @@ impl PushClient {
             Err(e) => return self.network_failure(&origin, &e),
         };
         let outcome = status::classify(response.status(), response.headers(), SystemTime::now());
+        match outcome {
+            Outcome::Delivered | Outcome::Gone(_) => self.troubled.end(&origin),
+            Outcome::Retry { cause, .. } => {
+                self.troubled.start(&origin, &cause.to_string());
+            }
+            _ => {}
+        }
         if outcome != Outcome::Delivered {
-            let reason = response.text().await.unwrap_or_default();
+            let reason = reason_of(response).await;
             self.log_refusal(&origin, outcome, &reason);
         }
         Ok(outcome)
@@ -150,12 +201,13 @@ impl PushClient {
         } else {
             RetryCause::Connection
         };
-        tracing::debug!(origin, error = %error_chain(e), "push request failed");
+        let error = error_chain(e);
+        self.troubled.start(origin, &error);
+        tracing::debug!(origin, error, "push request failed");
         Ok(Outcome::Retry { cause, after: None })
     }
 
     fn log_refusal(&self, origin: &str, outcome: Outcome, reason: &str) {
-        let reason: String = reason.chars().take(200).collect();
         match outcome {
             Outcome::Rejected(403) => {
                 let first = self
@@ -183,6 +235,22 @@ impl PushClient {
             _ => tracing::debug!(origin, ?outcome, reason, "push not delivered"),
         }
     }
+}
+
+/// The start of a refusal's body, for the log: push services explain
+/// themselves there (FCM: `"the key in the authorization header does not
+/// correspond…"`). Read only that far, whatever the service sends.
+async fn reason_of(mut response: reqwest::Response) -> String {
+    const MAX: usize = 300;
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    bytes.truncate(MAX);
+    String::from_utf8_lossy(&bytes).trim().to_owned()
 }
 
 fn find_source<'a, T: std::error::Error + 'static>(

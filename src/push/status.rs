@@ -20,6 +20,16 @@ pub enum RetryCause {
     Connection,
 }
 
+impl std::fmt::Display for RetryCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetryCause::Status(code) => write!(f, "HTTP {code}"),
+            RetryCause::Timeout => f.write_str("timeout"),
+            RetryCause::Connection => f.write_str("connection failed"),
+        }
+    }
+}
+
 /// The result of one push request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
