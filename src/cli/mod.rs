@@ -17,6 +17,10 @@ use crate::report::ResultReport;
 use crate::store::Store;
 use crate::topics::{Topics, Verb};
 
+/// The embedded broker's log filter (see `init_logging`).
+pub const QUIET_BROKER: &str =
+    "rumqttd=warn,rumqttd::router::routing=off,rumqttd::server::broker=off";
+
 /// The package used when a verb is given none: `base`, whose keys are the
 /// defaults in config.yaml.
 pub const DEFAULT_PACKAGE: &str = "base";
@@ -158,12 +162,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Logs to stderr. `RUST_LOG` overrides the config. The embedded broker and
 /// sqlx are kept to warnings unless the filter names them, and rumqttd's
-/// router is silenced: it logs an error for every client that sends
-/// DISCONNECT before closing its socket (the polite way to leave).
+/// per-connection logs are off: it logs errors for every client that leaves
+/// politely (DISCONNECT, then close), which is most of them.
 fn init_logging(level: &str) {
     let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_owned());
     if !filter.contains("rumqttd") {
-        filter.push_str(",rumqttd=warn,rumqttd::router::routing=off");
+        filter.push_str(&format!(",{QUIET_BROKER}"));
     }
     if !filter.contains("sqlx") {
         filter.push_str(",sqlx=warn");

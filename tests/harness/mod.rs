@@ -30,7 +30,7 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,rumqttd=error,rumqttd::router::routing=off".into()),
+                .unwrap_or_else(|_| format!("warn,{}", axion_push::cli::QUIET_BROKER).into()),
         )
         .with_test_writer()
         .try_init();

@@ -73,10 +73,25 @@ struct Subscriber {
     script: VecDeque<Reply>,
 }
 
-#[derive(Default)]
 struct State {
     subscribers: HashMap<String, Subscriber>,
     received: Vec<Received>,
+    /// Decrypt and verify every request (off only in benchmarks, where the
+    /// push service must not eat the CPU the daemon is measured on).
+    checks: bool,
+    /// Added to every answer, as a network round trip would.
+    latency: Option<Duration>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            subscribers: HashMap::new(),
+            received: Vec::new(),
+            checks: true,
+            latency: None,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -196,6 +211,17 @@ impl PushService {
         subscriber.script.extend(replies);
     }
 
+    /// Benchmarks only: accept every request unchecked, after `latency`.
+    pub fn accept_unchecked(&self, latency: Option<Duration>) {
+        let mut state = self.state.lock().unwrap();
+        state.checks = false;
+        state.latency = latency;
+    }
+
+    pub fn received_count(&self) -> usize {
+        self.state.lock().unwrap().received.len()
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap().received.clone()
     }
@@ -254,25 +280,35 @@ impl PushService {
             .map(|b| b.to_bytes())
             .unwrap_or_default();
 
-        let (payload, reply) = {
+        let (payload, vapid, reply) = {
             let mut state = self.state.lock().unwrap();
-            match state.subscribers.get_mut(&browser) {
-                None => (
-                    Err(format!("no browser named {browser:?}")),
-                    Reply::status(404),
-                ),
-                Some(subscriber) => {
-                    let payload = decrypt(&body, subscriber);
-                    let reply = if payload.is_err() {
-                        Reply::status(400)
-                    } else {
+            if !state.checks {
+                let reply = Reply {
+                    delay: state.latency,
+                    ..Reply::status(201)
+                };
+                (
+                    Ok(serde_json::Value::Null),
+                    Err("not checked".to_owned()),
+                    reply,
+                )
+            } else {
+                let payload = match state.subscribers.get_mut(&browser) {
+                    None => Err(format!("no browser named {browser:?}")),
+                    Some(subscriber) => decrypt(&body, subscriber),
+                };
+                let reply = match (&payload, state.subscribers.get_mut(&browser)) {
+                    (_, None) => Reply::status(404),
+                    (Err(_), _) => Reply::status(400),
+                    (Ok(_), Some(subscriber)) => {
                         subscriber.script.pop_front().unwrap_or(Reply::status(201))
-                    };
-                    (payload, reply)
-                }
+                    }
+                };
+                let vapid =
+                    verify_vapid(authorization.as_deref(), &format!("https://{}", self.addr));
+                (payload, vapid, reply)
             }
         };
-        let vapid = verify_vapid(authorization.as_deref(), &format!("https://{}", self.addr));
         if let Some(delay) = reply.delay {
             tokio::time::sleep(delay).await;
         }
