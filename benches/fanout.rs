@@ -13,7 +13,6 @@
 //! Run: `cargo bench --bench fanout`.
 
 #[path = "../tests/harness/mod.rs"]
-#[allow(dead_code)]
 mod harness;
 
 use std::time::{Duration, Instant};
