@@ -377,15 +377,19 @@ async fn dispatch(
                 }
             }
             Handled::Delivering(deliveries) => {
-                let permit = tokio::select! {
-                    () = intake.cancelled() => break,
-                    permit = pending.clone().acquire_owned() => permit.expect("the send semaphore is never closed"),
-                };
+                // Its event is out: the deliveries run even when stopping,
+                // within the grace period.
+                let permit = pending
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the send semaphore is never closed");
                 let acks = acks.clone();
                 let cancel = sends_cancel.clone();
                 sends.spawn(async move {
                     let _permit = permit;
                     tokio::select! {
+                        biased;
                         // Abandoned at stop: not acked, so redelivered.
                         () = cancel.cancelled() => {}
                         () = deliveries => {
