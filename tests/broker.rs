@@ -177,3 +177,70 @@ async fn the_daemon_connects_over_mqtts_with_credentials() {
     assert_eq!(r["delivered"], 1, "{r}");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_in_a_shared_group_split_the_commands_without_doubling_them() {
+    let broker = Mosquitto::start(false).await;
+    let url = broker.url();
+    let h = Harness::start_with(|c| {
+        c.settings.mqtt.url = Some(url.parse().unwrap());
+        c.settings.mqtt.shared_group = Some("axion-push".into());
+    })
+    .await;
+    let mut second = h.config.clone();
+    second.settings.mqtt.client_id = format!("{}-second", second.settings.mqtt.client_id);
+    let other = Daemon::start(second)
+        .await
+        .expect("a second instance starts");
+
+    let b = h.browser("b");
+    h.subscribe("crm", "alice", &b).await;
+    let from = h.mqtt.count();
+    for i in 0..20 {
+        h.mqtt
+            .publish(
+                "axion/crm/push/alice/send",
+                json!({"id": format!("s-{i}"), "title": "T"}).to_string(),
+            )
+            .await;
+    }
+    for i in 0..20 {
+        let id = format!("s-{i}");
+        h.mqtt
+            .wait_for(from, &format!("result {id}"), WAIT, |m| {
+                m.topic == "axion/crm/push/alice/result" && m.json()["id"] == id.as_str()
+            })
+            .await;
+    }
+    // Both stop: whatever either still had in flight is published before
+    // its offline status, so after both goodbyes every result is in.
+    let (mqtt, push) = (h.mqtt.clone(), h.push.clone());
+    other.shutdown().await;
+    let _files = h.stop().await;
+    let offline = |m: &harness::Message| {
+        m.topic == "axion/push/daemon/status" && m.json()["state"] == "offline"
+    };
+    let first = mqtt
+        .wait_for(from, "an offline status", WAIT, offline)
+        .await;
+    let after_first = mqtt
+        .messages()
+        .iter()
+        .position(|m| m.payload == first.payload && offline(m))
+        .unwrap()
+        + 1;
+    mqtt.wait_for(after_first, "the second offline status", WAIT, offline)
+        .await;
+    let results = mqtt
+        .messages()
+        .iter()
+        .skip(from)
+        .filter(|m| m.topic == "axion/crm/push/alice/result")
+        .count();
+    assert_eq!(results, 20, "each command handled once");
+    assert_eq!(
+        push.received_by(&b).len(),
+        20,
+        "each notification pushed once"
+    );
+}
