@@ -151,6 +151,34 @@ impl Drop for Serve {
     }
 }
 
+/// `axion-push serve` running on a fresh config, with its push service.
+struct Served {
+    _dir: tempfile::TempDir,
+    push: PushService,
+    /// The config file's path.
+    cfg: String,
+    /// The embedded broker's port.
+    port: u16,
+    serve: Serve,
+}
+
+impl Served {
+    async fn start() -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let push = PushService::start().await;
+        let (config, port) = write_config(dir.path(), &push, "");
+        let mut serve = Serve::start(&config);
+        serve.wait_for("axion-push is running");
+        Served {
+            cfg: config.to_str().unwrap().to_owned(),
+            _dir: dir,
+            push,
+            port,
+            serve,
+        }
+    }
+}
+
 #[test]
 fn every_verb_has_help() {
     for verb in [
@@ -261,12 +289,13 @@ fn migrate_creates_the_schema() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_and_test_push_deliver_and_report() {
-    let dir = tempfile::tempdir().unwrap();
-    let push = PushService::start().await;
-    let (config, port) = write_config(dir.path(), &push, "");
-    let cfg = config.to_str().unwrap().to_owned();
-    let mut serve = Serve::start(&config);
-    serve.wait_for("axion-push is running");
+    let Served {
+        _dir,
+        push,
+        cfg,
+        port,
+        mut serve,
+    } = Served::start().await;
 
     // Nobody subscribed yet: the report says so and the exit code is 1.
     let out = run(&["test-push", "alice", "--package", "crm", "--config", &cfg]);
@@ -328,12 +357,13 @@ async fn serve_and_test_push_deliver_and_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_prints_each_event_as_a_json_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let push = PushService::start().await;
-    let (config, port) = write_config(dir.path(), &push, "");
-    let cfg = config.to_str().unwrap().to_owned();
-    let mut serve = Serve::start(&config);
-    serve.wait_for("axion-push is running");
+    let Served {
+        _dir,
+        push: _push,
+        cfg,
+        port,
+        serve,
+    } = Served::start().await;
 
     let mut listen = Command::new(BIN)
         .args(["listen", "--package", "crm", "alice", "--config", &cfg])
