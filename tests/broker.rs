@@ -244,3 +244,47 @@ async fn instances_in_a_shared_group_split_the_commands_without_doubling_them() 
         "each notification pushed once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_listener_speaks_mqtt_over_websocket_when_enabled() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let h = Harness::start_with(|c| {
+        c.settings.broker.websocket_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let ws = h
+        .daemon()
+        .embedded_broker()
+        .unwrap()
+        .websocket
+        .expect("the WebSocket listener's address is reported");
+    let mut stream = tokio::net::TcpStream::connect(ws).await.unwrap();
+    let request = format!(
+        "GET /mqtt HTTP/1.1\r\nHost: {ws}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: mqtt\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut answer))
+        .await
+        .expect("the listener answers")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("sec-websocket-protocol: mqtt"),
+        "{answer}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_listener_is_off_by_default() {
+    let h = Harness::start().await;
+    assert!(h.daemon().embedded_broker().unwrap().websocket.is_none());
+    h.stop().await;
+}
