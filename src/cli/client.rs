@@ -18,7 +18,8 @@ fn connect(config: &Config, purpose: &str) -> Result<(AsyncClient, rumqttc::Even
         crate::mqtt::options(&settings.mqtt, Some(settings.broker.listen), &client_id)?;
     options.set_clean_session(true);
     let (host, port) = options.broker_address();
-    let (client, eventloop) = AsyncClient::new(options, 16);
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    eventloop.set_network_options(crate::mqtt::network_options());
     Ok((client, eventloop, format!("{host}:{port}")))
 }
 

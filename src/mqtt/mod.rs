@@ -24,7 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions,
+    NetworkOptions, QoS, Transport,
 };
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -110,6 +111,15 @@ pub fn options(
     Ok(options)
 }
 
+/// TCP options for every connection to the broker. Nagle's algorithm would
+/// hold a small publish (an event, a result) back until the previous one is
+/// acknowledged — up to the peer's delayed-ACK timer, tens of milliseconds.
+pub fn network_options() -> NetworkOptions {
+    let mut options = NetworkOptions::new();
+    options.set_tcp_nodelay(true);
+    options
+}
+
 /// What the daemon's session publishes besides results.
 pub struct Session {
     pub options: MqttOptions,
@@ -160,7 +170,8 @@ pub fn spawn(
         QoS::AtLeastOnce,
         true,
     ));
-    let (client, eventloop) = AsyncClient::new(session.options.clone(), REQUEST_CAPACITY);
+    let (client, mut eventloop) = AsyncClient::new(session.options.clone(), REQUEST_CAPACITY);
+    eventloop.set_network_options(network_options());
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (subscribed_tx, subscribed) = watch::channel(false);

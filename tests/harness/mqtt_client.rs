@@ -50,6 +50,7 @@ impl TestClient {
         options.set_max_packet_size(16 << 20, 16 << 20);
         options.set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(options, 256);
+        eventloop.set_network_options(axion_push::mqtt::network_options());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());
         let (subscribed_tx, mut subscribed) = watch::channel(false);
