@@ -215,8 +215,24 @@ impl Harness {
         }
         if shared_broker().is_some() {
             forget_session(&self.config).await;
+            self.clear_retained().await;
         }
         self.dir
+    }
+
+    /// Leaves no retained messages of this test on a shared broker.
+    async fn clear_retained(&self) {
+        let mut topics = vec![self.topics.status(), self.topics.vapid(None)];
+        topics.extend(
+            self.config
+                .packages
+                .keys()
+                .map(|p| self.topics.vapid(Some(p))),
+        );
+        for topic in topics {
+            self.mqtt.clear_retained(&topic).await;
+        }
+        self.mqtt.flush().await;
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

@@ -114,6 +114,32 @@ impl TestClient {
             .expect("the test client publishes");
     }
 
+    /// Removes the broker's retained message on `topic`.
+    pub async fn clear_retained(&self, topic: &str) {
+        self.client
+            .publish(
+                format!("{}{topic}", self.prefix),
+                QoS::AtLeastOnce,
+                true,
+                Vec::new(),
+            )
+            .await
+            .expect("the test client publishes");
+    }
+
+    /// Returns once the broker has handled everything published before:
+    /// a marker published now comes back after all of it (MQTT keeps one
+    /// client's messages in order). Needs a subscription covering `axion/#`.
+    pub async fn flush(&self) {
+        let marker = format!("axion/harness-flush/{}", uuid::Uuid::new_v4());
+        let from = self.count();
+        self.publish(&marker, Vec::new()).await;
+        self.wait_for(from, "the flush marker", Duration::from_secs(15), |m| {
+            m.topic == marker
+        })
+        .await;
+    }
+
     pub fn messages(&self) -> Vec<Message> {
         self.seen.lock().unwrap().clone()
     }
