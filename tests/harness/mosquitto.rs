@@ -53,6 +53,13 @@ impl Mosquitto {
     /// password authentication (`tls_addr`).
     pub async fn start_with(persistence: bool, secured: Option<Secured>) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
+        // Started as root, Mosquitto drops to its own user: that user must
+        // be able to write its persistence file here.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
         let addr = free_port();
         let mut config = format!(
             "per_listener_settings true\npersistence {}\npersistence_location {}/\nautosave_interval 1\nmax_inflight_messages 20\nlistener {} 127.0.0.1\nallow_anonymous true\n",
@@ -130,6 +137,11 @@ impl Mosquitto {
             let _ = Command::new("kill").arg(child.id().to_string()).status();
             let _ = child.wait();
         }
+    }
+
+    /// Starts a stopped broker again on the same port and files.
+    pub async fn resume(&mut self) {
+        self.spawn().await;
     }
 
     pub async fn restart(&mut self) {
