@@ -2,10 +2,12 @@
 //! takes it down in stop order. It decides nothing a command depends on.
 //!
 //! Start: VAPID keys → store and migrations → embedded broker (unless an
-//! external one is configured) → push client → MQTT connected and subscribed.
-//! Stop: stop taking commands → let deliveries in flight finish within
-//! `shutdown_grace` (the rest stay unacked and are redelivered) → flush
-//! results → publish the offline status → disconnect → close the database.
+//! external one is configured) → push client → delivery engine (resuming
+//! the queue) → MQTT connected and subscribed.
+//! Stop: stop taking commands → stop claiming deliveries and let requests
+//! in flight finish within `shutdown_grace` (the rest stay in the queue for
+//! the next run) → flush results → publish the offline status → disconnect
+//! → close the database.
 //! The caller owns the signal: `serve` wires SIGTERM/SIGINT to
 //! [`Daemon::shutdown`], tests call it directly.
 
@@ -18,14 +20,15 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use tokio_util::task::TaskTracker;
 
+use crate::backoff::Backoff;
 use crate::broker::{self, EmbeddedBroker};
 use crate::command::{Processor, ProcessorParts};
 use crate::config::{Config, VapidPrivateKey, VapidRegistry};
-use crate::delivery::Deliverer;
+use crate::delivery::{self, EngineParts, Wake};
 use crate::mqtt::{self, Lifecycle, Session};
 use crate::push::{EndpointPolicy, PushClient, VapidSigners};
 use crate::report::{Egress, Outgoing};
-use crate::store::Store;
+use crate::store::{Health, Store};
 use crate::topics::Topics;
 
 /// Results and events waiting for the MQTT client.
@@ -40,8 +43,11 @@ pub struct Daemon {
     store: Store,
     tracker: TaskTracker,
     commands: TaskTracker,
+    engine: TaskTracker,
+    engine_stop: delivery::Stop,
     lifecycle: Lifecycle,
     grace: Duration,
+    instance: String,
 }
 
 /// Reads the first-run key, or creates it (mode 0600: it signs every push).
@@ -89,10 +95,41 @@ pub fn resolve_vapid(config: &Config) -> Result<VapidRegistry> {
     Ok(config.vapid_registry(fallback)?)
 }
 
-fn status(state: &str, instance: &str) -> bytes::Bytes {
-    json!({"state": state, "version": env!("CARGO_PKG_VERSION"), "instance": instance})
-        .to_string()
-        .into()
+/// The retained status. While online it also says whether the database
+/// answers: during an outage commands wait unacknowledged, and this is where
+/// an operator (or a test) sees why.
+fn status(state: &str, instance: &str, database: Option<bool>) -> bytes::Bytes {
+    let mut status =
+        json!({"state": state, "version": env!("CARGO_PKG_VERSION"), "instance": instance});
+    if let Some(available) = database {
+        status["database"] = json!(if available { "ok" } else { "unavailable" });
+    }
+    status.to_string().into()
+}
+
+/// Republishes the status whenever the database's availability changes.
+async fn publish_database_state(
+    mut available: tokio::sync::watch::Receiver<bool>,
+    out: Egress,
+    topic: String,
+    instance: String,
+    finish: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = finish.cancelled() => return,
+            changed = available.changed() => if changed.is_err() { return },
+        }
+        let now = *available.borrow_and_update();
+        let status = Outgoing {
+            topic: topic.clone(),
+            payload: status("online", &instance, Some(now)),
+            retain: true,
+        };
+        if out.publish(status).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn announcements(topics: &Topics, vapid: &VapidRegistry, instance: &str) -> Vec<Outgoing> {
@@ -112,7 +149,7 @@ fn announcements(topics: &Topics, vapid: &VapidRegistry, instance: &str) -> Vec<
     }
     out.push(Outgoing {
         topic: topics.status(),
-        payload: status("online", instance),
+        payload: status("online", instance, Some(true)),
         retain: true,
     });
     out
@@ -141,18 +178,45 @@ impl Daemon {
         let client = Arc::new(PushClient::new(&settings.delivery, policy.clone())?);
         let topics = Topics::new(settings.mqtt.topic_prefix.clone());
         let (egress, egress_rx) = Egress::channel(EGRESS_CAPACITY);
+        let health = Health::default();
+        let signers = Arc::new(VapidSigners::new(&vapid));
+        let instance = settings.mqtt.client_id.clone();
+        let wake = Wake::default();
+        let engine = TaskTracker::new();
+        let engine_stop = delivery::Stop::default();
+        delivery::spawn(
+            EngineParts {
+                store: store.clone(),
+                health: health.clone(),
+                client,
+                signers: signers.clone(),
+                topics: topics.clone(),
+                egress: egress.clone(),
+                instance: instance.clone(),
+                concurrency: settings.delivery.concurrency,
+                retry: Backoff {
+                    initial: settings.delivery.retry_initial,
+                    max: settings.delivery.retry_max,
+                },
+            },
+            wake.clone(),
+            engine_stop.clone(),
+            &engine,
+        );
+        let database_state = (health.watch(), egress.clone());
         let processor = Processor::new(ProcessorParts {
             store: store.clone(),
             topics: topics.clone(),
             egress,
-            deliverer: Deliverer::new(client, settings.delivery.concurrency),
-            signers: Arc::new(VapidSigners::new(&vapid)),
+            wake,
+            health,
+            signers,
             policy,
             max_command_bytes: settings.limits.max_command_bytes,
             default_ttl: settings.delivery.default_ttl,
+            dedup_window: settings.delivery.dedup_window,
         });
 
-        let instance = settings.mqtt.client_id.clone();
         let session = Session {
             options: mqtt::options(
                 &settings.mqtt,
@@ -163,13 +227,20 @@ impl Daemon {
             announcements: announcements(&topics, &vapid, &instance),
             farewell: Outgoing {
                 topic: topics.status(),
-                payload: status("offline", &instance),
+                payload: status("offline", &instance, None),
                 retain: true,
             },
         };
         let tracker = TaskTracker::new();
         let lifecycle = Lifecycle::default();
         let mut client = mqtt::spawn(session, processor, egress_rx, &tracker, lifecycle.clone());
+        tracker.spawn(publish_database_state(
+            database_state.0,
+            database_state.1,
+            topics.status(),
+            instance.clone(),
+            lifecycle.finish.clone(),
+        ));
         client
             .subscribed
             .wait_for(|subscribed| *subscribed)
@@ -182,8 +253,11 @@ impl Daemon {
             store,
             tracker,
             commands: client.commands,
+            engine,
+            engine_stop,
             lifecycle,
             grace: settings.delivery.shutdown_grace,
+            instance,
         })
     }
 
@@ -196,22 +270,33 @@ impl Daemon {
         &self.vapid
     }
 
-    /// Stops in order (see the module docs); deliveries still running after
-    /// the grace period stay unacknowledged for the next run.
+    /// Stops in order (see the module docs); requests still running after
+    /// the grace period are abandoned and their deliveries stay queued.
     pub async fn shutdown(self) {
         tracing::info!("stopping: no new commands");
         self.lifecycle.intake.cancel();
         self.commands.close();
-        if tokio::time::timeout(self.grace, self.commands.wait())
+        self.commands.wait().await;
+        self.engine_stop.claiming.cancel();
+        self.engine.close();
+        if tokio::time::timeout(self.grace, self.engine.wait())
             .await
             .is_err()
         {
             tracing::warn!(
                 grace = ?self.grace,
-                "deliveries still running after the grace period are abandoned; their commands will be redelivered"
+                "pushes still in flight after the grace period are abandoned; they stay queued for the next run"
             );
-            self.lifecycle.sends_cancel.cancel();
-            self.commands.wait().await;
+            self.engine_stop.abandon.cancel();
+            self.engine.wait().await;
+        }
+        // Let another daemon (or the next run) take them at once.
+        if let Err(e) = self
+            .store
+            .release(&self.instance, crate::report::now_ms())
+            .await
+        {
+            tracing::warn!(error = %e, "abandoned deliveries stay leased until their lease runs out");
         }
         self.lifecycle.finish.cancel();
         self.tracker.close();

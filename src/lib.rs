@@ -13,15 +13,19 @@
 //! - [`config`]: `config.yaml`, defaults, VAPID key forms, problems by key path.
 //! - [`notification`]: what the user sees, parsed from a send command.
 //! - [`report`]: result reports, real-time events, the egress channel.
+//! - [`backoff`]: exponential delays with jitter.
 //!
 //! Adapters:
-//! - [`store`]: every SQL statement; the Axion table and our own.
+//! - [`store`]: every SQL statement; the Axion table, groups, and the
+//!   durable delivery queue.
 //! - [`push`]: encryption, VAPID, payload, endpoint policy, HTTP, outcomes.
 //! - [`broker`]: the embedded rumqttd broker.
 //!
 //! Flow:
-//! - [`delivery`]: one notification to many subscriptions, concurrently.
-//! - [`command`]: a message parsed into a command and applied.
+//! - [`command`]: a message parsed into a command and applied; a send is
+//!   recorded in the queue.
+//! - [`delivery`]: the engine that works the queue — concurrent requests,
+//!   retries, per push-service circuit breakers, result reports.
 //! - [`mqtt`]: the client loop — intake, ordered acks, egress.
 //! - [`daemon`]: wiring, start and stop order.
 //! - [`cli`]: the `axion-push` verbs.
@@ -29,13 +33,16 @@
 //! # A send command's path
 //!
 //! `mqtt` receives `axion/crm/push/alice/send` → `command::Processor` parses
-//! the topic (`topics`) and the notification (`notification`), reads alice's
-//! active subscriptions (`store`) and hands the real-time event to egress
-//! (`report`) → `delivery` fans out over `push` (encrypt, sign, POST, read the
-//! answer as an `Outcome`) → gone subscriptions are deactivated (`store`) →
-//! the result report goes to egress → `mqtt` publishes it and acknowledges
-//! the command.
+//! the topic (`topics`) and the notification (`notification`), records the
+//! send and one delivery per active subscription of alice in one
+//! transaction (`store`), and hands the real-time event to egress (`report`)
+//! → `mqtt` acknowledges the command → `delivery` claims the deliveries and
+//! sends them over `push` (encrypt, sign, POST, read the answer as an
+//! `Outcome`) → each is settled in the queue: delivered, deactivated
+//! (404/410), refused, expired, or put back for a retry → the result report
+//! goes to egress and `mqtt` publishes it.
 
+pub mod backoff;
 pub mod broker;
 pub mod cli;
 pub mod command;

@@ -32,8 +32,18 @@ pub struct ResultReport {
     /// Subscriptions set to Active = 'N' because the push service answered
     /// 404/410 (or, for unsubscribe, because the browser asked).
     pub deactivated: u64,
-    /// Deliveries still waiting for a retry when the report was written.
+    /// Deliveries whose message expired (its TTL ran out) before a push
+    /// service took it, after retries.
+    pub expired: u64,
+    /// Deliveries still in the queue, waiting for a retry, when the report
+    /// was written. A send's first report comes once every delivery has
+    /// been tried once; when it says `queued > 0`, another report follows
+    /// when the queue is done with the command, with `queued: 0`.
     pub queued: u64,
+    /// The send's `id` was seen within `delivery.dedup_window`: nothing was
+    /// delivered again; the counts are the earlier command's so far.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
     /// Failed deliveries by cause: an HTTP status (`"503"`), `timeout`,
     /// `connection`, `policy` or `keys`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -143,7 +153,7 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"id":"c1","command":"send","ok":false,"error":"title is empty",
-                "subscriptions":0,"delivered":0,"failed":0,"deactivated":0,"queued":0})
+                "subscriptions":0,"delivered":0,"failed":0,"deactivated":0,"expired":0,"queued":0})
         );
     }
 

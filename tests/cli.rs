@@ -2,16 +2,17 @@
 //! daemon started with `serve`.
 
 mod harness;
+#[path = "harness/process.rs"]
+mod process;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use axion_push::config::Config;
 use harness::mosquitto::Mosquitto;
 use harness::{PushService, TestClient, WAIT};
+use process::{Lines, Serve, write_config};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_axion-push");
@@ -27,128 +28,6 @@ fn run(args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A config file for the binary: a free broker port, files in `dir`, the
-/// loopback push service trusted.
-fn write_config(dir: &Path, push: &PushService, extra: &str) -> (PathBuf, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, &push.ca_pem).unwrap();
-    let yaml = format!(
-        r#"base:
-  push:
-    vapid_email: mailto:tests@example.com
-axion_push:
-  mqtt:
-    client_id: cli-test-{port}
-{extra}
-  broker:
-    listen: 127.0.0.1:{port}
-  database:
-    url: sqlite://{db}
-  vapid_key_file: {key}
-  delivery:
-    extra_root_ca: {ca}
-  endpoints:
-    allow_hosts: [127.0.0.1]
-    allow_private_addresses: true
-"#,
-        db = dir.join("axion-push.db").display(),
-        key = dir.join("vapid.pem").display(),
-        ca = ca.display(),
-    );
-    let path = dir.join("config.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    (path, port)
-}
-
-/// Lines of a child's output, read on a thread so they can be awaited with
-/// a deadline.
-struct Lines {
-    rx: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    fn of(reader: impl std::io::Read + Send + 'static) -> Lines {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(reader).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Lines {
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a line containing `needle`.
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no line with {needle:?}; seen: {:#?}", self.seen),
-            }
-        }
-    }
-}
-
-/// A running `axion-push serve` whose log lines can be awaited.
-struct Serve {
-    child: Child,
-    log: Lines,
-}
-
-impl Serve {
-    fn start(config: &Path) -> Serve {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let log = Lines::of(child.stderr.take().unwrap());
-        Serve { child, log }
-    }
-
-    fn wait_for(&mut self, needle: &str) -> String {
-        self.log.wait_for(needle)
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn wait(mut self) -> std::process::ExitStatus {
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `axion-push serve` running on a fresh config, with its push service.

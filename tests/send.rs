@@ -122,9 +122,9 @@ async fn a_gone_subscription_is_deactivated_and_the_others_still_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn push_failures_are_counted_and_never_deactivate() {
+async fn refusals_are_counted_not_retried_and_never_deactivate() {
     let h = Harness::start().await;
-    let statuses = [400u16, 401, 403, 413, 429, 500, 503];
+    let statuses = [400u16, 401, 403, 413];
     let browsers: Vec<_> = statuses
         .iter()
         .map(|s| h.browser(&format!("answers-{s}")))
@@ -137,16 +137,20 @@ async fn push_failures_are_counted_and_never_deactivate() {
     assert_eq!(result["ok"], true);
     assert_eq!(result["delivered"], 0);
     assert_eq!(result["failed"], statuses.len());
+    assert_eq!(result["queued"], 0, "refusals are not retried: {result}");
     assert_eq!(result["deactivated"], 0);
     for status in statuses {
         assert_eq!(result["failures"][status.to_string()], 1, "{result}");
+    }
+    for b in &browsers {
+        assert_eq!(h.push.received_by(b).len(), 1, "one request to {}", b.name);
     }
     assert!(h.subscription_rows("carol").await.iter().all(|r| r.active));
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_push_service_is_a_counted_failure() {
+async fn an_unreachable_push_service_is_retried_until_the_message_expires() {
     let h = Harness::start().await;
     let reachable = h.browser("reachable");
     h.subscribe("crm", "dave", &reachable).await;
@@ -159,11 +163,23 @@ async fn an_unreachable_push_service_is_a_counted_failure() {
     unreachable.endpoint = format!("https://{closed}/push/unreachable");
     h.subscribe("crm", "dave", &unreachable).await;
 
-    let result = h.send("crm", "dave", json!({"title": "T"})).await;
-    assert_eq!(result["delivered"], 1);
-    assert_eq!(result["failed"], 1);
-    assert_eq!(result["failures"]["connection"], 1, "{result}");
-    assert_eq!(result["deactivated"], 0);
+    let first = h
+        .send(
+            "crm",
+            "dave",
+            json!({"id": "short-lived", "title": "T", "ttl": 2}),
+        )
+        .await;
+    assert_eq!(first["delivered"], 1, "{first}");
+    assert_eq!(
+        first["queued"], 1,
+        "the unreachable one waits for a retry: {first}"
+    );
+    let last = h.final_result("crm", "dave", "short-lived").await;
+    assert_eq!(last["delivered"], 1, "{last}");
+    assert_eq!(last["expired"], 1, "{last}");
+    assert_eq!(last["deactivated"], 0);
+    assert!(h.subscription_rows("dave").await.iter().all(|r| r.active));
     h.stop().await;
 }
 
@@ -263,12 +279,14 @@ async fn every_option_reaches_the_browser_and_the_push_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_real_time_publish_does_not_stop_web_push() {
     use std::sync::Arc;
+    use std::time::Duration;
 
+    use axion_push::backoff::Backoff;
     use axion_push::command::{Handled, Processor, ProcessorParts};
-    use axion_push::delivery::Deliverer;
+    use axion_push::delivery::{self, EngineParts, Wake};
     use axion_push::push::{EndpointPolicy, PushClient, VapidSigners};
     use axion_push::report::Egress;
-    use axion_push::store::Store;
+    use axion_push::store::{Health, Store};
     use axion_push::topics::Topics;
 
     harness::init_logging();
@@ -283,15 +301,40 @@ async fn a_failed_real_time_publish_does_not_stop_web_push() {
     let vapid = axion_push::daemon::resolve_vapid(&config).unwrap();
     let (egress, receiver) = Egress::channel(4);
     drop(receiver);
+    let signers = Arc::new(VapidSigners::new(&vapid));
+    let wake = Wake::default();
+    let engine = tokio_util::task::TaskTracker::new();
+    let stop = delivery::Stop::default();
+    delivery::spawn(
+        EngineParts {
+            store: store.clone(),
+            health: Health::default(),
+            client,
+            signers: signers.clone(),
+            topics: Topics::default(),
+            egress: egress.clone(),
+            instance: "engine-alone".into(),
+            concurrency: 8,
+            retry: Backoff {
+                initial: Duration::from_millis(50),
+                max: Duration::from_secs(1),
+            },
+        },
+        wake.clone(),
+        stop.clone(),
+        &engine,
+    );
     let processor = Processor::new(ProcessorParts {
         store,
         topics: Topics::default(),
         egress,
-        deliverer: Deliverer::new(client, 8),
-        signers: Arc::new(VapidSigners::new(&vapid)),
+        wake,
+        health: Health::default(),
+        signers,
         policy,
         max_command_bytes: 65536,
         default_ttl: 60,
+        dedup_window: Duration::from_secs(60),
     });
 
     let b = push.browser("b");
@@ -302,14 +345,14 @@ async fn a_failed_real_time_publish_does_not_stop_web_push() {
         )
         .await;
     assert!(matches!(subscribed, Handled::Done));
-    let Handled::Delivering(deliveries) = processor
+    let sent = processor
         .handle("axion/crm/push/alice/send", br#"{"title":"still pushed"}"#)
-        .await
-    else {
-        panic!("a valid send has deliveries");
-    };
-    deliveries.await;
-    let received = push.received_by(&b);
+        .await;
+    assert!(matches!(sent, Handled::Done), "{sent:?}");
+    let received = push.wait_for(1, harness::WAIT).await;
+    stop.claiming.cancel();
+    engine.close();
+    engine.wait().await;
     assert_eq!(received.len(), 1);
     assert_eq!(
         received[0].payload.as_ref().unwrap()["notification"]["title"],

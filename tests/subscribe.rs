@@ -6,7 +6,7 @@ mod harness;
 use std::time::Duration;
 
 use axion_push::topics::Verb;
-use harness::{DatabaseLock, Harness};
+use harness::{DatabaseLock, Harness, WAIT};
 use serde_json::json;
 
 async fn subscribe_raw(h: &Harness, user: &str, payload: &str) -> serde_json::Value {
@@ -148,23 +148,40 @@ async fn endpoints_outside_the_policy_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_error_is_reported_and_the_next_subscribe_succeeds() {
+async fn a_subscribe_during_a_database_outage_is_applied_when_it_ends() {
     let h = Harness::start_with(|c| c.settings.database.busy_timeout = Duration::from_millis(200))
         .await;
     let b = h.browser("b");
+    let from = h.mqtt.count();
     let lock = DatabaseLock::take(&h.config).await;
-    let failed = subscribe_raw(&h, "alice", &b.subscription().to_string()).await;
-    assert_eq!(failed["ok"], false);
-    assert!(
-        failed["error"]
-            .as_str()
-            .unwrap()
-            .contains("database unavailable"),
-        "{failed}"
-    );
+    let topic = h.command_topic("crm", "alice", Verb::Subscribe);
+    h.mqtt.publish(&topic, b.subscription().to_string()).await;
+    h.mqtt
+        .wait_for(from, "the database reported down", WAIT, |m| {
+            m.topic == "axion/push/daemon/status" && m.json()["database"] == "unavailable"
+        })
+        .await;
+    let released_at = h.mqtt.count();
     lock.release().await;
-    let result = h.subscribe("crm", "alice", &b).await;
+    let result = h
+        .mqtt
+        .wait_for(from, "the subscribe's result", WAIT, |m| {
+            m.topic == "axion/crm/push/alice/result"
+        })
+        .await
+        .json();
+    assert_eq!(result["ok"], true, "held, not refused: {result}");
     assert_eq!(result["subscriptions"], 1);
+    let answered = h
+        .mqtt
+        .messages()
+        .iter()
+        .position(|m| m.topic == "axion/crm/push/alice/result")
+        .unwrap();
+    assert!(
+        answered >= released_at,
+        "answered only once the database was back"
+    );
     h.stop().await;
 }
 
@@ -217,29 +234,33 @@ async fn unsubscribe_deactivates_only_that_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsubscribe_reports_a_database_error() {
+async fn an_unsubscribe_during_a_database_outage_is_applied_when_it_ends() {
     let h = Harness::start_with(|c| c.settings.database.busy_timeout = Duration::from_millis(200))
         .await;
     let b = h.browser("b");
     h.subscribe("crm", "alice", &b).await;
+    let from = h.mqtt.count();
     let lock = DatabaseLock::take(&h.config).await;
     let topic = h.command_topic("crm", "alice", Verb::Unsubscribe);
-    let result = h
-        .command(
-            &topic,
-            json!({"endpoint": b.endpoint}).to_string().as_bytes(),
-        )
+    h.mqtt
+        .publish(&topic, json!({"endpoint": b.endpoint}).to_string())
         .await;
-    assert_eq!(result["ok"], false);
-    assert!(
-        result["error"]
-            .as_str()
-            .unwrap()
-            .contains("database unavailable"),
-        "{result}"
-    );
+    h.mqtt
+        .wait_for(from, "the database reported down", WAIT, |m| {
+            m.topic == "axion/push/daemon/status" && m.json()["database"] == "unavailable"
+        })
+        .await;
     lock.release().await;
-    assert!(h.subscription_rows("alice").await[0].active);
+    let result = h
+        .mqtt
+        .wait_for(from, "the unsubscribe's result", WAIT, |m| {
+            m.topic == "axion/crm/push/alice/result"
+        })
+        .await
+        .json();
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["deactivated"], 1, "{result}");
+    assert!(!h.subscription_rows("alice").await[0].active);
     h.stop().await;
 }
 

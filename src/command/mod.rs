@@ -1,28 +1,29 @@
 //! Commands: an ingress message parsed into a typed command and applied.
 //!
-//! [`Processor::handle`] does everything that must happen in arrival order —
-//! parsing, store writes, reading a send's recipients, publishing its
-//! real-time events — and hands back a send's deliveries as a future the
-//! caller runs concurrently. So a subscribe is always recorded before a send
-//! published after it reads the subscriptions, while slow push services
-//! never hold up the next command. Every command gets a result report; a bad
-//! one gets one with a clear `error`, and nothing here panics on input.
+//! [`Processor::handle`] runs in arrival order — parsing, store writes,
+//! recording a send's deliveries in the queue, publishing its real-time
+//! events — so a subscribe is always recorded before a send published after
+//! it reads the subscriptions. Pushes are the delivery engine's work, so a
+//! slow push service never holds up the next command. Every command gets a
+//! result report; a bad one gets one with a clear `error`, and nothing here
+//! panics on input. When the database is unavailable a command is neither
+//! answered nor acknowledged: [`Handled::Unavailable`] tells the caller to
+//! try it again later.
 
 mod members;
 mod send;
 mod subscribe;
 mod unsubscribe;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::delivery::Deliverer;
+use crate::delivery::Wake;
 use crate::model::{ModelError, Target};
 use crate::notification::NotificationError;
 use crate::push::{EndpointPolicy, PayloadTooLarge, PolicyError, VapidSigners};
 use crate::report::{Egress, Outgoing, ResultReport};
-use crate::store::{Store, StoreError};
+use crate::store::{Health, Store, StoreError};
 use crate::topics::{Levels, TopicError, Topics, Verb};
 
 /// Why a command was refused. The `Display` text is the result's `error`.
@@ -48,15 +49,15 @@ pub enum CommandError {
     Store(#[from] StoreError),
 }
 
-/// Work left after [`Processor::handle`] returns: a send's deliveries.
-pub type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
-
 /// What became of a message.
+#[derive(Debug)]
 pub enum Handled {
-    /// Processed; its result (if it deserved one) is queued for publishing.
+    /// Processed (a send: recorded in the queue); its result, if due, is
+    /// queued for publishing. Acknowledge it.
     Done,
-    /// A send whose deliveries still run: drive the future to finish it.
-    Delivering(Pending),
+    /// The database is unavailable: nothing was applied or answered. Do
+    /// not acknowledge it; handle it again later.
+    Unavailable(StoreError),
 }
 
 /// Everything the command stage needs, built once by the daemon.
@@ -70,11 +71,14 @@ pub struct ProcessorParts {
     pub store: Store,
     pub topics: Topics,
     pub egress: Egress,
-    pub deliverer: Deliverer,
+    /// Told when a send has been queued.
+    pub wake: Wake,
+    pub health: Health,
     pub signers: Arc<VapidSigners>,
     pub policy: EndpointPolicy,
     pub max_command_bytes: usize,
     pub default_ttl: u32,
+    pub dedup_window: Duration,
 }
 
 impl Processor {
@@ -96,11 +100,17 @@ impl Processor {
         }
         let reply_to = inner.topics.reply_topic(&levels);
         match self.apply(&levels, payload).await {
-            Ok(Applied::Report(report)) => {
-                inner.publish_result(reply_to, &report).await;
+            Ok(applied) => {
+                inner.health.ok();
+                if let Applied::Report(report) = applied {
+                    inner.publish_result(reply_to, &report).await;
+                }
                 Handled::Done
             }
-            Ok(Applied::Delivering(pending)) => Handled::Delivering(pending),
+            Err(CommandError::Store(error)) if error.is_transient() => {
+                inner.health.failed(&error, "handling a command");
+                Handled::Unavailable(error)
+            }
             Err(error) => {
                 let id = peek_id(payload).unwrap_or_else(new_id);
                 let store_trouble = matches!(error, CommandError::Store(_));
@@ -142,9 +152,7 @@ impl Processor {
         let route = levels.route()?;
         let package = &route.package;
         match (route.verb, &route.target) {
-            (Verb::Send, _) => send::apply(self, route.clone(), payload)
-                .await
-                .map(Applied::Delivering),
+            (Verb::Send, _) => send::apply(self, route.clone(), payload).await,
             (Verb::Subscribe, Target::User(user)) => {
                 subscribe::apply(&self.inner, package, user, payload)
                     .await
@@ -175,7 +183,8 @@ impl Processor {
 
 enum Applied {
     Report(ResultReport),
-    Delivering(Pending),
+    /// A send in the queue: the engine publishes its result.
+    Queued,
 }
 
 impl ProcessorParts {

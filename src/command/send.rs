@@ -1,41 +1,74 @@
-//! `…/{user}/send` and `…/@{group}/send`: the real-time event, then Web Push
-//! to every active subscription of the addressed users.
+//! `…/{user}/send` and `…/@{group}/send`: record the send and its
+//! deliveries, publish the real-time event, and wake the delivery engine.
+//!
+//! Nothing is sent from here: the command is acknowledged once its
+//! deliveries are in the queue, so a crash after that loses nothing, and a
+//! redelivery of the same command (same `id`) is answered `duplicate`.
 
-use std::sync::Arc;
-
-use super::{CommandError, Pending, Processor, new_id};
-use crate::delivery::{Fanout, Summary};
+use super::{Applied, CommandError, Processor, new_id};
+use crate::delivery;
 use crate::model::{Group, Target};
 use crate::notification::Notification;
 use crate::push::payload;
-use crate::report::{Event, Outgoing, ResultReport, now_ms};
+use crate::report::{Event, Outgoing, now_ms};
+use crate::store::{Enqueued, NewSend, Recipients};
 use crate::topics::Route;
 
 pub(super) async fn apply(
     processor: &Processor,
     route: Route,
     payload: &[u8],
-) -> Result<Pending, CommandError> {
+) -> Result<Applied, CommandError> {
     let inner = &processor.inner;
     let notification = Notification::parse(payload, inner.default_ttl, new_id)?;
     let accepted_ms = now_ms();
     // Rendered once per command and only encrypted per subscription.
     let web_push = payload::render(&notification, accepted_ms)?;
 
-    let (users, group) = match &route.target {
-        Target::User(user) => (vec![user.clone()], None),
+    let (users, recipients, group) = match &route.target {
+        Target::User(user) => (vec![user.clone()], Recipients::User(user), None),
         Target::Group(group) => (
             inner.store.members(&route.package, group).await?,
+            Recipients::Group(group),
             Some(group.clone()),
         ),
     };
-    let subscriptions = if users.is_empty() {
-        Vec::new()
-    } else {
-        inner
-            .store
-            .active_subscriptions(&route.package, &users)
-            .await?
+    let window_ms: u64 = inner
+        .dedup_window
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX);
+    let target = route.target.to_string();
+    let enqueued = inner
+        .store
+        .enqueue(&NewSend {
+            package: &route.package,
+            id: &notification.id,
+            target: &target,
+            recipients,
+            members: group.as_ref().map(|_| users.len() as u64),
+            accepted_ms,
+            payload: &web_push,
+            ttl: notification.ttl,
+            urgency: notification.urgency.as_header(),
+            topic: notification.topic.as_deref(),
+            duplicate_after_ms: accepted_ms.saturating_sub(window_ms),
+        })
+        .await?;
+    let subscriptions = match enqueued {
+        Enqueued::Duplicate(earlier) => {
+            tracing::info!(
+                command_id = notification.id,
+                package = %route.package,
+                target = %route.target,
+                "send dropped as a duplicate of an earlier one with the same id"
+            );
+            let mut report = delivery::report(&earlier);
+            report.id = notification.id.clone();
+            report.duplicate = true;
+            return Ok(Applied::Report(report));
+        }
+        Enqueued::New { subscriptions } => subscriptions,
     };
 
     // The event goes out before any push is attempted: live listeners hear
@@ -56,58 +89,19 @@ pub(super) async fn apply(
             tracing::warn!(command_id = notification.id, user = %user, "real-time event not published: the daemon is stopping");
         }
     }
-
     tracing::info!(
         command_id = notification.id,
         package = %route.package,
         target = %route.target,
-        subscriptions = subscriptions.len(),
+        subscriptions,
         "send accepted"
     );
-    let fanout = Fanout {
-        payload: Arc::from(web_push),
-        ttl: notification.ttl,
-        urgency: notification.urgency,
-        topic: notification.topic.as_deref().map(Arc::from),
-        signer: inner.signers.for_package(&route.package).clone(),
-        subscriptions,
-    };
-    let processor = processor.clone();
-    let members = group.as_ref().map(|_| users.len() as u64);
-    Ok(Box::pin(async move {
-        let inner = &processor.inner;
-        let total = fanout.subscriptions.len() as u64;
-        let summary = if fanout.subscriptions.is_empty() {
-            Summary::default()
-        } else {
-            inner.deliverer.deliver(fanout).await
-        };
-        let deactivated = match inner.store.deactivate_rows(&summary.gone).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(command_id = notification.id, error = %e, gone = summary.gone.len(), "gone subscriptions not deactivated");
-                0
-            }
-        };
-        let report = ResultReport {
-            subscriptions: total,
-            delivered: summary.delivered,
-            failed: summary.failed,
-            deactivated,
-            failures: summary.failures,
-            members,
-            ..ResultReport::accepted(notification.id.clone(), "send")
-        };
-        tracing::info!(
-            command_id = report.id,
-            package = %route.package,
-            target = %route.target,
-            delivered = report.delivered,
-            failed = report.failed,
-            deactivated = report.deactivated,
-            "send finished"
-        );
-        let topic = inner.topics.result(&route.package, &route.target);
-        inner.publish_result(topic, &report).await;
-    }))
+    if subscriptions == 0 {
+        // Nothing to deliver: the result is due now.
+        let mut report = crate::report::ResultReport::accepted(notification.id, "send");
+        report.members = group.as_ref().map(|_| users.len() as u64);
+        return Ok(Applied::Report(report));
+    }
+    inner.wake.notify();
+    Ok(Applied::Queued)
 }

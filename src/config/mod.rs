@@ -241,6 +241,18 @@ pub struct DeliverySettings {
     /// `extra_root_ca`: a PEM file of roots trusted besides the system's
     /// (private push services, tests, benchmarks). Default `null`.
     pub extra_root_ca: Option<PathBuf>,
+    /// `retry_initial`: the first delay before retrying a push that met a
+    /// 429, a 5xx, a timeout or a broken connection; it doubles per attempt
+    /// (with jitter) and is never shorter than the service's `Retry-After`.
+    /// Default `5s`.
+    pub retry_initial: Duration,
+    /// `retry_max`: the longest delay between two attempts, unless the push
+    /// service asks for longer. Default `10m`.
+    pub retry_max: Duration,
+    /// `dedup_window`: how long a send's `id` is remembered; the same id
+    /// again within it is answered `duplicate` and not delivered. Default
+    /// `24h`.
+    pub dedup_window: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -251,6 +263,9 @@ impl Default for DeliverySettings {
             request_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             extra_root_ca: None,
+            retry_initial: Duration::from_secs(5),
+            retry_max: Duration::from_secs(600),
+            dedup_window: Duration::from_secs(86_400),
         }
     }
 }
@@ -672,6 +687,20 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         delivery.field_with("request_timeout", &mut d.request_timeout, duration);
         delivery.field_with("shutdown_grace", &mut d.shutdown_grace, duration);
         delivery.field("extra_root_ca", &mut d.extra_root_ca);
+        let positive_duration = |text: DurationText| {
+            let d = duration(text)?;
+            if d.is_zero() {
+                Err("must be longer than 0s".to_owned())
+            } else {
+                Ok(d)
+            }
+        };
+        delivery.field_with("retry_initial", &mut d.retry_initial, positive_duration);
+        delivery.field_with("retry_max", &mut d.retry_max, positive_duration);
+        delivery.field_with("dedup_window", &mut d.dedup_window, duration);
+        if d.retry_max < d.retry_initial {
+            delivery.problem("retry_max", "must not be shorter than retry_initial");
+        }
         if let Some(path) = &d.extra_root_ca
             && !path.is_file()
         {
@@ -772,6 +801,9 @@ mod tests {
         assert_eq!(s.delivery.default_ttl, d.delivery.default_ttl);
         assert_eq!(s.delivery.request_timeout, d.delivery.request_timeout);
         assert_eq!(s.delivery.shutdown_grace, d.delivery.shutdown_grace);
+        assert_eq!(s.delivery.retry_initial, d.delivery.retry_initial);
+        assert_eq!(s.delivery.retry_max, d.delivery.retry_max);
+        assert_eq!(s.delivery.dedup_window, d.delivery.dedup_window);
         assert_eq!(s.endpoints.allow_hosts, d.endpoints.allow_hosts);
         assert_eq!(s.endpoints.allow_http, d.endpoints.allow_http);
         assert_eq!(s.limits.max_command_bytes, d.limits.max_command_bytes);

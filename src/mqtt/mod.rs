@@ -6,8 +6,7 @@
 //!   (re)subscribes and republishes the retained topics on every connect, and
 //!   passes commands on without ever waiting for the stages behind it;
 //! - the *dispatcher* hands each command to [`Processor::handle`] in arrival
-//!   order and runs a send's deliveries concurrently (at most
-//!   `MAX_PENDING_SENDS` at once);
+//!   order (a send is recorded in the delivery queue, not delivered, there);
 //! - the *acker* acknowledges each command once handled, in arrival order
 //!   (manual acks: a command the daemon has not handled is redelivered after a
 //!   crash);
@@ -27,18 +26,16 @@ use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions,
     NetworkOptions, QoS, Transport,
 };
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backoff::Backoff;
 use crate::command::{Handled, Processor};
 use crate::config::MqttSettings;
 use crate::report::Outgoing;
 use ack::AckEvent;
 
-/// Sends whose deliveries may run at once; the next command waits for one
-/// to finish (and its ack with it).
-const MAX_PENDING_SENDS: usize = 1024;
 /// Requests queued towards rumqttc's event loop.
 const REQUEST_CAPACITY: usize = 1024;
 /// MQTT's own maximum packet size. The client accepts anything the broker
@@ -48,6 +45,11 @@ const REQUEST_CAPACITY: usize = 1024;
 const MAX_INCOMING_PACKET: usize = 268_435_455;
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Handling a command again while the database is unavailable.
+const DATABASE_RETRY: Backoff = Backoff {
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
@@ -135,7 +137,7 @@ pub struct Session {
 pub struct Client {
     /// True while connected and subscribed.
     pub subscribed: watch::Receiver<bool>,
-    /// The dispatcher and every send whose deliveries are still running.
+    /// The dispatcher.
     pub commands: TaskTracker,
 }
 
@@ -145,8 +147,6 @@ pub struct Lifecycle {
     /// Stop taking commands; what arrives afterwards stays unacked and is
     /// redelivered to the next run.
     pub intake: CancellationToken,
-    /// Abandon deliveries still running (their commands stay unacked).
-    pub sends_cancel: CancellationToken,
     /// Every command stage is done: flush results and acks, publish the
     /// offline status and disconnect.
     pub finish: CancellationToken,
@@ -183,11 +183,10 @@ pub fn spawn(
         commands_rx,
         acks_tx.clone(),
         lifecycle.intake.clone(),
-        commands.clone(),
-        lifecycle.sends_cancel.clone(),
     ));
     tracker.spawn(forward(
         client.clone(),
+        subscribed.clone(),
         egress,
         session.farewell.clone(),
         acks_tx.clone(),
@@ -225,17 +224,12 @@ struct Intake {
     open: CancellationToken,
 }
 
-/// Exponential backoff with ±50 % jitter, so a fleet of daemons does not
-/// reconnect in lockstep after a broker restart.
-fn backoff(attempt: u32) -> Duration {
-    let base = BACKOFF_START
-        .saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX))
-        .min(BACKOFF_MAX);
-    let mut random = [0u8; 2];
-    let _ = aws_lc_rs::rand::fill(&mut random);
-    let factor = 0.5 + f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX);
-    base.mul_f64(factor)
-}
+/// Reconnect delays: a broken broker is not hammered, and a fleet of
+/// daemons does not reconnect in lockstep after a broker restart.
+const RECONNECT: Backoff = Backoff {
+    initial: BACKOFF_START,
+    max: BACKOFF_MAX,
+};
 
 fn describe(e: &ConnectionError) -> String {
     match e {
@@ -351,7 +345,7 @@ async fn drive(
                 } else {
                     tracing::debug!(broker, error = %describe(&e), attempt = failures, "MQTT reconnect failed");
                 }
-                let delay = backoff(failures);
+                let delay = RECONNECT.delay(failures);
                 failures = failures.saturating_add(1);
                 tokio::select! {
                     () = hard_stop.cancelled() => return,
@@ -362,17 +356,16 @@ async fn drive(
     }
 }
 
-/// Hands commands to the processor in order; runs sends' deliveries aside
-/// on the same tracker, so waiting for it waits for them too.
+/// Hands commands to the processor in arrival order and acknowledges each
+/// once handled. While the database is unavailable it holds the command
+/// (unacknowledged) and tries it again with backoff: the commands behind it
+/// wait in the broker, bounded by its in-flight window.
 async fn dispatch(
     processor: Processor,
     mut commands: mpsc::UnboundedReceiver<Inbound>,
     acks: mpsc::UnboundedSender<AckEvent>,
     intake: CancellationToken,
-    sends: TaskTracker,
-    sends_cancel: CancellationToken,
 ) {
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_SENDS));
     loop {
         let inbound = tokio::select! {
             () = intake.cancelled() => break,
@@ -381,35 +374,23 @@ async fn dispatch(
                 None => break,
             },
         };
-        match processor.handle(&inbound.topic, &inbound.payload).await {
-            Handled::Done => {
-                if let Some(seq) = inbound.seq {
-                    let _ = acks.send(AckEvent::Done(seq));
-                }
-            }
-            Handled::Delivering(deliveries) => {
-                // Its event is out: the deliveries run even when stopping,
-                // within the grace period.
-                let permit = pending
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the send semaphore is never closed");
-                let acks = acks.clone();
-                let cancel = sends_cancel.clone();
-                sends.spawn(async move {
-                    let _permit = permit;
-                    tokio::select! {
-                        biased;
-                        // Abandoned at stop: not acked, so redelivered.
-                        () = cancel.cancelled() => {}
-                        () = deliveries => {
-                            if let Some(seq) = inbound.seq {
-                                let _ = acks.send(AckEvent::Done(seq));
-                            }
-                        }
+        let mut attempt: u32 = 0;
+        loop {
+            match processor.handle(&inbound.topic, &inbound.payload).await {
+                Handled::Done => {
+                    if let Some(seq) = inbound.seq {
+                        let _ = acks.send(AckEvent::Done(seq));
                     }
-                });
+                    break;
+                }
+                Handled::Unavailable(_) => {
+                    // Stopping: it stays unacknowledged for the next run.
+                    tokio::select! {
+                        () = intake.cancelled() => return,
+                        () = tokio::time::sleep(DATABASE_RETRY.delay(attempt)) => {}
+                    }
+                    attempt = attempt.saturating_add(1);
+                }
             }
         }
     }
@@ -419,18 +400,26 @@ async fn dispatch(
 /// the acks to go out, says goodbye and disconnects.
 async fn forward(
     client: AsyncClient,
+    connected: watch::Receiver<bool>,
     mut egress: mpsc::Receiver<Outgoing>,
     farewell: Outgoing,
     acks: mpsc::UnboundedSender<AckEvent>,
     finish: CancellationToken,
     hard_stop: CancellationToken,
 ) {
+    // While the broker is away, results and events wait here, in order,
+    // rather than in rumqttc's queue: rumqttc drops what it holds when the
+    // broker comes back without our session.
     let publish = |out: Outgoing| {
         let client = client.clone();
+        let mut connected = connected.clone();
         async move {
+            // Err: the event loop is gone, the daemon is stopping.
+            connected.wait_for(|up| *up).await.map_err(drop)?;
             client
                 .publish_bytes(out.topic, QoS::AtLeastOnce, out.retain, out.payload)
                 .await
+                .map_err(drop)
         }
     };
     let run = async {
@@ -470,22 +459,6 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_cap_with_jitter() {
-        let first = backoff(0);
-        assert!(
-            first >= BACKOFF_START / 2 && first <= BACKOFF_START * 3 / 2,
-            "{first:?}"
-        );
-        for attempt in [10, 20, 100] {
-            let d = backoff(attempt);
-            assert!(
-                d >= BACKOFF_MAX / 2 && d <= BACKOFF_MAX * 3 / 2,
-                "{attempt}: {d:?}"
-            );
-        }
-    }
 
     #[test]
     fn the_embedded_broker_is_reached_on_loopback() {

@@ -121,6 +121,11 @@ impl VapidSigners {
     pub fn for_package(&self, package: &crate::model::Package) -> &Arc<VapidSigner> {
         self.packages.get(package).unwrap_or(&self.default)
     }
+
+    /// The `base.push` identity.
+    pub fn default_signer(&self) -> &Arc<VapidSigner> {
+        &self.default
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,20 @@
 //! Every SQL statement the daemon runs, behind one cheap, cloneable [`Store`].
 //!
 //! The subscriptions live in Axion's `def_notify_push_subscription`, used
-//! exactly as existing installations created it; anything else (groups) is in
-//! tables of our own, created by the migrations in `migrations/`. The store
-//! decides nothing: it records and reads what the command layer asks.
+//! exactly as existing installations created it; anything else (groups, the
+//! delivery queue, command ids seen) is in tables of our own, created by the
+//! migrations in `migrations/`. The store decides nothing: it records and
+//! reads what the command and delivery layers ask.
 
+mod health;
+mod queue;
 mod sqlite;
+mod sqlite_queue;
+
+pub use health::Health;
+pub use queue::{
+    Claimed, CommandState, Enqueued, NewSend, QueuedMessage, Recipients, Settled, Settlement,
+};
 
 use crate::config::DatabaseSettings;
 use crate::model::{Group, Package, Subscription, User};
@@ -143,6 +152,64 @@ impl Store {
 
     pub async fn members(&self, package: &Package, group: &Group) -> Result<Vec<User>, StoreError> {
         sqlite::members(&self.pool, package, group).await
+    }
+
+    /// Records a send and one delivery per active subscription it reaches,
+    /// in one transaction — or, when its id was seen within the window,
+    /// nothing.
+    pub async fn enqueue(&self, send: &NewSend<'_>) -> Result<Enqueued, StoreError> {
+        sqlite_queue::enqueue(&self.pool, send).await
+    }
+
+    /// The message of a recorded send.
+    pub async fn queued_message(
+        &self,
+        package: &str,
+        id: &str,
+    ) -> Result<Option<QueuedMessage>, StoreError> {
+        sqlite_queue::message(&self.pool, package, id).await
+    }
+
+    /// Takes up to `limit` due deliveries for `instance` until `lease_until_ms`.
+    pub async fn claim(
+        &self,
+        instance: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        sqlite_queue::claim(&self.pool, instance, now_ms, lease_until_ms, limit).await
+    }
+
+    /// When the earliest delivery is due, if any is queued.
+    pub async fn next_due(&self) -> Result<Option<u64>, StoreError> {
+        sqlite_queue::next_due(&self.pool).await
+    }
+
+    /// Makes every delivery `instance` holds due at `now_ms`: what a run
+    /// with the same client id left in flight when it died or stopped.
+    pub async fn release(&self, instance: &str, now_ms: u64) -> Result<u64, StoreError> {
+        sqlite_queue::release(&self.pool, instance, now_ms).await
+    }
+
+    /// Writes back what became of claimed deliveries, in one transaction;
+    /// returns the commands whose next result report is due.
+    pub async fn settle(
+        &self,
+        instance: &str,
+        batch: &[Settlement],
+    ) -> Result<Vec<CommandState>, StoreError> {
+        sqlite_queue::settle(&self.pool, instance, batch).await
+    }
+
+    /// Result reports that became due but were never published.
+    pub async fn unreported(&self) -> Result<Vec<CommandState>, StoreError> {
+        sqlite_queue::unreported(&self.pool).await
+    }
+
+    /// Forgets finished commands accepted before `before_ms`.
+    pub async fn purge_commands(&self, before_ms: u64) -> Result<u64, StoreError> {
+        sqlite_queue::purge(&self.pool, before_ms).await
     }
 
     /// Waits until in-flight statements finish and closes the pool.

@@ -36,6 +36,11 @@ fn migrator() -> Migrator {
             "axion-push groups",
             include_str!("../../migrations/sqlite/0002_axion_push_groups.sql"),
         ),
+        step(
+            3,
+            "axion-push delivery queue",
+            include_str!("../../migrations/sqlite/0003_axion_push_delivery_queue.sql"),
+        ),
     ])
 }
 
@@ -72,7 +77,7 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
 /// I/O error, full, cannot open.
 const TRANSIENT_CODES: [i64; 6] = [5, 6, 8, 10, 13, 14];
 
-fn classify(e: sqlx::Error) -> StoreError {
+pub(super) fn classify(e: sqlx::Error) -> StoreError {
     let transient = match &e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
         sqlx::Error::Database(db) => db

@@ -61,6 +61,9 @@ pub fn test_config(dir: &std::path::Path, push: &PushService) -> Config {
     s.mqtt.client_id = format!("axion-push-{}", uuid::Uuid::new_v4());
     s.delivery.extra_root_ca = Some(ca);
     s.delivery.request_timeout = Duration::from_secs(5);
+    // Retries within a test's patience; the backoff's shape is unit-tested.
+    s.delivery.retry_initial = Duration::from_millis(100);
+    s.delivery.retry_max = Duration::from_secs(1);
     s.endpoints.allow_hosts.push("127.0.0.1".into());
     s.endpoints.allow_private_addresses = true;
     config
@@ -181,6 +184,24 @@ impl Harness {
             notification.to_string().as_bytes(),
         )
         .await
+    }
+
+    /// Waits for the final result of send `id` (the one with `queued: 0`),
+    /// however many came before it.
+    pub async fn final_result(&self, package: &str, target: &str, id: &str) -> Value {
+        let topic = format!(
+            "{}/result",
+            self.command_topic(package, target, Verb::Send)
+                .rsplit_once('/')
+                .unwrap()
+                .0
+        );
+        self.mqtt
+            .wait_for(0, &format!("the final result of {id}"), WAIT, |m| {
+                m.topic == topic && m.json()["id"] == id && m.json()["queued"] == 0
+            })
+            .await
+            .json()
     }
 
     /// A second handle on the daemon's database, for assertions.

@@ -46,7 +46,32 @@ impl TestClient {
         prefix: &str,
         filters: &[String],
     ) -> TestClient {
-        let mut options = MqttOptions::new(format!("test-{}", uuid::Uuid::new_v4()), host, port);
+        Self::connect_with(host, port, prefix, filters, None).await
+    }
+
+    /// A client whose session the broker keeps (`clean_session = false`
+    /// under `session` as its client id): what it publishes is sent again
+    /// after a reconnect until acknowledged, and what is published for it
+    /// while it is away is queued by a persistent broker.
+    pub async fn connect_persistent(
+        host: &str,
+        port: u16,
+        session: &str,
+        filters: &[String],
+    ) -> TestClient {
+        Self::connect_with(host, port, "", filters, Some(session)).await
+    }
+
+    async fn connect_with(
+        host: &str,
+        port: u16,
+        prefix: &str,
+        filters: &[String],
+        session: Option<&str>,
+    ) -> TestClient {
+        let id = session.map_or_else(|| format!("test-{}", uuid::Uuid::new_v4()), str::to_owned);
+        let mut options = MqttOptions::new(id, host, port);
+        options.set_clean_session(session.is_none());
         options.set_max_packet_size(16 << 20, 16 << 20);
         options.set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(options, 256);

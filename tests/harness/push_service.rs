@@ -29,6 +29,8 @@ pub struct Reply {
     pub status: u16,
     pub retry_after: Option<String>,
     pub delay: Option<Duration>,
+    /// Break the connection (HTTP/2: reset the stream) instead of answering.
+    pub drop: bool,
 }
 
 impl Reply {
@@ -37,6 +39,31 @@ impl Reply {
             status,
             retry_after: None,
             delay: None,
+            drop: false,
+        }
+    }
+
+    /// `status` with a `Retry-After` header.
+    pub fn retry_after(status: u16, after: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(after.into()),
+            ..Self::status(status)
+        }
+    }
+
+    /// Answers `status` after `delay`.
+    pub fn slow(status: u16, delay: Duration) -> Self {
+        Self {
+            delay: Some(delay),
+            ..Self::status(status)
+        }
+    }
+
+    /// Breaks the connection instead of answering.
+    pub fn dropped() -> Self {
+        Self {
+            drop: true,
+            ..Self::status(0)
         }
     }
 }
@@ -55,6 +82,8 @@ pub struct Vapid {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub browser: String,
+    /// When the request arrived (before any scripted delay).
+    pub arrived_at: std::time::Instant,
     pub http_version: hyper::Version,
     pub ttl: Option<String>,
     pub urgency: Option<String>,
@@ -161,7 +190,7 @@ impl PushService {
                     };
                     let service = hyper::service::service_fn(move |req| {
                         let server = server.clone();
-                        async move { Ok::<_, hyper::Error>(server.handle(req).await) }
+                        async move { server.handle(req).await }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), service)
@@ -239,20 +268,27 @@ impl PushService {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.arrived.notified();
-            let received = self.received();
-            if received.len() >= count {
-                return received;
+            // Counting is cheap; copying thousands of requests is not.
+            if self.received_count() >= count {
+                return self.received();
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let received = self.received();
                 panic!(
-                    "expected {count} push requests within {timeout:?}, got {}: {received:#?}",
-                    received.len()
+                    "expected {count} push requests within {timeout:?}, got {}: {:#?}",
+                    received.len(),
+                    received.iter().rev().take(20).collect::<Vec<_>>()
                 );
             }
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// `Err` breaks the connection (hyper resets the stream or closes it).
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, std::io::Error> {
+        let arrived_at = std::time::Instant::now();
         let version = req.version();
         let header = |name: &str| {
             req.headers()
@@ -273,12 +309,13 @@ impl PushService {
             .strip_prefix("/push/")
             .unwrap_or_default()
             .to_owned();
+        // A request cut off mid-body (its sender died) never arrived.
         let body = req
             .into_body()
             .collect()
             .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+            .map_err(std::io::Error::other)?
+            .to_bytes();
 
         let (payload, vapid, reply) = {
             let mut state = self.state.lock().unwrap();
@@ -314,6 +351,7 @@ impl PushService {
         }
         self.state.lock().unwrap().received.push(Received {
             browser,
+            arrived_at,
             http_version: version,
             ttl,
             urgency,
@@ -324,6 +362,9 @@ impl PushService {
             answered: reply.status,
         });
         self.arrived.notify_waiters();
+        if reply.drop {
+            return Err(std::io::Error::other("the script drops this request"));
+        }
         let mut response = Response::new(Full::new(Bytes::new()));
         *response.status_mut() = hyper::StatusCode::from_u16(reply.status).unwrap();
         if let Some(after) = reply.retry_after {
@@ -331,7 +372,7 @@ impl PushService {
                 .headers_mut()
                 .insert("retry-after", after.parse().unwrap());
         }
-        response
+        Ok(response)
     }
 }
 

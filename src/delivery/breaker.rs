@@ -1,0 +1,212 @@
+//! Per push-service circuit breakers: one origin in trouble is paused alone.
+//!
+//! After `THRESHOLD` consecutive retryable failures (429, 5xx, timeouts,
+//! broken connections) an origin is *open*: its deliveries are put off, not
+//! attempted, for a cool-down that doubles with each opening and is never
+//! shorter than the service's `Retry-After`. When it ends one delivery goes
+//! through as a probe (*half-open*); its success closes the breaker, its
+//! failure opens it again. Every other push service keeps full speed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+
+/// Consecutive retryable failures that pause an origin.
+pub const THRESHOLD: u32 = 5;
+/// While a probe is out, how soon the origin's other deliveries are looked
+/// at again.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
+
+/// What an answer says about a push service's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// It answered as a working service does (2xx, 404/410, a 4xx refusal).
+    Answering,
+    /// 429, 5xx, a timeout or a broken connection.
+    Struggling { retry_after: Option<Duration> },
+}
+
+/// Whether a delivery to an origin may go now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Go,
+    /// Paused: look again at this time (milliseconds since the epoch).
+    Wait(u64),
+}
+
+#[derive(Debug, Default)]
+struct Origin {
+    failures: u32,
+    openings: u32,
+    open_until: Option<u64>,
+    probing: bool,
+}
+
+#[derive(Debug)]
+pub struct Breakers {
+    cool_down: Backoff,
+    origins: Mutex<HashMap<String, Origin>>,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+impl Breakers {
+    pub fn new(cool_down: Backoff) -> Self {
+        Self {
+            cool_down,
+            origins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn admit(&self, origin: &str, now_ms: u64) -> Admit {
+        let mut origins = self.origins.lock().expect("breaker lock");
+        let Some(state) = origins.get_mut(origin) else {
+            return Admit::Go;
+        };
+        match state.open_until {
+            None => Admit::Go,
+            Some(until) if now_ms < until => Admit::Wait(until),
+            Some(_) if state.probing => Admit::Wait(now_ms + ms(PROBE_WAIT)),
+            Some(_) => {
+                state.probing = true;
+                Admit::Go
+            }
+        }
+    }
+
+    /// Records an answer from `origin`.
+    pub fn record(&self, origin: &str, health: Health, now_ms: u64) {
+        let mut origins = self.origins.lock().expect("breaker lock");
+        match health {
+            Health::Answering => {
+                if let Some(state) = origins.remove(origin)
+                    && state.open_until.is_some()
+                {
+                    tracing::info!(origin, "push service answering again; deliveries resume");
+                }
+            }
+            Health::Struggling { retry_after } => {
+                let state = origins.entry(origin.to_owned()).or_default();
+                if !state.probing && state.open_until.is_some_and(|until| now_ms < until) {
+                    // An answer to a request sent before the pause began.
+                    return;
+                }
+                state.failures += 1;
+                if state.probing || state.failures >= THRESHOLD {
+                    let pause = self
+                        .cool_down
+                        .delay(state.openings)
+                        .max(retry_after.unwrap_or_default());
+                    if state.openings == 0 {
+                        tracing::warn!(
+                            origin,
+                            failures = state.failures,
+                            pause = ?pause,
+                            "push service struggling: pausing deliveries to it; others continue"
+                        );
+                    }
+                    state.openings = state.openings.saturating_add(1);
+                    state.open_until = Some(now_ms.saturating_add(ms(pause)));
+                    state.probing = false;
+                    state.failures = 0;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORIGIN: &str = "https://push.example";
+
+    fn breakers() -> Breakers {
+        Breakers::new(Backoff {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(60),
+        })
+    }
+
+    fn struggle(b: &Breakers, times: u32, now: u64) {
+        for _ in 0..times {
+            b.record(ORIGIN, Health::Struggling { retry_after: None }, now);
+        }
+    }
+
+    #[test]
+    fn an_origin_stays_open_below_the_threshold() {
+        let b = breakers();
+        struggle(&b, THRESHOLD - 1, 0);
+        assert_eq!(b.admit(ORIGIN, 0), Admit::Go);
+    }
+
+    #[test]
+    fn repeated_trouble_pauses_only_that_origin() {
+        let b = breakers();
+        struggle(&b, THRESHOLD, 1_000);
+        assert!(matches!(b.admit(ORIGIN, 1_001), Admit::Wait(t) if t >= 6_000));
+        assert_eq!(b.admit("https://other.example", 1_001), Admit::Go);
+    }
+
+    #[test]
+    fn a_successful_answer_resets_the_count() {
+        let b = breakers();
+        struggle(&b, THRESHOLD - 1, 0);
+        b.record(ORIGIN, Health::Answering, 0);
+        struggle(&b, THRESHOLD - 1, 0);
+        assert_eq!(b.admit(ORIGIN, 0), Admit::Go);
+    }
+
+    #[test]
+    fn after_the_pause_one_probe_goes_and_the_rest_wait() {
+        let b = breakers();
+        struggle(&b, THRESHOLD, 0);
+        let later = 100_000;
+        assert_eq!(b.admit(ORIGIN, later), Admit::Go, "the probe");
+        assert!(matches!(b.admit(ORIGIN, later), Admit::Wait(_)));
+        b.record(ORIGIN, Health::Answering, later);
+        assert_eq!(b.admit(ORIGIN, later), Admit::Go, "closed again");
+    }
+
+    #[test]
+    fn a_failed_probe_pauses_again_for_longer() {
+        let b = breakers();
+        struggle(&b, THRESHOLD, 0);
+        let later = 100_000;
+        assert_eq!(b.admit(ORIGIN, later), Admit::Go);
+        struggle(&b, 1, later);
+        // Second opening: 20 s ± 50 %.
+        assert!(matches!(b.admit(ORIGIN, later + 1), Admit::Wait(t) if t >= later + 10_000));
+    }
+
+    #[test]
+    fn answers_to_requests_sent_before_the_pause_do_not_lengthen_it() {
+        let b = breakers();
+        struggle(&b, THRESHOLD, 0);
+        let Admit::Wait(until) = b.admit(ORIGIN, 1) else {
+            panic!("paused")
+        };
+        struggle(&b, 3 * THRESHOLD, 2);
+        assert_eq!(b.admit(ORIGIN, 3), Admit::Wait(until));
+    }
+
+    #[test]
+    fn the_pause_is_never_shorter_than_retry_after() {
+        let b = breakers();
+        for _ in 0..THRESHOLD {
+            b.record(
+                ORIGIN,
+                Health::Struggling {
+                    retry_after: Some(Duration::from_secs(3600)),
+                },
+                0,
+            );
+        }
+        assert!(matches!(b.admit(ORIGIN, 1), Admit::Wait(t) if t >= 3_600_000));
+    }
+}

@@ -1,0 +1,551 @@
+//! The delivery engine: works the durable queue until it is empty.
+//!
+//! A send command only records its deliveries (see `command::send`); this
+//! engine claims due ones from the store, at most `delivery.concurrency` in
+//! flight over every push service, sends them, and writes back what became
+//! of each. So a delivery survives a crash (it is claimed again), a retry
+//! waits in the database rather than in memory, and a queue of any length
+//! costs one batch of rows at a time.
+//!
+//! Two tasks: the *claimer* takes due rows, checks the message's expiry and
+//! its push service's breaker, and spawns one request per row; the
+//! *recorder* settles finished rows in batches (one transaction each) and
+//! publishes the result reports they make due. A database outage stops
+//! both until it ends; nothing is dropped meanwhile, because unsettled rows
+//! stay leased to this daemon.
+
+mod breaker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backoff::Backoff;
+use crate::model::{Endpoint, Package, SubscriptionKeys, Target};
+use crate::notification::Urgency;
+use crate::push::{Message, Outcome, PushClient, VapidSigner, VapidSigners};
+use crate::report::{Egress, Outgoing, ResultReport, now_ms};
+use crate::store::{Claimed, CommandState, Health, Settled, Settlement, Store};
+use crate::topics::Topics;
+pub use breaker::{Admit, Breakers, THRESHOLD};
+
+/// How long a claimed delivery is ours. Far longer than any request (it is
+/// bounded by `request_timeout`); it only matters when a daemon dies
+/// holding deliveries and another one, with a different client id, must
+/// take them over. A restart with the same client id takes its own back at
+/// once.
+const LEASE: Duration = Duration::from_secs(300);
+/// Rows claimed per query.
+const CLAIM_BATCH: usize = 256;
+/// Settlements written per transaction.
+const SETTLE_BATCH: usize = 1024;
+/// Idle, the queue is looked at this often anyway: another daemon may have
+/// died holding deliveries whose lease has run out.
+const IDLE_POLL: Duration = Duration::from_secs(2);
+/// Messages kept in memory, for the commands being delivered.
+const MESSAGE_CACHE: usize = 1024;
+/// Retrying statements while the database is unavailable.
+const DATABASE_RETRY: Backoff = Backoff {
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+};
+
+/// Everything the engine is built from.
+pub struct EngineParts {
+    pub store: Store,
+    pub health: Health,
+    pub client: Arc<PushClient>,
+    pub signers: Arc<VapidSigners>,
+    pub topics: Topics,
+    pub egress: Egress,
+    /// This daemon's MQTT client id: whose leases are whose.
+    pub instance: String,
+    pub concurrency: usize,
+    pub retry: Backoff,
+}
+
+/// Wakes the engine when a send has been queued.
+#[derive(Debug, Clone, Default)]
+pub struct Wake(Arc<Notify>);
+
+impl Wake {
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// The running engine's stop signals.
+#[derive(Clone, Default)]
+pub struct Stop {
+    /// Claim nothing more; let requests in flight finish.
+    pub claiming: CancellationToken,
+    /// Abandon requests still in flight: their deliveries stay in the queue.
+    pub abandon: CancellationToken,
+}
+
+/// Starts the engine on `tracker`; it runs until `stop` and then until its
+/// last settlement is written.
+pub fn spawn(parts: EngineParts, wake: Wake, stop: Stop, tracker: &TaskTracker) {
+    let (settled_tx, settled_rx) = mpsc::unbounded_channel();
+    let parts = Arc::new(parts);
+    tracker.spawn(record(parts.clone(), settled_rx));
+    tracker.spawn(claim(parts, wake, stop, settled_tx));
+}
+
+/// A message ready to encrypt, shared by its command's deliveries.
+struct Loaded {
+    payload: Arc<[u8]>,
+    ttl: u32,
+    urgency: Urgency,
+    topic: Option<Arc<str>>,
+    expires_ms: u64,
+    signer: Arc<VapidSigner>,
+}
+
+type Messages = HashMap<(String, String), Option<Arc<Loaded>>>;
+
+/// A settlement on its way to the recorder, with the request slot it used:
+/// the slot is freed only once the settlement is written, so requests in
+/// flight plus settlements not yet written never exceed `concurrency`. That
+/// is the most a crash can make the next run send again.
+type ToRecord = (Settlement, Option<OwnedSemaphorePermit>);
+
+async fn sleep_or(stop: &CancellationToken, delay: Duration) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = tokio::time::sleep(delay) => {}
+    }
+}
+
+/// Claims due deliveries and sends them.
+async fn claim(
+    parts: Arc<EngineParts>,
+    wake: Wake,
+    stop: Stop,
+    settled: mpsc::UnboundedSender<ToRecord>,
+) {
+    let permits = Arc::new(Semaphore::new(parts.concurrency));
+    let breakers = Arc::new(Breakers::new(parts.retry));
+    let mut messages = Messages::new();
+    let mut requests = JoinSet::new();
+    let mut outage: u32 = 0;
+
+    // Deliveries a previous run with our client id left in flight, and
+    // results it never published.
+    loop {
+        let recovered = async {
+            let released = parts.store.release(&parts.instance, now_ms()).await?;
+            let reports = parts.store.unreported().await?;
+            Ok::<_, crate::store::StoreError>((released, reports))
+        }
+        .await;
+        match recovered {
+            Ok((released, reports)) => {
+                parts.health.ok();
+                if released > 0 {
+                    tracing::info!(
+                        deliveries = released,
+                        "resuming deliveries left in flight by the previous run"
+                    );
+                }
+                for state in &reports {
+                    publish_report(&parts, state).await;
+                }
+                break;
+            }
+            Err(e) => {
+                parts.health.failed(&e, "resuming the delivery queue");
+                sleep_or(&stop.claiming, DATABASE_RETRY.delay(outage)).await;
+                outage = outage.saturating_add(1);
+                if stop.claiming.is_cancelled() {
+                    return;
+                }
+            }
+        }
+    }
+    outage = 0;
+
+    while !stop.claiming.is_cancelled() {
+        while requests.try_join_next().is_some() {}
+        // Wait for a free request slot before claiming.
+        let free = tokio::select! {
+            () = stop.claiming.cancelled() => break,
+            permit = permits.clone().acquire_owned() => {
+                drop(permit.expect("the request semaphore is never closed"));
+                permits.available_permits().clamp(1, CLAIM_BATCH)
+            }
+        };
+        let now = now_ms();
+        let claimed = match parts
+            .store
+            .claim(&parts.instance, now, now + ms(LEASE), free)
+            .await
+        {
+            Ok(claimed) => {
+                parts.health.ok();
+                outage = 0;
+                claimed
+            }
+            Err(e) => {
+                parts.health.failed(&e, "claiming deliveries");
+                sleep_or(&stop.claiming, DATABASE_RETRY.delay(outage)).await;
+                outage = outage.saturating_add(1);
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            idle(&parts, &wake, &stop.claiming).await;
+            continue;
+        }
+        if messages.len() > MESSAGE_CACHE {
+            messages.clear();
+        }
+        for row in claimed {
+            let message = match message_for(&parts, &mut messages, &row).await {
+                Ok(message) => message,
+                Err(e) => {
+                    // Put it back; the claim loop waits out the outage.
+                    parts.health.failed(&e, "reading a queued message");
+                    let next_at = now_ms() + ms(DATABASE_RETRY.max);
+                    let _ = settled.send((
+                        Settlement {
+                            claimed: row,
+                            settled: Settled::Deferred { next_at },
+                        },
+                        None,
+                    ));
+                    continue;
+                }
+            };
+            let Some(message) = message else {
+                tracing::error!(
+                    command_id = row.command_id,
+                    package = row.package,
+                    "a queued delivery has no command; dropping it"
+                );
+                let _ = settled.send((
+                    Settlement {
+                        claimed: row,
+                        settled: Settled::Failed("lost".into()),
+                    },
+                    None,
+                ));
+                continue;
+            };
+            let now = now_ms();
+            if now >= message.expires_ms {
+                let _ = settled.send((
+                    Settlement {
+                        claimed: row,
+                        settled: Settled::Expired,
+                    },
+                    None,
+                ));
+                continue;
+            }
+            let origin = Endpoint::parse(&row.endpoint).map(|e| e.origin()).ok();
+            if let Some(origin) = &origin
+                && let Admit::Wait(until) = breakers.admit(origin, now)
+            {
+                let settled_as = if until >= message.expires_ms {
+                    Settled::Expired
+                } else {
+                    Settled::Deferred { next_at: until }
+                };
+                let _ = settled.send((
+                    Settlement {
+                        claimed: row,
+                        settled: settled_as,
+                    },
+                    None,
+                ));
+                continue;
+            }
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the request semaphore is never closed");
+            let parts = parts.clone();
+            let breakers = breakers.clone();
+            let settled = settled.clone();
+            let abandon = stop.abandon.clone();
+            requests.spawn(async move {
+                let outcome = tokio::select! {
+                    () = abandon.cancelled() => return,
+                    outcome = send_one(&parts.client, &row, &message) => outcome,
+                };
+                let settled_as = settle_as(
+                    &parts.retry,
+                    &breakers,
+                    &row,
+                    &message,
+                    origin.as_deref(),
+                    outcome,
+                );
+                let _ = settled.send((
+                    Settlement {
+                        claimed: row,
+                        settled: settled_as,
+                    },
+                    Some(permit),
+                ));
+            });
+        }
+    }
+    // Stopping: requests in flight finish (or are abandoned); the recorder
+    // ends once the last sender of settlements is gone.
+    while requests.join_next().await.is_some() {}
+}
+
+/// Waits for a new send, the next due retry, or the idle poll.
+async fn idle(parts: &EngineParts, wake: &Wake, stop: &CancellationToken) {
+    let delay = match parts.store.next_due().await {
+        Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now_ms())).min(IDLE_POLL),
+        Ok(None) | Err(_) => IDLE_POLL,
+    };
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = wake.0.notified() => {}
+        () = tokio::time::sleep(delay) => {}
+    }
+}
+
+async fn message_for(
+    parts: &EngineParts,
+    messages: &mut Messages,
+    row: &Claimed,
+) -> Result<Option<Arc<Loaded>>, crate::store::StoreError> {
+    let key = (row.package.clone(), row.command_id.clone());
+    if let Some(found) = messages.get(&key) {
+        return Ok(found.clone());
+    }
+    let loaded = parts
+        .store
+        .queued_message(&row.package, &row.command_id)
+        .await?
+        .map(|m| {
+            let signer = match Package::parse(&row.package) {
+                Ok(package) => parts.signers.for_package(&package).clone(),
+                Err(_) => parts.signers.default_signer().clone(),
+            };
+            Arc::new(Loaded {
+                payload: Arc::from(m.payload),
+                ttl: m.ttl,
+                urgency: serde_json::from_value(serde_json::Value::String(m.urgency))
+                    .unwrap_or_default(),
+                topic: m.topic.map(Arc::from),
+                expires_ms: m.expires_ms,
+                signer,
+            })
+        });
+    messages.insert(key, loaded.clone());
+    Ok(loaded)
+}
+
+/// Rows written by older software are decoded here, at their first use; a
+/// row that cannot be used is a failed delivery, never a crash.
+async fn send_one(client: &PushClient, row: &Claimed, message: &Loaded) -> Result<Outcome, String> {
+    let endpoint = Endpoint::parse(&row.endpoint).map_err(|_| "endpoint".to_owned())?;
+    let keys = SubscriptionKeys::parse(
+        row.p256dh.as_deref().unwrap_or_default(),
+        row.auth.as_deref().unwrap_or_default(),
+    )
+    .map_err(|_| "keys".to_owned())?;
+    client
+        .send(
+            &endpoint,
+            &keys,
+            Message {
+                payload: &message.payload,
+                ttl: message.ttl,
+                urgency: message.urgency,
+                topic: message.topic.as_deref(),
+            },
+            &message.signer,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(origin = endpoint.origin(), error = %e, "push not sent");
+            e.failure_key().to_owned()
+        })
+}
+
+/// What an attempt's outcome means for the queue, and for the breaker.
+fn settle_as(
+    retry: &Backoff,
+    breakers: &Breakers,
+    row: &Claimed,
+    message: &Loaded,
+    origin: Option<&str>,
+    outcome: Result<Outcome, String>,
+) -> Settled {
+    let now = now_ms();
+    let health = match &outcome {
+        Ok(Outcome::Retry { after, .. }) => breaker::Health::Struggling {
+            retry_after: *after,
+        },
+        Ok(_) => breaker::Health::Answering,
+        Err(_) => return Settled::Failed(outcome.err().unwrap_or_default()),
+    };
+    if let Some(origin) = origin {
+        breakers.record(origin, health, now);
+    }
+    match outcome {
+        Ok(Outcome::Delivered) => Settled::Delivered,
+        Ok(Outcome::Gone(_)) => Settled::Gone,
+        Ok(Outcome::Retry { after, .. }) => {
+            match next_attempt(retry, row.attempts, after, now, message.expires_ms) {
+                Some(next_at) => Settled::Retry { next_at },
+                None => Settled::Expired,
+            }
+        }
+        Ok(other) => Settled::Failed(other.failure_key().unwrap_or_else(|| "other".into())),
+        Err(key) => Settled::Failed(key),
+    }
+}
+
+/// When to try again after the `previous + 1`-th failed request: the
+/// backoff, and never sooner than the service's `Retry-After`. `None` when
+/// that is past the message's expiry.
+pub fn next_attempt(
+    retry: &Backoff,
+    previous: u32,
+    retry_after: Option<Duration>,
+    now_ms: u64,
+    expires_ms: u64,
+) -> Option<u64> {
+    let delay = retry.delay(previous).max(retry_after.unwrap_or_default());
+    let at = now_ms.saturating_add(ms(delay));
+    (at < expires_ms).then_some(at)
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+/// Writes settlements back in batches and publishes the reports they make
+/// due. Runs until every claimer and request is gone, then drains.
+async fn record(parts: Arc<EngineParts>, mut settled: mpsc::UnboundedReceiver<ToRecord>) {
+    let mut batch = Vec::with_capacity(SETTLE_BATCH);
+    let mut slots = Vec::with_capacity(SETTLE_BATCH);
+    while let Some(first) = settled.recv().await {
+        let mut next = Some(first);
+        while let Some((settlement, slot)) = next.take() {
+            batch.push(settlement);
+            slots.extend(slot);
+            if batch.len() < SETTLE_BATCH {
+                next = settled.try_recv().ok();
+            }
+        }
+        let mut outage: u32 = 0;
+        let due = loop {
+            match parts.store.settle(&parts.instance, &batch).await {
+                Ok(due) => {
+                    parts.health.ok();
+                    break due;
+                }
+                // Kept, not dropped: until they are written these rows stay
+                // leased to us and nobody sends them again.
+                Err(e) => {
+                    parts.health.failed(&e, "recording deliveries");
+                    tokio::time::sleep(DATABASE_RETRY.delay(outage)).await;
+                    outage = outage.saturating_add(1);
+                }
+            }
+        };
+        batch.clear();
+        slots.clear();
+        for state in &due {
+            publish_report(&parts, state).await;
+        }
+    }
+}
+
+/// The result report of a recorded send.
+pub fn report(state: &CommandState) -> ResultReport {
+    ResultReport {
+        subscriptions: state.subscriptions,
+        delivered: state.delivered,
+        failed: state.failed,
+        deactivated: state.deactivated,
+        expired: state.expired,
+        queued: state.pending,
+        failures: state.failures.clone(),
+        members: state.members,
+        ..ResultReport::accepted(state.id.clone(), "send")
+    }
+}
+
+async fn publish_report(parts: &EngineParts, state: &CommandState) {
+    let (Ok(package), Ok(target)) = (Package::parse(&state.package), Target::parse(&state.target))
+    else {
+        tracing::error!(
+            command_id = state.id,
+            package = state.package,
+            target = state.target,
+            "a recorded send has a package or target that no longer parses; its result is not published"
+        );
+        return;
+    };
+    let report = report(state);
+    tracing::info!(
+        command_id = report.id,
+        package = %package,
+        target = %target,
+        delivered = report.delivered,
+        failed = report.failed,
+        deactivated = report.deactivated,
+        expired = report.expired,
+        queued = report.queued,
+        "send {}",
+        if report.queued == 0 { "finished" } else { "tried once; retries queued" }
+    );
+    let out = Outgoing {
+        topic: parts.topics.result(&package, &target),
+        payload: report.to_json(),
+        retain: false,
+    };
+    if parts.egress.publish(out).await.is_err() {
+        tracing::warn!(
+            command_id = report.id,
+            "result not published: the daemon is stopping"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RETRY: Backoff = Backoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(60),
+    };
+
+    #[test]
+    fn a_retry_is_never_sooner_than_retry_after() {
+        let at = next_attempt(&RETRY, 0, Some(Duration::from_secs(30)), 0, u64::MAX).unwrap();
+        assert!(at >= 30_000, "{at}");
+    }
+
+    #[test]
+    fn retries_back_off_exponentially() {
+        let at = next_attempt(&RETRY, 4, None, 0, u64::MAX).unwrap();
+        assert!((8_000..=24_000).contains(&at), "{at}");
+    }
+
+    #[test]
+    fn no_retry_past_the_messages_expiry() {
+        assert_eq!(next_attempt(&RETRY, 0, None, 0, 400), None);
+        assert_eq!(
+            next_attempt(&RETRY, 0, Some(Duration::from_secs(3600)), 0, 60_000),
+            None
+        );
+    }
+}

@@ -1,0 +1,501 @@
+//! The SQLite statements of the delivery queue.
+//!
+//! A claim is one `UPDATE … RETURNING` that moves the rows' `NextAt` a lease
+//! ahead and marks them as ours, so a row whose daemon died becomes due
+//! again by itself and no query ever filters on lease columns. Settling
+//! checks that the row is still ours before counting it, so a delivery
+//! whose lease ran out is counted once, by whoever settled it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::{Row, SqlitePool};
+
+use super::StoreError;
+use super::queue::{
+    Claimed, CommandState, Enqueued, NewSend, QueuedMessage, Recipients, Settled, Settlement,
+};
+use super::sqlite::classify;
+
+const CLEAR_OLD_FAILURES: &str = "\
+    DELETE FROM axion_push_command_failure WHERE Package = ? AND CommandId = ? \
+    AND EXISTS (SELECT 1 FROM axion_push_command c WHERE c.Package = ? AND c.Id = ? \
+                AND c.AcceptedAt < ? AND c.Pending = 0)";
+
+/// Inserts the command, or replaces one with the same id that is older than
+/// the de-duplication window and finished; otherwise changes nothing.
+const INSERT_COMMAND: &str = "\
+    INSERT INTO axion_push_command \
+        (Package, Id, Target, AcceptedAt, ExpiresAt, Payload, Ttl, Urgency, Topic, Members) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+    ON CONFLICT (Package, Id) DO UPDATE SET \
+        Target = excluded.Target, AcceptedAt = excluded.AcceptedAt, \
+        ExpiresAt = excluded.ExpiresAt, Payload = excluded.Payload, Ttl = excluded.Ttl, \
+        Urgency = excluded.Urgency, Topic = excluded.Topic, Members = excluded.Members, \
+        Subscriptions = 0, Untried = 0, Pending = 0, Delivered = 0, Failed = 0, \
+        Deactivated = 0, Expired = 0, Reported = 0 \
+    WHERE axion_push_command.AcceptedAt < ? AND axion_push_command.Pending = 0";
+
+const ENQUEUE_USER: &str = "\
+    INSERT INTO axion_push_delivery \
+        (Package, CommandId, User, Endpoint, KeysP256dh, KeysAuth, NextAt) \
+    SELECT Package, ?, User, Endpoint, KeysP256dh, KeysAuth, ? \
+    FROM def_notify_push_subscription \
+    WHERE Package = ? AND User = ? AND (Active = 'Y' OR Active IS NULL)";
+
+const ENQUEUE_GROUP: &str = "\
+    INSERT INTO axion_push_delivery \
+        (Package, CommandId, User, Endpoint, KeysP256dh, KeysAuth, NextAt) \
+    SELECT s.Package, ?, s.User, s.Endpoint, s.KeysP256dh, s.KeysAuth, ? \
+    FROM def_notify_push_subscription s \
+    JOIN axion_push_group_member m ON m.Package = s.Package AND m.User = s.User \
+    WHERE s.Package = ? AND m.GroupName = ? AND (s.Active = 'Y' OR s.Active IS NULL)";
+
+const SET_COUNTS: &str = "\
+    UPDATE axion_push_command SET Subscriptions = ?, Untried = ?, Pending = ?, \
+        Reported = CASE WHEN ? = 0 THEN 2 ELSE 0 END \
+    WHERE Package = ? AND Id = ?";
+
+const STATE_COLUMNS: &str = "\
+    Package, Id, Target, Members, Subscriptions, Pending, Delivered, Failed, \
+    Deactivated, Expired";
+
+const FAILURES: &str = "\
+    SELECT Cause, Count FROM axion_push_command_failure WHERE Package = ? AND CommandId = ?";
+
+const MESSAGE: &str = "\
+    SELECT Payload, Ttl, Urgency, Topic, ExpiresAt FROM axion_push_command \
+    WHERE Package = ? AND Id = ?";
+
+const CLAIM: &str = "\
+    UPDATE axion_push_delivery SET NextAt = ?, LeasedBy = ? \
+    WHERE Seq IN (SELECT Seq FROM axion_push_delivery WHERE NextAt <= ? \
+                  ORDER BY NextAt, Seq LIMIT ?) \
+    RETURNING Seq, Package, CommandId, User, Endpoint, KeysP256dh, KeysAuth, Attempts, Tried";
+
+const NEXT_DUE: &str = "SELECT MIN(NextAt) FROM axion_push_delivery";
+
+const RELEASE: &str = "\
+    UPDATE axion_push_delivery SET NextAt = ?, LeasedBy = NULL WHERE LeasedBy = ?";
+
+const REMOVE_DELIVERY: &str = "DELETE FROM axion_push_delivery WHERE Seq = ? AND LeasedBy = ?";
+
+const RESCHEDULE: &str = "\
+    UPDATE axion_push_delivery SET NextAt = ?, LeasedBy = NULL, Tried = 1, \
+        Attempts = Attempts + ? \
+    WHERE Seq = ? AND LeasedBy = ?";
+
+const DEACTIVATE_GONE: &str = "\
+    UPDATE def_notify_push_subscription SET Active = 'N' \
+    WHERE User = ? AND Package = ? AND Endpoint = ? AND (Active = 'Y' OR Active IS NULL)";
+
+const COUNT_SETTLED: &str = "\
+    UPDATE axion_push_command SET Untried = Untried - ?, Pending = Pending - ?, \
+        Delivered = Delivered + ?, Failed = Failed + ?, Deactivated = Deactivated + ?, \
+        Expired = Expired + ? \
+    WHERE Package = ? AND Id = ?";
+
+const COUNT_FAILURE: &str = "\
+    INSERT INTO axion_push_command_failure (Package, CommandId, Cause, Count) \
+    VALUES (?, ?, ?, ?) \
+    ON CONFLICT (Package, CommandId, Cause) DO UPDATE SET Count = Count + excluded.Count";
+
+/// Commands whose next result is due: every delivery tried once (the first
+/// result), or none left in the queue (the final one).
+const DUE_REPORTS_WHERE: &str = "\
+    (Untried <= 0 AND Reported = 0) OR (Pending <= 0 AND Reported < 2)";
+
+const MARK_REPORTED: &str = "\
+    UPDATE axion_push_command SET Reported = CASE WHEN Pending <= 0 THEN 2 ELSE 1 END \
+    WHERE Package = ? AND Id = ?";
+
+const PURGE_FAILURES: &str = "\
+    DELETE FROM axion_push_command_failure WHERE (Package, CommandId) IN \
+        (SELECT Package, Id FROM axion_push_command WHERE AcceptedAt < ? AND Pending <= 0)";
+
+const PURGE_COMMANDS: &str = "DELETE FROM axion_push_command WHERE AcceptedAt < ? AND Pending <= 0";
+
+fn to_u64(n: i64) -> u64 {
+    n.try_into().unwrap_or_default()
+}
+
+fn to_i64(n: u64) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+pub(super) async fn enqueue(pool: &SqlitePool, send: &NewSend<'_>) -> Result<Enqueued, StoreError> {
+    let cutoff = to_i64(send.duplicate_after_ms);
+    let mut tx = pool.begin().await.map_err(classify)?;
+    sqlx::query(CLEAR_OLD_FAILURES)
+        .bind(send.package.as_str())
+        .bind(send.id)
+        .bind(send.package.as_str())
+        .bind(send.id)
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+    let accepted = to_i64(send.accepted_ms);
+    let expires = accepted.saturating_add(i64::from(send.ttl) * 1000);
+    let inserted = sqlx::query(INSERT_COMMAND)
+        .bind(send.package.as_str())
+        .bind(send.id)
+        .bind(send.target)
+        .bind(accepted)
+        .bind(expires)
+        .bind(send.payload)
+        .bind(i64::from(send.ttl))
+        .bind(send.urgency)
+        .bind(send.topic)
+        .bind(send.members.map(to_i64))
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+    if inserted == 0 {
+        let state = state(&mut tx, send.package.as_str(), send.id).await?;
+        tx.rollback().await.map_err(classify)?;
+        return Ok(Enqueued::Duplicate(state.unwrap_or_default()));
+    }
+    let queued = match send.recipients {
+        Recipients::User(user) => sqlx::query(ENQUEUE_USER)
+            .bind(send.id)
+            .bind(accepted)
+            .bind(send.package.as_str())
+            .bind(user.as_str()),
+        Recipients::Group(group) => sqlx::query(ENQUEUE_GROUP)
+            .bind(send.id)
+            .bind(accepted)
+            .bind(send.package.as_str())
+            .bind(group.as_str()),
+    }
+    .execute(&mut *tx)
+    .await
+    .map_err(classify)?
+    .rows_affected();
+    let n = to_i64(queued);
+    sqlx::query(SET_COUNTS)
+        .bind(n)
+        .bind(n)
+        .bind(n)
+        .bind(n)
+        .bind(send.package.as_str())
+        .bind(send.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+    tx.commit().await.map_err(classify)?;
+    Ok(Enqueued::New {
+        subscriptions: queued,
+    })
+}
+
+fn state_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<CommandState, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Query(e.to_string());
+    let count = |name: &str| -> Result<u64, StoreError> {
+        row.try_get::<i64, _>(name).map(to_u64).map_err(get)
+    };
+    Ok(CommandState {
+        package: row.try_get("Package").map_err(get)?,
+        id: row.try_get("Id").map_err(get)?,
+        target: row.try_get("Target").map_err(get)?,
+        members: row
+            .try_get::<Option<i64>, _>("Members")
+            .map_err(get)?
+            .map(to_u64),
+        subscriptions: count("Subscriptions")?,
+        pending: count("Pending")?,
+        delivered: count("Delivered")?,
+        failed: count("Failed")?,
+        deactivated: count("Deactivated")?,
+        expired: count("Expired")?,
+        failures: BTreeMap::new(),
+    })
+}
+
+async fn state(
+    conn: &mut sqlx::SqliteConnection,
+    package: &str,
+    id: &str,
+) -> Result<Option<CommandState>, StoreError> {
+    let sql =
+        format!("SELECT {STATE_COLUMNS} FROM axion_push_command WHERE Package = ? AND Id = ?");
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(package)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(classify)?
+    else {
+        return Ok(None);
+    };
+    let mut state = state_from_row(&row)?;
+    state.failures = failures(conn, package, id).await?;
+    Ok(Some(state))
+}
+
+async fn failures(
+    conn: &mut sqlx::SqliteConnection,
+    package: &str,
+    id: &str,
+) -> Result<BTreeMap<String, u64>, StoreError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(FAILURES)
+        .bind(package)
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(classify)?;
+    Ok(rows.into_iter().map(|(c, n)| (c, to_u64(n))).collect())
+}
+
+pub(super) async fn message(
+    pool: &SqlitePool,
+    package: &str,
+    id: &str,
+) -> Result<Option<QueuedMessage>, StoreError> {
+    /// Payload, Ttl, Urgency, Topic, ExpiresAt.
+    type MessageRow = (Vec<u8>, i64, String, Option<String>, i64);
+    let row: Option<MessageRow> = sqlx::query_as(MESSAGE)
+        .bind(package)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(classify)?;
+    Ok(
+        row.map(|(payload, ttl, urgency, topic, expires)| QueuedMessage {
+            payload,
+            ttl: ttl.try_into().unwrap_or_default(),
+            urgency,
+            topic,
+            expires_ms: to_u64(expires),
+        }),
+    )
+}
+
+pub(super) async fn claim(
+    pool: &SqlitePool,
+    instance: &str,
+    now_ms: u64,
+    lease_until_ms: u64,
+    limit: usize,
+) -> Result<Vec<Claimed>, StoreError> {
+    let rows = sqlx::query(CLAIM)
+        .bind(to_i64(lease_until_ms))
+        .bind(instance)
+        .bind(to_i64(now_ms))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await
+        .map_err(classify)?;
+    let get = |e: sqlx::Error| StoreError::Query(e.to_string());
+    let mut claimed = rows
+        .iter()
+        .map(|row| {
+            Ok(Claimed {
+                seq: row.try_get("Seq").map_err(get)?,
+                package: row.try_get("Package").map_err(get)?,
+                command_id: row.try_get("CommandId").map_err(get)?,
+                user: row.try_get("User").map_err(get)?,
+                endpoint: row.try_get("Endpoint").map_err(get)?,
+                p256dh: row.try_get("KeysP256dh").map_err(get)?,
+                auth: row.try_get("KeysAuth").map_err(get)?,
+                attempts: row
+                    .try_get::<i64, _>("Attempts")
+                    .map_err(get)?
+                    .try_into()
+                    .unwrap_or_default(),
+                tried: row.try_get::<i64, _>("Tried").map_err(get)? != 0,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // RETURNING gives no order; keep the queue's.
+    claimed.sort_by_key(|c| c.seq);
+    Ok(claimed)
+}
+
+pub(super) async fn next_due(pool: &SqlitePool) -> Result<Option<u64>, StoreError> {
+    let next: Option<i64> = sqlx::query_scalar(NEXT_DUE)
+        .fetch_one(pool)
+        .await
+        .map_err(classify)?;
+    Ok(next.map(to_u64))
+}
+
+pub(super) async fn release(
+    pool: &SqlitePool,
+    instance: &str,
+    now_ms: u64,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(RELEASE)
+        .bind(to_i64(now_ms))
+        .bind(instance)
+        .execute(pool)
+        .await
+        .map_err(classify)?
+        .rows_affected())
+}
+
+/// Per command, what one batch of settlements adds to its counters.
+#[derive(Default)]
+struct Tally {
+    tried: i64,
+    settled: i64,
+    delivered: i64,
+    failed: i64,
+    deactivated: i64,
+    expired: i64,
+    failures: BTreeMap<String, i64>,
+}
+
+pub(super) async fn settle(
+    pool: &SqlitePool,
+    instance: &str,
+    batch: &[Settlement],
+) -> Result<Vec<CommandState>, StoreError> {
+    let mut tx = pool.begin().await.map_err(classify)?;
+    let mut tallies: HashMap<(&str, &str), Tally> = HashMap::new();
+    for Settlement { claimed, settled } in batch {
+        let ours = match settled {
+            Settled::Retry { next_at } | Settled::Deferred { next_at } => {
+                let attempted = i64::from(matches!(settled, Settled::Retry { .. }));
+                sqlx::query(RESCHEDULE)
+                    .bind(to_i64(*next_at))
+                    .bind(attempted)
+                    .bind(claimed.seq)
+                    .bind(instance)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?
+                    .rows_affected()
+            }
+            _ => sqlx::query(REMOVE_DELIVERY)
+                .bind(claimed.seq)
+                .bind(instance)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?
+                .rows_affected(),
+        };
+        if ours == 0 {
+            // Its lease ran out and another daemon took it over.
+            continue;
+        }
+        let tally = tallies
+            .entry((claimed.package.as_str(), claimed.command_id.as_str()))
+            .or_default();
+        tally.tried += i64::from(!claimed.tried);
+        match settled {
+            Settled::Retry { .. } | Settled::Deferred { .. } => continue,
+            Settled::Delivered => tally.delivered += 1,
+            Settled::Gone => {
+                sqlx::query(DEACTIVATE_GONE)
+                    .bind(&claimed.user)
+                    .bind(&claimed.package)
+                    .bind(&claimed.endpoint)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                tally.deactivated += 1;
+            }
+            Settled::Failed(cause) => {
+                tally.failed += 1;
+                *tally.failures.entry(cause.clone()).or_default() += 1;
+            }
+            Settled::Expired => tally.expired += 1,
+        }
+        tally.settled += 1;
+    }
+    let mut due = Vec::new();
+    for ((package, id), tally) in &tallies {
+        sqlx::query(COUNT_SETTLED)
+            .bind(tally.tried)
+            .bind(tally.settled)
+            .bind(tally.delivered)
+            .bind(tally.failed)
+            .bind(tally.deactivated)
+            .bind(tally.expired)
+            .bind(*package)
+            .bind(*id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        for (cause, count) in &tally.failures {
+            sqlx::query(COUNT_FAILURE)
+                .bind(*package)
+                .bind(*id)
+                .bind(cause)
+                .bind(*count)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        let sql = format!(
+            "SELECT {STATE_COLUMNS} FROM axion_push_command \
+             WHERE Package = ? AND Id = ? AND ({DUE_REPORTS_WHERE})"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(*package)
+            .bind(*id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if let Some(row) = row {
+            let mut state = state_from_row(&row)?;
+            state.failures = failures(&mut tx, package, id).await?;
+            mark_reported(&mut tx, package, id).await?;
+            due.push(state);
+        }
+    }
+    tx.commit().await.map_err(classify)?;
+    Ok(due)
+}
+
+async fn mark_reported(
+    conn: &mut sqlx::SqliteConnection,
+    package: &str,
+    id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(MARK_REPORTED)
+        .bind(package)
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
+/// Results that were due when the daemon last stopped but never went out.
+pub(super) async fn unreported(pool: &SqlitePool) -> Result<Vec<CommandState>, StoreError> {
+    let mut tx = pool.begin().await.map_err(classify)?;
+    let sql = format!("SELECT {STATE_COLUMNS} FROM axion_push_command WHERE {DUE_REPORTS_WHERE}");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?;
+    let mut due = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut state = state_from_row(row)?;
+        state.failures = failures(&mut tx, &state.package, &state.id).await?;
+        mark_reported(&mut tx, &state.package, &state.id).await?;
+        due.push(state);
+    }
+    tx.commit().await.map_err(classify)?;
+    Ok(due)
+}
+
+pub(super) async fn purge(pool: &SqlitePool, before_ms: u64) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await.map_err(classify)?;
+    sqlx::query(PURGE_FAILURES)
+        .bind(to_i64(before_ms))
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+    let purged = sqlx::query(PURGE_COMMANDS)
+        .bind(to_i64(before_ms))
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+    tx.commit().await.map_err(classify)?;
+    Ok(purged)
+}

@@ -1,0 +1,322 @@
+//! Delivery that loses nothing: a send is in the database before it is
+//! acknowledged, so a daemon killed mid-fan-out finishes it when it comes
+//! back; a broker restart loses no command published at QoS 1; a database
+//! outage holds commands (unacknowledged) until it ends.
+
+mod harness;
+#[path = "harness/process.rs"]
+mod process;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use harness::mosquitto::Mosquitto;
+use harness::{DatabaseLock, Harness, PushService, TestClient, WAIT};
+use process::{Serve, write_config_with};
+use serde_json::json;
+
+/// Writes `n` subscriptions of `user` straight into a fresh database, as
+/// years of browsers subscribing would have.
+async fn seed_subscriptions(
+    db: &std::path::Path,
+    push: &PushService,
+    user: &str,
+    n: usize,
+) -> Vec<harness::Browser> {
+    let settings = axion_push::config::DatabaseSettings {
+        url: format!("sqlite://{}", db.display()),
+        ..Default::default()
+    };
+    let store = axion_push::store::Store::open(&settings).await.unwrap();
+    store.migrate().await.unwrap();
+    store.close().await;
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&settings.url)
+        .await
+        .unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let mut browsers = Vec::with_capacity(n);
+    for i in 0..n {
+        let b = push.browser(&format!("{user}-{i}"));
+        sqlx::query(
+            "INSERT INTO def_notify_push_subscription \
+             (User, Package, Endpoint, KeysP256dh, KeysAuth, CreatedAt, Active) \
+             VALUES (?, 'crm', ?, ?, ?, CURRENT_TIMESTAMP, 'Y')",
+        )
+        .bind(user)
+        .bind(&b.endpoint)
+        .bind(&b.p256dh)
+        .bind(&b.auth)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        browsers.push(b);
+    }
+    tx.commit().await.unwrap();
+    browsers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_fan_out_delivers_to_every_subscription_after_restart() {
+    const SUBSCRIPTIONS: usize = 5_000;
+    const CONCURRENCY: usize = 64;
+    harness::init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let browsers = seed_subscriptions(
+        &dir.path().join("axion-push.db"),
+        &push,
+        "many",
+        SUBSCRIPTIONS,
+    )
+    .await;
+    // Every answer takes a little while, so the kill lands mid-fan-out.
+    for b in &browsers {
+        push.script(b, [harness::Reply::slow(201, Duration::from_millis(20))]);
+    }
+    let (config, port) = write_config_with(
+        dir.path(),
+        &push,
+        "",
+        &format!("    concurrency: {CONCURRENCY}\n"),
+    );
+    let mut serve = Serve::start(&config);
+    serve.wait_for("axion-push is running");
+    let mqtt = TestClient::connect("127.0.0.1", port, &["axion/#".into()]).await;
+    mqtt.publish(
+        "axion/crm/push/many/send",
+        json!({"id": "fan-out", "title": "To everyone"}).to_string(),
+    )
+    .await;
+
+    push.wait_for(SUBSCRIPTIONS / 5, Duration::from_secs(60))
+        .await;
+    serve.signal("-KILL");
+    let status = serve.wait();
+    assert!(!status.success(), "killed: {status:?}");
+    let before_restart = push.received_count();
+    assert!(
+        before_restart < SUBSCRIPTIONS,
+        "the kill came after the fan-out finished ({before_restart} requests)"
+    );
+
+    // The embedded broker died with the daemon; the client reconnects to
+    // the new one and subscribes again (its retained status says so).
+    let from = mqtt.count();
+    let mut serve = Serve::start(&config);
+    serve.wait_for("resuming deliveries left in flight");
+    mqtt.wait_for(from, "the daemon online again", WAIT, |m| {
+        m.topic == "axion/push/daemon/status" && m.json()["state"] == "online"
+    })
+    .await;
+    let result = mqtt
+        .wait_for(
+            from,
+            "the send's final result",
+            Duration::from_secs(120),
+            |m| {
+                m.topic == "axion/crm/push/many/result"
+                    && m.json()["id"] == "fan-out"
+                    && m.json()["queued"] == 0
+            },
+        )
+        .await
+        .json();
+    assert_eq!(result["delivered"], SUBSCRIPTIONS, "{result}");
+
+    let received = push.received();
+    let mut per_browser: HashMap<&str, usize> = HashMap::new();
+    for r in &received {
+        assert!(r.payload.is_ok(), "every push decrypts: {r:?}");
+        assert_eq!(r.answered, 201);
+        *per_browser.entry(r.browser.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        per_browser.len(),
+        SUBSCRIPTIONS,
+        "every subscription received it"
+    );
+    let duplicates = received.len() - SUBSCRIPTIONS;
+    eprintln!(
+        "kill -9 after {before_restart} of {SUBSCRIPTIONS} requests: {duplicates} sent twice (bound: concurrency {CONCURRENCY})"
+    );
+    assert!(
+        duplicates <= CONCURRENCY,
+        "{duplicates} duplicates: more than the requests that can be in flight"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_stream_loses_no_command_published_at_qos_1() {
+    const COMMANDS: usize = 60;
+    let mut broker = Mosquitto::start(true).await;
+    let url = broker.url();
+    let h = Harness::start_with(|c| {
+        c.settings.mqtt.url = Some(url.parse().unwrap());
+        c.settings.mqtt.keep_alive = Duration::from_secs(5);
+    })
+    .await;
+    let b = h.browser("b");
+    h.subscribe("crm", "alice", &b).await;
+    // A service with a session the broker keeps: its unacknowledged
+    // publishes go again after the restart, and results published while it
+    // is away wait for it.
+    let service = TestClient::connect_persistent(
+        "127.0.0.1",
+        broker.addr.port(),
+        &format!("service-{}", uuid::Uuid::new_v4()),
+        &["axion/crm/push/alice/result".into()],
+    )
+    .await;
+    let publisher = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            for i in 0..COMMANDS {
+                service
+                    .publish(
+                        "axion/crm/push/alice/send",
+                        json!({"id": format!("stream-{i}"), "title": format!("n{i}")}).to_string(),
+                    )
+                    .await;
+                // A steady stream, so the restart falls in its middle.
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    };
+    h.push.wait_for(COMMANDS / 3, WAIT).await;
+    broker.restart().await;
+    publisher.await.unwrap();
+
+    let mut reported = HashSet::new();
+    for i in 0..COMMANDS {
+        let id = format!("stream-{i}");
+        let r = service
+            .wait_for(
+                0,
+                &format!("the result of {id}"),
+                Duration::from_secs(60),
+                |m| m.json()["id"] == id.as_str(),
+            )
+            .await
+            .json();
+        assert_eq!(r["ok"], true, "{r}");
+        reported.insert(id);
+    }
+    let titles: Vec<String> = h
+        .push
+        .received_by(&b)
+        .iter()
+        .map(|r| {
+            r.payload.as_ref().unwrap()["notification"]["title"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let distinct: HashSet<&String> = titles.iter().collect();
+    assert_eq!(distinct.len(), COMMANDS, "every command delivered");
+    assert_eq!(titles.len(), COMMANDS, "none twice: {titles:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_due_while_the_broker_is_down_is_published_when_it_returns() {
+    let mut broker = Mosquitto::start(true).await;
+    let url = broker.url();
+    let h = Harness::start_with(|c| {
+        c.settings.mqtt.url = Some(url.parse().unwrap());
+        c.settings.mqtt.keep_alive = Duration::from_secs(5);
+    })
+    .await;
+    let b = h.browser("b");
+    h.subscribe("crm", "alice", &b).await;
+    let service = TestClient::connect_persistent(
+        "127.0.0.1",
+        broker.addr.port(),
+        &format!("service-{}", uuid::Uuid::new_v4()),
+        &["axion/crm/push/alice/#".into()],
+    )
+    .await;
+    h.push
+        .script(&b, [harness::Reply::slow(201, Duration::from_millis(500))]);
+    service
+        .publish(
+            "axion/crm/push/alice/send",
+            json!({"id": "while-down", "title": "T"}).to_string(),
+        )
+        .await;
+    service
+        .wait_for(0, "the event", WAIT, |m| m.topic == "axion/crm/push/alice")
+        .await;
+    broker.stop();
+    // Delivered, and its result due, while no broker runs.
+    h.push.wait_for(1, WAIT).await;
+    broker.resume().await;
+    let r = service
+        .wait_for(0, "the result", WAIT, |m| {
+            m.topic == "axion/crm/push/alice/result" && m.json()["id"] == "while-down"
+        })
+        .await
+        .json();
+    assert_eq!(r["delivered"], 1, "{r}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_wait_out_a_database_outage_and_none_is_lost() {
+    const COMMANDS: usize = 10;
+    let h = Harness::start_with(|c| {
+        c.settings.database.busy_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let b = h.browser("b");
+    h.subscribe("crm", "alice", &b).await;
+
+    let from = h.mqtt.count();
+    let lock = DatabaseLock::take(&h.config).await;
+    for i in 0..COMMANDS {
+        h.mqtt
+            .publish(
+                "axion/crm/push/alice/send",
+                json!({"id": format!("held-{i}"), "title": format!("n{i}")}).to_string(),
+            )
+            .await;
+    }
+    let down = h
+        .mqtt
+        .wait_for(from, "the status saying the database is down", WAIT, |m| {
+            m.topic == "axion/push/daemon/status" && m.json()["database"] == "unavailable"
+        })
+        .await;
+    assert_eq!(down.json()["state"], "online", "the daemon stays up");
+    let released_at = h.mqtt.count();
+    lock.release().await;
+    h.mqtt
+        .wait_for(
+            released_at,
+            "the status saying the database is back",
+            WAIT,
+            |m| m.topic == "axion/push/daemon/status" && m.json()["database"] == "ok",
+        )
+        .await;
+    for i in 0..COMMANDS {
+        let id = format!("held-{i}");
+        let r = h.final_result("crm", "alice", &id).await;
+        assert_eq!(r["delivered"], 1, "{r}");
+    }
+    let messages = h.mqtt.messages();
+    let first_result = messages
+        .iter()
+        .position(|m| m.topic == "axion/crm/push/alice/result" && m.json()["id"] == "held-0")
+        .unwrap();
+    assert!(
+        first_result >= released_at,
+        "no command was answered while the database was locked"
+    );
+    assert_eq!(
+        h.push.received_by(&b).len(),
+        COMMANDS,
+        "each delivered once"
+    );
+    h.stop().await;
+}
