@@ -8,6 +8,7 @@
 //! never hold up the next command. Every command gets a result report; a bad
 //! one gets one with a clear `error`, and nothing here panics on input.
 
+mod list;
 mod members;
 mod send;
 mod subscribe;
@@ -155,6 +156,9 @@ impl Processor {
                     .await
                     .map(Applied::Report)
             }
+            (Verb::List, target) => list::apply(&self.inner, package, target, payload)
+                .await
+                .map(Applied::Report),
             (Verb::Members, Target::Group(group)) => {
                 members::apply(&self.inner, package, group, payload)
                     .await
