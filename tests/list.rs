@@ -63,9 +63,9 @@ async fn list_shows_only_the_package_asked_for() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| i["endpoint"].as_str().unwrap().to_owned())
+        .map(|i| i["endpoint"].as_str().unwrap())
         .collect();
-    assert_eq!(endpoints, [crm.endpoint.clone()]);
+    assert_eq!(endpoints, [crm.endpoint.as_str()]);
     h.stop().await;
 }
 
