@@ -47,6 +47,10 @@ def check_level(kind: str, name: Any) -> str:
     return name
 
 
+class _ConnectionLost(Exception):
+    """The connection dropped before the command was published."""
+
+
 class _Waiter:
     __slots__ = ("topic", "event", "report")
 
@@ -76,6 +80,8 @@ class AxionPush:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._client: Optional[mqtt.Client] = None
+        #: The client whose callbacks count (a dropped one's are ignored).
+        self._current: Optional[mqtt.Client] = None
         self._connected = threading.Event()
         self._connect_lock = threading.Lock()
         self._sub_lock = threading.Lock()
@@ -83,6 +89,8 @@ class AxionPush:
         self._acks: Dict[int, threading.Event] = {}
         self._waiters: Dict[str, _Waiter] = {}
         self._connack: Optional[str] = None
+        #: Counts lost connections, so a wait can tell it was cut short.
+        self._generation = 0
         #: The daemon's last retained status ({"state": …}), for error texts.
         self.daemon_status: Optional[dict] = None
 
@@ -106,6 +114,8 @@ class AxionPush:
     # -- connection ----------------------------------------------------
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None):
+        if client is not self._current:
+            return
         if reason_code.is_failure:
             self._connack = str(reason_code)
             return
@@ -119,7 +129,13 @@ class AxionPush:
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
+        if client is not self._current:
+            return
         self._connected.clear()
+        self._generation += 1
+        # Wake whoever waits for a SUBACK that will not come.
+        for acked in list(self._acks.values()):
+            acked.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None):
         self._acks.setdefault(mid, threading.Event()).set()
@@ -169,6 +185,7 @@ class AxionPush:
             self._drop_client()
             s = self.settings
             client = self._new_client()
+            self._current = client
             try:
                 client.connect(s.host, s.port, keepalive=max(5, s.keep_alive))
             except (OSError, ssl.SSLError) as e:
@@ -190,6 +207,7 @@ class AxionPush:
 
     def _drop_client(self) -> None:
         client, self._client = self._client, None
+        self._current = None
         self._connected.clear()
         if client is not None:
             client.disconnect()
@@ -213,6 +231,9 @@ class AxionPush:
     def _take_topic(self, client: mqtt.Client, topic: str, deadline: float) -> None:
         with self._sub_lock:
             if self._refs.get(topic, 0) == 0:
+                generation = self._generation
+                if not self._connected.is_set():
+                    raise _ConnectionLost()
                 rc, mid = client.subscribe(topic, qos=1)
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     raise AxionPushUnavailable(
@@ -220,7 +241,10 @@ class AxionPush:
                     )
                 acked = self._acks.setdefault(mid, threading.Event())
                 try:
-                    if not acked.wait(max(0.0, deadline - time.monotonic())):
+                    acked.wait(max(0.0, deadline - time.monotonic()))
+                    if self._generation != generation:
+                        raise _ConnectionLost()
+                    if not acked.is_set():
                         raise AxionPushUnavailable(
                             f"the broker at {self.settings.address()} did not confirm "
                             f"the subscription to {topic} in time"
@@ -261,11 +285,23 @@ class AxionPush:
         command_id = str(command.setdefault("id", str(uuid.uuid4())))
         command_topic = self.topic(package, target, verb)
         result_topic = self.topic(package, target, "result")
-        client = self._ensure_connected()
         waiter = _Waiter(result_topic)
         self._waiters[command_id] = waiter
         try:
-            self._take_topic(client, result_topic, deadline)
+            # A connection found dead before the command went out (the
+            # broker restarted, say) is replaced once; after publishing, the
+            # answer is waited for until the deadline, never sent twice.
+            for attempt in (1, 2):
+                client = self._ensure_connected()
+                try:
+                    self._take_topic(client, result_topic, deadline)
+                    break
+                except _ConnectionLost:
+                    if attempt == 2:
+                        raise AxionPushUnavailable(
+                            f"the connection to the MQTT broker at {self.settings.address()} "
+                            f"was lost twice before {verb} could be published"
+                        ) from None
             try:
                 info = client.publish(command_topic, json.dumps(command), qos=1)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
