@@ -35,7 +35,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(directory: Path, port: int, ca_path: Path) -> Path:
+def write_config(directory: Path, port: int, ca_path: Path, client_id: str, broker_url: Optional[str] = None, prefix: str = "") -> Path:
     """A config.yaml in the daemon's layout; the client reads the same file."""
     path = directory / "config.yaml"
     path.write_text(
@@ -45,8 +45,9 @@ base:
     vapid_email: mailto:tests@example.com
 axion_push:
   mqtt:
-    url: null
-    client_id: axion-push-{uuid.uuid4()}
+    url: {broker_url or "null"}
+    client_id: {client_id}
+    topic_prefix: "{prefix}"
   broker:
     listen: 127.0.0.1:{port}
   database:
@@ -68,10 +69,17 @@ axion_push:
 
 
 class Daemon:
-    def __init__(self, directory: Path, ca_path: Path):
+    """`broker_port` set: the daemon uses that external broker (e.g. the
+    machine's Mosquitto) under `prefix`; otherwise its embedded broker."""
+
+    def __init__(self, directory: Path, ca_path: Path, broker_port: Optional[int] = None, prefix: str = ""):
         self.directory = directory
-        self.port = free_port()
-        self.config_path = write_config(directory, self.port, ca_path)
+        self.external = broker_port is not None
+        self.port = broker_port if broker_port is not None else free_port()
+        self.prefix = prefix
+        self.client_id = f"axion-push-{uuid.uuid4()}"
+        url = f"mqtt://127.0.0.1:{broker_port}" if self.external else None
+        self.config_path = write_config(directory, self.port, ca_path, self.client_id, url, prefix)
         self.log_path = directory / "daemon.log"
         self.process: Optional[subprocess.Popen] = None
 
@@ -106,7 +114,7 @@ class Daemon:
 
         watcher = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4()}")
         watcher.on_message = on_message
-        watcher.on_connect = lambda c, *a: c.subscribe("axion/push/daemon/status", qos=1)
+        watcher.on_connect = lambda c, *a: c.subscribe(f"{self.prefix}axion/push/daemon/status", qos=1)
         # The port opens once the daemon has started its broker.
         delay = 0.02
         while True:
@@ -140,3 +148,21 @@ class Daemon:
                 self.process.wait()
         self.process = None
         self._log.close()
+        if self.external:
+            self._leave_no_trace()
+
+    def _leave_no_trace(self) -> None:
+        """On a shared broker: end the daemon's persistent session and clear
+        its retained messages."""
+        done = threading.Event()
+        forget = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True
+        )
+        forget.on_connect = lambda *a: done.set()
+        forget.connect("127.0.0.1", self.port)
+        forget.loop_start()
+        done.wait(10)
+        for topic in ("axion/push/daemon/status", "axion/push/vapid"):
+            forget.publish(f"{self.prefix}{topic}", b"", qos=1, retain=True).wait_for_publish(10)
+        forget.disconnect()
+        forget.loop_stop()
