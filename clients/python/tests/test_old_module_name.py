@@ -1,5 +1,6 @@
 """An Axion caller written against the old module runs unchanged."""
 
+import datetime
 import json
 import os
 import subprocess
@@ -26,6 +27,7 @@ def test_a_caller_of_the_old_module_runs_unchanged(daemon, push_service, user, t
     assert [(s["User"], s["Endpoint"], s["UserAgent"], s["Active"]) for s in results["subscriptions"]] == [
         (user, browser.endpoint, "Mozilla/5.0 (X11)", "Y")
     ]
+    assert results["since"] == [datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).strftime("%Y-%m-%d")]
     assert results["send_push"] is True
     assert results["class_send_push"] is True
     assert results["unsubscribe"] is True

@@ -23,6 +23,7 @@ Errors, as callers of the old module expect them:
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import threading
@@ -219,13 +220,23 @@ def unsubscribe(user: str, package: str, endpoint: str) -> bool:
     )
 
 
-_COLUMNS = ("User", "Package", "Module", "Endpoint", "UserAgent", "CreatedAt", "Active")
+def _created_at(text: Any) -> Any:
+    """`CreatedAt` as a naive datetime, as a MySQL driver returned the
+    `datetime` column to the old module; text the daemon cannot have
+    written is passed through."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return text
 
 
 def get_subscriptions(user: str, package: str, include_inactive: bool = False) -> List[Dict[str, Any]]:
     """``user``'s subscriptions in ``package`` as rows of
     ``def_notify_push_subscription`` — ``User``, ``Package``, ``Module``,
-    ``Endpoint``, ``UserAgent``, ``CreatedAt``, ``Active`` ('Y'/'N') — without
+    ``Endpoint``, ``UserAgent``, ``CreatedAt`` (a ``datetime``), ``Active``
+    ('Y'/'N') — without
     ``KeysP256dh`` and ``KeysAuth``, which the daemon never puts on the bus.
     Active ones only unless ``include_inactive``. Raises
     :class:`AxionPushUnavailable` when the daemon does not answer."""
@@ -249,7 +260,7 @@ def get_subscriptions(user: str, package: str, include_inactive: bool = False) -
             "Module": item.get("module"),
             "Endpoint": item.get("endpoint"),
             "UserAgent": item.get("user_agent"),
-            "CreatedAt": item.get("created_at"),
+            "CreatedAt": _created_at(item.get("created_at")),
             "Active": "Y" if item.get("active") else "N",
         }
         for item in report.get("items") or []
