@@ -51,6 +51,23 @@ pub struct ResultReport {
     /// For group commands: the members the command reached.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<u64>,
+    /// For `list`: the user's subscriptions in the package, without keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<ListedSubscription>>,
+}
+
+/// One subscription as `list` reports it: the row of
+/// `def_notify_push_subscription` without `KeysP256dh` and `KeysAuth`, which
+/// never go on the bus.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ListedSubscription {
+    pub endpoint: String,
+    pub module: Option<String>,
+    pub user_agent: Option<String>,
+    /// As stored (`CreatedAt`), e.g. `2026-11-27 23:05:21`.
+    pub created_at: Option<String>,
+    pub active: bool,
 }
 
 impl ResultReport {

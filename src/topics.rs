@@ -15,14 +15,17 @@ pub enum Verb {
     Subscribe,
     Unsubscribe,
     Members,
+    /// A user's subscriptions, answered in the result report (no keys).
+    List,
 }
 
 impl Verb {
-    pub const ALL: [Verb; 4] = [
+    pub const ALL: [Verb; 5] = [
         Verb::Send,
         Verb::Subscribe,
         Verb::Unsubscribe,
         Verb::Members,
+        Verb::List,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +34,7 @@ impl Verb {
             Verb::Subscribe => "subscribe",
             Verb::Unsubscribe => "unsubscribe",
             Verb::Members => "members",
+            Verb::List => "list",
         }
     }
 
@@ -47,7 +51,7 @@ const RESULT_LEVEL: &str = "result";
 /// Why an ingress topic could not be routed. The text goes into the result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
-    #[error("unknown verb '{0}' (expected send, subscribe, unsubscribe or members)")]
+    #[error("unknown verb '{0}' (expected send, subscribe, unsubscribe, members or list)")]
     UnknownVerb(String),
     #[error("{0}")]
     Level(#[from] ModelError),
@@ -86,7 +90,7 @@ impl Levels<'_> {
         let package = Package::parse(self.package)?;
         let target = Target::parse(self.target)?;
         match (&target, verb) {
-            (Target::Group(_), Verb::Subscribe | Verb::Unsubscribe) => {
+            (Target::Group(_), Verb::Subscribe | Verb::Unsubscribe | Verb::List) => {
                 return Err(TopicError::GroupNotAllowed {
                     verb: verb.as_str(),
                 });
@@ -235,6 +239,7 @@ mod tests {
             route("axion/crm/push/@ops/members").unwrap().verb,
             Verb::Members
         );
+        assert_eq!(route("axion/crm/push/alice/list").unwrap().verb, Verb::List);
     }
 
     #[test]
@@ -250,6 +255,10 @@ mod tests {
         assert_eq!(
             route("axion/crm/push/@ops/subscribe"),
             Err(TopicError::GroupNotAllowed { verb: "subscribe" })
+        );
+        assert_eq!(
+            route("axion/crm/push/@ops/list"),
+            Err(TopicError::GroupNotAllowed { verb: "list" })
         );
         assert_eq!(
             route("axion/crm/push/alice/members"),

@@ -68,7 +68,7 @@ async fn an_unknown_verb_is_answered() {
     assert_eq!(r["command"], "frobnicate");
     assert_eq!(
         r["error"],
-        "unknown verb 'frobnicate' (expected send, subscribe, unsubscribe or members)"
+        "unknown verb 'frobnicate' (expected send, subscribe, unsubscribe, members or list)"
     );
     h.stop().await;
 }

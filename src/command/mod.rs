@@ -10,6 +10,7 @@
 //! answered nor acknowledged: [`Handled::Unavailable`] tells the caller to
 //! try it again later.
 
+mod list;
 mod members;
 mod send;
 mod subscribe;
@@ -163,6 +164,9 @@ impl Processor {
                     .await
                     .map(Applied::Report)
             }
+            (Verb::List, target) => list::apply(&self.inner, package, target, payload)
+                .await
+                .map(Applied::Report),
             (Verb::Members, Target::Group(group)) => {
                 members::apply(&self.inner, package, group, payload)
                     .await
