@@ -198,6 +198,7 @@ impl Daemon {
                     initial: settings.delivery.retry_initial,
                     max: settings.delivery.retry_max,
                 },
+                dedup_window: settings.delivery.dedup_window,
             },
             wake.clone(),
             engine_stop.clone(),

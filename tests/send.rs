@@ -319,6 +319,7 @@ async fn a_failed_real_time_publish_does_not_stop_web_push() {
                 initial: Duration::from_millis(50),
                 max: Duration::from_secs(1),
             },
+            dedup_window: Duration::from_secs(60),
         },
         wake.clone(),
         stop.clone(),

@@ -44,9 +44,14 @@ const LEASE: Duration = Duration::from_secs(300);
 const CLAIM_BATCH: usize = 256;
 /// Settlements written per transaction.
 const SETTLE_BATCH: usize = 1024;
+/// How long the recorder waits for more settlements before writing a
+/// batch: far below any push's latency, far above a SQLite commit's.
+const SETTLE_LINGER: Duration = Duration::from_millis(2);
 /// Idle, the queue is looked at this often anyway: another daemon may have
 /// died holding deliveries whose lease has run out.
 const IDLE_POLL: Duration = Duration::from_secs(2);
+/// How often finished sends past the de-duplication window are forgotten.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Messages kept in memory, for the commands being delivered.
 const MESSAGE_CACHE: usize = 1024;
 /// Retrying statements while the database is unavailable.
@@ -67,6 +72,8 @@ pub struct EngineParts {
     pub instance: String,
     pub concurrency: usize,
     pub retry: Backoff,
+    /// How long finished sends are remembered for de-duplication.
+    pub dedup_window: Duration,
 }
 
 /// Wakes the engine when a send has been queued.
@@ -93,8 +100,15 @@ pub struct Stop {
 pub fn spawn(parts: EngineParts, wake: Wake, stop: Stop, tracker: &TaskTracker) {
     let (settled_tx, settled_rx) = mpsc::unbounded_channel();
     let parts = Arc::new(parts);
-    tracker.spawn(record(parts.clone(), settled_rx));
-    tracker.spawn(claim(parts, wake, stop, settled_tx));
+    let slots = Arc::new(Semaphore::new(parts.concurrency));
+    tracker.spawn(record(
+        parts.clone(),
+        settled_rx,
+        slots.clone(),
+        stop.abandon.clone(),
+    ));
+    tracker.spawn(purge(parts.clone(), stop.claiming.clone()));
+    tracker.spawn(claim(parts, slots, wake, stop, settled_tx));
 }
 
 /// A message ready to encrypt, shared by its command's deliveries.
@@ -109,11 +123,11 @@ struct Loaded {
 
 type Messages = HashMap<(String, String), Option<Arc<Loaded>>>;
 
-/// A settlement on its way to the recorder, with the request slot it used:
-/// the slot is freed only once the settlement is written, so requests in
-/// flight plus settlements not yet written never exceed `concurrency`. That
-/// is the most a crash can make the next run send again.
-type ToRecord = (Settlement, Option<OwnedSemaphorePermit>);
+/// A settlement on its way to the recorder, with the slot its row held: the
+/// slot is freed only once the settlement is written, so requests in flight
+/// plus settlements not yet written never exceed `concurrency`. That is the
+/// most a crash can make the next run send again.
+type ToRecord = (Settlement, OwnedSemaphorePermit);
 
 async fn sleep_or(stop: &CancellationToken, delay: Duration) {
     tokio::select! {
@@ -125,11 +139,11 @@ async fn sleep_or(stop: &CancellationToken, delay: Duration) {
 /// Claims due deliveries and sends them.
 async fn claim(
     parts: Arc<EngineParts>,
+    permits: Arc<Semaphore>,
     wake: Wake,
     stop: Stop,
     settled: mpsc::UnboundedSender<ToRecord>,
 ) {
-    let permits = Arc::new(Semaphore::new(parts.concurrency));
     let breakers = Arc::new(Breakers::new(parts.retry));
     let mut messages = Messages::new();
     let mut requests = JoinSet::new();
@@ -206,19 +220,30 @@ async fn claim(
             messages.clear();
         }
         for row in claimed {
+            // Every claimed row holds a slot until its settlement is
+            // written, whether it is sent or put off: memory stays bounded
+            // however long the queue is.
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the request semaphore is never closed");
+            let put_back = |row: Claimed, settled_as: Settled, permit| {
+                let _ = settled.send((
+                    Settlement {
+                        claimed: row,
+                        settled: settled_as,
+                    },
+                    permit,
+                ));
+            };
             let message = match message_for(&parts, &mut messages, &row).await {
                 Ok(message) => message,
                 Err(e) => {
                     // Put it back; the claim loop waits out the outage.
                     parts.health.failed(&e, "reading a queued message");
                     let next_at = now_ms() + ms(DATABASE_RETRY.max);
-                    let _ = settled.send((
-                        Settlement {
-                            claimed: row,
-                            settled: Settled::Deferred { next_at },
-                        },
-                        None,
-                    ));
+                    put_back(row, Settled::Deferred { next_at }, permit);
                     continue;
                 }
             };
@@ -228,24 +253,12 @@ async fn claim(
                     package = row.package,
                     "a queued delivery has no command; dropping it"
                 );
-                let _ = settled.send((
-                    Settlement {
-                        claimed: row,
-                        settled: Settled::Failed("lost".into()),
-                    },
-                    None,
-                ));
+                put_back(row, Settled::Failed("lost".into()), permit);
                 continue;
             };
             let now = now_ms();
             if now >= message.expires_ms {
-                let _ = settled.send((
-                    Settlement {
-                        claimed: row,
-                        settled: Settled::Expired,
-                    },
-                    None,
-                ));
+                put_back(row, Settled::Expired, permit);
                 continue;
             }
             let origin = Endpoint::parse(&row.endpoint).map(|e| e.origin()).ok();
@@ -257,20 +270,9 @@ async fn claim(
                 } else {
                     Settled::Deferred { next_at: until }
                 };
-                let _ = settled.send((
-                    Settlement {
-                        claimed: row,
-                        settled: settled_as,
-                    },
-                    None,
-                ));
+                put_back(row, settled_as, permit);
                 continue;
             }
-            let permit = permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the request semaphore is never closed");
             let parts = parts.clone();
             let breakers = breakers.clone();
             let settled = settled.clone();
@@ -293,7 +295,7 @@ async fn claim(
                         claimed: row,
                         settled: settled_as,
                     },
-                    Some(permit),
+                    permit,
                 ));
             });
         }
@@ -301,6 +303,26 @@ async fn claim(
     // Stopping: requests in flight finish (or are abandoned); the recorder
     // ends once the last sender of settlements is gone.
     while requests.join_next().await.is_some() {}
+}
+
+/// Forgets finished sends older than the de-duplication window, every
+/// `PURGE_EVERY`.
+async fn purge(parts: Arc<EngineParts>, stop: CancellationToken) {
+    loop {
+        let before = now_ms().saturating_sub(ms(parts.dedup_window));
+        match parts.store.purge_commands(before).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(
+                purged,
+                "forgot finished sends past the de-duplication window"
+            ),
+            Err(e) => parts.health.failed(&e, "forgetting old sends"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PURGE_EVERY) => {}
+        }
+    }
 }
 
 /// Waits for a new send, the next due retry, or the idle poll.
@@ -431,17 +453,36 @@ fn ms(d: Duration) -> u64 {
 
 /// Writes settlements back in batches and publishes the reports they make
 /// due. Runs until every claimer and request is gone, then drains.
-async fn record(parts: Arc<EngineParts>, mut settled: mpsc::UnboundedReceiver<ToRecord>) {
+async fn record(
+    parts: Arc<EngineParts>,
+    mut settled: mpsc::UnboundedReceiver<ToRecord>,
+    permits: Arc<Semaphore>,
+    abandon: CancellationToken,
+) {
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
     let mut slots = Vec::with_capacity(SETTLE_BATCH);
     while let Some(first) = settled.recv().await {
         let mut next = Some(first);
-        while let Some((settlement, slot)) = next.take() {
-            batch.push(settlement);
-            slots.extend(slot);
-            if batch.len() < SETTLE_BATCH {
-                next = settled.try_recv().ok();
+        let mut lingered = false;
+        loop {
+            while let Some((settlement, slot)) = next.take() {
+                batch.push(settlement);
+                slots.push(slot);
+                if batch.len() < SETTLE_BATCH {
+                    next = settled.try_recv().ok();
+                }
             }
+            // With other requests in flight, more answers are on their
+            // way: a moment's wait turns many small transactions into one.
+            let elsewhere = parts
+                .concurrency
+                .saturating_sub(permits.available_permits() + slots.len());
+            if lingered || batch.len() >= SETTLE_BATCH || elsewhere == 0 {
+                break;
+            }
+            lingered = true;
+            tokio::time::sleep(SETTLE_LINGER).await;
+            next = settled.try_recv().ok();
         }
         let mut outage: u32 = 0;
         let due = loop {
@@ -454,7 +495,13 @@ async fn record(parts: Arc<EngineParts>, mut settled: mpsc::UnboundedReceiver<To
                 // leased to us and nobody sends them again.
                 Err(e) => {
                     parts.health.failed(&e, "recording deliveries");
-                    tokio::time::sleep(DATABASE_RETRY.delay(outage)).await;
+                    tokio::select! {
+                        // Stopping past the grace period with the database
+                        // still away: these rows stay leased, and the next
+                        // run sends them again.
+                        () = abandon.cancelled() => return,
+                        () = tokio::time::sleep(DATABASE_RETRY.delay(outage)) => {}
+                    }
                     outage = outage.saturating_add(1);
                 }
             }
