@@ -18,6 +18,9 @@ CREATE TABLE IF NOT EXISTS axion_push_command (
   Urgency varchar(16) NOT NULL,
   Topic varchar(32),
   Members integer,                   -- group sends: the members reached
+  -- For a send that came without an id: a hash of its topic and payload,
+  -- so the broker redelivering the very same message is recognised.
+  Digest varchar(64),
   Subscriptions integer NOT NULL DEFAULT 0,
   Untried integer NOT NULL DEFAULT 0, -- deliveries not yet attempted once
   Pending integer NOT NULL DEFAULT 0, -- deliveries still in the queue
@@ -33,6 +36,8 @@ CREATE TABLE IF NOT EXISTS axion_push_command (
 
 CREATE INDEX IF NOT EXISTS axion_push_command_accepted
   ON axion_push_command (AcceptedAt);
+CREATE INDEX IF NOT EXISTS axion_push_command_digest
+  ON axion_push_command (Package, Digest);
 
 -- Failed deliveries of a command by cause, for its result's `failures`.
 CREATE TABLE IF NOT EXISTS axion_push_command_failure (

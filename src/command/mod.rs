@@ -91,6 +91,13 @@ impl Processor {
 
     /// Handles one ingress message.
     pub async fn handle(&self, topic: &str, payload: &[u8]) -> Handled {
+        self.handle_message(topic, payload, false).await
+    }
+
+    /// Handles one ingress message; `redelivered` is MQTT's DUP flag: the
+    /// broker is delivering it again, so a send without an `id` that was
+    /// already recorded is recognised by its content.
+    pub async fn handle_message(&self, topic: &str, payload: &[u8], redelivered: bool) -> Handled {
         let inner = &self.inner;
         let Some(levels) = inner.topics.levels(topic) else {
             tracing::debug!(topic, "ignoring a message outside the ingress topics");
@@ -100,7 +107,7 @@ impl Processor {
             return Handled::Done;
         }
         let reply_to = inner.topics.reply_topic(&levels);
-        match self.apply(&levels, payload).await {
+        match self.apply(&levels, payload, redelivered).await {
             Ok(applied) => {
                 inner.health.ok();
                 if let Applied::Report(report) = applied {
@@ -142,7 +149,12 @@ impl Processor {
         }
     }
 
-    async fn apply(&self, levels: &Levels<'_>, payload: &[u8]) -> Result<Applied, CommandError> {
+    async fn apply(
+        &self,
+        levels: &Levels<'_>,
+        payload: &[u8],
+        redelivered: bool,
+    ) -> Result<Applied, CommandError> {
         let max = self.inner.max_command_bytes;
         if payload.len() > max {
             return Err(CommandError::TooLarge {
@@ -153,7 +165,7 @@ impl Processor {
         let route = levels.route()?;
         let package = &route.package;
         match (route.verb, &route.target) {
-            (Verb::Send, _) => send::apply(self, route.clone(), payload).await,
+            (Verb::Send, _) => send::apply(self, route.clone(), payload, redelivered).await,
             (Verb::Subscribe, Target::User(user)) => {
                 subscribe::apply(&self.inner, package, user, payload)
                     .await

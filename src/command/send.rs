@@ -18,9 +18,18 @@ pub(super) async fn apply(
     processor: &Processor,
     route: Route,
     payload: &[u8],
+    redelivered: bool,
 ) -> Result<Applied, CommandError> {
     let inner = &processor.inner;
-    let notification = Notification::parse(payload, inner.default_ttl, new_id)?;
+    let mut generated = false;
+    let notification = Notification::parse(payload, inner.default_ttl, || {
+        generated = true;
+        new_id()
+    })?;
+    // Without an id of its own, a send is recognised on redelivery by its
+    // topic and payload — never otherwise, so two identical alerts sent on
+    // purpose both go out.
+    let digest = generated.then(|| digest(&route, payload));
     let accepted_ms = now_ms();
     // Rendered once per command and only encrypted per subscription.
     let web_push = payload::render(&notification, accepted_ms)?;
@@ -53,6 +62,8 @@ pub(super) async fn apply(
             urgency: notification.urgency.as_header(),
             topic: notification.topic.as_deref(),
             duplicate_after_ms: accepted_ms.saturating_sub(window_ms),
+            digest: digest.as_deref(),
+            redelivered,
         })
         .await?;
     let subscriptions = match enqueued {
@@ -104,4 +115,20 @@ pub(super) async fn apply(
     }
     inner.wake.notify();
     Ok(Applied::Queued)
+}
+
+/// SHA-256 of the command's package, target and payload, base64url.
+fn digest(route: &Route, payload: &[u8]) -> String {
+    use base64::Engine as _;
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in [
+        route.package.as_str().as_bytes(),
+        b"\0",
+        route.target.to_string().as_bytes(),
+        b"\0",
+    ] {
+        context.update(part);
+    }
+    context.update(payload);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(context.finish())
 }

@@ -214,6 +214,8 @@ pub fn spawn(
 
 struct Inbound {
     seq: Option<u64>,
+    /// MQTT DUP: the broker delivers this message again.
+    redelivered: bool,
     topic: String,
     payload: bytes::Bytes,
 }
@@ -328,6 +330,7 @@ async fn drive(
                 };
                 let _ = intake.commands.send(Inbound {
                     seq: tracked,
+                    redelivered: publish.dup,
                     topic: publish.topic,
                     payload: publish.payload,
                 });
@@ -376,7 +379,10 @@ async fn dispatch(
         };
         let mut attempt: u32 = 0;
         loop {
-            match processor.handle(&inbound.topic, &inbound.payload).await {
+            match processor
+                .handle_message(&inbound.topic, &inbound.payload, inbound.redelivered)
+                .await
+            {
                 Handled::Done => {
                     if let Some(seq) = inbound.seq {
                         let _ = acks.send(AckEvent::Done(seq));

@@ -28,6 +28,12 @@ pub struct NewSend<'a> {
     pub topic: Option<&'a str>,
     /// A command with the same id accepted after this is a duplicate.
     pub duplicate_after_ms: u64,
+    /// For a send without an `id` of its own: its topic and payload hashed.
+    pub digest: Option<&'a str>,
+    /// The broker says it is delivering this message again (MQTT DUP): a
+    /// send with the same digest accepted after `duplicate_after_ms` is
+    /// this one.
+    pub redelivered: bool,
 }
 
 /// What recording a send did.

@@ -25,15 +25,22 @@ const CLEAR_OLD_FAILURES: &str = "\
 /// the de-duplication window and finished; otherwise changes nothing.
 const INSERT_COMMAND: &str = "\
     INSERT INTO axion_push_command \
-        (Package, Id, Target, AcceptedAt, ExpiresAt, Payload, Ttl, Urgency, Topic, Members) \
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+        (Package, Id, Target, AcceptedAt, ExpiresAt, Payload, Ttl, Urgency, Topic, Members, Digest) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
     ON CONFLICT (Package, Id) DO UPDATE SET \
         Target = excluded.Target, AcceptedAt = excluded.AcceptedAt, \
         ExpiresAt = excluded.ExpiresAt, Payload = excluded.Payload, Ttl = excluded.Ttl, \
         Urgency = excluded.Urgency, Topic = excluded.Topic, Members = excluded.Members, \
+        Digest = excluded.Digest, \
         Subscriptions = 0, Untried = 0, Pending = 0, Delivered = 0, Failed = 0, \
         Deactivated = 0, Expired = 0, Reported = 0 \
     WHERE axion_push_command.AcceptedAt < ? AND axion_push_command.Pending = 0";
+
+/// The send a redelivered message without an id was recorded as, if any.
+const SAME_DIGEST: &str = "\
+    SELECT Id FROM axion_push_command \
+    WHERE Package = ? AND Digest = ? AND AcceptedAt >= ? \
+    ORDER BY AcceptedAt DESC LIMIT 1";
 
 const ENQUEUE_USER: &str = "\
     INSERT INTO axion_push_delivery \
@@ -125,6 +132,20 @@ fn to_i64(n: u64) -> i64 {
 pub(super) async fn enqueue(pool: &SqlitePool, send: &NewSend<'_>) -> Result<Enqueued, StoreError> {
     let cutoff = to_i64(send.duplicate_after_ms);
     let mut tx = pool.begin().await.map_err(classify)?;
+    if let (true, Some(digest)) = (send.redelivered, send.digest) {
+        let earlier: Option<String> = sqlx::query_scalar(SAME_DIGEST)
+            .bind(send.package.as_str())
+            .bind(digest)
+            .bind(cutoff)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if let Some(id) = earlier {
+            let state = state(&mut tx, send.package.as_str(), &id).await?;
+            tx.rollback().await.map_err(classify)?;
+            return Ok(Enqueued::Duplicate(state.unwrap_or_default()));
+        }
+    }
     sqlx::query(CLEAR_OLD_FAILURES)
         .bind(send.package.as_str())
         .bind(send.id)
@@ -147,6 +168,7 @@ pub(super) async fn enqueue(pool: &SqlitePool, send: &NewSend<'_>) -> Result<Enq
         .bind(send.urgency)
         .bind(send.topic)
         .bind(send.members.map(to_i64))
+        .bind(send.digest)
         .bind(cutoff)
         .execute(&mut *tx)
         .await
