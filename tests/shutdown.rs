@@ -1,6 +1,6 @@
 //! Stopping: pushes in flight finish within the grace period and their
-//! results go out before the offline status; what cannot finish stays
-//! unacknowledged and is delivered by the next run.
+//! results go out before the offline status; what cannot finish stays in
+//! the delivery queue and is delivered by the next run.
 
 mod harness;
 
