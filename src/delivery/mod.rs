@@ -385,7 +385,9 @@ async fn send_one(client: &PushClient, row: &Claimed, message: &Loaded) -> Resul
             &keys,
             Message {
                 payload: &message.payload,
-                ttl: message.ttl,
+                // A retry asks the push service to keep the message only
+                // for what is left of its TTL.
+                ttl: remaining_ttl(message.ttl, message.expires_ms, now_ms()),
                 urgency: message.urgency,
                 topic: message.topic.as_deref(),
             },
@@ -445,6 +447,12 @@ pub fn next_attempt(
     let delay = retry.delay(previous).max(retry_after.unwrap_or_default());
     let at = now_ms.saturating_add(ms(delay));
     (at < expires_ms).then_some(at)
+}
+
+/// Seconds of `ttl` left at `now_ms` for a message expiring at `expires_ms`.
+fn remaining_ttl(ttl: u32, expires_ms: u64, now_ms: u64) -> u32 {
+    let left = expires_ms.saturating_sub(now_ms) / 1000;
+    ttl.min(u32::try_from(left).unwrap_or(u32::MAX))
 }
 
 fn ms(d: Duration) -> u64 {
@@ -585,6 +593,13 @@ mod tests {
     fn retries_back_off_exponentially() {
         let at = next_attempt(&RETRY, 4, None, 0, u64::MAX).unwrap();
         assert!((8_000..=24_000).contains(&at), "{at}");
+    }
+
+    #[test]
+    fn a_retry_carries_what_is_left_of_the_ttl() {
+        assert_eq!(remaining_ttl(60, 60_000, 0), 60);
+        assert_eq!(remaining_ttl(60, 60_000, 45_500), 14);
+        assert_eq!(remaining_ttl(60, 60_000, 61_000), 0);
     }
 
     #[test]
