@@ -28,6 +28,7 @@ use crate::delivery::{self, EngineParts, Wake};
 use crate::mqtt::{self, Lifecycle, Session};
 use crate::push::{EndpointPolicy, PushClient, VapidSigners};
 use crate::report::{Egress, Outgoing};
+use crate::stats::Stats;
 use crate::store::{Health, Store};
 use crate::topics::Topics;
 
@@ -48,6 +49,37 @@ pub struct Daemon {
     lifecycle: Lifecycle,
     grace: Duration,
     instance: String,
+    health: Health,
+    stats: Arc<Stats>,
+}
+
+/// A cheap handle for watching a running daemon from outside (systemd's
+/// watchdog and status line).
+#[derive(Clone)]
+pub struct Monitor {
+    tracker: TaskTracker,
+    commands: TaskTracker,
+    engine: TaskTracker,
+    health: Health,
+    stats: Arc<Stats>,
+}
+
+impl Monitor {
+    /// Every long-running task still runs: the MQTT event loop, acker,
+    /// forwarder and status publisher; the dispatcher; the engine's
+    /// claimer, recorder and purger. A task that panicked is gone.
+    pub fn is_alive(&self) -> bool {
+        self.tracker.len() >= 4 && !self.commands.is_empty() && self.engine.len() >= 3
+    }
+
+    pub fn status_line(&self) -> String {
+        let database = if self.health.is_available() {
+            "ok"
+        } else {
+            "unavailable"
+        };
+        format!("{}; database {database}", self.stats.summary())
+    }
 }
 
 /// Reads the first-run key, or creates it (mode 0600: it signs every push).
@@ -179,6 +211,7 @@ impl Daemon {
         let topics = Topics::new(settings.mqtt.topic_prefix.clone());
         let (egress, egress_rx) = Egress::channel(EGRESS_CAPACITY);
         let health = Health::default();
+        let stats = Arc::new(Stats::default());
         let signers = Arc::new(VapidSigners::new(&vapid));
         let instance = settings.mqtt.client_id.clone();
         let wake = Wake::default();
@@ -199,18 +232,21 @@ impl Daemon {
                     max: settings.delivery.retry_max,
                 },
                 dedup_window: settings.delivery.dedup_window,
+                stats: stats.clone(),
             },
             wake.clone(),
             engine_stop.clone(),
             &engine,
         );
         let database_state = (health.watch(), egress.clone());
+        let monitor_parts = (health.clone(), stats.clone());
         let processor = Processor::new(ProcessorParts {
             store: store.clone(),
             topics: topics.clone(),
             egress,
             wake,
             health,
+            stats,
             signers,
             policy,
             max_command_bytes: settings.limits.max_command_bytes,
@@ -259,7 +295,19 @@ impl Daemon {
             lifecycle,
             grace: settings.delivery.shutdown_grace,
             instance,
+            health: monitor_parts.0,
+            stats: monitor_parts.1,
         })
+    }
+
+    pub fn monitor(&self) -> Monitor {
+        Monitor {
+            tracker: self.tracker.clone(),
+            commands: self.commands.clone(),
+            engine: self.engine.clone(),
+            health: self.health.clone(),
+            stats: self.stats.clone(),
+        }
     }
 
     /// The embedded broker, if this daemon runs one.

@@ -14,12 +14,14 @@
 //! - [`notification`]: what the user sees, parsed from a send command.
 //! - [`report`]: result reports, real-time events, the egress channel.
 //! - [`backoff`]: exponential delays with jitter.
+//! - [`stats`]: live counters since start.
 //!
 //! Adapters:
 //! - [`store`]: every SQL statement; the Axion table, groups, and the
 //!   durable delivery queue.
 //! - [`push`]: encryption, VAPID, payload, endpoint policy, HTTP, outcomes.
 //! - [`broker`]: the embedded rumqttd broker.
+//! - [`systemd`]: READY, WATCHDOG, STATUS and STOPPING for `Type=notify`.
 //!
 //! Flow:
 //! - [`command`]: a message parsed into a command and applied; a send is
@@ -54,5 +56,7 @@ pub mod mqtt;
 pub mod notification;
 pub mod push;
 pub mod report;
+pub mod stats;
 pub mod store;
+pub mod systemd;
 pub mod topics;

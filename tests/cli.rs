@@ -346,3 +346,53 @@ async fn the_last_will_reports_offline_when_the_daemon_is_killed() {
             .starts_with("cli-test-")
     );
 }
+
+/// `Type=notify`: READY=1 once serving (with a STATUS= line), WATCHDOG=1
+/// at half the watchdog interval, STOPPING=1 on SIGTERM — read from a
+/// notify socket of the test's own, as systemd would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_speaks_systemds_notify_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let (config, _) = write_config(dir.path(), &push, "");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = socket.recv(&mut buf) {
+            if tx
+                .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let next = |what: &str| -> String {
+        loop {
+            let message = rx
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|_| panic!("no {what} on the notify socket"));
+            if message.lines().any(|l| l == what) {
+                return message;
+            }
+        }
+    };
+    let mut serve = Serve::start_with_env(
+        &config,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let ready = next("READY=1");
+    assert!(ready.contains("STATUS=0 commands"), "{ready}");
+    serve.wait_for("axion-push is running");
+    let ping = next("WATCHDOG=1");
+    assert!(ping.contains("database ok"), "{ping}");
+    next("WATCHDOG=1");
+    serve.signal("-TERM");
+    next("STOPPING=1");
+    assert!(serve.wait().success());
+}

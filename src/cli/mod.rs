@@ -181,7 +181,14 @@ fn init_logging(level: &str) {
 
 async fn serve(config: Config) -> Result<ExitCode> {
     let daemon = Daemon::start(config).await?;
+    let monitor = daemon.monitor();
+    crate::systemd::ready(&monitor.status_line());
+    let stop_supervising = tokio_util::sync::CancellationToken::new();
+    let supervisor = tokio::spawn(crate::systemd::supervise(monitor, stop_supervising.clone()));
     wait_for_signal().await?;
+    crate::systemd::stopping();
+    stop_supervising.cancel();
+    let _ = supervisor.await;
     daemon.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

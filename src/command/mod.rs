@@ -24,6 +24,7 @@ use crate::model::{ModelError, Target};
 use crate::notification::NotificationError;
 use crate::push::{EndpointPolicy, PayloadTooLarge, PolicyError, VapidSigners};
 use crate::report::{Egress, Outgoing, ResultReport};
+use crate::stats::Stats;
 use crate::store::{Health, Store, StoreError};
 use crate::topics::{Levels, TopicError, Topics, Verb};
 
@@ -75,6 +76,7 @@ pub struct ProcessorParts {
     /// Told when a send has been queued.
     pub wake: Wake,
     pub health: Health,
+    pub stats: Arc<Stats>,
     pub signers: Arc<VapidSigners>,
     pub policy: EndpointPolicy,
     pub max_command_bytes: usize,
@@ -110,6 +112,7 @@ impl Processor {
         match self.apply(&levels, payload, redelivered).await {
             Ok(applied) => {
                 inner.health.ok();
+                Stats::add(&inner.stats.commands, 1);
                 if let Applied::Report(report) = applied {
                     inner.publish_result(reply_to, &report).await;
                 }
@@ -142,6 +145,7 @@ impl Processor {
                         "command rejected"
                     );
                 }
+                Stats::add(&inner.stats.rejected, 1);
                 let report = ResultReport::rejected(id, levels.verb, text);
                 inner.publish_result(reply_to, &report).await;
                 Handled::Done

@@ -30,6 +30,7 @@ use crate::model::{Endpoint, Package, SubscriptionKeys, Target};
 use crate::notification::Urgency;
 use crate::push::{Message, Outcome, PushClient, VapidSigner, VapidSigners};
 use crate::report::{Egress, Outgoing, ResultReport, now_ms};
+use crate::stats::Stats;
 use crate::store::{Claimed, CommandState, Health, Settled, Settlement, Store};
 use crate::topics::Topics;
 pub use breaker::{Admit, Breakers, THRESHOLD};
@@ -74,6 +75,7 @@ pub struct EngineParts {
     pub retry: Backoff,
     /// How long finished sends are remembered for de-duplication.
     pub dedup_window: Duration,
+    pub stats: Arc<Stats>,
 }
 
 /// Wakes the engine when a send has been queued.
@@ -449,9 +451,10 @@ pub fn next_attempt(
     (at < expires_ms).then_some(at)
 }
 
-/// Seconds of `ttl` left at `now_ms` for a message expiring at `expires_ms`.
+/// Seconds of `ttl` left at `now_ms` for a message expiring at `expires_ms`,
+/// rounded up: a first attempt, moments after the send, carries it whole.
 fn remaining_ttl(ttl: u32, expires_ms: u64, now_ms: u64) -> u32 {
-    let left = expires_ms.saturating_sub(now_ms) / 1000;
+    let left = expires_ms.saturating_sub(now_ms).div_ceil(1000);
     ttl.min(u32::try_from(left).unwrap_or(u32::MAX))
 }
 
@@ -514,11 +517,26 @@ async fn record(
                 }
             }
         };
+        count(&parts.stats, &batch);
         batch.clear();
         slots.clear();
         for state in &due {
             publish_report(&parts, state).await;
         }
+    }
+}
+
+fn count(stats: &Stats, batch: &[Settlement]) {
+    for s in batch {
+        let counter = match s.settled {
+            Settled::Delivered => &stats.delivered,
+            Settled::Gone => &stats.deactivated,
+            Settled::Failed(_) => &stats.failed,
+            Settled::Expired => &stats.expired,
+            Settled::Retry { .. } => &stats.retried,
+            Settled::Deferred { .. } => continue,
+        };
+        Stats::add(counter, 1);
     }
 }
 
@@ -598,7 +616,8 @@ mod tests {
     #[test]
     fn a_retry_carries_what_is_left_of_the_ttl() {
         assert_eq!(remaining_ttl(60, 60_000, 0), 60);
-        assert_eq!(remaining_ttl(60, 60_000, 45_500), 14);
+        assert_eq!(remaining_ttl(60, 60_000, 45_500), 15);
+        assert_eq!(remaining_ttl(60, 60_000, 7), 60);
         assert_eq!(remaining_ttl(60, 60_000, 61_000), 0);
     }
 

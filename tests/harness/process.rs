@@ -116,9 +116,15 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(config: &Path) -> Serve {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Like [`Serve::start`], with extra environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Serve {
         let mut child = Command::new(bin())
             .args(["serve", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
