@@ -118,6 +118,46 @@ pub fn load_or_create_key_file(path: &Path) -> Result<VapidPrivateKey> {
     }
 }
 
+/// Warns about each file holding a secret (the VAPID private key, the MQTT
+/// password) that users other than the daemon's may read: whoever reads the
+/// VAPID key can push to every subscribed browser.
+fn warn_about_readable_secrets(config: &Config) {
+    let in_config = config.push.private_key.is_some()
+        || config.packages.values().any(|p| p.private_key.is_some())
+        || config.settings.mqtt.password.is_some();
+    let mut files = Vec::new();
+    if in_config && let Some(source) = &config.source {
+        files.push((source.as_path(), "the config file"));
+    }
+    if config.push.private_key.is_none() {
+        files.push((
+            config.settings.vapid_key_file.as_path(),
+            "the VAPID key file",
+        ));
+    }
+    for (path, what) in files {
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode();
+            if readable_by_others(mode) {
+                tracing::warn!(
+                    file = %path.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "{what} holds secrets and is readable by other users: chmod 600 it"
+                );
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (path, what);
+    }
+}
+
+/// Group or world may read a file of this mode.
+fn readable_by_others(mode: u32) -> bool {
+    mode & 0o044 != 0
+}
+
 /// The VAPID identities: `base.push`, or the key file when it has none.
 pub fn resolve_vapid(config: &Config) -> Result<VapidRegistry> {
     let fallback = match &config.push.private_key {
@@ -192,6 +232,7 @@ impl Daemon {
     /// commands. With an external broker that is down, it keeps retrying.
     pub async fn start(config: Config) -> Result<Daemon> {
         let settings = &config.settings;
+        warn_about_readable_secrets(&config);
         let vapid = resolve_vapid(&config)?;
         tracing::info!(
             public_key = vapid.default.key.public_key(),
@@ -359,5 +400,19 @@ impl Daemon {
         }
         self.store.close().await;
         tracing::info!("stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_group_or_world_may_read_is_flagged() {
+        assert!(readable_by_others(0o100644));
+        assert!(readable_by_others(0o100640));
+        assert!(readable_by_others(0o100604));
+        assert!(!readable_by_others(0o100600));
+        assert!(!readable_by_others(0o100400));
     }
 }

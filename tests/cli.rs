@@ -396,3 +396,34 @@ async fn serve_speaks_systemds_notify_protocol() {
     next("STOPPING=1");
     assert!(serve.wait().success());
 }
+
+/// A config file holding the VAPID private key that others may read is
+/// named in a warning at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_warns_when_the_file_with_the_private_key_is_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let (config, _) = write_config(dir.path(), &push, "");
+    let generated = run(&["generate-vapid", "--email", "mailto:tests@example.com"]);
+    assert!(generated.status.success());
+    // The printed block is the `base.push` section: splice its key lines in.
+    let block = text(&generated.stdout);
+    let key_lines: String = block
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("vapid_private_key"))
+        .take_while(|l| !l.trim_start().starts_with("vapid_email"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!key_lines.is_empty(), "{block}");
+    let yaml = std::fs::read_to_string(&config).unwrap().replace(
+        "    vapid_email: mailto:tests@example.com\n",
+        &format!("{key_lines}    vapid_email: mailto:tests@example.com\n"),
+    );
+    std::fs::write(&config, yaml).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut serve = Serve::start(&config);
+    let warning = serve.wait_for("readable by other users");
+    assert!(warning.contains("config.yaml"), "{warning}");
+    serve.wait_for("axion-push is running");
+}
