@@ -427,3 +427,70 @@ async fn serve_warns_when_the_file_with_the_private_key_is_readable_by_others() 
     assert!(warning.contains("config.yaml"), "{warning}");
     serve.wait_for("axion-push is running");
 }
+
+/// At the most verbose level, over a subscribe, a send and a stop, the log
+/// holds neither the VAPID private key, the MQTT password, a browser's auth
+/// secret, nor a whole endpoint (a capability: whoever has it can push).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_log_at_any_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let password = "mqtt-password-4c1d";
+    let (config, port) = write_config(
+        dir.path(),
+        &push,
+        &format!("    username: axion\n    password: {password}"),
+    );
+    let generated = text(&run(&["generate-vapid", "--email", "mailto:tests@example.com"]).stdout);
+    let private_key = generated
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("vapid_private_key: "))
+        .unwrap()
+        .to_owned();
+    let yaml = std::fs::read_to_string(&config).unwrap().replace(
+        "    vapid_email: mailto:tests@example.com\n",
+        &format!(
+            "    vapid_private_key: {private_key}\n    vapid_email: mailto:tests@example.com\n"
+        ),
+    );
+    std::fs::write(&config, yaml).unwrap();
+
+    let mut serve = Serve::start_with_env(&config, &[("RUST_LOG", "trace")]);
+    serve.wait_for("axion-push is running");
+    let browser = push.browser("b");
+    let mqtt = TestClient::connect("127.0.0.1", port, &["axion/#".into()]).await;
+    mqtt.publish(
+        "axion/crm/push/alice/subscribe",
+        browser.subscription().to_string(),
+    )
+    .await;
+    mqtt.publish(
+        "axion/crm/push/alice/send",
+        json!({"id": "logged", "title": "T"}).to_string(),
+    )
+    .await;
+    mqtt.wait_for(0, "the send's result", WAIT, |m| {
+        m.topic == "axion/crm/push/alice/result" && m.json()["id"] == "logged"
+    })
+    .await;
+    assert_eq!(push.wait_for(1, WAIT).await.len(), 1);
+    serve.signal("-TERM");
+    let log = serve.log.all();
+    assert!(serve.wait().success());
+
+    assert!(
+        log.len() > 50,
+        "trace level logs plenty: {} lines",
+        log.len()
+    );
+    for (what, secret) in [
+        ("the VAPID private key", private_key.as_str()),
+        ("the MQTT password", password),
+        ("the browser's auth secret", browser.auth.as_str()),
+        ("the whole endpoint", browser.endpoint.as_str()),
+    ] {
+        if let Some(line) = log.iter().find(|l| l.contains(secret)) {
+            panic!("{what} is in the log: {line}");
+        }
+    }
+}

@@ -90,6 +90,15 @@ impl Lines {
         }
     }
 
+    /// Every line still to come, until the writer closes its end (the
+    /// process has exited), plus those already seen.
+    pub fn all(&mut self) -> Vec<String> {
+        while let Ok(line) = self.rx.recv_timeout(WAIT) {
+            self.seen.push(line);
+        }
+        self.seen.clone()
+    }
+
     /// Waits for a line containing `needle`.
     pub fn wait_for(&mut self, needle: &str) -> String {
         let deadline = std::time::Instant::now() + WAIT;
