@@ -455,7 +455,9 @@ async fn no_secret_reaches_the_log_at_any_level() {
     );
     std::fs::write(&config, yaml).unwrap();
 
-    let mut serve = Serve::start_with_env(&config, &[("RUST_LOG", "trace")]);
+    // Every target, the embedded broker and sqlx included.
+    let mut serve =
+        Serve::start_with_env(&config, &[("RUST_LOG", "trace,rumqttd=trace,sqlx=trace")]);
     serve.wait_for("axion-push is running");
     let browser = push.browser("b");
     let mqtt = TestClient::connect("127.0.0.1", port, &["axion/#".into()]).await;
