@@ -291,6 +291,7 @@ impl Daemon {
             signers,
             policy,
             max_command_bytes: settings.limits.max_command_bytes,
+            max_subscriptions_per_user: settings.limits.max_subscriptions_per_user,
             default_ttl: settings.delivery.default_ttl,
             dedup_window: settings.delivery.dedup_window,
         });

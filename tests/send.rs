@@ -344,6 +344,7 @@ impl Alone {
             signers,
             policy,
             max_command_bytes: 65536,
+            max_subscriptions_per_user: 50,
             default_ttl: 60,
             dedup_window: Duration::from_secs(60),
         });

@@ -294,3 +294,30 @@ async fn listing_subscriptions_shows_none_then_every_one() {
     assert_eq!(packages, ["crm", "hr"]);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_beyond_the_per_user_limit_deactivates_the_oldest() {
+    let h = Harness::start_with(|c| c.settings.limits.max_subscriptions_per_user = 2).await;
+    let oldest = h.browser("oldest");
+    let middle = h.browser("middle");
+    let newest = h.browser("newest");
+    h.subscribe("crm", "alice", &oldest).await;
+    h.subscribe("crm", "alice", &middle).await;
+    let third = h.subscribe("crm", "alice", &newest).await;
+    assert_eq!(third["subscriptions"], 2, "{third}");
+    assert_eq!(third["deactivated"], 1, "{third}");
+    let rows = h.subscription_rows("alice").await;
+    let active = |b: &harness::Browser| {
+        rows.iter()
+            .find(|r| r.endpoint == b.endpoint)
+            .unwrap()
+            .active
+    };
+    assert!(!active(&oldest));
+    assert!(active(&middle));
+    assert!(active(&newest));
+    // Subscribing an endpoint the user already has evicts nobody.
+    let again = h.subscribe("crm", "alice", &newest).await;
+    assert_eq!(again["deactivated"], 0, "{again}");
+    h.stop().await;
+}

@@ -80,6 +80,7 @@ pub struct ProcessorParts {
     pub signers: Arc<VapidSigners>,
     pub policy: EndpointPolicy,
     pub max_command_bytes: usize,
+    pub max_subscriptions_per_user: usize,
     pub default_ttl: u32,
     pub dedup_window: Duration,
 }

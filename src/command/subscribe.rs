@@ -95,7 +95,12 @@ pub(super) async fn apply(
     let (id, subscription) = parse(inner, payload)?;
     let recorded = inner
         .store
-        .upsert_subscription(package, user, &subscription)
+        .upsert_subscription(
+            package,
+            user,
+            &subscription,
+            inner.max_subscriptions_per_user,
+        )
         .await?;
     tracing::info!(
         command_id = id,
@@ -104,10 +109,12 @@ pub(super) async fn apply(
         origin = subscription.endpoint.origin(),
         active = recorded.active,
         taken_from_others = recorded.taken_from_others,
+        evicted = recorded.evicted,
         "subscribed"
     );
     Ok(ResultReport {
         subscriptions: recorded.active,
+        deactivated: recorded.evicted,
         ..ResultReport::accepted(id, "subscribe")
     })
 }

@@ -306,12 +306,18 @@ pub struct Limits {
     /// `max_command_bytes`: the largest command payload accepted; larger
     /// ones are answered with an error. Default 65536.
     pub max_command_bytes: usize,
+    /// `max_subscriptions_per_user`: active subscriptions one user may have
+    /// in a package; subscribing one more deactivates the oldest, so a user
+    /// (or a script posing as one) cannot grow the table without bound.
+    /// Default 50.
+    pub max_subscriptions_per_user: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_command_bytes: 64 * 1024,
+            max_subscriptions_per_user: 50,
         }
     }
 }
@@ -731,6 +737,11 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
             &mut s.limits.max_command_bytes,
             positive,
         );
+        limits.field_with(
+            "max_subscriptions_per_user",
+            &mut s.limits.max_subscriptions_per_user,
+            positive,
+        );
         limits.finish();
     }
     {
@@ -807,6 +818,10 @@ mod tests {
         assert_eq!(s.endpoints.allow_hosts, d.endpoints.allow_hosts);
         assert_eq!(s.endpoints.allow_http, d.endpoints.allow_http);
         assert_eq!(s.limits.max_command_bytes, d.limits.max_command_bytes);
+        assert_eq!(
+            s.limits.max_subscriptions_per_user,
+            d.limits.max_subscriptions_per_user
+        );
         assert_eq!(s.log.level, d.log.level);
         assert!(
             c.push.private_key.is_none(),

@@ -63,6 +63,8 @@ pub struct Subscribed {
     /// Other users of the package whose row for the same endpoint was
     /// deactivated: a browser belongs to the account that subscribed it last.
     pub taken_from_others: u64,
+    /// The user's oldest subscriptions deactivated to stay within the limit.
+    pub evicted: u64,
 }
 
 /// A change to a group's membership.
@@ -97,13 +99,16 @@ impl Store {
         sqlite::migrate(&self.pool).await
     }
 
+    /// Records a subscription as active; beyond `max_active` active ones
+    /// for the user in the package, the oldest are deactivated.
     pub async fn upsert_subscription(
         &self,
         package: &Package,
         user: &User,
         subscription: &Subscription,
+        max_active: usize,
     ) -> Result<Subscribed, StoreError> {
-        sqlite::upsert_subscription(&self.pool, package, user, subscription).await
+        sqlite::upsert_subscription(&self.pool, package, user, subscription, max_active).await
     }
 
     /// Sets Active = 'N' for one endpoint of a user; false if nothing was

@@ -105,6 +105,15 @@ const DEACTIVATE_ENDPOINT_FOR_OTHERS: &str = "\
     UPDATE def_notify_push_subscription SET Active = 'N' \
     WHERE Package = ? AND Endpoint = ? AND User <> ? AND Active = 'Y'";
 
+/// Keeps the `?` newest other active subscriptions of the user in the
+/// package (`LIMIT -1 OFFSET n`: all rows after the first n).
+const EVICT_OLDEST: &str = "\
+    UPDATE def_notify_push_subscription SET Active = 'N' \
+    WHERE User = ? AND Package = ? AND Active = 'Y' AND Endpoint IN ( \
+        SELECT Endpoint FROM def_notify_push_subscription \
+        WHERE User = ? AND Package = ? AND Active = 'Y' AND Endpoint <> ? \
+        ORDER BY CreatedAt DESC, rowid DESC LIMIT -1 OFFSET ?)";
+
 const COUNT_ACTIVE: &str = "\
     SELECT COUNT(*) FROM def_notify_push_subscription \
     WHERE User = ? AND Package = ? AND Active = 'Y'";
@@ -125,6 +134,7 @@ pub(super) async fn upsert_subscription(
     package: &Package,
     user: &User,
     s: &Subscription,
+    max_active: usize,
 ) -> Result<Subscribed, StoreError> {
     let mut tx = pool.begin().await.map_err(classify)?;
     let taken = sqlx::query(DEACTIVATE_ENDPOINT_FOR_OTHERS)
@@ -146,6 +156,18 @@ pub(super) async fn upsert_subscription(
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
+    let keep_others = i64::try_from(max_active.saturating_sub(1)).unwrap_or(i64::MAX);
+    let evicted = sqlx::query(EVICT_OLDEST)
+        .bind(user.as_str())
+        .bind(package.as_str())
+        .bind(user.as_str())
+        .bind(package.as_str())
+        .bind(s.endpoint.as_str())
+        .bind(keep_others)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?
+        .rows_affected();
     let active: i64 = sqlx::query_scalar(COUNT_ACTIVE)
         .bind(user.as_str())
         .bind(package.as_str())
@@ -156,6 +178,7 @@ pub(super) async fn upsert_subscription(
     Ok(Subscribed {
         active: active.try_into().unwrap_or_default(),
         taken_from_others: taken,
+        evicted,
     })
 }
 
