@@ -193,3 +193,26 @@ async fn commands_around_a_bad_one_are_still_delivered() {
     assert_eq!(titles.len(), 2);
     h.stop().await;
 }
+
+/// JSON nested deeper than serde_json's recursion limit (128) is refused
+/// with a reason, for every verb, before it can exhaust the stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_json_is_refused_with_a_reason() {
+    let h = Harness::start().await;
+    let deep = format!(
+        r#"{{"title":"T","data":{}{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    for verb in ["send", "subscribe", "unsubscribe", "list"] {
+        let r = raw(&h, &format!("axion/crm/push/alice/{verb}"), deep.as_bytes()).await;
+        assert_eq!(r["ok"], false, "{verb}: {r}");
+        assert!(
+            r["error"].as_str().unwrap().contains("recursion limit"),
+            "{verb}: {r}"
+        );
+    }
+    let r = raw(&h, "axion/crm/push/@ops/members", deep.as_bytes()).await;
+    assert_eq!(r["ok"], false, "{r}");
+    h.stop().await;
+}

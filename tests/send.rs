@@ -274,125 +274,11 @@ async fn every_option_reaches_the_browser_and_the_push_headers() {
     h.stop().await;
 }
 
-/// The command stage and the delivery engine alone, on a temporary
-/// database, with an egress nobody reads (no MQTT side at all).
-struct Alone {
-    processor: axion_push::command::Processor,
-    push: harness::PushService,
-    stop: axion_push::delivery::Stop,
-    engine: tokio_util::task::TaskTracker,
-    _dir: tempfile::TempDir,
-}
-
-impl Alone {
-    async fn start() -> Alone {
-        use std::sync::Arc;
-        use std::time::Duration;
-
-        use axion_push::backoff::Backoff;
-        use axion_push::command::{Processor, ProcessorParts};
-        use axion_push::delivery::{self, EngineParts, Wake};
-        use axion_push::push::{EndpointPolicy, PushClient, VapidSigners};
-        use axion_push::report::Egress;
-        use axion_push::store::{Health, Store};
-        use axion_push::topics::Topics;
-
-        harness::init_logging();
-        let dir = tempfile::tempdir().unwrap();
-        let push = harness::PushService::start().await;
-        let config = harness::test_config(dir.path(), &push);
-        let s = &config.settings;
-        let store = Store::open(&s.database).await.unwrap();
-        store.migrate().await.unwrap();
-        let policy = EndpointPolicy::new(&s.endpoints);
-        let client = Arc::new(PushClient::new(&s.delivery, policy.clone()).unwrap());
-        let vapid = axion_push::daemon::resolve_vapid(&config).unwrap();
-        let (egress, receiver) = Egress::channel(4);
-        drop(receiver);
-        let signers = Arc::new(VapidSigners::new(&vapid));
-        let wake = Wake::default();
-        let engine = tokio_util::task::TaskTracker::new();
-        let stop = delivery::Stop::default();
-        delivery::spawn(
-            EngineParts {
-                store: store.clone(),
-                health: Health::default(),
-                client,
-                signers: signers.clone(),
-                topics: Topics::default(),
-                egress: egress.clone(),
-                instance: "engine-alone".into(),
-                concurrency: 8,
-                retry: Backoff {
-                    initial: Duration::from_millis(50),
-                    max: Duration::from_secs(1),
-                },
-                dedup_window: Duration::from_secs(60),
-                stats: Default::default(),
-            },
-            wake.clone(),
-            stop.clone(),
-            &engine,
-        );
-        let processor = Processor::new(ProcessorParts {
-            store,
-            topics: Topics::default(),
-            egress,
-            wake,
-            health: Health::default(),
-            stats: Default::default(),
-            signers,
-            policy,
-            max_command_bytes: 65536,
-            max_subscriptions_per_user: 50,
-            default_ttl: 60,
-            dedup_window: Duration::from_secs(60),
-        });
-        Alone {
-            processor,
-            push,
-            stop,
-            engine,
-            _dir: dir,
-        }
-    }
-
-    async fn subscribe(&self, name: &str) -> harness::Browser {
-        let b = self.push.browser(name);
-        let subscribed = self
-            .processor
-            .handle(
-                "axion/crm/push/alice/subscribe",
-                b.subscription().to_string().as_bytes(),
-            )
-            .await;
-        assert!(matches!(subscribed, axion_push::command::Handled::Done));
-        b
-    }
-
-    async fn send(&self, payload: &[u8], redelivered: bool) {
-        let sent = self
-            .processor
-            .handle_message("axion/crm/push/alice/send", payload, redelivered)
-            .await;
-        assert!(
-            matches!(sent, axion_push::command::Handled::Done),
-            "{sent:?}"
-        );
-    }
-
-    async fn stop(self) {
-        self.stop.claiming.cancel();
-        self.engine.close();
-        self.engine.wait().await;
-    }
-}
-
 /// The real-time event cannot be published (the MQTT side is gone); Web
 /// Push still goes out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_real_time_publish_does_not_stop_web_push() {
-    let alone = Alone::start().await;
+    let alone = harness::alone::Alone::start().await;
     alone.subscribe("b").await;
     alone.send(br#"{"title":"still pushed"}"#, false).await;
     let received = alone.push.wait_for(1, WAIT).await;
@@ -409,7 +295,7 @@ async fn a_failed_real_time_publish_does_not_stop_web_push() {
 /// recognised by its content: the push goes out once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_send_without_an_id_is_not_sent_again() {
-    let alone = Alone::start().await;
+    let alone = harness::alone::Alone::start().await;
     let b = alone.subscribe("b").await;
     let payload = br#"{"title":"Disk full"}"#;
     alone.send(payload, false).await;
@@ -433,7 +319,7 @@ async fn a_redelivered_send_without_an_id_is_not_sent_again() {
 /// The same alert sent twice on purpose, without ids, goes out twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_sends_without_an_id_both_go_out() {
-    let alone = Alone::start().await;
+    let alone = harness::alone::Alone::start().await;
     alone.subscribe("b").await;
     let payload = br#"{"title":"Server check"}"#;
     alone.send(payload, false).await;

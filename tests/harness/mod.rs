@@ -4,6 +4,7 @@
 //! real P-256 keys, and an MQTT client recording every message.
 #![allow(dead_code)]
 
+pub mod alone;
 pub mod mosquitto;
 pub mod mqtt_client;
 pub mod push_service;

@@ -1,0 +1,117 @@
+//! The command stage and the delivery engine without any MQTT: for tests
+//! that drive [`axion_push::command::Processor`] directly (a closed egress,
+//! MQTT flags such as DUP, properties over arbitrary commands).
+
+/// The command stage and the delivery engine alone, on a temporary
+/// database, with an egress nobody reads (no MQTT side at all).
+pub struct Alone {
+    pub processor: axion_push::command::Processor,
+    pub push: super::PushService,
+    pub stop: axion_push::delivery::Stop,
+    pub engine: tokio_util::task::TaskTracker,
+    _dir: tempfile::TempDir,
+}
+
+impl Alone {
+    pub async fn start() -> Alone {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use axion_push::backoff::Backoff;
+        use axion_push::command::{Processor, ProcessorParts};
+        use axion_push::delivery::{self, EngineParts, Wake};
+        use axion_push::push::{EndpointPolicy, PushClient, VapidSigners};
+        use axion_push::report::Egress;
+        use axion_push::store::{Health, Store};
+        use axion_push::topics::Topics;
+
+        super::init_logging();
+        let dir = tempfile::tempdir().unwrap();
+        let push = super::PushService::start().await;
+        let config = super::test_config(dir.path(), &push);
+        let s = &config.settings;
+        let store = Store::open(&s.database).await.unwrap();
+        store.migrate().await.unwrap();
+        let policy = EndpointPolicy::new(&s.endpoints);
+        let client = Arc::new(PushClient::new(&s.delivery, policy.clone()).unwrap());
+        let vapid = axion_push::daemon::resolve_vapid(&config).unwrap();
+        let (egress, receiver) = Egress::channel(4);
+        drop(receiver);
+        let signers = Arc::new(VapidSigners::new(&vapid));
+        let wake = Wake::default();
+        let engine = tokio_util::task::TaskTracker::new();
+        let stop = delivery::Stop::default();
+        delivery::spawn(
+            EngineParts {
+                store: store.clone(),
+                health: Health::default(),
+                client,
+                signers: signers.clone(),
+                topics: Topics::default(),
+                egress: egress.clone(),
+                instance: "engine-alone".into(),
+                concurrency: 8,
+                retry: Backoff {
+                    initial: Duration::from_millis(50),
+                    max: Duration::from_secs(1),
+                },
+                dedup_window: Duration::from_secs(60),
+                stats: Default::default(),
+            },
+            wake.clone(),
+            stop.clone(),
+            &engine,
+        );
+        let processor = Processor::new(ProcessorParts {
+            store,
+            topics: Topics::default(),
+            egress,
+            wake,
+            health: Health::default(),
+            stats: Default::default(),
+            signers,
+            policy,
+            max_command_bytes: 65536,
+            max_subscriptions_per_user: 50,
+            default_ttl: 60,
+            dedup_window: Duration::from_secs(60),
+        });
+        Alone {
+            processor,
+            push,
+            stop,
+            engine,
+            _dir: dir,
+        }
+    }
+
+    pub async fn subscribe(&self, name: &str) -> super::Browser {
+        let b = self.push.browser(name);
+        let subscribed = self
+            .processor
+            .handle(
+                "axion/crm/push/alice/subscribe",
+                b.subscription().to_string().as_bytes(),
+            )
+            .await;
+        assert!(matches!(subscribed, axion_push::command::Handled::Done));
+        b
+    }
+
+    pub async fn send(&self, payload: &[u8], redelivered: bool) {
+        let sent = self
+            .processor
+            .handle_message("axion/crm/push/alice/send", payload, redelivered)
+            .await;
+        assert!(
+            matches!(sent, axion_push::command::Handled::Done),
+            "{sent:?}"
+        );
+    }
+
+    pub async fn stop(self) {
+        self.stop.claiming.cancel();
+        self.engine.close();
+        self.engine.wait().await;
+    }
+}
