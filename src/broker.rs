@@ -66,7 +66,12 @@ fn reserve(addr: SocketAddr, key: &'static str) -> Result<SocketAddr, BrokerErro
     }
 }
 
-fn server(name: &str, listen: SocketAddr, max_payload: usize) -> ServerSettings {
+fn server(
+    name: &str,
+    listen: SocketAddr,
+    max_payload: usize,
+    accounts: Option<HashMap<String, String>>,
+) -> ServerSettings {
     ServerSettings {
         name: name.to_owned(),
         listen,
@@ -76,7 +81,7 @@ fn server(name: &str, listen: SocketAddr, max_payload: usize) -> ServerSettings 
             connection_timeout_ms: 60_000,
             max_payload_size: max_payload,
             max_inflight_count: 256,
-            auth: None,
+            auth: accounts,
             external_auth: None,
             dynamic_filters: true,
         },
@@ -88,12 +93,34 @@ fn server(name: &str, listen: SocketAddr, max_payload: usize) -> ServerSettings 
 const PORT_ZERO_ATTEMPTS: usize = 5;
 
 /// Starts the broker and returns once it accepts connections.
-pub async fn start(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
+/// The accounts the broker accepts: `broker.users` plus the daemon's own
+/// `mqtt` login; `None` (anyone may connect) when there are none.
+pub fn accounts(
+    settings: &BrokerSettings,
+    own: Option<(&str, &str)>,
+) -> Option<HashMap<String, String>> {
+    let mut accounts: HashMap<String, String> = settings
+        .users
+        .iter()
+        .map(|(user, password)| (user.clone(), password.expose().to_owned()))
+        .collect();
+    if let Some((user, password)) = own {
+        accounts.insert(user.to_owned(), password.to_owned());
+    }
+    (!accounts.is_empty()).then_some(accounts)
+}
+
+/// Starts the broker and returns once it accepts connections. `accounts`
+/// (see [`accounts`]) are the only logins it accepts, when given.
+pub async fn start(
+    settings: &BrokerSettings,
+    accounts: Option<HashMap<String, String>>,
+) -> Result<EmbeddedBroker, BrokerError> {
     let any_port =
         settings.listen.port() == 0 && settings.websocket_listen.is_none_or(|ws| ws.port() == 0);
     let mut attempt = 1;
     loop {
-        match start_once(settings).await {
+        match start_once(settings, accounts.clone()).await {
             Err(BrokerError::Start(reason)) if any_port && attempt < PORT_ZERO_ATTEMPTS => {
                 tracing::debug!(
                     reason,
@@ -107,7 +134,10 @@ pub async fn start(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerEr
     }
 }
 
-async fn start_once(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
+async fn start_once(
+    settings: &BrokerSettings,
+    accounts: Option<HashMap<String, String>>,
+) -> Result<EmbeddedBroker, BrokerError> {
     let listen = reserve(settings.listen, "axion_push.broker.listen")?;
     let websocket = settings
         .websocket_listen
@@ -126,10 +156,13 @@ async fn start_once(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerE
         },
         v4: Some(HashMap::from([(
             "tcp".to_owned(),
-            server("axion-push-mqtt", listen, max_payload),
+            server("axion-push-mqtt", listen, max_payload, accounts.clone()),
         )])),
         ws: websocket.map(|addr| {
-            HashMap::from([("ws".to_owned(), server("axion-push-ws", addr, max_payload))])
+            HashMap::from([(
+                "ws".to_owned(),
+                server("axion-push-ws", addr, max_payload, accounts.clone()),
+            )])
         }),
         ..Config::default()
     };
@@ -149,8 +182,12 @@ async fn start_once(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerE
 
     // rumqttd binds inside its own threads; it is ready once an MQTT
     // handshake succeeds (a bare TCP probe would make it log an error).
+    let probe_login = accounts
+        .as_ref()
+        .and_then(|a| a.iter().next())
+        .map(|(user, password)| (user.clone(), password.clone()));
     let ready = async {
-        while !handshake(listen).await {
+        while !handshake(listen, probe_login.clone()).await {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
@@ -172,8 +209,9 @@ async fn start_once(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerE
     Ok(EmbeddedBroker { listen, websocket })
 }
 
-/// Connects, waits for CONNACK and disconnects politely.
-async fn handshake(listen: SocketAddr) -> bool {
+/// Connects (with `login` when the broker requires one), waits for CONNACK
+/// and disconnects politely.
+async fn handshake(listen: SocketAddr, login: Option<(String, String)>) -> bool {
     let host = if listen.ip().is_unspecified() {
         "127.0.0.1".to_owned()
     } else {
@@ -182,6 +220,9 @@ async fn handshake(listen: SocketAddr) -> bool {
     let client_id = format!("axion-push-probe-{}", uuid::Uuid::new_v4());
     let mut options = rumqttc::MqttOptions::new(client_id, host, listen.port());
     options.set_clean_session(true);
+    if let Some((user, password)) = login {
+        options.set_credentials(user, password);
+    }
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 4);
     loop {
         match eventloop.poll().await {

@@ -244,7 +244,14 @@ impl Daemon {
 
         let broker = match settings.mqtt.url {
             Some(_) => None,
-            None => Some(broker::start(&settings.broker).await?),
+            None => {
+                let own = settings.mqtt.username.as_deref().map(|user| {
+                    let password = settings.mqtt.password.as_ref().map_or("", |p| p.expose());
+                    (user, password)
+                });
+                let accounts = broker::accounts(&settings.broker, own);
+                Some(broker::start(&settings.broker, accounts).await?)
+            }
         };
 
         let policy = EndpointPolicy::new(&settings.endpoints);

@@ -288,3 +288,40 @@ async fn the_websocket_listener_is_off_by_default() {
     assert!(h.daemon().embedded_broker().unwrap().websocket.is_none());
     h.stop().await;
 }
+
+/// `broker.users`: only listed accounts (and the daemon's own login) may
+/// connect to the embedded broker; an anonymous client is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_admits_only_its_accounts_when_it_has_any() {
+    let (user, password) = ("service", "service-password");
+    let h = Harness::start_with(|c| {
+        c.settings.mqtt.username = Some("axion-push".into());
+        c.settings.mqtt.password = Some(harness::secret("daemon-password"));
+        c.settings
+            .broker
+            .users
+            .insert(user.into(), harness::secret(password));
+    })
+    .await;
+    let addr = h.daemon().embedded_broker().unwrap().listen;
+    for (login, admitted) in [
+        (None, false),
+        (Some((user, "wrong")), false),
+        (Some((user, password)), true),
+    ] {
+        let mut options = rumqttc::MqttOptions::new("probe", "127.0.0.1", addr.port());
+        if let Some((u, p)) = login {
+            options.set_credentials(u, p);
+        }
+        let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 8);
+        let first = tokio::time::timeout(WAIT, eventloop.poll())
+            .await
+            .expect("the broker answers");
+        let connected = matches!(
+            first,
+            Ok(rumqttc::Event::Incoming(rumqttc::Incoming::ConnAck(_)))
+        );
+        assert_eq!(connected, admitted, "{login:?}: {first:?}");
+    }
+    h.stop().await;
+}

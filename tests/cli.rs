@@ -460,7 +460,9 @@ async fn no_secret_reaches_the_log_at_any_level() {
         Serve::start_with_env(&config, &[("RUST_LOG", "trace,rumqttd=trace,sqlx=trace")]);
     serve.wait_for("axion-push is running");
     let browser = push.browser("b");
-    let mqtt = TestClient::connect("127.0.0.1", port, &["axion/#".into()]).await;
+    // The daemon's login is the embedded broker's only account.
+    let mqtt =
+        TestClient::connect_as("127.0.0.1", port, ("axion", password), &["axion/#".into()]).await;
     mqtt.publish(
         "axion/crm/push/alice/subscribe",
         browser.subscription().to_string(),

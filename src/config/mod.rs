@@ -188,6 +188,12 @@ pub struct BrokerSettings {
     /// `max_payload_bytes`: the largest message the broker accepts; a client
     /// publishing more is disconnected by the broker. Default 1048576.
     pub max_payload_bytes: usize,
+    /// `users`: accounts (`name: password`) the broker accepts. With none
+    /// and no `mqtt.username`, anyone who reaches the listener may connect
+    /// (it is loopback by default). With any, or with `mqtt.username` set,
+    /// every client must log in; the daemon's own `mqtt` account is
+    /// accepted too. Default: none.
+    pub users: BTreeMap<String, Secret>,
 }
 
 impl Default for BrokerSettings {
@@ -196,6 +202,7 @@ impl Default for BrokerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             websocket_listen: None,
             max_payload_bytes: 1024 * 1024,
+            users: BTreeMap::new(),
         }
     }
 }
@@ -650,6 +657,21 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         broker.field("listen", &mut b.listen);
         broker.field("websocket_listen", &mut b.websocket_listen);
         broker.field_with("max_payload_bytes", &mut b.max_payload_bytes, positive);
+        broker.field_with("users", &mut b.users, |users: BTreeMap<String, String>| {
+            if users.keys().any(String::is_empty) {
+                return Err("a user name is empty".into());
+            }
+            Ok(users
+                .into_iter()
+                .map(|(u, p)| (u, Secret::new(p)))
+                .collect())
+        });
+        if !b.users.is_empty() && s.mqtt.url.is_none() && s.mqtt.username.is_none() {
+            broker.problem(
+                "users",
+                "the embedded broker then requires a login: set axion_push.mqtt.username and password (for the daemon and the command line)",
+            );
+        }
         broker.finish();
     }
     {
@@ -805,6 +827,7 @@ mod tests {
         assert_eq!(s.broker.listen, d.broker.listen);
         assert_eq!(s.broker.websocket_listen, d.broker.websocket_listen);
         assert_eq!(s.broker.max_payload_bytes, d.broker.max_payload_bytes);
+        assert!(s.broker.users.is_empty());
         assert_eq!(s.database.url, d.database.url);
         assert_eq!(s.database.busy_timeout, d.database.busy_timeout);
         assert_eq!(s.vapid_key_file, d.vapid_key_file);

@@ -114,7 +114,25 @@ impl Harness {
             None => broker_address(&config, &daemon),
         };
         let prefix = &config.settings.mqtt.topic_prefix;
-        let mqtt = TestClient::connect_under(&host, port, prefix, &["axion/#".into()]).await;
+        // The daemon's own login, when it has one (a broker may require it).
+        let login = config.settings.mqtt.username.as_deref().map(|user| {
+            let password = config
+                .settings
+                .mqtt
+                .password
+                .as_ref()
+                .map_or("", |p| p.expose());
+            (user, password)
+        });
+        let mqtt = TestClient::connect_with(
+            &host,
+            port,
+            prefix,
+            &["axion/#".into()],
+            None,
+            if observer.is_some() { None } else { login },
+        )
+        .await;
         // The test client strips and adds the prefix: tests name topics
         // without it.
         let topics = Topics::default();

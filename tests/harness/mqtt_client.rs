@@ -46,7 +46,17 @@ impl TestClient {
         prefix: &str,
         filters: &[String],
     ) -> TestClient {
-        Self::connect_with(host, port, prefix, filters, None).await
+        Self::connect_with(host, port, prefix, filters, None, None).await
+    }
+
+    /// Like [`TestClient::connect`], logging in as `user`.
+    pub async fn connect_as(
+        host: &str,
+        port: u16,
+        (user, password): (&str, &str),
+        filters: &[String],
+    ) -> TestClient {
+        Self::connect_with(host, port, "", filters, None, Some((user, password))).await
     }
 
     /// A client whose session the broker keeps (`clean_session = false`
@@ -59,19 +69,23 @@ impl TestClient {
         session: &str,
         filters: &[String],
     ) -> TestClient {
-        Self::connect_with(host, port, "", filters, Some(session)).await
+        Self::connect_with(host, port, "", filters, Some(session), None).await
     }
 
-    async fn connect_with(
+    pub async fn connect_with(
         host: &str,
         port: u16,
         prefix: &str,
         filters: &[String],
         session: Option<&str>,
+        login: Option<(&str, &str)>,
     ) -> TestClient {
         let id = session.map_or_else(|| format!("test-{}", uuid::Uuid::new_v4()), str::to_owned);
         let mut options = MqttOptions::new(id, host, port);
         options.set_clean_session(session.is_none());
+        if let Some((user, password)) = login {
+            options.set_credentials(user, password);
+        }
         options.set_max_packet_size(16 << 20, 16 << 20);
         options.set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(options, 256);
