@@ -299,6 +299,10 @@ impl Daemon {
             policy,
             max_command_bytes: settings.limits.max_command_bytes,
             max_subscriptions_per_user: settings.limits.max_subscriptions_per_user,
+            subscribe_tokens: settings
+                .subscribe_token_secret
+                .as_ref()
+                .map(|secret| Arc::new(crate::token::TokenKey::new(secret.expose()))),
             default_ttl: settings.delivery.default_ttl,
             dedup_window: settings.delivery.dedup_window,
         });

@@ -14,6 +14,7 @@
 //! - [`notification`]: what the user sees, parsed from a send command.
 //! - [`report`]: result reports, real-time events, the egress channel.
 //! - [`backoff`]: exponential delays with jitter.
+//! - [`token`]: subscribe tokens the host application issues.
 //! - [`stats`]: live counters since start.
 //!
 //! Adapters:
@@ -59,4 +60,5 @@ pub mod report;
 pub mod stats;
 pub mod store;
 pub mod systemd;
+pub mod token;
 pub mod topics;

@@ -498,3 +498,44 @@ async fn no_secret_reaches_the_log_at_any_level() {
         }
     }
 }
+
+#[test]
+fn subscribe_token_prints_a_token_the_daemon_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "another long secret of the host application";
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("axion_push:\n  subscribe_token_secret: {secret}\n"),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let out = run(&[
+        "subscribe-token",
+        "alice",
+        "--package",
+        "crm",
+        "--valid",
+        "1h",
+        "--config",
+        cfg,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    let now = axion_push::report::now_ms() / 1000;
+    let key = axion_push::token::TokenKey::new(secret);
+    let (crm, alice) = (
+        axion_push::model::Package::parse("crm").unwrap(),
+        axion_push::model::User::parse("alice").unwrap(),
+    );
+    assert_eq!(key.verify(Some(&token), &crm, &alice, now), Ok(()));
+    assert!(
+        key.verify(Some(&token), &crm, &alice, now + 3601).is_err(),
+        "valid one hour"
+    );
+
+    std::fs::write(&config, "axion_push: {}\n").unwrap();
+    let out = run(&["subscribe-token", "alice", "--config", cfg]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("subscribe_token_secret is not set"));
+}

@@ -321,3 +321,70 @@ async fn subscribing_beyond_the_per_user_limit_deactivates_the_oldest() {
     assert_eq!(again["deactivated"], 0, "{again}");
     h.stop().await;
 }
+
+const TOKEN_SECRET: &str = "a long secret shared with the host application";
+
+fn token_for(package: &str, user: &str) -> String {
+    let key = axion_push::token::TokenKey::new(TOKEN_SECRET);
+    let expires = axion_push::report::now_ms() / 1000 + 3600;
+    key.issue(
+        &axion_push::model::Package::parse(package).unwrap(),
+        &axion_push::model::User::parse(user).unwrap(),
+        expires,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_secret_only_a_token_for_that_user_subscribes() {
+    let h = Harness::start_with(|c| {
+        c.settings.subscribe_token_secret = Some(harness::secret(TOKEN_SECRET));
+    })
+    .await;
+    let b = h.browser("b");
+    let with_token = |token: Option<String>| {
+        let mut sub = b.subscription();
+        if let Some(token) = token {
+            sub["token"] = json!(token);
+        }
+        sub.to_string()
+    };
+    for (token, expected) in [
+        (None, "token is missing"),
+        (Some(token_for("crm", "bob")), "not valid for this user"),
+        (Some(token_for("hr", "alice")), "not valid for this user"),
+        (
+            Some(format!("99999999999.{}", "A".repeat(43))),
+            "not valid for this user",
+        ),
+        (Some("12.forged!".into()), "not of the form"),
+    ] {
+        let r = subscribe_raw(&h, "alice", &with_token(token)).await;
+        assert_eq!(r["ok"], false, "{r}");
+        assert!(r["error"].as_str().unwrap().contains(expected), "{r}");
+    }
+    assert!(
+        h.subscription_rows("alice").await.is_empty(),
+        "nothing recorded"
+    );
+    let r = subscribe_raw(&h, "alice", &with_token(Some(token_for("crm", "alice")))).await;
+    assert_eq!(r["ok"], true, "{r}");
+
+    let unsubscribe = h.command_topic("crm", "alice", Verb::Unsubscribe);
+    let r = h
+        .command(
+            &unsubscribe,
+            json!({"endpoint": b.endpoint}).to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(r["ok"], false, "unsubscribe needs one too: {r}");
+    let r = h
+        .command(
+            &unsubscribe,
+            json!({"endpoint": b.endpoint, "token": token_for("crm", "alice")})
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(r["deactivated"], 1, "{r}");
+    h.stop().await;
+}

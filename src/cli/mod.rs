@@ -86,6 +86,15 @@ enum Action {
     },
     /// Create or update the database schema
     Migrate,
+    /// Print a subscribe token for a user (needs subscribe_token_secret)
+    SubscribeToken {
+        user: String,
+        #[arg(long, default_value = DEFAULT_PACKAGE)]
+        package: String,
+        /// How long it stays valid, e.g. 15m, 24h
+        #[arg(long, default_value = "24h")]
+        valid: humantime::Duration,
+    },
     /// Check the config and report every problem with its key path
     CheckConfig,
 }
@@ -156,8 +165,36 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("database {} is up to date", config.settings.database.url);
             Ok(ExitCode::SUCCESS)
         }
+        Action::SubscribeToken {
+            user,
+            package,
+            valid,
+        } => subscribe_token(&config, &user, &package, valid.into()),
         Action::CheckConfig | Action::GenerateVapid { .. } => unreachable!("handled above"),
     }
+}
+
+/// What a host application does for its logged-in user, for scripts and
+/// tests: prints a token `subscribe`/`unsubscribe` accept.
+fn subscribe_token(
+    config: &Config,
+    user: &str,
+    package: &str,
+    valid: std::time::Duration,
+) -> Result<ExitCode> {
+    let Some(secret) = &config.settings.subscribe_token_secret else {
+        anyhow::bail!(
+            "axion_push.subscribe_token_secret is not set: this daemon accepts subscribes without tokens"
+        );
+    };
+    let user = crate::model::User::parse(user)?;
+    let package = crate::model::Package::parse(package)?;
+    let expires = crate::report::now_ms() / 1000 + valid.as_secs();
+    println!(
+        "{}",
+        crate::token::TokenKey::new(secret.expose()).issue(&package, &user, expires)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Logs to stderr. `RUST_LOG` overrides the config. The embedded broker and

@@ -49,6 +49,8 @@ pub enum CommandError {
     Policy(#[from] PolicyError),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Token(#[from] crate::token::TokenError),
 }
 
 /// What became of a message.
@@ -81,6 +83,8 @@ pub struct ProcessorParts {
     pub policy: EndpointPolicy,
     pub max_command_bytes: usize,
     pub max_subscriptions_per_user: usize,
+    /// Set when subscribe and unsubscribe must carry a token.
+    pub subscribe_tokens: Option<Arc<crate::token::TokenKey>>,
     pub default_ttl: u32,
     pub dedup_window: Duration,
 }
@@ -251,6 +255,22 @@ fn command_id(value: &serde_json::Value) -> Result<String, CommandError> {
             crate::notification::MAX_ID_LEN
         ))),
     }
+}
+
+/// With subscribe tokens on, checks the payload's `token` for `user` in
+/// `package`.
+fn check_token(
+    inner: &ProcessorParts,
+    value: &serde_json::Value,
+    package: &crate::model::Package,
+    user: &crate::model::User,
+) -> Result<(), CommandError> {
+    let Some(key) = &inner.subscribe_tokens else {
+        return Ok(());
+    };
+    let now = crate::report::now_ms() / 1000;
+    let token = value.get("token").and_then(serde_json::Value::as_str);
+    Ok(key.verify(token, package, user, now)?)
 }
 
 /// Parses a JSON object payload, with a message naming the verb.

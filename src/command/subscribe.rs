@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{CommandError, ProcessorParts, command_id, json_object};
+use super::{CommandError, ProcessorParts, check_token, command_id, json_object};
 use crate::model::{Endpoint, MAX_NAME_LEN, Package, Subscription, SubscriptionKeys, User};
 use crate::report::ResultReport;
 
@@ -40,10 +40,13 @@ fn optional_text(value: &Value, name: &str) -> Result<Option<String>, CommandErr
 /// may ever be pushed to.
 pub(super) fn parse(
     inner: &ProcessorParts,
+    package: &Package,
+    user: &User,
     payload: &[u8],
 ) -> Result<(String, Subscription), CommandError> {
     let value = json_object("subscribe", payload, EXPECTED)?;
     let id = command_id(&value)?;
+    check_token(inner, &value, package, user)?;
     let endpoint = Endpoint::parse(string_field(&value, "endpoint", "endpoint")?)?;
     inner.policy.check(&endpoint)?;
     let keys = match value.get("keys") {
@@ -92,7 +95,7 @@ pub(super) async fn apply(
     user: &User,
     payload: &[u8],
 ) -> Result<ResultReport, CommandError> {
-    let (id, subscription) = parse(inner, payload)?;
+    let (id, subscription) = parse(inner, package, user, payload)?;
     let recorded = inner
         .store
         .upsert_subscription(

@@ -1,6 +1,6 @@
 //! `…/{user}/unsubscribe`: `{"endpoint": "…"}` sets Active = 'N'.
 
-use super::{CommandError, ProcessorParts, command_id, json_object};
+use super::{CommandError, ProcessorParts, check_token, command_id, json_object};
 use crate::model::{Package, User};
 use crate::report::ResultReport;
 
@@ -14,6 +14,7 @@ pub(super) async fn apply(
 ) -> Result<ResultReport, CommandError> {
     let value = json_object("unsubscribe", payload, EXPECTED)?;
     let id = command_id(&value)?;
+    check_token(inner, &value, package, user)?;
     let endpoint = match value.get("endpoint") {
         Some(serde_json::Value::String(e)) if !e.is_empty() => e,
         Some(_) => {

@@ -358,6 +358,11 @@ pub struct Settings {
     pub endpoints: EndpointSettings,
     pub limits: Limits,
     pub log: LogSettings,
+    /// `subscribe_token_secret`: when set, `subscribe` and `unsubscribe`
+    /// must carry a `token` the host application issued for that user and
+    /// package with this secret (see `token`). Default `null`: any client
+    /// that may publish a command may subscribe as anyone.
+    pub subscribe_token_secret: Option<Secret>,
 }
 
 impl Default for Settings {
@@ -371,6 +376,7 @@ impl Default for Settings {
             endpoints: EndpointSettings::default(),
             limits: Limits::default(),
             log: LogSettings::default(),
+            subscribe_token_secret: None,
         }
     }
 }
@@ -522,6 +528,10 @@ fn resolve_identity(
     };
     Some(VapidIdentity { key, subject })
 }
+
+/// Shortest `subscribe_token_secret`: guessing it would let anyone issue
+/// tokens.
+const MIN_TOKEN_SECRET: usize = 32;
 
 /// A duration as `10s`, `1500ms`, `2m`, or a bare number of seconds.
 #[derive(Deserialize)]
@@ -698,6 +708,16 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         db.finish();
     }
     own.field("vapid_key_file", &mut s.vapid_key_file);
+    own.field_with(
+        "subscribe_token_secret",
+        &mut s.subscribe_token_secret,
+        |secret: Option<String>| match secret {
+            Some(secret) if secret.chars().count() < MIN_TOKEN_SECRET => Err(format!(
+                "must be at least {MIN_TOKEN_SECRET} characters (e.g. `openssl rand -base64 32`)"
+            )),
+            secret => Ok(secret.map(Secret::new)),
+        },
+    );
     {
         let mut delivery = own.section("delivery");
         let d = &mut s.delivery;
@@ -828,6 +848,7 @@ mod tests {
         assert_eq!(s.broker.websocket_listen, d.broker.websocket_listen);
         assert_eq!(s.broker.max_payload_bytes, d.broker.max_payload_bytes);
         assert!(s.broker.users.is_empty());
+        assert!(s.subscribe_token_secret.is_none());
         assert_eq!(s.database.url, d.database.url);
         assert_eq!(s.database.busy_timeout, d.database.busy_timeout);
         assert_eq!(s.vapid_key_file, d.vapid_key_file);

@@ -73,6 +73,7 @@ impl Alone {
             policy,
             max_command_bytes: 65536,
             max_subscriptions_per_user: 50,
+            subscribe_tokens: None,
             default_ttl: 60,
             dedup_window: Duration::from_secs(60),
         });
