@@ -85,20 +85,20 @@ impl Monitor {
         } else {
             "unavailable"
         };
-        format!("{}; database {database}", self.stats.summary())
+        let broker = if self.is_broker_connected() {
+            "connected"
+        } else {
+            "disconnected"
+        };
+        format!(
+            "{}; database {database}; broker {broker}",
+            self.stats.summary()
+        )
     }
 
     /// Connected to the broker and subscribed to commands.
     pub fn is_broker_connected(&self) -> bool {
         *self.broker.borrow()
-    }
-
-    pub fn is_database_available(&self) -> bool {
-        self.health.is_available()
-    }
-
-    pub fn stats(&self) -> &Stats {
-        &self.stats
     }
 }
 

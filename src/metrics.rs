@@ -115,18 +115,12 @@ async fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()>
 /// The exposition text.
 pub async fn render(sources: &Sources) -> String {
     let depth = tokio::time::timeout(QUERY_TIMEOUT, sources.store.pending_deliveries()).await;
+    // A scrape only reads the database's state: a read can work while
+    // writes fail (a lock held by another process), and letting it flip the
+    // state would make the retained status flap.
     let depth = match depth {
-        Ok(Ok(depth)) => {
-            sources.health.ok();
-            Some(depth)
-        }
-        Ok(Err(e)) => {
-            if e.is_transient() {
-                sources.health.failed(&e, "counting the delivery queue");
-            }
-            None
-        }
-        Err(_) => None,
+        Ok(Ok(depth)) => Some(depth),
+        Ok(Err(_)) | Err(_) => None,
     };
     let stats = &sources.stats;
     let mut out = String::with_capacity(4096);

@@ -448,7 +448,7 @@ async fn serve_speaks_systemds_notify_protocol() {
     assert!(ready.contains("STATUS=0 commands"), "{ready}");
     serve.wait_for("axion-push is running");
     let ping = next("WATCHDOG=1");
-    assert!(ping.contains("database ok"), "{ping}");
+    assert!(ping.contains("database ok; broker connected"), "{ping}");
     next("WATCHDOG=1");
     serve.signal("-TERM");
     next("STOPPING=1");
