@@ -141,3 +141,46 @@ fn a_non_loopback_listen_address_is_a_config_problem_naming_the_key() {
     let allowed = "axion_push:\n  metrics:\n    listen: 0.0.0.0:9464\n    allow_remote: true\n";
     assert!(Config::from_yaml(allowed, "test").is_ok());
 }
+
+#[tokio::test]
+async fn a_taken_metrics_port_stops_the_start_naming_the_key() {
+    harness::init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let push = harness::PushService::start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = harness::test_config(dir.path(), &push);
+    config.settings.metrics.listen = Some(taken.local_addr().unwrap());
+    let error = match axion_push::daemon::Daemon::start(config).await {
+        Ok(_) => panic!("the daemon started on a taken metrics port"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("axion_push.metrics.listen"), "{error}");
+}
+
+#[tokio::test]
+async fn a_retried_push_counts_its_5xx_and_the_retry() {
+    let h = Harness::start_with(|c| {
+        c.settings.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let browser = h.browser("b");
+    h.push.script(&browser, [Reply::status(503)]);
+    h.subscribe("crm", "alice", &browser).await;
+    h.send("crm", "alice", json!({"id": "r-1", "title": "T"}))
+        .await;
+    let last = h.final_result("crm", "alice", "r-1").await;
+    assert_eq!(last["delivered"], 1, "{last}");
+    let (_, text) = get(h.daemon().metrics_addr().unwrap(), "/metrics").await;
+    let value = |key: &str| sample(&text, key).unwrap_or_else(|| panic!("no {key} in:\n{text}"));
+    assert_eq!(
+        value(r#"axion_push_pushes_total{host="127.0.0.1",class="5xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"axion_push_pushes_total{host="127.0.0.1",class="2xx"}"#),
+        1.0
+    );
+    assert_eq!(value("axion_push_retries_total"), 1.0);
+    assert_eq!(value("axion_push_delivery_queue_depth"), 0.0);
+    h.stop().await;
+}
