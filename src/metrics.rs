@@ -2,14 +2,16 @@
 //! /metrics` in the text exposition format 0.0.4.
 //!
 //! Written by hand over a tokio `TcpListener` rather than with the
-//! `metrics` + `metrics-exporter-prometheus` crates that rumqttd already
-//! pulls into Cargo.lock: the exporter's HTTP listener needs features
-//! (hyper 0.14's server) that the tree does not build today, so using it
-//! would add a build, and its global recorder would also collect rumqttd's
-//! own metrics under names we do not control. The counters themselves are
-//! the atomics of [`Stats`]; the endpoint only reads them, one scrape at a
-//! time, plus one `COUNT(*)` for the queue's depth. The HTTP side is the
-//! least a scraper needs: one request per connection, `GET /metrics`,
+//! `metrics 0.22` + `metrics-exporter-prometheus 0.13` crates that rumqttd
+//! already builds (Cargo.lock): their recorder is process-global, so every
+//! daemon in one process (the integration tests run many) would share one
+//! set of counters, and anything else recording through the `metrics`
+//! facade would land in our exposition; the exporter's listener also
+//! renders without a hook, so the queue's depth would need a polling task.
+//! The counters are the atomics of [`Stats`], which systemd's `STATUS=`
+//! line already reads; the endpoint reads them per scrape, plus one
+//! `COUNT(*)` for the queue's depth. The HTTP side is the least a scraper
+//! needs: one request per connection, `GET /metrics`,
 //! `Connection: close`.
 
 use std::fmt::Write as _;
