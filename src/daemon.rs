@@ -12,6 +12,7 @@
 //! [`Daemon::shutdown`], tests call it directly.
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,11 @@ pub struct Daemon {
     instance: String,
     health: Health,
     stats: Arc<Stats>,
+    /// True while connected to the broker and subscribed.
+    broker_state: tokio::sync::watch::Receiver<bool>,
+    /// The Prometheus endpoint's address, when `metrics.listen` is set.
+    metrics_addr: Option<SocketAddr>,
+    metrics_stop: tokio_util::sync::CancellationToken,
 }
 
 /// A cheap handle for watching a running daemon from outside (systemd's
@@ -62,6 +68,7 @@ pub struct Monitor {
     engine: TaskTracker,
     health: Health,
     stats: Arc<Stats>,
+    broker: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Monitor {
@@ -78,7 +85,20 @@ impl Monitor {
         } else {
             "unavailable"
         };
-        format!("{}; database {database}", self.stats.summary())
+        let broker = if self.is_broker_connected() {
+            "connected"
+        } else {
+            "disconnected"
+        };
+        format!(
+            "{}; database {database}; broker {broker}",
+            self.stats.summary()
+        )
+    }
+
+    /// Connected to the broker and subscribed to commands.
+    pub fn is_broker_connected(&self) -> bool {
+        *self.broker.borrow()
     }
 }
 
@@ -241,6 +261,12 @@ impl Daemon {
 
         let store = Store::open(&settings.database).await?;
         store.migrate().await?;
+        // Bound before anything else listens, so a taken port fails the
+        // start at once, naming the key.
+        let metrics_listener = match settings.metrics.listen {
+            Some(addr) => Some(crate::metrics::bind(addr).await?),
+            None => None,
+        };
 
         let broker = match settings.mqtt.url {
             Some(_) => None,
@@ -336,6 +362,25 @@ impl Daemon {
             .wait_for(|subscribed| *subscribed)
             .await
             .context("the MQTT client stopped before subscribing")?;
+        let metrics_stop = tokio_util::sync::CancellationToken::new();
+        let metrics_addr = match metrics_listener {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                tokio::spawn(crate::metrics::serve(
+                    listener,
+                    crate::metrics::Sources {
+                        stats: monitor_parts.1.clone(),
+                        store: store.clone(),
+                        health: monitor_parts.0.clone(),
+                        broker: client.subscribed.clone(),
+                    },
+                    metrics_stop.clone(),
+                ));
+                tracing::info!(%addr, "serving Prometheus metrics on http://{addr}/metrics");
+                Some(addr)
+            }
+            None => None,
+        };
         tracing::info!("axion-push is running");
         Ok(Daemon {
             broker,
@@ -350,6 +395,9 @@ impl Daemon {
             instance,
             health: monitor_parts.0,
             stats: monitor_parts.1,
+            broker_state: client.subscribed,
+            metrics_addr,
+            metrics_stop,
         })
     }
 
@@ -360,7 +408,14 @@ impl Daemon {
             engine: self.engine.clone(),
             health: self.health.clone(),
             stats: self.stats.clone(),
+            broker: self.broker_state.clone(),
         }
+    }
+
+    /// Where `GET /metrics` is served (the bound port when `metrics.listen`
+    /// asked for port 0); `None` when metrics are off.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The embedded broker, if this daemon runs one.
@@ -410,6 +465,7 @@ impl Daemon {
             self.lifecycle.hard_stop.cancel();
             self.tracker.wait().await;
         }
+        self.metrics_stop.cancel();
         self.store.close().await;
         tracing::info!("stopped");
     }

@@ -15,13 +15,16 @@
 //! - [`report`]: result reports, real-time events, the egress channel.
 //! - [`backoff`]: exponential delays with jitter.
 //! - [`token`]: subscribe tokens the host application issues.
-//! - [`stats`]: live counters since start.
+//! - [`stats`]: live counters since start (by verb, push service host and
+//!   answer class, a latency histogram).
 //!
 //! Adapters:
 //! - [`store`]: every SQL statement; the Axion table, groups, and the
 //!   durable delivery queue.
 //! - [`push`]: encryption, VAPID, payload, endpoint policy, HTTP, outcomes.
 //! - [`broker`]: the embedded rumqttd broker.
+//! - [`metrics`]: the optional Prometheus endpoint, reading `stats`, the
+//!   queue's depth and the broker and database states.
 //! - [`systemd`]: READY, WATCHDOG, STATUS and STOPPING for `Type=notify`.
 //!
 //! Flow:
@@ -52,6 +55,7 @@ pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod delivery;
+pub mod metrics;
 pub mod model;
 pub mod mqtt;
 pub mod notification;

@@ -66,6 +66,7 @@ fn every_verb_has_help() {
         "test-push",
         "subscriptions",
         "listen",
+        "status",
         "migrate",
         "check-config",
     ] {
@@ -268,6 +269,63 @@ async fn listen_prints_each_event_as_a_json_line() {
     drop(serve);
 }
 
+/// `status` against `serve` on the embedded broker: the retained status
+/// (online, database ok) and the metrics endpoint's figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_a_running_daemon_and_its_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let (config, _) = write_config(dir.path(), &push, "");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut yaml = std::fs::read_to_string(&config).unwrap();
+    yaml.push_str(&format!(
+        "  metrics:\n    listen: 127.0.0.1:{metrics_port}\n"
+    ));
+    std::fs::write(&config, yaml).unwrap();
+    let mut serve = Serve::start(&config);
+    serve.wait_for("axion-push is running");
+
+    let out = run(&["status", "--config", config.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains(": online; database ok"), "{stdout}");
+    assert!(stdout.contains("instance cli-test-"), "{stdout}");
+    assert!(stdout.contains("commands: 0 (0 rejected)"), "{stdout}");
+    assert!(
+        stdout.contains("queue depth 0; broker connected 1; database available 1"),
+        "{stdout}"
+    );
+    serve.signal("-TERM");
+    assert!(serve.wait().success());
+}
+
+#[test]
+fn status_without_a_daemon_exits_1_with_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!("axion_push:\n  broker: {{listen: '127.0.0.1:{port}'}}\n"),
+    )
+    .unwrap();
+    let out = run(&["status", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot reach the MQTT broker") && err.contains("axion-push serve"),
+        "{err}"
+    );
+}
+
 #[test]
 fn test_push_without_a_daemon_fails_fast_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -390,7 +448,7 @@ async fn serve_speaks_systemds_notify_protocol() {
     assert!(ready.contains("STATUS=0 commands"), "{ready}");
     serve.wait_for("axion-push is running");
     let ping = next("WATCHDOG=1");
-    assert!(ping.contains("database ok"), "{ping}");
+    assert!(ping.contains("database ok; broker connected"), "{ping}");
     next("WATCHDOG=1");
     serve.signal("-TERM");
     next("STOPPING=1");

@@ -118,3 +118,57 @@ pub(super) async fn listen(
     let _ = client.try_disconnect();
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long after subscribing a retained message may take to arrive.
+const RETAINED_GRACE: Duration = Duration::from_secs(2);
+
+/// The retained daemon status: `None` when the broker holds none. An error
+/// when the broker cannot be reached.
+pub(super) async fn daemon_status(
+    config: &Config,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(Option<serde_json::Value>, String)> {
+    let (client, mut eventloop, broker) = connect(config, "status")?;
+    let mut none_after: Option<tokio::time::Instant> = None;
+    let wait = async {
+        // A retained message comes right after the SUBACK; none within
+        // `RETAINED_GRACE` of it means the broker holds none.
+        loop {
+            let event = match none_after {
+                Some(deadline) => match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+                    Ok(event) => event,
+                    Err(_) => return Ok(None),
+                },
+                None => eventloop.poll().await,
+            };
+            let event = event.with_context(|| {
+                format!("cannot reach the MQTT broker at {broker}: is `axion-push serve` running?")
+            })?;
+            match event {
+                Event::Incoming(Incoming::ConnAck(_)) => {
+                    client.try_subscribe(topic, QoS::AtLeastOnce)?;
+                }
+                Event::Incoming(Incoming::SubAck(_)) => {
+                    none_after = Some(tokio::time::Instant::now() + RETAINED_GRACE);
+                }
+                Event::Incoming(Incoming::Publish(p)) if p.topic == topic => {
+                    let value = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
+                        serde_json::Value::String(String::from_utf8_lossy(&p.payload).into_owned())
+                    });
+                    return Ok::<_, anyhow::Error>(Some(value));
+                }
+                _ => {}
+            }
+        }
+    };
+    let status = match tokio::time::timeout(timeout, wait).await {
+        Ok(result) => result?,
+        Err(_) => bail!(
+            "the MQTT broker at {broker} did not answer within {}s",
+            timeout.as_secs()
+        ),
+    };
+    let _ = client.try_disconnect();
+    Ok((status, broker))
+}

@@ -84,6 +84,12 @@ enum Action {
         #[arg(long)]
         package: Option<String>,
     },
+    /// Say whether the daemon is online (its retained status on the broker) and print its key figures
+    Status {
+        /// Seconds to wait for the broker
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
     /// Create or update the database schema
     Migrate,
     /// Print a subscribe token for a user (needs subscribe_token_secret)
@@ -156,6 +162,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Action::Listen { user, package } => {
             init_logging("warn");
             client::listen(&config, package.as_deref(), user.as_deref()).await
+        }
+        Action::Status { timeout } => {
+            init_logging("warn");
+            status(&config, Duration::from_secs(timeout)).await
         }
         Action::Migrate => {
             init_logging("info");
@@ -410,4 +420,125 @@ async fn subscriptions(
         eprintln!("{user} has no subscriptions");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `status`: the retained status from the broker, then the metrics
+/// endpoint's key figures when `metrics.listen` is set. Exits 1 unless the
+/// daemon says it is online with its database available.
+async fn status(config: &Config, timeout: Duration) -> Result<ExitCode> {
+    let topics = Topics::new(config.settings.mqtt.topic_prefix.clone());
+    let topic = topics.status();
+    let (found, broker) = client::daemon_status(config, &topic, timeout).await?;
+    let Some(found) = found else {
+        eprintln!(
+            "no daemon status on {topic} at the broker {broker}: axion-push has not run against this broker (or it uses another topic_prefix)"
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    let field = |name: &str| found[name].as_str().unwrap_or("?").to_owned();
+    let (state, instance, version) = (field("state"), field("instance"), field("version"));
+    let database = found["database"].as_str();
+    println!(
+        "axion-push {version}, instance {instance}: {state}{}",
+        database.map_or_else(String::new, |d| format!("; database {d}"))
+    );
+    println!("  broker: {broker}");
+    if let Some(addr) = config.settings.metrics.listen {
+        match scrape(addr, timeout).await {
+            Ok(text) => print_figures(&text),
+            Err(e) => eprintln!("  metrics: cannot read http://{addr}/metrics: {e}"),
+        }
+    }
+    if state != "online" {
+        eprintln!("the daemon {instance} is {state}");
+        return Ok(ExitCode::FAILURE);
+    }
+    if database.is_some_and(|d| d != "ok") {
+        eprintln!(
+            "the daemon {instance} is online but its database is unavailable: commands wait unanswered"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `GET /metrics` on the daemon's endpoint.
+async fn scrape(addr: std::net::SocketAddr, timeout: Duration) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: axion-push\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {}s", timeout.as_secs()))??;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("not an HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("{}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_owned())
+}
+
+/// A few lines a human reads at a glance.
+fn print_figures(text: &str) {
+    let sum = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let one = |name: &str| crate::metrics::sample(text, name);
+    let show = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
+    println!(
+        "  commands: {} ({} rejected)",
+        sum("axion_push_commands_total"),
+        sum("axion_push_commands_rejected_total")
+    );
+    let mut by_class = std::collections::BTreeMap::<String, f64>::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("axion_push_pushes_total{"))
+    {
+        if let (Some(class), Some((_, value))) = (
+            line.split("class=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next()),
+            line.rsplit_once(' '),
+        ) {
+            *by_class.entry(class.to_owned()).or_default() += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    let pushes: Vec<String> = by_class.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    println!(
+        "  pushes: {}",
+        if pushes.is_empty() {
+            "none yet".to_owned()
+        } else {
+            pushes.join(", ")
+        }
+    );
+    println!(
+        "  deactivated {}, retries {}, expired {}",
+        show(one("axion_push_deactivations_total")),
+        show(one("axion_push_retries_total")),
+        show(one("axion_push_expirations_total")),
+    );
+    println!(
+        "  queue depth {}; broker connected {}; database available {}",
+        show(one("axion_push_delivery_queue_depth")),
+        show(one("axion_push_broker_connected")),
+        show(one("axion_push_database_available")),
+    );
 }

@@ -118,6 +118,7 @@ impl Processor {
             Ok(applied) => {
                 inner.health.ok();
                 Stats::add(&inner.stats.commands, 1);
+                inner.stats.by_verb.add(levels.verb);
                 if let Applied::Report(report) = applied {
                     inner.publish_result(reply_to, &report).await;
                 }
@@ -151,6 +152,8 @@ impl Processor {
                     );
                 }
                 Stats::add(&inner.stats.rejected, 1);
+                inner.stats.by_verb.add(levels.verb);
+                inner.stats.rejected_by_verb.add(levels.verb);
                 let report = ResultReport::rejected(id, levels.verb, text);
                 inner.publish_result(reply_to, &report).await;
                 Handled::Done

@@ -329,6 +329,18 @@ impl Default for Limits {
     }
 }
 
+/// `axion_push.metrics`: the Prometheus endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSettings {
+    /// `listen`: where `GET /metrics` is served, e.g. `127.0.0.1:9464`.
+    /// Default `null` (off). A non-loopback address needs `allow_remote`.
+    pub listen: Option<SocketAddr>,
+    /// `allow_remote`: accept a `listen` address other than loopback. The
+    /// endpoint has no authentication; it shows push-service hosts, command
+    /// counts and the queue's depth. Default false.
+    pub allow_remote: bool,
+}
+
 /// `axion_push.log`.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
@@ -357,6 +369,7 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub endpoints: EndpointSettings,
     pub limits: Limits,
+    pub metrics: MetricsSettings,
     pub log: LogSettings,
     /// `subscribe_token_secret`: when set, `subscribe` and `unsubscribe`
     /// must carry a `token` the host application issued for that user and
@@ -375,6 +388,7 @@ impl Default for Settings {
             delivery: DeliverySettings::default(),
             endpoints: EndpointSettings::default(),
             limits: Limits::default(),
+            metrics: MetricsSettings::default(),
             log: LogSettings::default(),
             subscribe_token_secret: None,
         }
@@ -788,12 +802,20 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
     }
     {
         let mut metrics = own.section("metrics");
-        let mut listen: Option<SocketAddr> = None;
-        metrics.field("listen", &mut listen);
-        if listen.is_some() {
+        let m = &mut s.metrics;
+        metrics.field("listen", &mut m.listen);
+        metrics.field("allow_remote", &mut m.allow_remote);
+        if let Some(listen) = m.listen
+            && !listen.ip().is_loopback()
+            && !m.allow_remote
+        {
             metrics.problem(
                 "listen",
-                "the Prometheus endpoint is not available in this build yet; leave it null",
+                format!(
+                    "{listen} is not a loopback address: the endpoint has no authentication; \
+                     use 127.0.0.1 (scraping through a tunnel or a local agent), \
+                     or set axion_push.metrics.allow_remote: true"
+                ),
             );
         }
         metrics.finish();
@@ -866,6 +888,8 @@ mod tests {
             s.limits.max_subscriptions_per_user,
             d.limits.max_subscriptions_per_user
         );
+        assert_eq!(s.metrics.listen, d.metrics.listen);
+        assert_eq!(s.metrics.allow_remote, d.metrics.allow_remote);
         assert_eq!(s.log.level, d.log.level);
         assert!(
             c.push.private_key.is_none(),
@@ -948,6 +972,27 @@ mod tests {
         let p = problems("axion_push:\n  database: {url: 'mysql://root@localhost/test'}\n");
         assert_eq!(p[0].path, "axion_push.database.url");
         assert!(p[0].message.contains("mysql"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn metrics_listen_on_loopback_unless_remote_is_allowed() {
+        let c =
+            Config::from_yaml("axion_push:\n  metrics: {listen: '127.0.0.1:9464'}\n", "t").unwrap();
+        assert_eq!(
+            c.settings.metrics.listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert!(Config::from_yaml("axion_push:\n  metrics: {listen: '[::1]:9464'}\n", "t").is_ok());
+        assert_eq!(
+            paths("axion_push:\n  metrics: {listen: '0.0.0.0:9464'}\n"),
+            ["axion_push.metrics.listen"]
+        );
+        let c = Config::from_yaml(
+            "axion_push:\n  metrics: {listen: '0.0.0.0:9464', allow_remote: true}\n",
+            "t",
+        )
+        .unwrap();
+        assert!(c.settings.metrics.allow_remote);
     }
 
     #[test]

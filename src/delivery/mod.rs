@@ -263,7 +263,13 @@ async fn claim(
                 put_back(row, Settled::Expired, permit);
                 continue;
             }
-            let origin = Endpoint::parse(&row.endpoint).map(|e| e.origin()).ok();
+            let endpoint = Endpoint::parse(&row.endpoint).ok();
+            let origin = endpoint.as_ref().map(Endpoint::origin);
+            // The host only, for the metrics: the endpoint is a capability.
+            let host = endpoint
+                .as_ref()
+                .and_then(|e| e.url().host_str().map(str::to_owned))
+                .unwrap_or_else(|| "unknown".to_owned());
             if let Some(origin) = &origin
                 && let Admit::Wait(until) = breakers.admit(origin, now)
             {
@@ -280,10 +286,13 @@ async fn claim(
             let settled = settled.clone();
             let abandon = stop.abandon.clone();
             requests.spawn(async move {
+                let started = std::time::Instant::now();
                 let outcome = tokio::select! {
                     () = abandon.cancelled() => return,
                     outcome = send_one(&parts.client, &row, &message) => outcome,
                 };
+                parts.stats.latency.observe(started.elapsed());
+                parts.stats.pushes.add(&host, push_class(&outcome));
                 let settled_as = settle_as(
                     &parts.retry,
                     &breakers,
@@ -400,6 +409,28 @@ async fn send_one(client: &PushClient, row: &Claimed, message: &Loaded) -> Resul
             tracing::warn!(origin = endpoint.origin(), error = %e, "push not sent");
             e.failure_key().to_owned()
         })
+}
+
+/// An attempt's outcome as a metrics class (see `stats::PUSH_CLASSES`).
+fn push_class(outcome: &Result<Outcome, String>) -> &'static str {
+    use crate::push::RetryCause;
+    match outcome {
+        Ok(Outcome::Delivered) => "2xx",
+        Ok(Outcome::Gone(_)) => "gone",
+        Ok(Outcome::Retry { cause, .. }) => match cause {
+            RetryCause::Status(429) => "429",
+            RetryCause::Status(_) => "5xx",
+            RetryCause::Timeout => "timeout",
+            RetryCause::Connection => "connection",
+        },
+        Ok(Outcome::TooLarge) => "413",
+        Ok(Outcome::Rejected(_)) => "4xx",
+        Err(key) => match key.as_str() {
+            "413" => "413",
+            "policy" => "policy",
+            _ => "other",
+        },
+    }
 }
 
 /// What an attempt's outcome means for the queue, and for the breaker.

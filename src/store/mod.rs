@@ -191,6 +191,12 @@ impl Store {
         sqlite_queue::next_due(&self.pool).await
     }
 
+    /// Deliveries in the queue, due or waiting for a retry, of every
+    /// instance (the metrics' queue depth).
+    pub async fn pending_deliveries(&self) -> Result<u64, StoreError> {
+        sqlite_queue::pending(&self.pool).await
+    }
+
     /// Makes every delivery `instance` holds due at `now_ms`: what a run
     /// with the same client id left in flight when it died or stopped.
     pub async fn release(&self, instance: &str, now_ms: u64) -> Result<u64, StoreError> {

@@ -80,6 +80,7 @@ const CLAIM: &str = "\
     RETURNING Seq, Package, CommandId, User, Endpoint, KeysP256dh, KeysAuth, Attempts, Tried";
 
 const NEXT_DUE: &str = "SELECT MIN(NextAt) FROM axion_push_delivery";
+const PENDING: &str = "SELECT COUNT(*) FROM axion_push_delivery";
 
 const RELEASE: &str = "\
     UPDATE axion_push_delivery SET NextAt = ?, LeasedBy = NULL WHERE LeasedBy = ?";
@@ -341,6 +342,14 @@ pub(super) async fn next_due(pool: &SqlitePool) -> Result<Option<u64>, StoreErro
         .await
         .map_err(classify)?;
     Ok(next.map(to_u64))
+}
+
+pub(super) async fn pending(pool: &SqlitePool) -> Result<u64, StoreError> {
+    let count: i64 = sqlx::query_scalar(PENDING)
+        .fetch_one(pool)
+        .await
+        .map_err(classify)?;
+    Ok(to_u64(count))
 }
 
 pub(super) async fn release(
