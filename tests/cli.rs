@@ -597,3 +597,102 @@ fn subscribe_token_prints_a_token_the_daemon_accepts() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("subscribe_token_secret is not set"));
 }
+
+/// Under systemd, stderr is the journal (`JOURNAL_STREAM` names it): `serve`
+/// then writes native journal entries whose fields can be queried. The
+/// journal here is a socket of the test's own at journald's path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_writes_structured_journal_entries_when_stderr_is_the_journal() {
+    use std::os::fd::AsFd as _;
+    use std::os::unix::fs::MetadataExt as _;
+
+    const JOURNAL: &str = "/run/systemd/journal/socket";
+    assert!(
+        !Path::new(JOURNAL).exists(),
+        "{JOURNAL} exists: a journald runs here, and this test needs its path for a journal of its own"
+    );
+    std::fs::create_dir_all("/run/systemd/journal").unwrap();
+    let journal = std::os::unix::net::UnixDatagram::bind(JOURNAL).unwrap();
+    struct Remove;
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(JOURNAL);
+        }
+    }
+    let _remove = Remove;
+    let (entries_tx, entries) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = journal.recv(&mut buf) {
+            if entries_tx.send(journal_fields(&buf[..n])).is_err() {
+                return;
+            }
+        }
+    });
+    let next = |field: &str, value: &str| -> std::collections::HashMap<String, String> {
+        loop {
+            let entry = entries
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|_| panic!("no journal entry with {field}={value}"));
+            if entry.get(field).is_some_and(|v| v == value) {
+                return entry;
+            }
+        }
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let (config, port) = write_config(dir.path(), &push, "");
+    let (_stderr, stderr_writer) = std::io::pipe().unwrap();
+    let stream = std::fs::File::from(stderr_writer.as_fd().try_clone_to_owned().unwrap())
+        .metadata()
+        .unwrap();
+    let mut child = Command::new(process::bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env(
+            "JOURNAL_STREAM",
+            format!("{}:{}", stream.dev(), stream.ino()),
+        )
+        .stdout(Stdio::null())
+        .stderr(stderr_writer)
+        .spawn()
+        .unwrap();
+
+    let running = next("MESSAGE", "axion-push is running");
+    assert_eq!(running["SYSLOG_IDENTIFIER"], "axion-push", "{running:?}");
+    assert_eq!(running["TARGET"], "axion_push::daemon", "{running:?}");
+    let mqtt = TestClient::connect("127.0.0.1", port, &["axion/#".into()]).await;
+    mqtt.publish(
+        "axion/crm/push/alice/send",
+        json!({"id": "journal-1", "title": "T"}).to_string(),
+    )
+    .await;
+    let accepted = next("COMMAND_ID", "journal-1");
+    assert_eq!(accepted["PACKAGE"], "crm", "{accepted:?}");
+    assert_eq!(accepted["MESSAGE"], "send accepted", "{accepted:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Reads one datagram of journald's native protocol: `NAME=value` lines, or
+/// `NAME`, a newline, a little-endian u64 length, the value and a newline.
+fn journal_fields(mut bytes: &[u8]) -> std::collections::HashMap<String, String> {
+    let mut fields = std::collections::HashMap::new();
+    while let Some(end) = bytes.iter().position(|&b| b == b'\n' || b == b'=') {
+        let name = String::from_utf8_lossy(&bytes[..end]).into_owned();
+        if bytes[end] == b'=' {
+            let rest = &bytes[end + 1..];
+            let line = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            fields.insert(name, String::from_utf8_lossy(&rest[..line]).into_owned());
+            bytes = rest.get(line + 1..).unwrap_or_default();
+        } else {
+            let rest = &bytes[end + 1..];
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            let value = &rest[8..8 + len];
+            fields.insert(name, String::from_utf8_lossy(value).into_owned());
+            bytes = rest.get(8 + len + 1..).unwrap_or_default();
+        }
+    }
+    fields
+}

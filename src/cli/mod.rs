@@ -134,7 +134,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
     match cli.verb {
         Action::Serve => {
-            init_logging(&config.settings.log.level);
+            init_daemon_logging(&config.settings.log.level);
             if config.source.is_none() {
                 tracing::info!("no config file found: running on the built-in defaults");
             }
@@ -212,6 +212,14 @@ fn subscribe_token(
 /// per-connection logs are off: it logs errors for every client that leaves
 /// politely (DISCONNECT, then close), which is most of them.
 fn init_logging(level: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(log_filter(level))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
     let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_owned());
     if !filter.contains("rumqttd") {
         filter.push_str(&format!(",{QUIET_BROKER}"));
@@ -219,11 +227,55 @@ fn init_logging(level: &str) {
     if !filter.contains("sqlx") {
         filter.push_str(",sqlx=warn");
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    tracing_subscriber::EnvFilter::new(filter)
+}
+
+/// `serve`'s logging: native journal entries when stderr is connected to
+/// the journal (systemd says so in `JOURNAL_STREAM`), so each event's fields
+/// (`COMMAND_ID`, `PACKAGE`, `USER`, `ORIGIN`, …) can be queried with
+/// `journalctl -u axion-push COMMAND_ID=…`; plain stderr otherwise.
+fn init_daemon_logging(level: &str) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    if journal_is_stderr()
+        && let Ok(journal) = tracing_journald::layer()
+    {
+        let journal = journal
+            .with_field_prefix(None)
+            .with_syslog_identifier("axion-push".into());
+        let _ = tracing_subscriber::registry()
+            .with(log_filter(level))
+            .with(journal)
+            .try_init();
+        return;
+    }
+    init_logging(level);
+}
+
+/// `JOURNAL_STREAM` (`device:inode`) names the stream systemd connected to
+/// the journal; it only counts when that is still our stderr (not, say, a
+/// shell started from a service that redirected it).
+fn journal_is_stderr() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        use std::os::unix::fs::MetadataExt as _;
+        let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+            return false;
+        };
+        let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+            return false;
+        };
+        let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+            return false;
+        };
+        let Ok(meta) = std::fs::File::from(fd).metadata() else {
+            return false;
+        };
+        dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
+    }
+    #[cfg(not(unix))]
+    false
 }
 
 async fn serve(config: Config) -> Result<ExitCode> {
