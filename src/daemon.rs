@@ -475,6 +475,42 @@ impl Daemon {
 mod tests {
     use super::*;
 
+    /// A monitor over trackers holding the daemon's long-running tasks,
+    /// each of which ends when `end` is cancelled — as a panicking one does.
+    fn monitor_of_running_tasks() -> (Monitor, tokio_util::sync::CancellationToken) {
+        let end = tokio_util::sync::CancellationToken::new();
+        let (tracker, commands, engine) =
+            (TaskTracker::new(), TaskTracker::new(), TaskTracker::new());
+        for (on, count) in [(&tracker, 3), (&commands, 1), (&engine, 3)] {
+            for _ in 0..count {
+                on.spawn(std::future::pending::<()>());
+            }
+        }
+        let last = end.clone();
+        tracker.spawn(async move { last.cancelled().await });
+        let (_, broker) = tokio::sync::watch::channel(true);
+        let monitor = Monitor {
+            tracker,
+            commands,
+            engine,
+            health: Health::default(),
+            stats: Arc::default(),
+            broker,
+        };
+        (monitor, end)
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_is_fed_only_while_every_task_runs() {
+        let (monitor, end) = monitor_of_running_tasks();
+        assert!(monitor.is_alive());
+        end.cancel();
+        while monitor.tracker.len() == 4 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!monitor.is_alive(), "a task of the event loop has ended");
+    }
+
     #[test]
     fn a_file_group_or_world_may_read_is_flagged() {
         assert!(readable_by_others(0o100644));
