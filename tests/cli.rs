@@ -26,6 +26,22 @@ fn run(args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// A config whose broker address nothing listens on.
+fn config_without_a_broker(dir: &Path) -> std::path::PathBuf {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.join("config.yaml");
+    std::fs::write(
+        &path,
+        format!("axion_push:\n  broker: {{listen: '127.0.0.1:{port}'}}\n"),
+    )
+    .unwrap();
+    path
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -306,17 +322,7 @@ async fn status_reports_a_running_daemon_and_its_metrics() {
 #[test]
 fn status_without_a_daemon_exits_1_with_a_sentence() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(
-        &path,
-        format!("axion_push:\n  broker: {{listen: '127.0.0.1:{port}'}}\n"),
-    )
-    .unwrap();
+    let path = config_without_a_broker(dir.path());
     let out = run(&["status", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -329,17 +335,7 @@ fn status_without_a_daemon_exits_1_with_a_sentence() {
 #[test]
 fn test_push_without_a_daemon_fails_fast_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(
-        &path,
-        format!("axion_push:\n  broker: {{listen: '127.0.0.1:{port}'}}\n"),
-    )
-    .unwrap();
+    let path = config_without_a_broker(dir.path());
     let started = std::time::Instant::now();
     let out = run(&[
         "test-push",
@@ -455,6 +451,26 @@ async fn serve_speaks_systemds_notify_protocol() {
     assert!(serve.wait().success());
 }
 
+/// Writes a key pair from `generate-vapid` into the config's `base.push`
+/// (as written by `write_config`); returns the private key.
+fn put_private_key(config: &Path) -> String {
+    let generated = run(&["generate-vapid", "--email", "mailto:tests@example.com"]);
+    assert!(generated.status.success());
+    let private_key = text(&generated.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("vapid_private_key: "))
+        .expect("generate-vapid prints vapid_private_key")
+        .to_owned();
+    let yaml = std::fs::read_to_string(config).unwrap().replace(
+        "    vapid_email: mailto:tests@example.com\n",
+        &format!(
+            "    vapid_private_key: {private_key}\n    vapid_email: mailto:tests@example.com\n"
+        ),
+    );
+    std::fs::write(config, yaml).unwrap();
+    private_key
+}
+
 /// A config file holding the VAPID private key that others may read is
 /// named in a warning at start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -463,22 +479,7 @@ async fn serve_warns_when_the_file_with_the_private_key_is_readable_by_others() 
     let dir = tempfile::tempdir().unwrap();
     let push = PushService::start().await;
     let (config, _) = write_config(dir.path(), &push, "");
-    let generated = run(&["generate-vapid", "--email", "mailto:tests@example.com"]);
-    assert!(generated.status.success());
-    // The printed block is the `base.push` section: splice its key lines in.
-    let block = text(&generated.stdout);
-    let key_lines: String = block
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("vapid_private_key"))
-        .take_while(|l| !l.trim_start().starts_with("vapid_email"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    assert!(!key_lines.is_empty(), "{block}");
-    let yaml = std::fs::read_to_string(&config).unwrap().replace(
-        "    vapid_email: mailto:tests@example.com\n",
-        &format!("{key_lines}    vapid_email: mailto:tests@example.com\n"),
-    );
-    std::fs::write(&config, yaml).unwrap();
+    put_private_key(&config);
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut serve = Serve::start(&config);
     let warning = serve.wait_for("readable by other users");
@@ -499,19 +500,7 @@ async fn no_secret_reaches_the_log_at_any_level() {
         &push,
         &format!("    username: axion\n    password: {password}"),
     );
-    let generated = text(&run(&["generate-vapid", "--email", "mailto:tests@example.com"]).stdout);
-    let private_key = generated
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("vapid_private_key: "))
-        .unwrap()
-        .to_owned();
-    let yaml = std::fs::read_to_string(&config).unwrap().replace(
-        "    vapid_email: mailto:tests@example.com\n",
-        &format!(
-            "    vapid_private_key: {private_key}\n    vapid_email: mailto:tests@example.com\n"
-        ),
-    );
-    std::fs::write(&config, yaml).unwrap();
+    let private_key = put_private_key(&config);
 
     // Every target, the embedded broker and sqlx included.
     let mut serve =

@@ -56,6 +56,32 @@ async fn seed_subscriptions(
     browsers
 }
 
+/// A daemon on a Mosquitto of the test's own that persists sessions, with
+/// alice's browser subscribed, and a service whose session the broker keeps
+/// (its unacknowledged publishes go again after a restart, and what is
+/// published for it while it is away waits for it), subscribed to `filter`.
+async fn on_a_persistent_broker(
+    filter: &str,
+) -> (Mosquitto, Harness, harness::Browser, TestClient) {
+    let broker = Mosquitto::start(true).await;
+    let url = broker.url();
+    let h = Harness::start_with(|c| {
+        c.settings.mqtt.url = Some(url.parse().unwrap());
+        c.settings.mqtt.keep_alive = Duration::from_secs(5);
+    })
+    .await;
+    let b = h.browser("b");
+    h.subscribe("crm", "alice", &b).await;
+    let service = TestClient::connect_persistent(
+        "127.0.0.1",
+        broker.addr.port(),
+        &format!("service-{}", uuid::Uuid::new_v4()),
+        &[filter.into()],
+    )
+    .await;
+    (broker, h, b, service)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_mid_fan_out_delivers_to_every_subscription_after_restart() {
     const SUBSCRIPTIONS: usize = 5_000;
@@ -149,25 +175,7 @@ async fn a_daemon_killed_mid_fan_out_delivers_to_every_subscription_after_restar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_mid_stream_loses_no_command_published_at_qos_1() {
     const COMMANDS: usize = 60;
-    let mut broker = Mosquitto::start(true).await;
-    let url = broker.url();
-    let h = Harness::start_with(|c| {
-        c.settings.mqtt.url = Some(url.parse().unwrap());
-        c.settings.mqtt.keep_alive = Duration::from_secs(5);
-    })
-    .await;
-    let b = h.browser("b");
-    h.subscribe("crm", "alice", &b).await;
-    // A service with a session the broker keeps: its unacknowledged
-    // publishes go again after the restart, and results published while it
-    // is away wait for it.
-    let service = TestClient::connect_persistent(
-        "127.0.0.1",
-        broker.addr.port(),
-        &format!("service-{}", uuid::Uuid::new_v4()),
-        &["axion/crm/push/alice/result".into()],
-    )
-    .await;
+    let (mut broker, h, b, service) = on_a_persistent_broker("axion/crm/push/alice/result").await;
     let publisher = {
         let service = service.clone();
         tokio::spawn(async move {
@@ -221,22 +229,7 @@ async fn a_broker_restart_mid_stream_loses_no_command_published_at_qos_1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_due_while_the_broker_is_down_is_published_when_it_returns() {
-    let mut broker = Mosquitto::start(true).await;
-    let url = broker.url();
-    let h = Harness::start_with(|c| {
-        c.settings.mqtt.url = Some(url.parse().unwrap());
-        c.settings.mqtt.keep_alive = Duration::from_secs(5);
-    })
-    .await;
-    let b = h.browser("b");
-    h.subscribe("crm", "alice", &b).await;
-    let service = TestClient::connect_persistent(
-        "127.0.0.1",
-        broker.addr.port(),
-        &format!("service-{}", uuid::Uuid::new_v4()),
-        &["axion/crm/push/alice/#".into()],
-    )
-    .await;
+    let (mut broker, h, b, service) = on_a_persistent_broker("axion/crm/push/alice/#").await;
     h.push
         .script(&b, [harness::Reply::slow(201, Duration::from_millis(500))]);
     service
