@@ -266,7 +266,7 @@ async fn every_option_reaches_the_browser_and_the_push_headers() {
     assert_eq!(n["image"], "/shot.png");
     assert_eq!(n["tag"], "ci");
     assert_eq!(n["renotify"], true);
-    assert_eq!(n["require_interaction"], true);
+    assert_eq!(n["requireInteraction"], true);
     assert_eq!(n["lang"], "en");
     assert_eq!(n["dir"], "ltr");
     assert_eq!(n["actions"][0]["navigate"], "/ci/42/retry");

@@ -6,6 +6,13 @@
 //! else. `title`, `body` and `url` are repeated at the top level, where
 //! service workers written for the Python module read them — the price is a
 //! few dozen bytes of the 3993 a push may carry.
+//!
+//! The message is `mutable`: a browser that shows declarative messages by
+//! itself (Safari 18.4+, Firefox 153+) still hands it to the page's service
+//! worker first, so every browser shows it the same way and a click can
+//! focus a window that is already open on the page instead of opening
+//! another. The browser shows the declarative notification itself only when
+//! there is no service worker or it shows nothing.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -20,6 +27,7 @@ const DECLARATIVE_MAGIC: u16 = 8030;
 #[derive(Serialize)]
 struct Declarative<'a> {
     web_push: u16,
+    mutable: bool,
     notification: DeclarativeNotification<'a>,
     title: &'a str,
     body: &'a str,
@@ -46,7 +54,11 @@ struct DeclarativeNotification<'a> {
     renotify: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     silent: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// The spec spells the members as `NotificationOptions` does.
+    #[serde(
+        rename = "requireInteraction",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     require_interaction: bool,
     timestamp: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -81,6 +93,7 @@ pub struct PayloadTooLarge {
 pub fn render(n: &Notification, timestamp_ms: u64) -> Result<Vec<u8>, PayloadTooLarge> {
     let message = Declarative {
         web_push: DECLARATIVE_MAGIC,
+        mutable: true,
         notification: DeclarativeNotification {
             title: &n.title,
             body: &n.body,
@@ -133,6 +146,7 @@ mod tests {
         );
         let v: Value = serde_json::from_slice(&render(&n, 1_700_000_000_000).unwrap()).unwrap();
         assert_eq!(v["web_push"], 8030);
+        assert_eq!(v["mutable"], true, "the service worker is asked first");
         let d = &v["notification"];
         assert_eq!(d["title"], "Alert");
         assert_eq!(d["body"], "Disk full");
@@ -150,6 +164,19 @@ mod tests {
             "top-level copy for older service workers"
         );
         assert_eq!(v["url"], "/disks");
+    }
+
+    #[test]
+    fn notification_options_keep_their_declarative_spelling() {
+        let n = notification(
+            r#"{"title":"T","require_interaction":true,"renotify":true,"tag":"t","silent":true}"#,
+        );
+        let v: Value = serde_json::from_slice(&render(&n, 0).unwrap()).unwrap();
+        let d = &v["notification"];
+        assert_eq!(d["requireInteraction"], true);
+        assert_eq!(d["renotify"], true);
+        assert_eq!(d["silent"], true);
+        assert!(d.get("require_interaction").is_none());
     }
 
     #[test]

@@ -43,7 +43,7 @@ def test_send_push_options_reach_the_push(shim, push_service, user):
     n = push.payload["notification"]
     assert n["icon"].endswith("/icon.png")
     assert n["tag"] == "deploy"
-    assert n["require_interaction"] is True
+    assert n["requireInteraction"] is True
     assert n["data"] == {"ticket": 7}
     assert push.headers["ttl"] == "600"
     assert push.headers["urgency"] == "high"
