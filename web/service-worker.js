@@ -1,55 +1,250 @@
-// axion-push service worker: shows the notifications axion-push sends and
-// opens their page when clicked.
+// axion-push service worker: shows the notifications axion-push sends, opens
+// (or focuses) their page when clicked, and keeps the subscription alive when
+// the browser replaces it.
 //
-// The payload is a Declarative Web Push message ({"web_push": 8030,
-// "notification": {...}}); a plain {"title", "body", "url"} object, as older
-// senders used, is read too.
+// Serve it from the root of your site (or give it a Service-Worker-Allowed
+// header) so that its scope covers the pages a notification opens.
+//
+// What a push may carry:
+// - a Declarative Web Push message, {"web_push": 8030, "notification": {...}},
+//   which is what axion-push sends (with "mutable": true, so browsers that
+//   could show it by themselves still let this worker show it);
+// - a plain {"title", "body", "url", ...} object, as older senders sent;
+// - text, or nothing at all. A push always shows a notification: browsers
+//   penalise, and eventually unsubscribe, pushes that show nothing.
 
-self.addEventListener('push', (event) => {
-  let message = {};
-  if (event.data) {
-    try {
-      message = event.data.json();
-    } catch (_) {
-      message = { title: event.data.text() };
-    }
-  }
-  const n = message.notification || message;
-  const url = n.navigate || n.url || '/';
-  const actionUrls = {};
-  for (const a of n.actions || []) actionUrls[a.action] = a.navigate || a.url || url;
-  const options = {
-    body: n.body || '',
-    icon: n.icon,
-    badge: n.badge,
-    image: n.image,
-    tag: n.tag,
-    // Browsers refuse renotify without a tag.
-    renotify: Boolean(n.renotify && n.tag),
-    requireInteraction: Boolean(n.require_interaction),
-    silent: Boolean(n.silent),
-    lang: n.lang,
-    dir: n.dir || 'auto',
-    timestamp: n.timestamp,
-    actions: (n.actions || []).map((a) => ({ action: a.action, title: a.title, icon: a.icon })),
-    data: { url, actionUrls, data: n.data },
-  };
-  // A push must always show something: browsers penalise silent pushes.
-  event.waitUntil(self.registration.showNotification(n.title || 'New notification', options));
+'use strict';
+
+const FALLBACK_TITLE = 'New notification';
+const FALLBACK_BODY = 'Open the app to see what is new.';
+const SETTINGS_DB = 'axion-push';
+const SETTINGS_STORE = 'settings';
+const SETTINGS_KEY = 'subscription';
+
+self.addEventListener('install', () => {
+  // A new version of this file takes over at once: it only handles events.
+  self.skipWaiting();
 });
 
+self.addEventListener('activate', (event) => {
+  event.waitUntil(self.clients.claim());
+});
+
+// ---- push ---------------------------------------------------------------
+
+/** Reads a push message into {title, options}, whatever shape it has. */
+function readPush(data) {
+  let message = null;
+  if (data) {
+    try {
+      message = data.json();
+    } catch (_) {
+      const text = data.text().trim();
+      message = text ? { body: text } : null;
+    }
+  }
+  if (message === null || typeof message !== 'object' || Array.isArray(message)) {
+    message = {};
+  }
+  const declarative = message.web_push === 8030 && message.notification;
+  const n = declarative && typeof message.notification === 'object' ? message.notification : message;
+  return notificationFrom(n);
+}
+
+function text(value) {
+  return typeof value === 'string' && value.trim() !== '' ? value : undefined;
+}
+
+function notificationFrom(n) {
+  const scope = self.registration.scope;
+  const url = absolute(text(n.navigate) || text(n.url), scope);
+  const actions = Array.isArray(n.actions) ? n.actions.filter((a) => a && text(a.action) && text(a.title)) : [];
+  const actionUrls = {};
+  for (const a of actions) actionUrls[a.action] = absolute(text(a.navigate) || text(a.url), url);
+  const tag = text(n.tag);
+  const silent = n.silent === true;
+  const options = {
+    body: typeof n.body === 'string' ? n.body : FALLBACK_BODY,
+    icon: text(n.icon),
+    badge: text(n.badge),
+    image: text(n.image),
+    tag,
+    // Browsers throw on renotify without a tag, and on a vibration
+    // pattern for a silent notification.
+    renotify: Boolean(n.renotify === true && tag),
+    requireInteraction: n.requireInteraction === true || n.require_interaction === true,
+    silent,
+    vibrate: !silent && Array.isArray(n.vibrate) ? n.vibrate : undefined,
+    lang: text(n.lang),
+    dir: ['ltr', 'rtl', 'auto'].includes(n.dir) ? n.dir : 'auto',
+    timestamp: Number.isFinite(n.timestamp) ? n.timestamp : undefined,
+    actions: actions.map((a) => ({ action: a.action, title: a.title, icon: text(a.icon) })),
+    data: { url, actionUrls, data: n.data === undefined ? null : n.data },
+  };
+  for (const key of Object.keys(options)) {
+    if (options[key] === undefined) delete options[key];
+  }
+  return { title: text(n.title) || FALLBACK_TITLE, options };
+}
+
+function absolute(url, base) {
+  try {
+    return new URL(url || base, base).href;
+  } catch (_) {
+    return base;
+  }
+}
+
+async function showPush(event) {
+  let shown;
+  try {
+    shown = readPush(event.data);
+  } catch (_) {
+    shown = { title: FALLBACK_TITLE, options: { body: FALLBACK_BODY, data: { url: self.registration.scope } } };
+  }
+  try {
+    await self.registration.showNotification(shown.title, shown.options);
+  } catch (error) {
+    // An option this browser refuses (an icon URL it cannot parse, too many
+    // actions…) must not swallow the notification: show the words alone.
+    await self.registration.showNotification(shown.title, {
+      body: shown.options.body,
+      tag: shown.options.tag,
+      data: shown.options.data,
+    });
+  }
+  // Open pages of the app may want to know (the demo page shows it).
+  const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
+  for (const client of windows) {
+    client.postMessage({ type: 'axion-push:push', title: shown.title, body: shown.options.body, url: shown.options.data.url });
+  }
+}
+
+self.addEventListener('push', (event) => {
+  event.waitUntil(showPush(event));
+});
+
+// ---- click ----------------------------------------------------------------
+
+async function openOrFocus(target, action) {
+  const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
+  const open = windows.find((client) => client.url === target);
+  if (open && 'focus' in open) {
+    const focused = await open.focus();
+    // The page was already open: tell it why it came to the front (it may
+    // want to refresh what the notification was about).
+    focused.postMessage({ type: 'axion-push:notificationclick', url: target, action: action || null });
+    return focused;
+  }
+  return self.clients.openWindow(target);
+}
+
 self.addEventListener('notificationclick', (event) => {
-  event.notification.close();
   const data = event.notification.data || {};
-  const path = (event.action && data.actionUrls && data.actionUrls[event.action]) || data.url || '/';
-  const target = new URL(path, self.location.origin).href;
-  event.waitUntil(
-    (async () => {
-      const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
-      for (const client of windows) {
-        if (client.url === target && 'focus' in client) return client.focus();
-      }
-      return self.clients.openWindow(target);
-    })(),
-  );
+  const scope = self.registration.scope;
+  const target =
+    (event.action && data.actionUrls && data.actionUrls[event.action]) || data.url || scope;
+  event.notification.close();
+  event.waitUntil(openOrFocus(absolute(target, scope), event.action));
+});
+
+// ---- subscription changes -------------------------------------------------
+
+// What axion-push.js recorded at subscribe time, so this worker can
+// resubscribe on its own: the VAPID key, and how to hand a new subscription
+// over (a relay URL of the host app's backend, or the page's own channel).
+function settingsDb() {
+  return new Promise((resolve, reject) => {
+    const request = indexedDB.open(SETTINGS_DB, 1);
+    request.onupgradeneeded = () => request.result.createObjectStore(SETTINGS_STORE);
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+}
+
+async function settings(value) {
+  const db = await settingsDb();
+  try {
+    return await new Promise((resolve, reject) => {
+      const tx = db.transaction(SETTINGS_STORE, value === undefined ? 'readonly' : 'readwrite');
+      const store = tx.objectStore(SETTINGS_STORE);
+      const request =
+        value === undefined
+          ? store.get(SETTINGS_KEY)
+          : value === null
+            ? store.delete(SETTINGS_KEY)
+            : store.put(value, SETTINGS_KEY);
+      tx.oncomplete = () => resolve(request.result);
+      tx.onerror = () => reject(tx.error);
+    });
+  } finally {
+    db.close();
+  }
+}
+
+self.addEventListener('message', (event) => {
+  const message = event.data || {};
+  if (message.type === 'axion-push:settings') {
+    const done = settings(message.settings || null).then(
+      () => event.ports[0] && event.ports[0].postMessage({ ok: true }),
+      (error) => event.ports[0] && event.ports[0].postMessage({ ok: false, error: String(error) }),
+    );
+    event.waitUntil(done);
+  }
+});
+
+function base64url(buffer) {
+  const bytes = new Uint8Array(buffer);
+  let binary = '';
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+async function resubscribe(event) {
+  const saved = await settings();
+  let subscription = event.newSubscription;
+  if (!subscription) {
+    const key = (event.oldSubscription && event.oldSubscription.options.applicationServerKey) ||
+      (saved && saved.applicationServerKey);
+    if (!key) return;
+    subscription = await self.registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+  }
+  const change = {
+    type: 'axion-push:subscriptionchange',
+    package: saved ? saved.package : null,
+    user: saved ? saved.user : null,
+    subscription: subscription.toJSON(),
+    oldEndpoint: event.oldSubscription ? event.oldSubscription.endpoint : (saved && saved.endpoint) || null,
+    applicationServerKey: base64url(subscription.options.applicationServerKey),
+  };
+  if (saved && saved.relayUrl) {
+    const response = await fetch(saved.relayUrl, {
+      method: 'POST',
+      credentials: 'include',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        action: 'subscribe',
+        package: saved.package,
+        user: saved.user,
+        module: saved.module || undefined,
+        subscription: change.subscription,
+        old_endpoint: change.oldEndpoint,
+      }),
+    });
+    if (!response.ok) throw new Error(`the relay answered ${response.status}`);
+    await settings({ ...saved, endpoint: subscription.endpoint });
+    return;
+  }
+  // The page's channel (MQTT, or a callback of the host app) lives in the
+  // page: hand the new subscription to one open page of the app, the
+  // focused one if any (several would race each other's unsubscribe of the
+  // old endpoint). With none open, AxionPush.resync() sends it on the next
+  // visit.
+  const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
+  const chosen = windows.find((client) => client.focused) || windows[0];
+  if (chosen) chosen.postMessage(change);
+}
+
+self.addEventListener('pushsubscriptionchange', (event) => {
+  event.waitUntil(resubscribe(event));
 });

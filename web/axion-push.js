@@ -1,0 +1,596 @@
+// axion-push.js: subscribe a browser to axion-push notifications.
+//
+// An ES module without dependencies of its own, for any page or framework:
+//
+//   import { AxionPush } from '/axion-push.js';
+//   const push = new AxionPush({
+//     package: 'crm', user: 'alice',
+//     relay: '/api/push-subscription',        // production: your backend
+//     // mqtt: { url: 'ws://127.0.0.1:8083' }, // or straight to the broker
+//   });
+//   button.onclick = () => push.subscribe();  // from a click: browsers ask
+//                                             // for permission only then
+//
+// How a subscription reaches the daemon:
+// - `relay`: the host app's own authenticated backend. A URL (POSTed as JSON,
+//   with the page's cookies) or a function. The backend checks who the user
+//   is and publishes the subscription on `axion/{package}/push/{user}/subscribe`.
+//   This is the production default: a browser that may publish to the broker
+//   could subscribe itself for any user. A URL also lets the service worker
+//   hand over a replacement subscription when no page is open.
+// - `mqtt`: MQTT over WebSocket straight to the broker (the embedded
+//   broker's `websocket_listen`), for demos, intranets, and brokers whose
+//   ACLs limit each login to its own user's topics. It loads mqtt.js (npm
+//   `mqtt`) with `import('mqtt')`, so the page needs an import map or a
+//   bundler for it, or passes the module as `mqtt.library`.
+//
+// The VAPID public key is `vapidPublicKey` when given, else the retained
+// `axion/{package}/push/vapid` (falling back to `axion/push/vapid`) read over
+// MQTT.
+//
+// Every failure is an AxionPushError whose `code` says what went wrong and
+// whose `message` says it in words a person understands.
+
+const RESULT_TIMEOUT_MS = 15000;
+/** How long to wait for a package's own VAPID key once the shared one came. */
+const PACKAGE_KEY_GRACE_MS = 300;
+const DELIVERED_PREFIX = 'axion-push:delivered:';
+
+export class AxionPushError extends Error {
+  /**
+   * @param {string} code one of: unsupported, insecure-context,
+   *   permission-denied, permission-dismissed, no-vapid-key, no-channel,
+   *   broker-unreachable, push-service-unreachable, no-answer, rejected,
+   *   relay-failed, failed
+   */
+  constructor(code, message, options) {
+    super(message, options);
+    this.name = 'AxionPushError';
+    this.code = code;
+  }
+}
+
+function base64urlToBytes(value) {
+  const base64 = value.replace(/-/g, '+').replace(/_/g, '/');
+  const binary = atob(base64 + '='.repeat((4 - (base64.length % 4)) % 4));
+  return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+}
+
+function bytesToBase64url(buffer) {
+  let binary = '';
+  for (const b of new Uint8Array(buffer)) binary += String.fromCharCode(b);
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+function newId() {
+  return crypto.randomUUID ? crypto.randomUUID() : bytesToBase64url(crypto.getRandomValues(new Uint8Array(16)));
+}
+
+/** Why push notifications cannot work here, or null when they can. */
+function unsupportedReason() {
+  if (typeof window === 'undefined' || typeof navigator === 'undefined') {
+    return new AxionPushError('unsupported', 'Notifications can only be set up from a web page.');
+  }
+  if (!window.isSecureContext) {
+    return new AxionPushError(
+      'insecure-context',
+      'This page is not served over HTTPS, and browsers only allow notifications on secure pages.',
+    );
+  }
+  if (!('serviceWorker' in navigator)) {
+    return new AxionPushError(
+      'unsupported',
+      'This browser cannot run service workers (they may be turned off, or this is a private window), so it cannot receive notifications.',
+    );
+  }
+  if (!('PushManager' in window) || !('Notification' in window)) {
+    return new AxionPushError(
+      'unsupported',
+      'This browser does not support push notifications. On an iPhone or iPad, add this site to the Home Screen first.',
+    );
+  }
+  return null;
+}
+
+function waitActive(registration) {
+  const worker = registration.installing || registration.waiting || registration.active;
+  if (worker.state === 'activated') return Promise.resolve(registration);
+  return new Promise((resolve, reject) => {
+    worker.addEventListener('statechange', () => {
+      if (worker.state === 'activated') resolve(registration);
+      if (worker.state === 'redundant') {
+        reject(new AxionPushError('failed', 'The service worker could not be installed.'));
+      }
+    });
+  });
+}
+
+export class AxionPush {
+  /**
+   * @param {object} options
+   * @param {string} options.package the Axion package, e.g. "crm"
+   * @param {string} options.user the Axion user this browser belongs to
+   * @param {string} [options.serviceWorker="/service-worker.js"] its URL
+   * @param {string} [options.scope] the service worker's scope
+   * @param {string} [options.vapidPublicKey] base64url; read over MQTT when absent
+   * @param {string|Function} [options.relay] the backend that records subscriptions
+   * @param {{url: string, username?: string, password?: string, topicPrefix?: string, library?: object}} [options.mqtt]
+   * @param {string|Function} [options.token] a subscribe token, when the daemon requires one
+   * @param {string} [options.module] recorded with the subscription
+   * @param {number} [options.timeout=15000] ms to wait for the daemon's answer
+   * @param {Function} [options.onchange] called with status() after the
+   *   browser replaced the subscription and it was handed over again
+   */
+  constructor(options) {
+    if (!options || typeof options.package !== 'string' || !options.package) {
+      throw new TypeError('AxionPush needs a package');
+    }
+    if (typeof options.user !== 'string' || !options.user) {
+      throw new TypeError('AxionPush needs a user');
+    }
+    this.options = { serviceWorker: '/service-worker.js', timeout: RESULT_TIMEOUT_MS, ...options };
+    if (typeof navigator !== 'undefined' && navigator.serviceWorker) {
+      navigator.serviceWorker.addEventListener('message', (event) => this.#onWorkerMessage(event));
+    }
+  }
+
+  /** null when this browser can receive notifications, else an AxionPushError saying why not. */
+  static support() {
+    return unsupportedReason();
+  }
+
+  /**
+   * Where this browser stands:
+   * `{state, permission, endpoint, message}`, `state` one of
+   * "unsupported", "blocked", "unsubscribed", "subscribed".
+   */
+  async status() {
+    const unsupported = unsupportedReason();
+    if (unsupported) {
+      return { state: 'unsupported', permission: 'unsupported', endpoint: null, message: unsupported.message };
+    }
+    const permission = Notification.permission;
+    const registration = await this.#registration();
+    const subscription = registration ? await registration.pushManager.getSubscription() : null;
+    if (permission === 'denied') {
+      return {
+        state: 'blocked',
+        permission,
+        endpoint: null,
+        message: 'Notifications are blocked for this site. Allow them in the browser’s site settings, then subscribe again.',
+      };
+    }
+    if (!subscription || permission !== 'granted') {
+      return { state: 'unsubscribed', permission, endpoint: null, message: 'This browser is not subscribed.' };
+    }
+    return {
+      state: 'subscribed',
+      permission,
+      endpoint: subscription.endpoint,
+      message: 'This browser receives notifications.',
+    };
+  }
+
+  /** Asks for permission, subscribes, and hands the subscription to axion-push. */
+  async subscribe() {
+    const unsupported = unsupportedReason();
+    if (unsupported) throw unsupported;
+    await this.#askPermission();
+    const registration = await this.#register();
+    const key = await this.#vapidKey();
+    let subscription = await registration.pushManager.getSubscription();
+    if (subscription && !this.#sameKey(subscription, key)) {
+      // Subscribed with another server's key: it cannot be reused.
+      await this.#deliverQuietly('unsubscribe', { endpoint: subscription.endpoint });
+      await subscription.unsubscribe();
+      subscription = null;
+    }
+    if (!subscription) {
+      try {
+        subscription = await registration.pushManager.subscribe({
+          userVisibleOnly: true,
+          applicationServerKey: base64urlToBytes(key),
+        });
+      } catch (error) {
+        throw this.#subscribeError(error);
+      }
+    }
+    await this.#deliverSubscription(subscription);
+    await this.#tellWorker(registration, {
+      package: this.options.package,
+      user: this.options.user,
+      module: this.options.module || null,
+      relayUrl: typeof this.options.relay === 'string' ? new URL(this.options.relay, location.href).href : null,
+      applicationServerKey: key,
+      endpoint: subscription.endpoint,
+    });
+    return this.status();
+  }
+
+  /** Unsubscribes this browser and tells axion-push to stop sending to it. */
+  async unsubscribe() {
+    const unsupported = unsupportedReason();
+    if (unsupported) throw unsupported;
+    const registration = await this.#registration();
+    const subscription = registration ? await registration.pushManager.getSubscription() : null;
+    if (subscription) {
+      let told = null;
+      try {
+        await this.#deliver('unsubscribe', { endpoint: subscription.endpoint });
+      } catch (error) {
+        told = error;
+      }
+      // The browser stops receiving either way; a push service answers the
+      // daemon 404/410 for a dropped subscription, which deactivates it.
+      await subscription.unsubscribe();
+      this.#forgetDelivered();
+      await this.#tellWorker(registration, null);
+      if (told) {
+        throw new AxionPushError(
+          told.code,
+          `This browser no longer receives notifications, but the server could not be told (${told.message}). It will notice by itself at the next notification.`,
+          { cause: told },
+        );
+      }
+    }
+    return this.status();
+  }
+
+  /**
+   * Hands the current subscription to axion-push again if the browser
+   * replaced it while no page was open. Call it on page load.
+   */
+  async resync() {
+    if (unsupportedReason() || Notification.permission !== 'granted') return this.status();
+    const registration = await this.#registration();
+    const subscription = registration ? await registration.pushManager.getSubscription() : null;
+    if (subscription && this.#delivered() !== subscription.endpoint) {
+      await this.#deliverSubscription(subscription);
+    }
+    return this.status();
+  }
+
+  // ---- browser side ------------------------------------------------------
+
+  async #askPermission() {
+    if (Notification.permission === 'granted') return;
+    if (Notification.permission === 'denied') {
+      throw new AxionPushError(
+        'permission-denied',
+        'Notifications are blocked for this site. Allow them in the browser’s site settings, then try again.',
+      );
+    }
+    const answer = await Notification.requestPermission();
+    if (answer === 'denied') {
+      throw new AxionPushError('permission-denied', 'You chose not to allow notifications, so none will be shown.');
+    }
+    if (answer !== 'granted') {
+      throw new AxionPushError(
+        'permission-dismissed',
+        'The browser did not get an answer to its question about notifications. Try again and choose “Allow”.',
+      );
+    }
+  }
+
+  async #registration() {
+    const url = new URL(this.options.serviceWorker, location.href);
+    const scope = this.options.scope ? new URL(this.options.scope, location.href).href : new URL('./', url).href;
+    return (await navigator.serviceWorker.getRegistration(scope)) || null;
+  }
+
+  async #register() {
+    try {
+      const registration = await navigator.serviceWorker.register(this.options.serviceWorker, {
+        scope: this.options.scope,
+      });
+      return await waitActive(registration);
+    } catch (error) {
+      if (error instanceof AxionPushError) throw error;
+      throw new AxionPushError(
+        'failed',
+        `The service worker at ${this.options.serviceWorker} could not be installed: ${error.message}`,
+        { cause: error },
+      );
+    }
+  }
+
+  #sameKey(subscription, key) {
+    const current = subscription.options && subscription.options.applicationServerKey;
+    return !current || bytesToBase64url(current) === key;
+  }
+
+  #subscribeError(error) {
+    if (error && error.name === 'NotAllowedError') {
+      return new AxionPushError(
+        'permission-denied',
+        'The browser did not allow this site to receive push messages.',
+        { cause: error },
+      );
+    }
+    if (error && error.name === 'AbortError') {
+      return new AxionPushError(
+        'push-service-unreachable',
+        'The browser could not reach its push service. Check the network connection and try again.',
+        { cause: error },
+      );
+    }
+    return new AxionPushError('failed', `The browser could not subscribe: ${error && error.message}`, { cause: error });
+  }
+
+  /** Records what the service worker needs to resubscribe on its own. */
+  #tellWorker(registration, settings) {
+    const worker = registration.active;
+    if (!worker) return Promise.resolve();
+    return new Promise((resolve) => {
+      const channel = new MessageChannel();
+      const timer = setTimeout(resolve, 2000);
+      channel.port1.onmessage = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      worker.postMessage({ type: 'axion-push:settings', settings }, [channel.port2]);
+    });
+  }
+
+  async #onWorkerMessage(event) {
+    const message = event.data || {};
+    if (message.type !== 'axion-push:subscriptionchange') return;
+    if (message.user && (message.package !== this.options.package || message.user !== this.options.user)) return;
+    const registration = await this.#registration();
+    const subscription = registration && (await registration.pushManager.getSubscription());
+    if (!subscription || subscription.endpoint !== message.subscription.endpoint) return;
+    try {
+      if (message.oldEndpoint && message.oldEndpoint !== subscription.endpoint) {
+        await this.#deliverQuietly('unsubscribe', { endpoint: message.oldEndpoint });
+      }
+      await this.#deliverSubscription(subscription);
+      await this.#tellWorker(registration, {
+        package: this.options.package,
+        user: this.options.user,
+        module: this.options.module || null,
+        relayUrl: typeof this.options.relay === 'string' ? new URL(this.options.relay, location.href).href : null,
+        applicationServerKey: message.applicationServerKey,
+        endpoint: subscription.endpoint,
+      });
+      if (this.options.onchange) this.options.onchange(await this.status());
+    } catch (error) {
+      if (this.options.onchange) this.options.onchange({ ...(await this.status()), error });
+    }
+  }
+
+  #deliveredKey() {
+    return `${DELIVERED_PREFIX}${this.options.package}:${this.options.user}`;
+  }
+
+  #delivered() {
+    try {
+      return localStorage.getItem(this.#deliveredKey());
+    } catch (_) {
+      return null;
+    }
+  }
+
+  #forgetDelivered() {
+    try {
+      localStorage.removeItem(this.#deliveredKey());
+    } catch (_) {
+      // Storage may be off; resync() then hands the subscription over again.
+    }
+  }
+
+  async #deliverSubscription(subscription) {
+    const token = typeof this.options.token === 'function' ? await this.options.token() : this.options.token;
+    const message = {
+      ...subscription.toJSON(),
+      user_agent: navigator.userAgent,
+    };
+    if (this.options.module) message.module = this.options.module;
+    if (token) message.token = token;
+    await this.#deliver('subscribe', message);
+    try {
+      localStorage.setItem(this.#deliveredKey(), subscription.endpoint);
+    } catch (_) {
+      // See #forgetDelivered.
+    }
+  }
+
+  async #deliverQuietly(verb, message) {
+    try {
+      await this.#deliver(verb, message);
+    } catch (_) {
+      // Best effort: the push service's 404/410 deactivates it anyway.
+    }
+  }
+
+  // ---- the channel to axion-push -------------------------------------------
+
+  async #deliver(verb, message) {
+    const { relay, mqtt } = this.options;
+    if (relay) return this.#relay(verb, message);
+    if (mqtt) return this.#publish(verb, message);
+    throw new AxionPushError(
+      'no-channel',
+      'AxionPush was given neither a relay nor an MQTT broker, so it cannot hand the subscription over.',
+    );
+  }
+
+  async #relay(verb, message) {
+    const { relay } = this.options;
+    const request = {
+      action: verb,
+      package: this.options.package,
+      user: this.options.user,
+      ...(verb === 'subscribe'
+        ? {
+            subscription: { endpoint: message.endpoint, expirationTime: message.expirationTime, keys: message.keys },
+            user_agent: message.user_agent,
+            module: message.module,
+            token: message.token,
+          }
+        : { endpoint: message.endpoint }),
+    };
+    try {
+      if (typeof relay === 'function') return await relay(request);
+      const response = await fetch(relay, {
+        method: 'POST',
+        credentials: 'include',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(request),
+      });
+      if (!response.ok) {
+        const detail = (await response.text()).slice(0, 200);
+        throw new Error(`it answered ${response.status}${detail ? `: ${detail}` : ''}`);
+      }
+      return undefined;
+    } catch (error) {
+      if (error instanceof AxionPushError) throw error;
+      throw new AxionPushError(
+        'relay-failed',
+        `The app’s server did not accept the subscription: ${error.message}`,
+        { cause: error },
+      );
+    }
+  }
+
+  #topic(suffix) {
+    const prefix = (this.options.mqtt && this.options.mqtt.topicPrefix) || '';
+    return `${prefix}axion/${suffix}`;
+  }
+
+  async #connect() {
+    const settings = this.options.mqtt;
+    if (!settings || !settings.url) {
+      throw new AxionPushError(
+        'no-channel',
+        'No MQTT broker was configured, so the server’s key cannot be fetched. Pass vapidPublicKey or mqtt.url.',
+      );
+    }
+    const library = settings.library || (await import('mqtt')).default;
+    return new Promise((resolve, reject) => {
+      const client = library.connect(settings.url, {
+        clientId: `axion-push-web-${newId()}`,
+        clean: true,
+        reconnectPeriod: 0,
+        connectTimeout: this.options.timeout,
+        username: settings.username,
+        password: settings.password,
+      });
+      const fail = (error) => {
+        client.end(true);
+        reject(
+          new AxionPushError(
+            'broker-unreachable',
+            `Could not reach the notification server at ${settings.url}: ${error ? error.message : 'the connection closed'}.`,
+            { cause: error },
+          ),
+        );
+      };
+      client.once('connect', () => {
+        client.removeListener('error', fail);
+        client.removeListener('close', fail);
+        resolve(client);
+      });
+      client.once('error', fail);
+      client.once('close', fail);
+    });
+  }
+
+  /** Publishes a command and waits for the daemon's result report. */
+  async #publish(verb, message) {
+    const client = await this.#connect();
+    const id = newId();
+    const base = `${this.options.package}/push/${this.options.user}`;
+    const resultTopic = this.#topic(`${base}/result`);
+    try {
+      const result = await new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () =>
+            reject(
+              new AxionPushError(
+                'no-answer',
+                `The notification server did not answer within ${Math.round(this.options.timeout / 1000)} s. Is axion-push running?`,
+              ),
+            ),
+          this.options.timeout,
+        );
+        client.on('message', (topic, payload) => {
+          if (topic !== resultTopic) return;
+          let report;
+          try {
+            report = JSON.parse(payload.toString());
+          } catch (_) {
+            return;
+          }
+          if (report.id !== id) return;
+          clearTimeout(timer);
+          resolve(report);
+        });
+        client.on('close', () => {
+          clearTimeout(timer);
+          reject(new AxionPushError('broker-unreachable', 'The connection to the notification server was lost.'));
+        });
+        client.subscribe(resultTopic, { qos: 1 }, (error) => {
+          if (error) return reject(new AxionPushError('failed', `Could not listen for the answer: ${error.message}`));
+          client.publish(this.#topic(`${base}/${verb}`), JSON.stringify({ ...message, id }), { qos: 1 }, (e) => {
+            if (e) reject(new AxionPushError('failed', `Could not send the ${verb} request: ${e.message}`));
+          });
+        });
+      });
+      if (!result.ok) {
+        throw new AxionPushError(
+          'rejected',
+          `The notification server refused to ${verb}: ${result.error || 'no reason given'}.`,
+        );
+      }
+      return result;
+    } finally {
+      client.removeAllListeners('close');
+      client.end(true);
+    }
+  }
+
+  async #vapidKey() {
+    if (this.options.vapidPublicKey) return this.options.vapidPublicKey;
+    const packageTopic = this.#topic(`${this.options.package}/push/vapid`);
+    const sharedTopic = this.#topic('push/vapid');
+    const client = await this.#connect();
+    try {
+      const key = await new Promise((resolve) => {
+        let shared = null;
+        let grace = null;
+        const timer = setTimeout(() => resolve(shared), this.options.timeout);
+        client.on('message', (topic, payload) => {
+          let key = null;
+          try {
+            key = JSON.parse(payload.toString()).public_key || null;
+          } catch (_) {
+            return;
+          }
+          if (topic === packageTopic && key) {
+            clearTimeout(timer);
+            clearTimeout(grace);
+            resolve(key);
+          } else if (topic === sharedTopic && key && !shared) {
+            // The package's own key, if it has one, is normally already
+            // here; give it a moment in case the broker sends it second.
+            shared = key;
+            grace = setTimeout(() => {
+              clearTimeout(timer);
+              resolve(shared);
+            }, PACKAGE_KEY_GRACE_MS);
+          }
+        });
+        client.subscribe([packageTopic, sharedTopic], { qos: 1 });
+      });
+      if (!key) {
+        throw new AxionPushError(
+          'no-vapid-key',
+          'The notification server did not publish its public key, so this browser cannot subscribe. Is axion-push running and connected to this broker?',
+        );
+      }
+      return key;
+    } finally {
+      client.end(true);
+    }
+  }
+}

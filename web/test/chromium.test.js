@@ -1,0 +1,204 @@
+// The service worker in Chromium (headless), the engine of Chrome, Edge,
+// Opera and Brave. Chromium's push service is Google's (FCM), unreachable
+// from a test, so the push is a simulated browser's: the daemon encrypts
+// for keys the test push service holds, the push service decrypts the
+// daemon's bytes, and the DevTools protocol's
+// `ServiceWorker.deliverPushMessage` hands the plaintext to the real
+// service worker, which is what Chromium does after decrypting.
+//
+// What Chromium does differently, and what these tests pin down: it shows
+// at most `Notification.maxActions` (2) buttons, throws on `renotify`
+// without a `tag` and on `vibrate` with `silent`, and shows no Declarative
+// Web Push by itself (the service worker always runs).
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { launchChromium } from './browsers.js';
+import { Daemon } from './daemon.js';
+import { PushService } from './push-service.js';
+import { serveWeb } from './static.js';
+
+const PACKAGE = 'demo';
+const USER = 'chromium-user';
+const WAIT_MS = 30000;
+
+let dir;
+let push;
+let daemon;
+let web;
+let browser;
+let page;
+let cdp;
+let registrationId;
+let simulated;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'axion-push-chromium-'));
+  push = await PushService.start(dir);
+  daemon = await Daemon.start(dir, push.caPath);
+  web = await serveWeb();
+  browser = await launchChromium();
+  await browser.defaultBrowserContext().overridePermissions(web.origin, ['notifications']);
+  page = await browser.newPage();
+  cdp = await page.createCDPSession();
+  const registered = new Promise((resolve) => {
+    cdp.on('ServiceWorker.workerRegistrationUpdated', ({ registrations }) => {
+      const mine = registrations.find((r) => r.scopeURL === `${web.origin}/` && !r.isDeleted);
+      if (mine) resolve(mine.registrationId);
+    });
+  });
+  await cdp.send('ServiceWorker.enable');
+  await page.goto(`${web.origin}/demo/`);
+  await page.evaluate(async () => {
+    await navigator.serviceWorker.register('/service-worker.js');
+    await navigator.serviceWorker.ready;
+  });
+  registrationId = await registered;
+
+  simulated = push.simulatedBrowser();
+  const subscribed = await daemon.command(PACKAGE, USER, 'subscribe', simulated.subscription);
+  assert.equal(subscribed.ok, true, JSON.stringify(subscribed));
+});
+
+after(async () => {
+  await browser?.close();
+  await daemon?.stop();
+  await web?.stop();
+  await push?.stop();
+  if (dir && !process.env.KEEP_TEST_DIR) rmSync(dir, { recursive: true, force: true });
+});
+
+/** Hands `data` to the service worker as a push, and returns the notification it then shows. */
+async function deliver(data, tag) {
+  await page.evaluate((ms) => {
+    // The service worker tells open pages once it has shown a push.
+    window.nextPush = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the service worker did not report a push')), ms);
+      navigator.serviceWorker.addEventListener('message', function onPush(event) {
+        if (event.data?.type !== 'axion-push:push') return;
+        clearTimeout(timer);
+        navigator.serviceWorker.removeEventListener('message', onPush);
+        resolve(event.data);
+      });
+    });
+  }, WAIT_MS);
+  await page.evaluate(async () => {
+    const registration = await navigator.serviceWorker.ready;
+    for (const n of await registration.getNotifications()) n.close();
+  });
+  await cdp.send('ServiceWorker.deliverPushMessage', { origin: web.origin, registrationId, data });
+  return page.evaluate(async (wanted) => {
+    await window.nextPush;
+    const registration = await navigator.serviceWorker.ready;
+    const [n] = await registration.getNotifications(wanted ? { tag: wanted } : undefined);
+    if (!n) return null;
+    return {
+      title: n.title, body: n.body, icon: n.icon, badge: n.badge, image: n.image, tag: n.tag,
+      renotify: n.renotify, requireInteraction: n.requireInteraction, silent: n.silent,
+      lang: n.lang, dir: n.dir, timestamp: n.timestamp, data: n.data,
+      actions: n.actions.map((a) => ({ action: a.action, title: a.title })),
+    };
+  }, tag);
+}
+
+/** Sends through the daemon and returns the plaintext the push service decrypted. */
+async function sendThroughDaemon(notification) {
+  const decrypted = push.waitFor('decrypted', (d) => d.channelID === simulated.channelID, 'push for Chromium', WAIT_MS);
+  const report = await daemon.command(PACKAGE, USER, 'send', notification);
+  assert.equal(report.delivered, 1, JSON.stringify(report));
+  return (await decrypted).plaintext;
+}
+
+test('every field of a daemon notification reaches the notification Chromium shows', async () => {
+  const plaintext = await sendThroughDaemon({
+    title: 'Build failed',
+    body: 'main is red',
+    url: '/ci/42',
+    icon: '/icon.png',
+    badge: '/badge.png',
+    image: '/shot.png',
+    tag: 'ci',
+    renotify: true,
+    require_interaction: true,
+    silent: false,
+    lang: 'en',
+    dir: 'ltr',
+    actions: [
+      { action: 'retry', title: 'Retry', url: '/ci/42/retry' },
+      { action: 'logs', title: 'Logs', url: '/ci/42/logs' },
+      { action: 'mute', title: 'Mute' },
+    ],
+    data: { build: 42 },
+  });
+  const n = await deliver(plaintext, 'ci');
+  assert.ok(n, 'the service worker showed no notification');
+  assert.equal(n.title, 'Build failed');
+  assert.equal(n.body, 'main is red');
+  assert.equal(n.icon, `${web.origin}/icon.png`);
+  assert.equal(n.badge, `${web.origin}/badge.png`);
+  assert.equal(n.image, `${web.origin}/shot.png`);
+  assert.equal(n.tag, 'ci');
+  assert.equal(n.renotify, true);
+  assert.equal(n.requireInteraction, true);
+  assert.equal(n.silent, false);
+  assert.equal(n.lang, 'en');
+  assert.equal(n.dir, 'ltr');
+  assert.ok(n.timestamp > 0);
+  assert.deepEqual(n.data.data, { build: 42 });
+  assert.equal(n.data.url, `${web.origin}/ci/42`);
+  assert.deepEqual(n.data.actionUrls, {
+    retry: `${web.origin}/ci/42/retry`,
+    logs: `${web.origin}/ci/42/logs`,
+    mute: `${web.origin}/ci/42`,
+  });
+  // Chromium shows Notification.maxActions (2) buttons and drops the rest;
+  // a click on the third is impossible, the page is still reached by a
+  // click on the notification itself.
+  assert.equal(await page.evaluate(() => Notification.maxActions), 2);
+  assert.deepEqual(n.actions, [
+    { action: 'retry', title: 'Retry' },
+    { action: 'logs', title: 'Logs' },
+  ]);
+});
+
+test('a push without a payload still shows a notification', async () => {
+  const n = await deliver('');
+  assert.ok(n, 'the service worker showed no notification');
+  assert.equal(n.title, 'New notification');
+  assert.equal(n.body, 'Open the app to see what is new.');
+  assert.equal(n.data.url, `${web.origin}/`);
+});
+
+test('a plain-text payload is shown as the body', async () => {
+  const n = await deliver('Backup finished');
+  assert.equal(n.title, 'New notification');
+  assert.equal(n.body, 'Backup finished');
+});
+
+test('the payload older senders used ({title, body, url}) is shown', async () => {
+  const n = await deliver(JSON.stringify({ title: 'Legacy', body: 'from the Python module', url: '/old' }));
+  assert.equal(n.title, 'Legacy');
+  assert.equal(n.body, 'from the Python module');
+  assert.equal(n.data.url, `${web.origin}/old`);
+});
+
+test('renotify without a tag, which Chromium refuses, does not lose the notification', async () => {
+  const n = await deliver(
+    JSON.stringify({ web_push: 8030, notification: { title: 'No tag', body: 'renotify alone', navigate: '/', renotify: true } }),
+  );
+  assert.ok(n, 'the service worker showed no notification');
+  assert.equal(n.title, 'No tag');
+  assert.equal(n.renotify, false);
+});
+
+test('a silent notification with a vibration pattern, which Chromium refuses, is shown silent', async () => {
+  const n = await deliver(
+    JSON.stringify({ web_push: 8030, notification: { title: 'Quiet', navigate: '/', silent: true, vibrate: [100, 50, 100] } }),
+  );
+  assert.ok(n, 'the service worker showed no notification');
+  assert.equal(n.title, 'Quiet');
+  assert.equal(n.silent, true);
+});

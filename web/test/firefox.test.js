@@ -1,0 +1,439 @@
+// The whole path in a real browser: Firefox ESR, headless, subscribes on the
+// demo page through axion-push.js; the subscription reaches the daemon over
+// MQTT-over-WebSocket; `axion-push test-push` sends; Firefox decrypts the
+// daemon's bytes (its ack says so); the service worker shows the
+// notification; a click on it opens its page.
+//
+// Firefox's push service is the test push service on loopback
+// (`dom.push.serverURL`), and the notification is Firefox's own alert
+// window (`alerts.useSystemBackend` off), read and clicked from Firefox's
+// chrome through WebDriver BiDi (`MOZ_REMOTE_ALLOW_SYSTEM_ACCESS`).
+
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { launchFirefox } from './browsers.js';
+import { Daemon } from './daemon.js';
+import { PushService } from './push-service.js';
+import { serveWeb } from './static.js';
+
+const PACKAGE = 'demo';
+const USER = 'firefox-user';
+const WAIT_MS = 30000;
+
+let dir;
+let push;
+let daemon;
+let web;
+let browser;
+let page;
+let openedPage;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'axion-push-firefox-'));
+  push = await PushService.start(dir);
+  daemon = await Daemon.start(dir, push.caPath);
+  web = await serveWeb({ 'POST /api/push-subscription': relay });
+  browser = await launchFirefox(push);
+  page = await browser.newPage();
+});
+
+after(async () => {
+  await browser?.close();
+  await daemon?.stop();
+  await web?.stop();
+  await push?.stop();
+  if (dir && !process.env.KEEP_TEST_DIR) rmSync(dir, { recursive: true, force: true });
+});
+
+/** What the host app's relay backend was asked, in order. */
+const relayed = new EventEmitter();
+
+/**
+ * The host app's backend for `relay`: it would check who is signed in;
+ * here it trusts the page, and publishes for that user as a service does.
+ */
+async function relay(body) {
+  const request = JSON.parse(body);
+  const answer = await relayToDaemon(request);
+  relayed.emit('request', request);
+  return answer;
+}
+
+async function relayToDaemon(request) {
+  if (request.action === 'subscribe') {
+    if (request.old_endpoint) {
+      await daemon.command(request.package, request.user, 'unsubscribe', { endpoint: request.old_endpoint });
+    }
+    const report = await daemon.command(request.package, request.user, 'subscribe', {
+      ...request.subscription,
+      user_agent: request.user_agent,
+    });
+    return report.ok ? { status: 204 } : { status: 422, json: report };
+  }
+  if (request.action === 'unsubscribe') {
+    await daemon.command(request.package, request.user, 'unsubscribe', { endpoint: request.endpoint });
+    return { status: 204 };
+  }
+  return { status: 400, json: { error: `unknown action ${request.action}` } };
+}
+
+/** The next request the relay has handled that passes `test`. */
+function nextRelayed(test, what) {
+  return settledLater(new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the relay got no ${what} within ${WAIT_MS / 1000} s`)), WAIT_MS);
+    relayed.on('request', function listener(request) {
+      if (!test(request)) return;
+      clearTimeout(timer);
+      relayed.off('request', listener);
+      resolve(request);
+    });
+  }));
+}
+
+/**
+ * Marks a promise that is awaited later as handled, so that when a test
+ * fails before awaiting it, its timeout does not surface as an unhandled
+ * rejection in the next test. Awaiting it still throws.
+ */
+function settledLater(promise) {
+  promise.catch(() => {});
+  return promise;
+}
+
+/** Evaluates `expression` (which may return a promise) in Firefox's chrome; returns its JSON result. */
+async function inChrome(expression) {
+  const { result: tree } = await browser.connection.send('browsingContext.getTree', { 'moz:scope': 'chrome' });
+  const context = tree.contexts[0].context;
+  const { result } = await browser.connection.send('script.evaluate', {
+    expression: `(async () => JSON.stringify(await (${expression})))()`,
+    target: { context },
+    awaitPromise: true,
+  });
+  if (result.type === 'exception') {
+    throw new Error(`chrome script failed: ${JSON.stringify(result.exceptionDetails)}`);
+  }
+  return JSON.parse(result.result.value);
+}
+
+/**
+ * A chrome-side promise for the first alert window showing `title`: it
+ * resolves with what the window shows once one is open.
+ */
+const ALERT_HELPERS = `{
+  read(win) {
+    const label = (id) => {
+      const el = win.document.getElementById(id);
+      return el ? (el.getAttribute('value') || el.textContent || '') : null;
+    };
+    return { title: label('alertTitleLabel'), body: label('alertTextLabel'), source: label('alertSourceLabel') };
+  },
+  find(title) {
+    for (const win of Services.wm.getEnumerator('alert:alert')) {
+      if (win.document.readyState === 'complete' && this.read(win).title === title) return win;
+    }
+    return null;
+  },
+  waitFor(title, ms) {
+    return new Promise((resolve, reject) => {
+      const found = this.find(title);
+      if (found) return resolve(found);
+      const timer = setTimeout(() => { Services.wm.removeListener(listener); reject(new Error('no alert window titled ' + title)); }, ms);
+      const listener = {
+        onOpenWindow: (xulWindow) => {
+          const win = xulWindow.docShell.domWindow;
+          win.addEventListener('load', () => {
+            // alert.js fills the labels on load, before this listener runs.
+            win.setTimeout(() => {
+              if (this.read(win).title !== title) return;
+              clearTimeout(timer);
+              Services.wm.removeListener(listener);
+              resolve(win);
+            }, 0);
+          }, { once: true });
+        },
+        onCloseWindow() {},
+      };
+      Services.wm.addListener(listener);
+    });
+  },
+}`;
+
+/**
+ * Clicks the alert window titled `title`. Firefox's own alert window has
+ * no buttons (the desktop's notification daemon draws them), so a click on
+ * an action is reported to Firefox the way a desktop backend reports it:
+ * `alertclickcallback` with the action as the subject.
+ */
+async function clickAlert(title, action) {
+  const script = action
+    ? `(() => {
+        const win = (${ALERT_HELPERS}).find(${JSON.stringify(title)});
+        const subject = { action: ${JSON.stringify(action)}, title: '', iconURL: '', windowsSystemActivationType: false,
+          opaqueRelaunchData: '', QueryInterface: ChromeUtils.generateQI(['nsIAlertAction']) };
+        win.gAlertListener.observe(subject, 'alertclickcallback', win.gAlertCookie);
+        return true;
+      })()`
+    : `(() => { (${ALERT_HELPERS}).find(${JSON.stringify(title)}).document.getElementById('alertBox').click(); return true; })()`;
+  await inChrome(script);
+}
+
+async function pageState() {
+  return page.$eval('#state', (el) => ({ state: el.dataset.state, text: el.textContent.trim() }));
+}
+
+test('the demo page subscribes Firefox through axion-push.js, and the daemon records it', async () => {
+  const registered = push.waitFor('register', () => true, 'register from Firefox', WAIT_MS);
+  const url = `${web.origin}/demo/?broker=${encodeURIComponent(daemon.websocketUrl)}&package=${PACKAGE}&user=${USER}`;
+  await page.goto(url);
+  await page.waitForFunction(() => document.querySelector('#state').dataset.state === 'unsubscribed', {
+    timeout: WAIT_MS,
+  });
+  await page.click('#subscribe');
+  await page.waitForFunction(
+    () => ['subscribed', 'blocked', 'unsupported'].includes(document.querySelector('#state').dataset.state) ||
+      !document.querySelector('#problem').hidden,
+    { timeout: WAIT_MS },
+  );
+  const problem = await page.$eval('#problem', (el) => (el.hidden ? null : el.textContent));
+  assert.equal(problem, null, `the page reports a problem: ${problem}`);
+  const state = await pageState();
+  assert.equal(state.state, 'subscribed', state.text);
+  assert.match(state.text, /Subscribed as “firefox-user” in “demo”/);
+  const { channelID } = await registered;
+
+  const { stdout } = await daemon.run('subscriptions', USER, '--package', PACKAGE, '--json');
+  const rows = stdout.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line));
+  assert.equal(rows.length, 1, stdout);
+  assert.equal(rows[0].endpoint, `${push.origin}/wpush/${channelID}`);
+  assert.equal(rows[0].active, true, stdout);
+});
+
+test('a test-push is decrypted by Firefox, shown by the service worker, and its click opens the page', async () => {
+  const title = `Firefox check ${Date.now()}`;
+  const body = 'Decrypted by Firefox itself';
+  const target = `${web.origin}/demo/?opened-by=notification`;
+  const acked = push.waitFor('ack', () => true, 'ack from Firefox', WAIT_MS);
+  const alert = settledLater(inChrome(`(${ALERT_HELPERS}).waitFor(${JSON.stringify(title)}, ${WAIT_MS}).then((w) => (${ALERT_HELPERS}).read(w))`));
+
+  const { stdout } = await daemon.run(
+    'test-push', USER, '--package', PACKAGE, '--title', title, '--body', body, '--url', '/demo/?opened-by=notification',
+  );
+  assert.match(stdout, /delivered/i, stdout);
+  const ack = await acked;
+  assert.equal(ack.code, 100, `Firefox acked ${JSON.stringify(ack)}: 101 means it could not decrypt the daemon's bytes`);
+
+  const shown = await alert;
+  assert.equal(shown.title, title);
+  assert.equal(shown.body, body);
+  const notifications = await page.evaluate(async () => {
+    const registration = await navigator.serviceWorker.ready;
+    return (await registration.getNotifications()).map((n) => ({ title: n.title, body: n.body, data: n.data }));
+  });
+  const mine = notifications.find((n) => n.title === title);
+  assert.ok(mine, `the service worker's notifications: ${JSON.stringify(notifications)}`);
+  assert.equal(mine.body, body);
+  assert.equal(mine.data.url, target);
+  await page.waitForFunction((t) => document.querySelector('#received').textContent.includes(t), { timeout: WAIT_MS }, title);
+
+  const opened = settledLater(browser.waitForTarget((t) => t.url() === target, { timeout: WAIT_MS }));
+  await clickAlert(title);
+  const tab = await opened;
+  assert.equal(tab.url(), target);
+  openedPage = await tab.page();
+});
+
+test('a click when the page is already open focuses that window instead of opening another', async () => {
+  const title = `Again ${Date.now()}`;
+  const target = `${web.origin}/demo/?opened-by=notification`;
+  assert.equal(openedPage?.url(), target, 'the previous test opened the page');
+  await openedPage.evaluate((ms) => {
+    window.clicked = new Promise((resolve, reject) => {
+      setTimeout(() => reject(new Error('the service worker did not focus this page')), ms);
+      navigator.serviceWorker.addEventListener('message', (event) => {
+        if (event.data?.type === 'axion-push:notificationclick') resolve(event.data);
+      });
+    });
+  }, WAIT_MS);
+  const alert = settledLater(inChrome(`(${ALERT_HELPERS}).waitFor(${JSON.stringify(title)}, ${WAIT_MS}).then(() => true)`));
+  await daemon.run('test-push', USER, '--package', PACKAGE, '--title', title, '--url', '/demo/?opened-by=notification');
+  await alert;
+  const pagesBefore = (await browser.pages()).length;
+  await clickAlert(title);
+  const clicked = await openedPage.evaluate(() => window.clicked);
+  assert.deepEqual(clicked, { type: 'axion-push:notificationclick', url: target, action: null });
+  assert.equal((await browser.pages()).length, pagesBefore, 'a new window was opened');
+});
+
+test('a click on an action button opens the action\'s own URL', async () => {
+  const title = `Action ${Date.now()}`;
+  const actionTarget = `${web.origin}/demo/?action=details`;
+  const alert = settledLater(inChrome(`(${ALERT_HELPERS}).waitFor(${JSON.stringify(title)}, ${WAIT_MS}).then(() => true)`));
+  const report = await daemon.command(PACKAGE, USER, 'send', {
+    title,
+    body: 'with buttons',
+    url: '/demo/?opened-by=notification',
+    actions: [
+      { action: 'details', title: 'Details', url: '/demo/?action=details' },
+      { action: 'dismiss', title: 'Dismiss' },
+    ],
+  });
+  assert.equal(report.delivered, 1, JSON.stringify(report));
+  await alert;
+  const opened = settledLater(browser.waitForTarget((t) => t.url() === actionTarget, { timeout: WAIT_MS }));
+  await clickAlert(title, 'details');
+  assert.equal((await opened).url(), actionTarget);
+});
+
+async function subscriptions(user = USER) {
+  const { stdout } = await daemon.run('subscriptions', user, '--package', PACKAGE, '--json');
+  return stdout.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line));
+}
+
+test('when the push service forgets Firefox, the service worker subscribes again and the next push arrives', async () => {
+  const [old] = await subscriptions();
+  const registered = push.waitFor('register', () => true, 'a new register from Firefox', WAIT_MS);
+  const { report } = await daemon.nextResult(PACKAGE, USER, (r) => r.command === 'subscribe');
+  push.dropAllSubscriptions();
+  const { channelID } = await registered;
+  const resubscribed = await report;
+  assert.equal(resubscribed.ok, true, JSON.stringify(resubscribed));
+
+  const rows = await subscriptions();
+  const fresh = rows.find((r) => r.endpoint === `${push.origin}/wpush/${channelID}`);
+  assert.ok(fresh?.active, `the new subscription is not active: ${JSON.stringify(rows)}`);
+
+  const acked = push.waitFor('ack', (a) => a.channelID === channelID, 'ack on the new subscription', WAIT_MS);
+  const { stdout } = await daemon.run('test-push', USER, '--package', PACKAGE, '--title', 'After the change');
+  assert.match(stdout, /delivered/i, stdout);
+  assert.equal((await acked).code, 100);
+  const gone = (await subscriptions()).find((r) => r.endpoint === old.endpoint);
+  assert.ok(!gone?.active, `the replaced subscription is still active: ${JSON.stringify(gone)}`);
+});
+
+test('unsubscribing on the demo page stops Firefox and deactivates it in the daemon', async () => {
+  const unregistered = push.waitFor('unregister', () => true, 'unregister from Firefox', WAIT_MS);
+  await page.bringToFront();
+  await page.click('#unsubscribe');
+  await page.waitForFunction(() => document.querySelector('#state').dataset.state === 'unsubscribed', {
+    timeout: WAIT_MS,
+  });
+  await unregistered;
+  const problem = await page.$eval('#problem', (el) => (el.hidden ? null : el.textContent));
+  assert.equal(problem, null, `the page reports a problem: ${problem}`);
+  const active = (await subscriptions()).filter((r) => r.active);
+  assert.deepEqual(active, []);
+});
+
+const RELAY_USER = 'relay-user';
+
+test('subscribe() through a relay hands the subscription to the host app\'s backend, and pushes arrive', async () => {
+  const key = await daemon.vapidPublicKey();
+  const asked = nextRelayed((r) => r.action === 'subscribe', 'subscribe');
+  const registered = push.waitFor('register', () => true, 'register from Firefox', WAIT_MS);
+  const status = await page.evaluate(
+    async (options) => {
+      const { AxionPush } = await import('/axion-push.js');
+      return new AxionPush(options).subscribe();
+    },
+    { package: PACKAGE, user: RELAY_USER, relay: '/api/push-subscription', vapidPublicKey: key, module: 'crm' },
+  );
+  assert.equal(status.state, 'subscribed', JSON.stringify(status));
+  const { channelID } = await registered;
+  const request = await asked;
+  assert.equal(request.package, PACKAGE);
+  assert.equal(request.user, RELAY_USER);
+  assert.equal(request.module, 'crm');
+  assert.equal(request.subscription.endpoint, `${push.origin}/wpush/${channelID}`);
+  assert.ok(request.subscription.keys.p256dh && request.subscription.keys.auth, JSON.stringify(request));
+  assert.match(request.user_agent, /Firefox/);
+
+  const acked = push.waitFor('ack', (a) => a.channelID === channelID, 'ack', WAIT_MS);
+  await daemon.run('test-push', RELAY_USER, '--package', PACKAGE, '--title', 'Through the relay');
+  assert.equal((await acked).code, 100);
+});
+
+test('with no page open, the service worker hands a replaced subscription to the relay itself', async () => {
+  const [old] = (await subscriptions(RELAY_USER)).filter((r) => r.active);
+  for (const open of await browser.pages()) await open.goto('about:blank');
+  const asked = nextRelayed((r) => r.action === 'subscribe' && r.old_endpoint, 'subscribe from the service worker');
+  const registered = push.waitFor('register', () => true, 'a new register from Firefox', WAIT_MS);
+  push.dropAllSubscriptions();
+  const { channelID } = await registered;
+  const request = await asked;
+  assert.equal(request.user, RELAY_USER);
+  assert.equal(request.old_endpoint, old.endpoint);
+  assert.equal(request.subscription.endpoint, `${push.origin}/wpush/${channelID}`);
+
+  const acked = push.waitFor('ack', (a) => a.channelID === channelID, 'ack on the new subscription', WAIT_MS);
+  await daemon.run('test-push', RELAY_USER, '--package', PACKAGE, '--title', 'Replaced while closed');
+  assert.equal((await acked).code, 100);
+  const rows = await subscriptions(RELAY_USER);
+  assert.deepEqual(
+    rows.filter((r) => r.active).map((r) => r.endpoint),
+    [`${push.origin}/wpush/${channelID}`],
+  );
+});
+
+/** Runs `subscribe()` in the page with `options`; resolves with the error's {code, message}. */
+function subscribeError(options) {
+  return page.evaluate(async (o) => {
+    const { AxionPush } = await import('/axion-push.js');
+    try {
+      await new AxionPush(o).subscribe();
+      return null;
+    } catch (error) {
+      return { name: error.name, code: error.code, message: error.message };
+    }
+  }, options);
+}
+
+test('a broker that cannot be reached is reported in words', async () => {
+  await page.goto(`${web.origin}/demo/`);
+  const error = await subscribeError({ package: PACKAGE, user: 'nobody', mqtt: { url: 'ws://127.0.0.1:9' } });
+  assert.equal(error?.code, 'broker-unreachable', JSON.stringify(error));
+  assert.equal(error.name, 'AxionPushError');
+  assert.match(error.message, /^Could not reach the notification server at ws:\/\/127\.0\.0\.1:9/);
+});
+
+test('a daemon that publishes no VAPID key is reported in words', async () => {
+  const error = await subscribeError({
+    package: PACKAGE,
+    user: 'nobody',
+    mqtt: { url: daemon.websocketUrl, topicPrefix: 'no-daemon-here/' },
+    timeout: 1000,
+  });
+  assert.equal(error?.code, 'no-vapid-key', JSON.stringify(error));
+  assert.match(error.message, /did not publish its public key/);
+});
+
+test('a subscription the daemon refuses is reported with the daemon\'s reason', async () => {
+  const error = await subscribeError({ package: PACKAGE, user: 'u'.repeat(300), mqtt: { url: daemon.websocketUrl } });
+  assert.equal(error?.code, 'rejected', JSON.stringify(error));
+  assert.match(error.message, /^The notification server refused to subscribe: .*user/);
+});
+
+test('the demo page says in words when notifications are blocked for the site', async () => {
+  const origin = JSON.stringify(web.origin);
+  await inChrome(`(() => {
+    const principal = Services.scriptSecurityManager.createContentPrincipalFromOrigin(${origin});
+    Services.perms.addFromPrincipal(principal, 'desktop-notification', Services.perms.DENY_ACTION);
+    return true;
+  })()`);
+  try {
+    await page.goto(`${web.origin}/demo/`);
+    await page.waitForFunction(() => document.querySelector('#state').dataset.state === 'blocked', { timeout: WAIT_MS });
+    const state = await pageState();
+    assert.match(state.text, /Notifications are blocked for this site\. Allow them in the browser’s site settings/);
+    assert.equal(await page.$eval('#subscribe', (b) => b.disabled), true);
+  } finally {
+    await inChrome(`(() => {
+      const principal = Services.scriptSecurityManager.createContentPrincipalFromOrigin(${origin});
+      Services.perms.removeFromPrincipal(principal, 'desktop-notification');
+      return true;
+    })()`);
+  }
+});

@@ -1,0 +1,37 @@
+// Takes the README's screenshot of the demo page after a delivered
+// notification, through the same parts as the Firefox test:
+//   node test/screenshot.js ../docs/demo.png
+// (after `web/run-tests.sh` has installed Firefox and the npm packages).
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { launchFirefox } from './browsers.js';
+import { Daemon } from './daemon.js';
+import { PushService } from './push-service.js';
+import { serveWeb } from './static.js';
+
+const out = resolve(process.argv[2] || 'demo.png');
+const dir = mkdtempSync(join(tmpdir(), 'axion-push-screenshot-'));
+const push = await PushService.start(dir);
+const daemon = await Daemon.start(dir, push.caPath);
+const web = await serveWeb();
+const browser = await launchFirefox(push);
+try {
+  const page = await browser.newPage();
+  await page.setViewport({ width: 760, height: 900 });
+  await page.goto(`${web.origin}/demo/?broker=${encodeURIComponent(daemon.websocketUrl)}&package=demo&user=alice`);
+  await page.waitForFunction(() => document.querySelector('#state').dataset.state === 'unsubscribed');
+  await page.click('#subscribe');
+  await page.waitForFunction(() => document.querySelector('#state').dataset.state === 'subscribed');
+  await daemon.run('test-push', 'alice', '--package', 'demo', '--title', 'Disk almost full', '--body', 'db1: /var is 91% full');
+  await page.waitForFunction(() => document.querySelector('#received strong')?.textContent === 'Disk almost full');
+  await page.screenshot({ path: out, fullPage: true });
+  console.log(`wrote ${out}`);
+} finally {
+  await browser.close();
+  await daemon.stop();
+  await web.stop();
+  await push.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
