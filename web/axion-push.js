@@ -105,6 +105,18 @@ function waitActive(registration) {
   });
 }
 
+async function loadMqtt() {
+  try {
+    return (await import('mqtt')).default;
+  } catch (error) {
+    throw new AxionPushError(
+      'failed',
+      'The page could not load mqtt.js: give it an import map entry for "mqtt", bundle it, or pass the module as mqtt.library.',
+      { cause: error },
+    );
+  }
+}
+
 export class AxionPush {
   /**
    * @param {object} options
@@ -465,7 +477,7 @@ export class AxionPush {
         'No MQTT broker was configured, so the server’s key cannot be fetched. Pass vapidPublicKey or mqtt.url.',
       );
     }
-    const library = settings.library || (await import('mqtt')).default;
+    const library = settings.library || (await loadMqtt());
     return new Promise((resolve, reject) => {
       const client = library.connect(settings.url, {
         clientId: `axion-push-web-${newId()}`,

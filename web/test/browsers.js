@@ -36,6 +36,12 @@ export async function launchFirefox(push) {
   }
 }
 
+/**
+ * A host Chromium resolves to 127.0.0.1 without it being "localhost", so a
+ * page served from it over http is not a secure context.
+ */
+export const INSECURE_HOST = 'insecure.axion-push.test';
+
 /** Chromium, headless, with the flags this machine's closed network needs. */
 export async function launchChromium() {
   try {
@@ -50,6 +56,7 @@ export async function launchChromium() {
         '--disable-background-networking',
         '--disable-component-update',
         '--disable-sync',
+        `--host-resolver-rules=MAP ${INSECURE_HOST} 127.0.0.1`,
       ],
     });
   } catch (error) {

@@ -16,7 +16,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { launchChromium } from './browsers.js';
+import { INSECURE_HOST, launchChromium } from './browsers.js';
 import { Daemon } from './daemon.js';
 import { PushService } from './push-service.js';
 import { serveWeb } from './static.js';
@@ -201,4 +201,19 @@ test('a silent notification with a vibration pattern, which Chromium refuses, is
   assert.ok(n, 'the service worker showed no notification');
   assert.equal(n.title, 'Quiet');
   assert.equal(n.silent, true);
+});
+
+test('on a page that is not served securely, the demo page says notifications need HTTPS', async () => {
+  const insecure = await browser.newPage();
+  try {
+    await insecure.goto(`http://${INSECURE_HOST}:${new URL(web.origin).port}/demo/`);
+    await insecure.waitForFunction(() => document.querySelector('#state').dataset.state === 'unsupported', {
+      timeout: WAIT_MS,
+    });
+    const text = await insecure.$eval('#state-text', (el) => el.textContent);
+    assert.equal(text, 'This page is not served over HTTPS, and browsers only allow notifications on secure pages.');
+    assert.equal(await insecure.$eval('#subscribe', (b) => b.disabled), true);
+  } finally {
+    await insecure.close();
+  }
 });
