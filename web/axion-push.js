@@ -208,14 +208,7 @@ export class AxionPush {
       }
     }
     await this.#deliverSubscription(subscription);
-    await this.#tellWorker(registration, {
-      package: this.options.package,
-      user: this.options.user,
-      module: this.options.module || null,
-      relayUrl: typeof this.options.relay === 'string' ? new URL(this.options.relay, location.href).href : null,
-      applicationServerKey: key,
-      endpoint: subscription.endpoint,
-    });
+    await this.#tellWorker(registration, this.#workerSettings(key, subscription));
     return this.status();
   }
 
@@ -329,7 +322,21 @@ export class AxionPush {
     return new AxionPushError('failed', `The browser could not subscribe: ${error && error.message}`, { cause: error });
   }
 
-  /** Records what the service worker needs to resubscribe on its own. */
+  /** What the service worker needs to resubscribe on its own. */
+  #workerSettings(applicationServerKey, subscription) {
+    const { relay } = this.options;
+    return {
+      package: this.options.package,
+      user: this.options.user,
+      module: this.options.module || null,
+      // Only a URL can be used from the service worker; a function lives in the page.
+      relayUrl: typeof relay === 'string' ? new URL(relay, location.href).href : null,
+      applicationServerKey,
+      endpoint: subscription.endpoint,
+    };
+  }
+
+  /** Records the service worker's settings (null: forget them). */
   #tellWorker(registration, settings) {
     const worker = registration.active;
     if (!worker) return Promise.resolve();
@@ -356,14 +363,7 @@ export class AxionPush {
         await this.#deliverQuietly('unsubscribe', { endpoint: message.oldEndpoint });
       }
       await this.#deliverSubscription(subscription);
-      await this.#tellWorker(registration, {
-        package: this.options.package,
-        user: this.options.user,
-        module: this.options.module || null,
-        relayUrl: typeof this.options.relay === 'string' ? new URL(this.options.relay, location.href).href : null,
-        applicationServerKey: message.applicationServerKey,
-        endpoint: subscription.endpoint,
-      });
+      await this.#tellWorker(registration, this.#workerSettings(message.applicationServerKey, subscription));
       if (this.options.onchange) this.options.onchange(await this.status());
     } catch (error) {
       if (this.options.onchange) this.options.onchange({ ...(await this.status()), error });

@@ -12,20 +12,15 @@
 // Web Push by itself (the service worker always runs).
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { INSECURE_HOST, launchChromium } from './browsers.js';
-import { Daemon } from './daemon.js';
-import { PushService } from './push-service.js';
-import { serveWeb } from './static.js';
+import { startStack, stopStack } from './stack.js';
 
 const PACKAGE = 'demo';
 const USER = 'chromium-user';
 const WAIT_MS = 30000;
 
-let dir;
+let stack;
 let push;
 let daemon;
 let web;
@@ -36,10 +31,8 @@ let registrationId;
 let simulated;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'axion-push-chromium-'));
-  push = await PushService.start(dir);
-  daemon = await Daemon.start(dir, push.caPath);
-  web = await serveWeb();
+  stack = await startStack('chromium');
+  ({ push, daemon, web } = stack);
   browser = await launchChromium();
   await browser.defaultBrowserContext().overridePermissions(web.origin, ['notifications']);
   page = await browser.newPage();
@@ -65,10 +58,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  await daemon?.stop();
-  await web?.stop();
-  await push?.stop();
-  if (dir && !process.env.KEEP_TEST_DIR) rmSync(dir, { recursive: true, force: true });
+  if (stack) await stopStack(stack);
 });
 
 /** Hands `data` to the service worker as a push, and returns the notification it then shows. */

@@ -11,20 +11,15 @@
 
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { launchFirefox } from './browsers.js';
-import { Daemon } from './daemon.js';
-import { PushService } from './push-service.js';
-import { serveWeb } from './static.js';
+import { startStack, stopStack } from './stack.js';
 
 const PACKAGE = 'demo';
 const USER = 'firefox-user';
 const WAIT_MS = 30000;
 
-let dir;
+let stack;
 let push;
 let daemon;
 let web;
@@ -33,20 +28,15 @@ let page;
 let openedPage;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'axion-push-firefox-'));
-  push = await PushService.start(dir);
-  daemon = await Daemon.start(dir, push.caPath);
-  web = await serveWeb({ 'POST /api/push-subscription': relay });
+  stack = await startStack('firefox', { 'POST /api/push-subscription': relay });
+  ({ push, daemon, web } = stack);
   browser = await launchFirefox(push);
   page = await browser.newPage();
 });
 
 after(async () => {
   await browser?.close();
-  await daemon?.stop();
-  await web?.stop();
-  await push?.stop();
-  if (dir && !process.env.KEEP_TEST_DIR) rmSync(dir, { recursive: true, force: true });
+  if (stack) await stopStack(stack);
 });
 
 /** What the host app's relay backend was asked, in order. */

@@ -3,21 +3,16 @@
 //   node test/screenshot.js ../docs/demo.png
 // (after `web/run-tests.sh` has installed Firefox and the npm packages).
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { launchFirefox } from './browsers.js';
-import { Daemon } from './daemon.js';
-import { PushService } from './push-service.js';
-import { serveWeb } from './static.js';
+import { startStack, stopStack } from './stack.js';
 
 const out = resolve(process.argv[2] || 'demo.png');
-const dir = mkdtempSync(join(tmpdir(), 'axion-push-screenshot-'));
-const push = await PushService.start(dir);
-const daemon = await Daemon.start(dir, push.caPath);
-const web = await serveWeb();
-const browser = await launchFirefox(push);
+const stack = await startStack('screenshot');
+const { push, daemon, web } = stack;
+let browser;
 try {
+  browser = await launchFirefox(push);
   const page = await browser.newPage();
   await page.setViewport({ width: 760, height: 900 });
   await page.goto(`${web.origin}/demo/?broker=${encodeURIComponent(daemon.websocketUrl)}&package=demo&user=alice`);
@@ -29,9 +24,6 @@ try {
   await page.screenshot({ path: out, fullPage: true });
   console.log(`wrote ${out}`);
 } finally {
-  await browser.close();
-  await daemon.stop();
-  await web.stop();
-  await push.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await browser?.close();
+  await stopStack(stack);
 }
