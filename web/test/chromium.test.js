@@ -12,6 +12,8 @@
 // Web Push by itself (the service worker always runs).
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { after, before, test } from 'node:test';
 import { INSECURE_HOST, launchChromium } from './browsers.js';
 import { startStack, stopStack } from './stack.js';
@@ -205,5 +207,38 @@ test('on a page that is not served securely, the demo page says notifications ne
     assert.equal(await insecure.$eval('#subscribe', (b) => b.disabled), true);
   } finally {
     await insecure.close();
+  }
+});
+
+/** axe-core's findings on `target` (a puppeteer Page) at the WCAG 2.1 AA rules. */
+async function accessibilityViolations(target) {
+  const axe = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+  await target.evaluate(axe);
+  return target.evaluate(async () => {
+    const { violations } = await window.axe.run(document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] },
+    });
+    return violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`);
+  });
+}
+
+test('the demo page has no accessibility violations, subscribed or showing a problem', async () => {
+  const demo = await browser.newPage();
+  try {
+    for (const scheme of ['light', 'dark']) {
+      await demo.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
+      await demo.goto(`${web.origin}/demo/?broker=ws://127.0.0.1:9`);
+      await demo.waitForFunction(() => document.querySelector('#state').dataset.state !== 'checking', {
+        timeout: WAIT_MS,
+      });
+      assert.deepEqual(await accessibilityViolations(demo), [], `${scheme} scheme`);
+      // A problem on show: nothing listens on the broker's port.
+      await demo.click('#subscribe');
+      await demo.waitForFunction(() => !document.querySelector('#problem').hidden, { timeout: WAIT_MS });
+      assert.match(await demo.$eval('#problem', (el) => el.textContent), /^Could not reach the notification server/);
+      assert.deepEqual(await accessibilityViolations(demo), [], `${scheme} scheme, with a problem shown`);
+    }
+  } finally {
+    await demo.close();
   }
 });
