@@ -64,7 +64,8 @@ function notificationFrom(n) {
   const tag = text(n.tag);
   const silent = n.silent === true;
   const options = {
-    body: typeof n.body === 'string' ? n.body : FALLBACK_BODY,
+    // The generic body only stands in for a push that says nothing at all.
+    body: typeof n.body === 'string' ? n.body : text(n.title) ? '' : FALLBACK_BODY,
     icon: text(n.icon),
     badge: text(n.badge),
     image: text(n.image),
