@@ -177,6 +177,12 @@ test('the payload older senders used ({title, body, url}) is shown', async () =>
   assert.equal(n.data.url, `${web.origin}/old`);
 });
 
+test('a push with a title and no body shows no filler text', async () => {
+  const n = await deliver(JSON.stringify({ title: 'Backup finished' }));
+  assert.equal(n.title, 'Backup finished');
+  assert.equal(n.body, '');
+});
+
 test('renotify without a tag, which Chromium refuses, does not lose the notification', async () => {
   const n = await deliver(
     JSON.stringify({ web_push: 8030, notification: { title: 'No tag', body: 'renotify alone', navigate: '/', renotify: true } }),
