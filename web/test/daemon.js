@@ -192,9 +192,11 @@ axion_push:
     const client = mqtt.connect(this.mqttUrl, { reconnectPeriod: 0 });
     try {
       await once(client, 'connect');
-      const message = once(client, 'message');
+      const message = once(client, 'message', { signal: AbortSignal.timeout(30000) });
       await client.subscribeAsync('axion/push/vapid', { qos: 1 });
-      const [, payload] = await message;
+      const [, payload] = await message.catch(() => {
+        throw new Error('the daemon published no retained axion/push/vapid within 30 s');
+      });
       return JSON.parse(payload.toString()).public_key;
     } finally {
       client.end(true);
