@@ -315,3 +315,51 @@ async fn the_same_id_after_the_window_is_a_new_send() {
     assert_eq!(h.push.received_by(&b).len(), 2);
     h.stop().await;
 }
+
+/// The breaker's probe is one delivery let through to a paused push
+/// service; whatever becomes of it must close or re-open the breaker —
+/// also when it never reaches the service (here: a row other software
+/// wrote, with keys that cannot be used).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_that_could_not_be_sent_does_not_leave_the_push_service_paused() {
+    let h = Harness::start().await;
+    // THRESHOLD failures in a row pause the push service for the 2 s its
+    // Retry-After asks; with a TTL of 1 s none of these is tried again, so
+    // none of them becomes the probe.
+    for i in 0..axion_push::delivery::THRESHOLD {
+        let b = h.browser(&format!("opener-{i}"));
+        h.subscribe("crm", "opener", &b).await;
+        h.push.script(&b, [Reply::retry_after(503, "2")]);
+    }
+    h.send(
+        "crm",
+        "opener",
+        json!({"id": "open", "title": "T", "ttl": 1}),
+    )
+    .await;
+    let opened = h.final_result("crm", "opener", "open").await;
+    assert_eq!(
+        opened["expired"],
+        axion_push::delivery::THRESHOLD,
+        "{opened}"
+    );
+
+    // The next delivery to that push service is the probe, and it cannot be
+    // encrypted.
+    let unusable = h.browser("unusable");
+    h.insert_row_written_elsewhere("crm", "broken", &unusable.endpoint, "not-a-key", "x")
+        .await;
+    h.send("crm", "broken", json!({"id": "probe", "title": "T"}))
+        .await;
+    let probe = h.final_result("crm", "broken", "probe").await;
+    assert_eq!(probe["failures"]["keys"], 1, "{probe}");
+
+    // The push service answers again: a later push gets through.
+    let later = h.browser("later");
+    h.subscribe("crm", "later", &later).await;
+    h.send("crm", "later", json!({"id": "after", "title": "T"}))
+        .await;
+    let after = h.final_result("crm", "later", "after").await;
+    assert_eq!(after["delivered"], 1, "{after}");
+    h.stop().await;
+}

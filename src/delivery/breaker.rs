@@ -19,19 +19,25 @@ pub const THRESHOLD: u32 = 5;
 /// at again.
 const PROBE_WAIT: Duration = Duration::from_secs(1);
 
-/// What an answer says about a push service's health.
+/// What an attempt says about a push service's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
     /// It answered as a working service does (2xx, 404/410, a 4xx refusal).
     Answering,
     /// 429, 5xx, a timeout or a broken connection.
     Struggling { retry_after: Option<Duration> },
+    /// The request never went out (keys that cannot be used, the endpoint
+    /// policy, a payload too large): it says nothing about the service.
+    NotAsked,
 }
 
 /// Whether a delivery to an origin may go now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
     Go,
+    /// Go, as the one request that tells whether a paused origin has
+    /// recovered: its outcome must be recorded with `probe: true`.
+    Probe,
     /// Paused: look again at this time (milliseconds since the epoch).
     Wait(u64),
 }
@@ -73,13 +79,17 @@ impl Breakers {
             Some(_) if state.probing => Admit::Wait(now_ms + ms(PROBE_WAIT)),
             Some(_) => {
                 state.probing = true;
-                Admit::Go
+                Admit::Probe
             }
         }
     }
 
-    /// Records an answer from `origin`.
-    pub fn record(&self, origin: &str, health: Health, now_ms: u64) {
+    /// Records an attempt on `origin`; `probe` when [`Breakers::admit`]
+    /// let it through as the probe. Every outcome of a probe closes the
+    /// breaker, opens it again, or (when the request never went out) lets
+    /// the next delivery probe instead — a probe left unanswered would
+    /// keep the origin paused for good.
+    pub fn record(&self, origin: &str, health: Health, probe: bool, now_ms: u64) {
         let mut origins = self.origins.lock().expect("breaker lock");
         match health {
             Health::Answering => {
@@ -89,14 +99,20 @@ impl Breakers {
                     tracing::info!(origin, "push service answering again; deliveries resume");
                 }
             }
+            Health::NotAsked => {
+                if probe && let Some(state) = origins.get_mut(origin) {
+                    state.probing = false;
+                }
+            }
             Health::Struggling { retry_after } => {
                 let state = origins.entry(origin.to_owned()).or_default();
-                if !state.probing && state.open_until.is_some_and(|until| now_ms < until) {
-                    // An answer to a request sent before the pause began.
+                if !probe && state.open_until.is_some() {
+                    // Paused: an answer to a request sent before the pause
+                    // began; only the probe decides what comes next.
                     return;
                 }
                 state.failures += 1;
-                if state.probing || state.failures >= THRESHOLD {
+                if probe || state.failures >= THRESHOLD {
                     let pause = self
                         .cool_down
                         .delay(state.openings)
@@ -134,7 +150,7 @@ mod tests {
 
     fn struggle(b: &Breakers, times: u32, now: u64) {
         for _ in 0..times {
-            b.record(ORIGIN, Health::Struggling { retry_after: None }, now);
+            b.record(ORIGIN, Health::Struggling { retry_after: None }, false, now);
         }
     }
 
@@ -157,7 +173,7 @@ mod tests {
     fn a_successful_answer_resets_the_count() {
         let b = breakers();
         struggle(&b, THRESHOLD - 1, 0);
-        b.record(ORIGIN, Health::Answering, 0);
+        b.record(ORIGIN, Health::Answering, false, 0);
         struggle(&b, THRESHOLD - 1, 0);
         assert_eq!(b.admit(ORIGIN, 0), Admit::Go);
     }
@@ -167,9 +183,9 @@ mod tests {
         let b = breakers();
         struggle(&b, THRESHOLD, 0);
         let later = 100_000;
-        assert_eq!(b.admit(ORIGIN, later), Admit::Go, "the probe");
+        assert_eq!(b.admit(ORIGIN, later), Admit::Probe);
         assert!(matches!(b.admit(ORIGIN, later), Admit::Wait(_)));
-        b.record(ORIGIN, Health::Answering, later);
+        b.record(ORIGIN, Health::Answering, true, later);
         assert_eq!(b.admit(ORIGIN, later), Admit::Go, "closed again");
     }
 
@@ -178,8 +194,13 @@ mod tests {
         let b = breakers();
         struggle(&b, THRESHOLD, 0);
         let later = 100_000;
-        assert_eq!(b.admit(ORIGIN, later), Admit::Go);
-        struggle(&b, 1, later);
+        assert_eq!(b.admit(ORIGIN, later), Admit::Probe);
+        b.record(
+            ORIGIN,
+            Health::Struggling { retry_after: None },
+            true,
+            later,
+        );
         // Second opening: 20 s ± 50 %.
         assert!(matches!(b.admit(ORIGIN, later + 1), Admit::Wait(t) if t >= later + 10_000));
     }
@@ -204,9 +225,33 @@ mod tests {
                 Health::Struggling {
                     retry_after: Some(Duration::from_secs(3600)),
                 },
+                false,
                 0,
             );
         }
         assert!(matches!(b.admit(ORIGIN, 1), Admit::Wait(t) if t >= 3_600_000));
+    }
+
+    #[test]
+    fn a_probe_that_never_went_out_lets_the_next_delivery_probe() {
+        let b = breakers();
+        struggle(&b, THRESHOLD, 0);
+        let later = 100_000;
+        assert_eq!(b.admit(ORIGIN, later), Admit::Probe);
+        b.record(ORIGIN, Health::NotAsked, true, later);
+        assert_eq!(b.admit(ORIGIN, later), Admit::Probe);
+    }
+
+    #[test]
+    fn only_the_probe_decides_while_paused() {
+        let b = breakers();
+        struggle(&b, THRESHOLD, 0);
+        let later = 100_000;
+        assert_eq!(b.admit(ORIGIN, later), Admit::Probe);
+        // A late answer to a request sent before the pause, and one that
+        // never went out, change nothing: the probe is still out.
+        struggle(&b, THRESHOLD, later);
+        b.record(ORIGIN, Health::NotAsked, false, later);
+        assert!(matches!(b.admit(ORIGIN, later), Admit::Wait(t) if t == later + 1_000));
     }
 }

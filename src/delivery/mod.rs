@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::backoff::Backoff;
 use crate::model::{Endpoint, Package, SubscriptionKeys, Target};
 use crate::notification::Urgency;
-use crate::push::{Message, Outcome, PushClient, VapidSigner, VapidSigners};
+use crate::push::{Message, Outcome, PushClient, PushError, VapidSigner, VapidSigners};
 use crate::report::{Egress, Outgoing, ResultReport, now_ms};
 use crate::stats::Stats;
 use crate::store::{Claimed, CommandState, Health, Settled, Settlement, Store};
@@ -270,9 +270,10 @@ async fn claim(
                 .as_ref()
                 .and_then(|e| e.url().host_str().map(str::to_owned))
                 .unwrap_or_else(|| "unknown".to_owned());
-            if let Some(origin) = &origin
-                && let Admit::Wait(until) = breakers.admit(origin, now)
-            {
+            let admitted = origin
+                .as_deref()
+                .map_or(Admit::Go, |origin| breakers.admit(origin, now));
+            if let Admit::Wait(until) = admitted {
                 let settled_as = if until >= message.expires_ms {
                     Settled::Expired
                 } else {
@@ -281,6 +282,7 @@ async fn claim(
                 put_back(row, settled_as, permit);
                 continue;
             }
+            let probe = admitted == Admit::Probe;
             let parts = parts.clone();
             let breakers = breakers.clone();
             let settled = settled.clone();
@@ -293,14 +295,10 @@ async fn claim(
                 };
                 parts.stats.latency.observe(started.elapsed());
                 parts.stats.pushes.add(&host, push_class(&outcome));
-                let settled_as = settle_as(
-                    &parts.retry,
-                    &breakers,
-                    &row,
-                    &message,
-                    origin.as_deref(),
-                    outcome,
-                );
+                if let Some(origin) = origin.as_deref() {
+                    breakers.record(origin, health(&outcome), probe, now_ms());
+                }
+                let settled_as = settle_as(&parts.retry, &row, &message, outcome);
                 let _ = settled.send((
                     Settlement {
                         claimed: row,
@@ -381,15 +379,40 @@ async fn message_for(
     Ok(loaded)
 }
 
+/// Why an attempt never reached the push service.
+#[derive(Debug, thiserror::Error)]
+pub enum NotSent {
+    #[error("the stored endpoint is not a usable URL")]
+    Endpoint,
+    #[error("the stored keys cannot be used")]
+    Keys,
+    #[error(transparent)]
+    Push(#[from] PushError),
+}
+
+impl NotSent {
+    /// The key a result report counts this failure under.
+    pub fn failure_key(&self) -> &'static str {
+        match self {
+            NotSent::Endpoint => "endpoint",
+            NotSent::Keys => "keys",
+            NotSent::Push(e) => e.failure_key(),
+        }
+    }
+}
+
+/// One attempt: the push service's answer, or why no request went out.
+pub type Attempt = Result<Outcome, NotSent>;
+
 /// Rows written by older software are decoded here, at their first use; a
 /// row that cannot be used is a failed delivery, never a crash.
-async fn send_one(client: &PushClient, row: &Claimed, message: &Loaded) -> Result<Outcome, String> {
-    let endpoint = Endpoint::parse(&row.endpoint).map_err(|_| "endpoint".to_owned())?;
+async fn send_one(client: &PushClient, row: &Claimed, message: &Loaded) -> Attempt {
+    let endpoint = Endpoint::parse(&row.endpoint).map_err(|_| NotSent::Endpoint)?;
     let keys = SubscriptionKeys::parse(
         row.p256dh.as_deref().unwrap_or_default(),
         row.auth.as_deref().unwrap_or_default(),
     )
-    .map_err(|_| "keys".to_owned())?;
+    .map_err(|_| NotSent::Keys)?;
     client
         .send(
             &endpoint,
@@ -407,14 +430,14 @@ async fn send_one(client: &PushClient, row: &Claimed, message: &Loaded) -> Resul
         .await
         .map_err(|e| {
             tracing::warn!(origin = endpoint.origin(), error = %e, "push not sent");
-            e.failure_key().to_owned()
+            NotSent::Push(e)
         })
 }
 
 /// An attempt's outcome as a metrics class (see `stats::PUSH_CLASSES`).
-fn push_class(outcome: &Result<Outcome, String>) -> &'static str {
+fn push_class(attempt: &Attempt) -> &'static str {
     use crate::push::RetryCause;
-    match outcome {
+    match attempt {
         Ok(Outcome::Delivered) => "2xx",
         Ok(Outcome::Gone(_)) => "gone",
         Ok(Outcome::Retry { cause, .. }) => match cause {
@@ -425,7 +448,7 @@ fn push_class(outcome: &Result<Outcome, String>) -> &'static str {
         },
         Ok(Outcome::TooLarge) => "413",
         Ok(Outcome::Rejected(_)) => "4xx",
-        Err(key) => match key.as_str() {
+        Err(not_sent) => match not_sent.failure_key() {
             "413" => "413",
             "policy" => "policy",
             _ => "other",
@@ -433,37 +456,33 @@ fn push_class(outcome: &Result<Outcome, String>) -> &'static str {
     }
 }
 
-/// What an attempt's outcome means for the queue, and for the breaker.
-fn settle_as(
-    retry: &Backoff,
-    breakers: &Breakers,
-    row: &Claimed,
-    message: &Loaded,
-    origin: Option<&str>,
-    outcome: Result<Outcome, String>,
-) -> Settled {
-    let now = now_ms();
-    let health = match &outcome {
+/// What an attempt says about its push service, for the breaker. Every
+/// attempt has an answer here, so none can leave a probe unrecorded.
+fn health(attempt: &Attempt) -> breaker::Health {
+    match attempt {
         Ok(Outcome::Retry { after, .. }) => breaker::Health::Struggling {
             retry_after: *after,
         },
-        Ok(_) => breaker::Health::Answering,
-        Err(_) => return Settled::Failed(outcome.err().unwrap_or_default()),
-    };
-    if let Some(origin) = origin {
-        breakers.record(origin, health, now);
+        Ok(Outcome::Delivered | Outcome::Gone(_) | Outcome::TooLarge | Outcome::Rejected(_)) => {
+            breaker::Health::Answering
+        }
+        Err(_) => breaker::Health::NotAsked,
     }
-    match outcome {
+}
+
+/// What an attempt means for the queue.
+fn settle_as(retry: &Backoff, row: &Claimed, message: &Loaded, attempt: Attempt) -> Settled {
+    match attempt {
         Ok(Outcome::Delivered) => Settled::Delivered,
         Ok(Outcome::Gone(_)) => Settled::Gone,
         Ok(Outcome::Retry { after, .. }) => {
-            match next_attempt(retry, row.attempts, after, now, message.expires_ms) {
+            match next_attempt(retry, row.attempts, after, now_ms(), message.expires_ms) {
                 Some(next_at) => Settled::Retry { next_at },
                 None => Settled::Expired,
             }
         }
         Ok(other) => Settled::Failed(other.failure_key().unwrap_or_else(|| "other".into())),
-        Err(key) => Settled::Failed(key),
+        Err(not_sent) => Settled::Failed(not_sent.failure_key().to_owned()),
     }
 }
 

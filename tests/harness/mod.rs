@@ -241,6 +241,36 @@ impl Harness {
         rows
     }
 
+    /// Writes a row straight into Axion's table, as other software (the
+    /// Python module, an administrator) may have: nothing is validated.
+    pub async fn insert_row_written_elsewhere(
+        &self,
+        package: &str,
+        user: &str,
+        endpoint: &str,
+        p256dh: &str,
+        auth: &str,
+    ) {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&self.config.settings.database.url)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO def_notify_push_subscription \
+             (User, Package, Endpoint, KeysP256dh, KeysAuth, CreatedAt, Active) \
+             VALUES (?, ?, ?, ?, ?, CURRENT_TIMESTAMP, 'Y')",
+        )
+        .bind(user)
+        .bind(package)
+        .bind(endpoint)
+        .bind(p256dh)
+        .bind(auth)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+
     pub fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().expect("the daemon is running")
     }
