@@ -305,6 +305,7 @@ impl Daemon {
                     initial: settings.delivery.retry_initial,
                     max: settings.delivery.retry_max,
                 },
+                pause_max: settings.delivery.pause_max,
                 dedup_window: settings.delivery.dedup_window,
                 stats: stats.clone(),
             },

@@ -363,3 +363,32 @@ async fn a_probe_that_could_not_be_sent_does_not_leave_the_push_service_paused()
     assert_eq!(after["delivered"], 1, "{after}");
     h.stop().await;
 }
+
+/// A push service may ask for any `Retry-After`; the deliveries that got
+/// it honour it (here: they expire), but the service as a whole is paused
+/// no longer than `delivery.pause_max`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_service_is_paused_no_longer_than_pause_max_whatever_it_asks() {
+    let h = Harness::start_with(|c| c.settings.delivery.pause_max = Duration::from_secs(1)).await;
+    for i in 0..axion_push::delivery::THRESHOLD {
+        let b = h.browser(&format!("opener-{i}"));
+        h.subscribe("crm", "opener", &b).await;
+        h.push.script(&b, [Reply::retry_after(503, "999999999")]);
+    }
+    h.send("crm", "opener", json!({"id": "open", "title": "T"}))
+        .await;
+    let opened = h.final_result("crm", "opener", "open").await;
+    assert_eq!(
+        opened["expired"],
+        axion_push::delivery::THRESHOLD,
+        "{opened}"
+    );
+
+    let later = h.browser("later");
+    h.subscribe("crm", "later", &later).await;
+    h.send("crm", "later", json!({"id": "after", "title": "T"}))
+        .await;
+    let after = h.final_result("crm", "later", "after").await;
+    assert_eq!(after["delivered"], 1, "{after}");
+    h.stop().await;
+}

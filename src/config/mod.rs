@@ -256,6 +256,10 @@ pub struct DeliverySettings {
     /// `retry_max`: the longest delay between two attempts, unless the push
     /// service asks for longer. Default `10m`.
     pub retry_max: Duration,
+    /// `pause_max`: the longest a push service that keeps failing is paused
+    /// (its circuit breaker), even when its `Retry-After` asks for more; a
+    /// single delivery still waits what `Retry-After` says. Default `1h`.
+    pub pause_max: Duration,
     /// `dedup_window`: how long a send's `id` is remembered; the same id
     /// again within it is answered `duplicate` and not delivered. Default
     /// `24h`.
@@ -272,6 +276,7 @@ impl Default for DeliverySettings {
             extra_root_ca: None,
             retry_initial: Duration::from_secs(5),
             retry_max: Duration::from_secs(600),
+            pause_max: Duration::from_secs(3600),
             dedup_window: Duration::from_secs(86_400),
         }
     }
@@ -759,6 +764,7 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         };
         delivery.field_with("retry_initial", &mut d.retry_initial, positive_duration);
         delivery.field_with("retry_max", &mut d.retry_max, positive_duration);
+        delivery.field_with("pause_max", &mut d.pause_max, positive_duration);
         delivery.field_with("dedup_window", &mut d.dedup_window, duration);
         if d.retry_max < d.retry_initial {
             delivery.problem("retry_max", "must not be shorter than retry_initial");
@@ -880,6 +886,7 @@ mod tests {
         assert_eq!(s.delivery.shutdown_grace, d.delivery.shutdown_grace);
         assert_eq!(s.delivery.retry_initial, d.delivery.retry_initial);
         assert_eq!(s.delivery.retry_max, d.delivery.retry_max);
+        assert_eq!(s.delivery.pause_max, d.delivery.pause_max);
         assert_eq!(s.delivery.dedup_window, d.delivery.dedup_window);
         assert_eq!(s.endpoints.allow_hosts, d.endpoints.allow_hosts);
         assert_eq!(s.endpoints.allow_http, d.endpoints.allow_http);

@@ -53,6 +53,9 @@ struct Origin {
 #[derive(Debug)]
 pub struct Breakers {
     cool_down: Backoff,
+    /// The longest pause, whatever a push service asks: one answer must
+    /// not silence a whole push service (all of FCM, say) for years.
+    pause_max: Duration,
     origins: Mutex<HashMap<String, Origin>>,
 }
 
@@ -61,9 +64,10 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl Breakers {
-    pub fn new(cool_down: Backoff) -> Self {
+    pub fn new(cool_down: Backoff, pause_max: Duration) -> Self {
         Self {
             cool_down,
+            pause_max,
             origins: Mutex::new(HashMap::new()),
         }
     }
@@ -113,10 +117,20 @@ impl Breakers {
                 }
                 state.failures += 1;
                 if probe || state.failures >= THRESHOLD {
+                    let asked = retry_after.unwrap_or_default();
+                    if asked > self.pause_max {
+                        tracing::warn!(
+                            origin,
+                            retry_after = ?asked,
+                            pause = ?self.pause_max,
+                            "push service asks for a longer pause than delivery.pause_max allows; pausing it for pause_max"
+                        );
+                    }
                     let pause = self
                         .cool_down
                         .delay(state.openings)
-                        .max(retry_after.unwrap_or_default());
+                        .max(asked)
+                        .min(self.pause_max);
                     if state.openings == 0 {
                         tracing::warn!(
                             origin,
@@ -142,10 +156,13 @@ mod tests {
     const ORIGIN: &str = "https://push.example";
 
     fn breakers() -> Breakers {
-        Breakers::new(Backoff {
-            initial: Duration::from_secs(10),
-            max: Duration::from_secs(60),
-        })
+        Breakers::new(
+            Backoff {
+                initial: Duration::from_secs(10),
+                max: Duration::from_secs(60),
+            },
+            Duration::from_secs(7200),
+        )
     }
 
     fn struggle(b: &Breakers, times: u32, now: u64) {
@@ -253,5 +270,21 @@ mod tests {
         struggle(&b, THRESHOLD, later);
         b.record(ORIGIN, Health::NotAsked, false, later);
         assert!(matches!(b.admit(ORIGIN, later), Admit::Wait(t) if t == later + 1_000));
+    }
+
+    #[test]
+    fn the_pause_is_capped_at_pause_max_whatever_retry_after_asks() {
+        let b = breakers();
+        for _ in 0..THRESHOLD {
+            b.record(
+                ORIGIN,
+                Health::Struggling {
+                    retry_after: Some(Duration::from_secs(999_999_999)),
+                },
+                false,
+                0,
+            );
+        }
+        assert!(matches!(b.admit(ORIGIN, 1), Admit::Wait(t) if t == 7_200_000));
     }
 }

@@ -73,6 +73,8 @@ pub struct EngineParts {
     pub instance: String,
     pub concurrency: usize,
     pub retry: Backoff,
+    /// The longest a struggling push service is paused.
+    pub pause_max: Duration,
     /// How long finished sends are remembered for de-duplication.
     pub dedup_window: Duration,
     pub stats: Arc<Stats>,
@@ -146,7 +148,7 @@ async fn claim(
     stop: Stop,
     settled: mpsc::UnboundedSender<ToRecord>,
 ) {
-    let breakers = Arc::new(Breakers::new(parts.retry));
+    let breakers = Arc::new(Breakers::new(parts.retry, parts.pause_max));
     let mut messages = Messages::new();
     let mut requests = JoinSet::new();
     let mut outage: u32 = 0;

@@ -55,6 +55,7 @@ impl Alone {
                     initial: Duration::from_millis(50),
                     max: Duration::from_secs(1),
                 },
+                pause_max: Duration::from_secs(60),
                 dedup_window: Duration::from_secs(60),
                 stats: Default::default(),
             },
