@@ -57,6 +57,8 @@ pub struct Daemon {
     /// The Prometheus endpoint's address, when `metrics.listen` is set.
     metrics_addr: Option<SocketAddr>,
     metrics_stop: tokio_util::sync::CancellationToken,
+    /// The endpoint's task; it closes its open connections when stopped.
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A cheap handle for watching a running daemon from outside (systemd's
@@ -364,10 +366,11 @@ impl Daemon {
             .await
             .context("the MQTT client stopped before subscribing")?;
         let metrics_stop = tokio_util::sync::CancellationToken::new();
+        let mut metrics_task = None;
         let metrics_addr = match metrics_listener {
             Some(listener) => {
                 let addr = listener.local_addr()?;
-                tokio::spawn(crate::metrics::serve(
+                metrics_task = Some(tokio::spawn(crate::metrics::serve(
                     listener,
                     crate::metrics::Sources {
                         stats: monitor_parts.1.clone(),
@@ -376,7 +379,7 @@ impl Daemon {
                         broker: client.subscribed.clone(),
                     },
                     metrics_stop.clone(),
-                ));
+                )));
                 tracing::info!(%addr, "serving Prometheus metrics on http://{addr}/metrics");
                 Some(addr)
             }
@@ -399,6 +402,7 @@ impl Daemon {
             broker_state: client.subscribed,
             metrics_addr,
             metrics_stop,
+            metrics_task,
         })
     }
 
@@ -467,6 +471,9 @@ impl Daemon {
             self.tracker.wait().await;
         }
         self.metrics_stop.cancel();
+        if let Some(task) = self.metrics_task {
+            let _ = task.await;
+        }
         self.store.close().await;
         tracing::info!("stopped");
     }

@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::stats::Stats;
 use crate::store::{Health, Store};
@@ -66,25 +67,34 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (axion_push.metrics.listen): {e}"))
 }
 
-/// Serves scrapes until `stop`.
+/// Serves scrapes until `stop`, then closes every connection still open.
 pub async fn serve(listener: TcpListener, sources: Sources, stop: CancellationToken) {
+    let connections = TaskTracker::new();
     loop {
         let (stream, _) = tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
                 }
             },
         };
         let sources = sources.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, answer(stream, &sources)).await;
+        let stop = stop.clone();
+        connections.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                _ = tokio::time::timeout(CONNECTION_TIMEOUT, answer(stream, &sources)) => {}
+            }
         });
     }
+    connections.close();
+    connections.wait().await;
 }
 
 async fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
@@ -101,13 +111,22 @@ async fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()>
     let mut parts = line.lines().next().unwrap_or_default().split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
-    let (status, body) = match (method, path) {
-        ("GET", "/metrics") => ("200 OK", render(sources).await),
-        ("GET", _) => ("404 Not Found", "only /metrics is served here\n".to_owned()),
-        _ => ("405 Method Not Allowed", "only GET /metrics\n".to_owned()),
+    let (status, extra, body) = match (method, path) {
+        ("GET", "/metrics") => ("200 OK", "", render(sources).await),
+        ("GET", _) => (
+            "404 Not Found",
+            "",
+            "only /metrics is served here\n".to_owned(),
+        ),
+        // RFC 9110 §15.5.6: a 405 names the methods the resource allows.
+        _ => (
+            "405 Method Not Allowed",
+            "Allow: GET\r\n",
+            "only GET /metrics\n".to_owned(),
+        ),
     };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\n{extra}Content-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;

@@ -13,10 +13,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `GET path` on the endpoint: the status line and the body.
 async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let (head, body) = request(addr, "GET", path).await;
+    (head.lines().next().unwrap().to_owned(), body)
+}
+
+/// `method path` on the endpoint: the response head and the body.
+async fn request(addr: SocketAddr, method: &str, path: &str) -> (String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
         )
         .await
         .unwrap();
@@ -26,7 +33,7 @@ async fn get(addr: SocketAddr, path: &str) -> (String, String) {
         .expect("the endpoint answers")
         .unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    (head.lines().next().unwrap().to_owned(), body.to_owned())
+    (head.to_owned(), body.to_owned())
 }
 
 #[tokio::test]
@@ -121,6 +128,46 @@ async fn only_get_metrics_is_served() {
     let (status, _) = get(h.daemon().metrics_addr().unwrap(), "/").await;
     assert!(status.contains("404"), "{status}");
     h.stop().await;
+}
+
+#[tokio::test]
+async fn another_method_is_refused_with_the_allowed_one_named() {
+    let h = Harness::start_with(|c| {
+        c.settings.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let (head, _) = request(h.daemon().metrics_addr().unwrap(), "POST", "/metrics").await;
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert!(
+        head.lines().any(|l| l.eq_ignore_ascii_case("allow: GET")),
+        "RFC 9110 §15.5.6: a 405 names the allowed methods\n{head}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_scrape_connection_is_closed_when_the_daemon_stops() {
+    let h = Harness::start_with(|c| {
+        c.settings.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    // A scraper that connected and has not sent its request yet.
+    let mut idle = tokio::net::TcpStream::connect(h.daemon().metrics_addr().unwrap())
+        .await
+        .unwrap();
+    h.stop().await;
+    // Closed as the daemon stopped, not when the connection's own timeout
+    // (10 s) would have ended it.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        idle.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "the connection outlived the daemon: {read:?}"
+    );
 }
 
 #[test]
