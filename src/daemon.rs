@@ -25,7 +25,7 @@ use crate::backoff::Backoff;
 use crate::broker::{self, EmbeddedBroker};
 use crate::command::{Processor, ProcessorParts};
 use crate::config::{Config, VapidPrivateKey, VapidRegistry};
-use crate::delivery::{self, EngineParts, Wake};
+use crate::delivery::{self, EngineParts, HandOff, Ledger, Wake};
 use crate::mqtt::{self, Lifecycle, Session};
 use crate::push::{EndpointPolicy, PushClient, VapidSigners};
 use crate::report::{Egress, Outgoing};
@@ -75,8 +75,9 @@ pub struct Monitor {
 
 impl Monitor {
     /// Every long-running task still runs: the MQTT event loop, acker,
-    /// forwarder and status publisher; the dispatcher; the engine's
-    /// claimer, recorder and purger. A task that panicked is gone.
+    /// status publisher and the ledger of what the broker acknowledged; the
+    /// dispatcher; the engine's claimer, recorder and purger. A task that
+    /// panicked is gone.
     pub fn is_alive(&self) -> bool {
         self.tracker.len() >= 4 && !self.commands.is_empty() && self.engine.len() >= 3
     }
@@ -291,6 +292,15 @@ impl Daemon {
         let signers = Arc::new(VapidSigners::new(&vapid));
         let instance = settings.mqtt.client_id.clone();
         let wake = Wake::default();
+        let tracker = TaskTracker::new();
+        let lifecycle = Lifecycle::default();
+        let ledger = Ledger::spawn(
+            store.clone(),
+            health.clone(),
+            &tracker,
+            lifecycle.hard_stop.clone(),
+        );
+        let hand_off = HandOff::default();
         let engine = TaskTracker::new();
         let engine_stop = delivery::Stop::default();
         delivery::spawn(
@@ -301,6 +311,8 @@ impl Daemon {
                 signers: signers.clone(),
                 topics: topics.clone(),
                 egress: egress.clone(),
+                ledger: ledger.clone(),
+                hand_off: hand_off.clone(),
                 instance: instance.clone(),
                 concurrency: settings.delivery.concurrency,
                 retry: Backoff {
@@ -322,6 +334,8 @@ impl Daemon {
             topics: topics.clone(),
             egress,
             wake,
+            ledger,
+            hand_off,
             health,
             stats,
             signers,
@@ -350,8 +364,6 @@ impl Daemon {
                 retain: true,
             },
         };
-        let tracker = TaskTracker::new();
-        let lifecycle = Lifecycle::default();
         let mut client = mqtt::spawn(session, processor, egress_rx, &tracker, lifecycle.clone());
         tracker.spawn(publish_database_state(
             database_state.0,

@@ -136,6 +136,69 @@ pub struct Outgoing {
     pub retain: bool,
 }
 
+/// Called once the broker has acknowledged a message (its QoS 1 PUBACK).
+///
+/// A receipt dropped unconfirmed means the message may never have reached
+/// the broker — the daemon stopped or died first — so whatever confirming
+/// would have recorded stays undone, and the message goes out again later
+/// (at least once, never at most once).
+pub struct Receipt(Box<dyn FnOnce() + Send>);
+
+impl Receipt {
+    pub fn new(on_confirmed: impl FnOnce() + Send + 'static) -> Self {
+        Self(Box::new(on_confirmed))
+    }
+
+    /// A receipt that records nothing.
+    pub fn none() -> Self {
+        Self::new(|| {})
+    }
+
+    pub fn confirm(self) {
+        (self.0)();
+    }
+
+    /// `n` receipts that confirm this one when the last of them is
+    /// confirmed: one message sent to several topics (a group's events).
+    pub fn split(self, n: usize) -> Vec<Receipt> {
+        use std::sync::Arc;
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        if n == 0 {
+            self.confirm();
+            return Vec::new();
+        }
+        let left = Arc::new(AtomicUsize::new(n));
+        let inner = Arc::new(Mutex::new(Some(self)));
+        (0..n)
+            .map(|_| {
+                let (left, inner) = (left.clone(), inner.clone());
+                Receipt::new(move || {
+                    if left.fetch_sub(1, Ordering::AcqRel) == 1
+                        && let Some(receipt) = inner.lock().expect("receipt lock").take()
+                    {
+                        receipt.confirm();
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Receipt")
+    }
+}
+
+/// A message on the egress channel, with what to tell when the broker has
+/// it.
+#[derive(Debug)]
+pub struct Publication {
+    pub out: Outgoing,
+    pub receipt: Option<Receipt>,
+}
+
 /// The egress channel was closed: the daemon is stopping.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the egress channel is closed")]
@@ -145,17 +208,36 @@ pub struct EgressClosed;
 /// keep up slows the command stage down instead of filling memory.
 #[derive(Debug, Clone)]
 pub struct Egress {
-    tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::Sender<Publication>,
 }
 
 impl Egress {
-    pub fn channel(capacity: usize) -> (Egress, mpsc::Receiver<Outgoing>) {
+    pub fn channel(capacity: usize) -> (Egress, mpsc::Receiver<Publication>) {
         let (tx, rx) = mpsc::channel(capacity);
         (Egress { tx }, rx)
     }
 
+    /// Hands `out` to the MQTT client; nobody is told when it arrives.
     pub async fn publish(&self, out: Outgoing) -> Result<(), EgressClosed> {
-        self.tx.send(out).await.map_err(|_| EgressClosed)
+        self.send(Publication { out, receipt: None }).await
+    }
+
+    /// Hands `out` to the MQTT client; `receipt` is confirmed once the
+    /// broker has acknowledged it.
+    pub async fn publish_confirmed(
+        &self,
+        out: Outgoing,
+        receipt: Receipt,
+    ) -> Result<(), EgressClosed> {
+        self.send(Publication {
+            out,
+            receipt: Some(receipt),
+        })
+        .await
+    }
+
+    async fn send(&self, publication: Publication) -> Result<(), EgressClosed> {
+        self.tx.send(publication).await.map_err(|_| EgressClosed)
     }
 }
 
@@ -188,5 +270,34 @@ mod tests {
         assert_eq!(v["url"], "/");
         assert_eq!(v["ts"], 1_700_000_000.5);
         assert!(v.get("group").is_none());
+    }
+
+    #[test]
+    fn a_split_receipt_confirms_once_every_part_is_confirmed() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let confirmed = Arc::new(AtomicUsize::new(0));
+        let counter = confirmed.clone();
+        let mut parts = Receipt::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .split(3);
+        parts.pop().unwrap().confirm();
+        parts.pop().unwrap().confirm();
+        assert_eq!(confirmed.load(Ordering::SeqCst), 0);
+        parts.pop().unwrap().confirm();
+        assert_eq!(confirmed.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_split_receipt_with_a_part_dropped_never_confirms() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let confirmed = Arc::new(AtomicBool::new(false));
+        let flag = confirmed.clone();
+        let mut parts = Receipt::new(move || flag.store(true, Ordering::SeqCst)).split(2);
+        parts.pop().unwrap().confirm();
+        drop(parts);
+        assert!(!confirmed.load(Ordering::SeqCst));
     }
 }

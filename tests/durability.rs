@@ -313,3 +313,151 @@ async fn commands_wait_out_a_database_outage_and_none_is_lost() {
     );
     h.stop().await;
 }
+
+/// Waits until no delivery is left in the queue of the database at `db`.
+async fn wait_until_every_delivery_settled(db: &std::path::Path) {
+    let settings = axion_push::config::DatabaseSettings {
+        url: format!("sqlite://{}", db.display()),
+        ..Default::default()
+    };
+    let store = axion_push::store::Store::open(&settings).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let pending = store.pending_deliveries().await.unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pending} deliveries still queued after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.close().await;
+}
+
+/// A service's client that keeps its session on `broker`, subscribed to
+/// `filter`.
+async fn service_on(broker: &Mosquitto, filter: &str) -> TestClient {
+    TestClient::connect_persistent(
+        "127.0.0.1",
+        broker.addr.port(),
+        &format!("service-{}", uuid::Uuid::new_v4()),
+        &[filter.into()],
+    )
+    .await
+}
+
+/// Subscribes `user`'s browser through the broker and waits for the answer.
+async fn subscribe_through(service: &TestClient, user: &str, browser: &harness::Browser) {
+    let from = service.count();
+    service
+        .publish(
+            &format!("axion/crm/push/{user}/subscribe"),
+            browser.subscription().to_string(),
+        )
+        .await;
+    let r = service
+        .wait_for(from, "the subscribe result", WAIT, |m| {
+            m.topic == format!("axion/crm/push/{user}/result")
+        })
+        .await
+        .json();
+    assert_eq!(r["ok"], true, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_due_while_the_broker_is_away_are_published_after_a_kill_and_restart() {
+    const SENDS: usize = 3;
+    harness::init_logging();
+    let mut broker = Mosquitto::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let (config, _) =
+        process::write_config(dir.path(), &push, &format!("    url: {}", broker.url()));
+    let service = service_on(&broker, "axion/crm/push/+/result").await;
+    let mut serve = Serve::start(&config);
+    serve.wait_for("axion-push is running");
+    for i in 0..SENDS {
+        let b = push.browser(&format!("b{i}"));
+        // Slow answers: the broker goes away while the pushes are out.
+        push.script(&b, [harness::Reply::slow(201, Duration::from_millis(500))]);
+        subscribe_through(&service, &format!("u{i}"), &b).await;
+    }
+    for i in 0..SENDS {
+        service
+            .publish(
+                &format!("axion/crm/push/u{i}/send"),
+                json!({"id": format!("away-{i}"), "title": "T"}).to_string(),
+            )
+            .await;
+    }
+    push.wait_for(SENDS, WAIT).await;
+    broker.stop();
+    // Every send finishes, and its report is due, while no broker runs.
+    wait_until_every_delivery_settled(&dir.path().join("axion-push.db")).await;
+    serve.signal("-KILL");
+    serve.wait();
+
+    broker.resume().await;
+    let _serve = Serve::start(&config);
+    for i in 0..SENDS {
+        let id = format!("away-{i}");
+        let r = service
+            .wait_for(0, &format!("the final result of {id}"), WAIT, |m| {
+                m.json()["id"] == id.as_str() && m.json()["queued"] == 0
+            })
+            .await
+            .json();
+        assert_eq!(r["delivered"], 1, "{r}");
+    }
+    assert_eq!(push.received_count(), SENDS, "nothing was pushed twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_broker_never_took_is_published_after_a_kill_and_restart() {
+    harness::init_logging();
+    let broker = Mosquitto::start(false).await;
+    let proxy = harness::proxy::Proxy::start(broker.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let (config, _) = process::write_config(
+        dir.path(),
+        &push,
+        &format!("    url: mqtt://{}", proxy.addr),
+    );
+    let service = service_on(&broker, "axion/crm/push/alice").await;
+    let mut serve = Serve::start(&config);
+    serve.wait_for("axion-push is running");
+    let b = push.browser("b");
+    let subscriber = TestClient::connect(
+        "127.0.0.1",
+        broker.addr.port(),
+        &["axion/crm/push/alice/result".into()],
+    )
+    .await;
+    subscribe_through(&subscriber, "alice", &b).await;
+
+    // The daemon receives the send, records it and pushes; nothing it sends
+    // back — the event, the command's ack — reaches the broker.
+    proxy.hold_what_clients_send();
+    service
+        .publish(
+            "axion/crm/push/alice/send",
+            json!({"id": "held", "title": "Held"}).to_string(),
+        )
+        .await;
+    push.wait_for(1, WAIT).await;
+    serve.signal("-KILL");
+    serve.wait();
+
+    let _serve = Serve::start(&config);
+    let event = service
+        .wait_for(0, "the real-time event", WAIT, |m| {
+            m.topic == "axion/crm/push/alice"
+        })
+        .await
+        .json();
+    assert_eq!(event["id"], "held", "{event}");
+    assert_eq!(event["title"], "Held", "{event}");
+}

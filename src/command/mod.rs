@@ -19,11 +19,11 @@ mod unsubscribe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::delivery::Wake;
+use crate::delivery::{HandOff, Ledger, Wake};
 use crate::model::{ModelError, Target};
 use crate::notification::NotificationError;
 use crate::push::{EndpointPolicy, PayloadTooLarge, PolicyError, VapidSigners};
-use crate::report::{Egress, Outgoing, ResultReport};
+use crate::report::{Egress, Outgoing, Receipt, ResultReport};
 use crate::stats::Stats;
 use crate::store::{Health, Store, StoreError};
 use crate::topics::{Levels, TopicError, Topics, Verb};
@@ -77,6 +77,10 @@ pub struct ProcessorParts {
     pub egress: Egress,
     /// Told when a send has been queued.
     pub wake: Wake,
+    /// Records what the broker acknowledged (a send's event and reports).
+    pub ledger: Ledger,
+    /// Holds a send's pushes until its event is handed to egress.
+    pub hand_off: HandOff,
     pub health: Health,
     pub stats: Arc<Stats>,
     pub signers: Arc<VapidSigners>,
@@ -98,19 +102,31 @@ impl Processor {
 
     /// Handles one ingress message.
     pub async fn handle(&self, topic: &str, payload: &[u8]) -> Handled {
-        self.handle_message(topic, payload, false).await
+        self.handle_message(topic, payload, false, Receipt::none())
+            .await
     }
 
     /// Handles one ingress message; `redelivered` is MQTT's DUP flag: the
     /// broker is delivering it again, so a send without an `id` that was
-    /// already recorded is recognised by its content.
-    pub async fn handle_message(&self, topic: &str, payload: &[u8], redelivered: bool) -> Handled {
+    /// already recorded is recognised by its content. `answered` is
+    /// confirmed once nothing of the command is left to lose: its answer
+    /// acknowledged by the broker, or a send recorded in the queue (which
+    /// publishes its reports and event at least once from there).
+    pub async fn handle_message(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        redelivered: bool,
+        answered: Receipt,
+    ) -> Handled {
         let inner = &self.inner;
         let Some(levels) = inner.topics.levels(topic) else {
             tracing::debug!(topic, "ignoring a message outside the ingress topics");
+            answered.confirm();
             return Handled::Done;
         };
         if levels.is_result() {
+            answered.confirm();
             return Handled::Done;
         }
         let reply_to = inner.topics.reply_topic(&levels);
@@ -119,8 +135,15 @@ impl Processor {
                 inner.health.ok();
                 Stats::add(&inner.stats.commands, 1);
                 inner.stats.by_verb.add(levels.verb);
-                if let Applied::Report(report) = applied {
-                    inner.publish_result(reply_to, &report).await;
+                match applied {
+                    Applied::Report(report) => {
+                        inner.publish_result(reply_to, &report, answered).await;
+                    }
+                    Applied::Recorded(report, published) => {
+                        answered.confirm();
+                        inner.publish_result(reply_to, &report, published).await;
+                    }
+                    Applied::Queued => answered.confirm(),
                 }
                 Handled::Done
             }
@@ -155,7 +178,7 @@ impl Processor {
                 inner.stats.by_verb.add(levels.verb);
                 inner.stats.rejected_by_verb.add(levels.verb);
                 let report = ResultReport::rejected(id, levels.verb, text);
-                inner.publish_result(reply_to, &report).await;
+                inner.publish_result(reply_to, &report, answered).await;
                 Handled::Done
             }
         }
@@ -210,19 +233,23 @@ impl Processor {
 }
 
 enum Applied {
+    /// The answer to publish.
     Report(ResultReport),
+    /// A send recorded with its final report already due (it reaches no
+    /// subscription): the receipt records that report as published.
+    Recorded(ResultReport, Receipt),
     /// A send in the queue: the engine publishes its result.
     Queued,
 }
 
 impl ProcessorParts {
-    async fn publish_result(&self, topic: String, report: &ResultReport) {
+    async fn publish_result(&self, topic: String, report: &ResultReport, receipt: Receipt) {
         let out = Outgoing {
             topic,
             payload: report.to_json(),
             retain: false,
         };
-        if self.egress.publish(out).await.is_err() {
+        if self.egress.publish_confirmed(out, receipt).await.is_err() {
             tracing::warn!(
                 command_id = report.id,
                 "result not published: the daemon is stopping"

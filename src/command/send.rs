@@ -6,12 +6,12 @@
 //! redelivery of the same command (same `id`) is answered `duplicate`.
 
 use super::{Applied, CommandError, Processor, new_id};
-use crate::delivery;
+use crate::delivery::{self, publish_event};
 use crate::model::{Group, Target};
 use crate::notification::Notification;
 use crate::push::payload;
-use crate::report::{Event, Outgoing, now_ms};
-use crate::store::{Enqueued, NewSend, Recipients};
+use crate::report::{Event, now_ms};
+use crate::store::{Enqueued, NewSend, Published, Recipients};
 use crate::topics::Route;
 
 pub(super) async fn apply(
@@ -42,12 +42,22 @@ pub(super) async fn apply(
             Some(group.clone()),
         ),
     };
+    let event = Event {
+        notification: &notification,
+        ts: accepted_ms as f64 / 1000.0,
+        group: group.as_ref().map(Group::as_str),
+    }
+    .to_json();
     let window_ms: u64 = inner
         .dedup_window
         .as_millis()
         .try_into()
         .unwrap_or(u64::MAX);
     let target = route.target.to_string();
+    // Until the event is handed to egress, no push of this send goes out.
+    let marked = inner
+        .hand_off
+        .mark(route.package.as_str(), &notification.id);
     let enqueued = inner
         .store
         .enqueue(&NewSend {
@@ -64,16 +74,34 @@ pub(super) async fn apply(
             duplicate_after_ms: accepted_ms.saturating_sub(window_ms),
             digest: digest.as_deref(),
             redelivered,
+            event: &event,
         })
         .await?;
     let subscriptions = match enqueued {
-        Enqueued::Duplicate(earlier) => {
+        Enqueued::Duplicate {
+            earlier,
+            unpublished_event,
+        } => {
             tracing::info!(
                 command_id = notification.id,
                 package = %route.package,
                 target = %route.target,
                 "send dropped as a duplicate of an earlier one with the same id"
             );
+            if let Some(event) = unpublished_event {
+                // The daemon that recorded it may have died before the
+                // broker took its event.
+                publish_event(
+                    &inner.egress,
+                    &inner.topics,
+                    &inner.ledger,
+                    &route.package,
+                    &earlier.id,
+                    &users,
+                    event.into(),
+                )
+                .await;
+            }
             let mut report = delivery::report(&earlier);
             report.id = notification.id.clone();
             report.duplicate = true;
@@ -84,22 +112,17 @@ pub(super) async fn apply(
 
     // The event goes out before any push is attempted: live listeners hear
     // of the notification first, and a broken push service cannot delay them.
-    let event = Event {
-        notification: &notification,
-        ts: accepted_ms as f64 / 1000.0,
-        group: group.as_ref().map(Group::as_str),
-    }
-    .to_json();
-    for user in &users {
-        let out = Outgoing {
-            topic: inner.topics.event(&route.package, user),
-            payload: event.clone(),
-            retain: false,
-        };
-        if inner.egress.publish(out).await.is_err() {
-            tracing::warn!(command_id = notification.id, user = %user, "real-time event not published: the daemon is stopping");
-        }
-    }
+    publish_event(
+        &inner.egress,
+        &inner.topics,
+        &inner.ledger,
+        &route.package,
+        &notification.id,
+        &users,
+        event,
+    )
+    .await;
+    drop(marked);
     tracing::info!(
         command_id = notification.id,
         package = %route.package,
@@ -108,10 +131,15 @@ pub(super) async fn apply(
         "send accepted"
     );
     if subscriptions == 0 {
-        // Nothing to deliver: the result is due now.
+        // Nothing to deliver: the final result is due now.
+        let published = inner.ledger.receipt(Published::Report {
+            package: route.package.as_str().to_owned(),
+            id: notification.id.clone(),
+            is_final: true,
+        });
         let mut report = crate::report::ResultReport::accepted(notification.id, "send");
         report.members = group.as_ref().map(|_| users.len() as u64);
-        return Ok(Applied::Report(report));
+        return Ok(Applied::Recorded(report, published));
     }
     inner.wake.notify();
     Ok(Applied::Queued)

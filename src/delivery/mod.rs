@@ -15,6 +15,8 @@
 //! stay leased to this daemon.
 
 mod breaker;
+mod hand_off;
+mod ledger;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,14 +28,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
-use crate::model::{Endpoint, Package, SubscriptionKeys, Target};
+use crate::model::{Endpoint, Package, SubscriptionKeys, Target, User};
 use crate::notification::Urgency;
 use crate::push::{Message, Outcome, PushClient, PushError, VapidSigner, VapidSigners};
 use crate::report::{Egress, Outgoing, ResultReport, now_ms};
 use crate::stats::Stats;
-use crate::store::{Claimed, CommandState, Health, Settled, Settlement, Store};
+use crate::store::{
+    Claimed, CommandState, Health, Published, Settled, Settlement, Store, UnpublishedEvent,
+};
 use crate::topics::Topics;
 pub use breaker::{Admit, Breakers, THRESHOLD};
+pub use hand_off::{HandOff, Marked};
+pub use ledger::{Ledger, publish_event};
 
 /// How long a claimed delivery is ours. Far longer than any request (it is
 /// bounded by `request_timeout`); it only matters when a daemon dies
@@ -69,6 +75,10 @@ pub struct EngineParts {
     pub signers: Arc<VapidSigners>,
     pub topics: Topics,
     pub egress: Egress,
+    /// Records what the broker acknowledged.
+    pub ledger: Ledger,
+    /// Sends whose event is not handed to egress yet: their pushes wait.
+    pub hand_off: HandOff,
     /// This daemon's MQTT client id: whose leases are whose.
     pub instance: String,
     pub concurrency: usize,
@@ -102,6 +112,9 @@ pub struct Stop {
 /// Starts the engine on `tracker`; it runs until `stop` and then until its
 /// last settlement is written.
 pub fn spawn(parts: EngineParts, wake: Wake, stop: Stop, tracker: &TaskTracker) {
+    // What a previous run left unpublished was handed over before now; the
+    // sends of this run come after.
+    let started_ms = now_ms();
     let (settled_tx, settled_rx) = mpsc::unbounded_channel();
     let parts = Arc::new(parts);
     let slots = Arc::new(Semaphore::new(parts.concurrency));
@@ -112,7 +125,7 @@ pub fn spawn(parts: EngineParts, wake: Wake, stop: Stop, tracker: &TaskTracker) 
         stop.abandon.clone(),
     ));
     tracker.spawn(purge(parts.clone(), stop.claiming.clone()));
-    tracker.spawn(claim(parts, slots, wake, stop, settled_tx));
+    tracker.spawn(claim(parts, slots, wake, stop, settled_tx, started_ms));
 }
 
 /// A message ready to encrypt, shared by its command's deliveries.
@@ -147,6 +160,7 @@ async fn claim(
     wake: Wake,
     stop: Stop,
     settled: mpsc::UnboundedSender<ToRecord>,
+    started_ms: u64,
 ) {
     let breakers = Arc::new(Breakers::new(parts.retry, parts.pause_max));
     let mut messages = Messages::new();
@@ -154,22 +168,32 @@ async fn claim(
     let mut outage: u32 = 0;
 
     // Deliveries a previous run with our client id left in flight, and
-    // results it never published.
+    // results and events it handed to a broker that never acknowledged them.
     loop {
         let recovered = async {
             let released = parts.store.release(&parts.instance, now_ms()).await?;
-            let reports = parts.store.unreported().await?;
-            Ok::<_, crate::store::StoreError>((released, reports))
+            let unpublished = parts.store.take_unpublished(started_ms, now_ms()).await?;
+            Ok::<_, crate::store::StoreError>((released, unpublished))
         }
         .await;
         match recovered {
-            Ok((released, reports)) => {
+            Ok((released, (reports, events))) => {
                 parts.health.ok();
                 if released > 0 {
                     tracing::info!(
                         deliveries = released,
                         "resuming deliveries left in flight by the previous run"
                     );
+                }
+                if !reports.is_empty() || !events.is_empty() {
+                    tracing::info!(
+                        reports = reports.len(),
+                        events = events.len(),
+                        "publishing again what the broker never acknowledged"
+                    );
+                }
+                for event in events {
+                    republish_event(&parts, event).await;
                 }
                 for state in &reports {
                     publish_report(&parts, state).await;
@@ -290,12 +314,17 @@ async fn claim(
             let settled = settled.clone();
             let abandon = stop.abandon.clone();
             requests.spawn(async move {
-                let started = std::time::Instant::now();
                 let outcome = tokio::select! {
                     () = abandon.cancelled() => return,
-                    outcome = send_one(&parts.client, &row, &message) => outcome,
+                    outcome = async {
+                        // Live listeners hear of a notification first.
+                        parts.hand_off.wait(&row.package, &row.command_id).await;
+                        let started = std::time::Instant::now();
+                        let outcome = send_one(&parts.client, &row, &message).await;
+                        parts.stats.latency.observe(started.elapsed());
+                        outcome
+                    } => outcome,
                 };
-                parts.stats.latency.observe(started.elapsed());
                 parts.stats.pushes.add(&host, push_class(&outcome));
                 if let Some(origin) = origin.as_deref() {
                     breakers.record(origin, health(&outcome), probe, now_ms());
@@ -549,7 +578,7 @@ async fn record(
         }
         let mut outage: u32 = 0;
         let due = loop {
-            match parts.store.settle(&parts.instance, &batch).await {
+            match parts.store.settle(&parts.instance, &batch, now_ms()).await {
                 Ok(due) => {
                     parts.health.ok();
                     break due;
@@ -607,6 +636,8 @@ pub fn report(state: &CommandState) -> ResultReport {
     }
 }
 
+/// Hands a send's result report to egress; the ledger records it once the
+/// broker has acknowledged it.
 async fn publish_report(parts: &EngineParts, state: &CommandState) {
     let (Ok(package), Ok(target)) = (Package::parse(&state.package), Target::parse(&state.target))
     else {
@@ -636,12 +667,57 @@ async fn publish_report(parts: &EngineParts, state: &CommandState) {
         payload: report.to_json(),
         retain: false,
     };
-    if parts.egress.publish(out).await.is_err() {
+    let receipt = parts.ledger.receipt(Published::Report {
+        package: state.package.clone(),
+        id: state.id.clone(),
+        is_final: state.pending == 0,
+    });
+    if parts.egress.publish_confirmed(out, receipt).await.is_err() {
         tracing::warn!(
             command_id = report.id,
-            "result not published: the daemon is stopping"
+            "result not handed to the broker: the daemon is stopping; the next run publishes it"
         );
     }
+}
+
+/// Publishes again an event a previous run recorded but the broker never
+/// acknowledged; a group's event goes to its members as they are now.
+async fn republish_event(parts: &EngineParts, unpublished: UnpublishedEvent) {
+    let (Ok(package), Ok(target)) = (
+        Package::parse(&unpublished.package),
+        Target::parse(&unpublished.target),
+    ) else {
+        tracing::error!(
+            command_id = unpublished.id,
+            package = unpublished.package,
+            target = unpublished.target,
+            "a recorded send has a package or target that no longer parses; its event is not published"
+        );
+        return;
+    };
+    let users: Vec<User> = match &target {
+        Target::User(user) => vec![user.clone()],
+        Target::Group(group) => match parts.store.members(&package, group).await {
+            Ok(users) => users,
+            Err(e) => {
+                // Taken again by a later start.
+                parts
+                    .health
+                    .failed(&e, "reading a group to publish its event");
+                return;
+            }
+        },
+    };
+    publish_event(
+        &parts.egress,
+        &parts.topics,
+        &parts.ledger,
+        &package,
+        &unpublished.id,
+        &users,
+        unpublished.event.into(),
+    )
+    .await;
 }
 
 #[cfg(test)]

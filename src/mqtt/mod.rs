@@ -1,22 +1,28 @@
 //! The daemon's MQTT client: connection, intake, acknowledgements, egress.
 //!
-//! Four tasks share one rumqttc client:
+//! Three tasks share one rumqttc client:
 //! - the *event loop* drives the connection: it reconnects with exponential
 //!   backoff and jitter (rumqttc alone retries at once, forever),
-//!   (re)subscribes and republishes the retained topics on every connect, and
-//!   passes commands on without ever waiting for the stages behind it;
-//! - the *dispatcher* hands each command to [`Processor::handle`] in arrival
-//!   order (a send is recorded in the delivery queue, not delivered, there);
-//! - the *acker* acknowledges each command once handled, in arrival order
-//!   (manual acks: a command the daemon has not handled is redelivered after a
-//!   crash);
-//! - the *forwarder* publishes results and events from the egress channel,
-//!   and on stop says goodbye on the status topic and disconnects.
+//!   (re)subscribes and republishes the retained topics on every connect,
+//!   passes commands on without ever waiting for the stages behind it, and
+//!   publishes results and events from the egress channel through the
+//!   [`outbox`](outbox::Outbox), which tells each publication's receipt when
+//!   the broker has acknowledged it; on stop it publishes what is left,
+//!   says goodbye on the status topic and disconnects;
+//! - the *dispatcher* hands each command to [`Processor::handle_message`]
+//!   in arrival order (a send is recorded in the delivery queue, not
+//!   delivered, there);
+//! - the *acker* acknowledges each command once it is handled — recorded,
+//!   and its answer acknowledged by the broker — in arrival order (manual
+//!   acks: a command the daemon has not finished is redelivered after a
+//!   crash).
 //!
 //! Backpressure reaches the broker, not memory: unacknowledged commands are
-//! bounded by the broker's in-flight window.
+//! bounded by the broker's in-flight window, and publications wait in the
+//! bounded egress channel while the outbox is full.
 
 mod ack;
+mod outbox;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,11 +39,17 @@ use tokio_util::task::TaskTracker;
 use crate::backoff::Backoff;
 use crate::command::{Handled, Processor};
 use crate::config::MqttSettings;
-use crate::report::Outgoing;
+use crate::report::{Outgoing, Publication, Receipt};
 use ack::AckEvent;
+use outbox::Outbox;
 
-/// Requests queued towards rumqttc's event loop.
+/// Requests queued towards rumqttc's event loop: the outbox's window of
+/// publishes, plus acks and subscriptions.
 const REQUEST_CAPACITY: usize = 1024;
+/// rumqttc's limit on unacknowledged publishes. Twice the outbox's window:
+/// rumqttc reuses packet ids modulo this limit, so with half of them in use
+/// at most, an id is never needed again while still unacknowledged.
+const INFLIGHT: u16 = 2 * outbox::WINDOW as u16;
 /// MQTT's own maximum packet size. The client accepts anything the broker
 /// forwards: refusing a packet would drop the connection, the broker would
 /// redeliver it, and one oversized command would wedge the daemon. Commands
@@ -105,6 +117,7 @@ pub fn options(
     options
         .set_keep_alive(settings.keep_alive.max(Duration::from_secs(5)))
         .set_max_packet_size(MAX_INCOMING_PACKET, MAX_INCOMING_PACKET)
+        .set_inflight(INFLIGHT)
         .set_request_channel_capacity(REQUEST_CAPACITY);
     if let Some(user) = &settings.username {
         let password = settings.password.as_ref().map_or("", |p| p.expose());
@@ -158,7 +171,7 @@ pub struct Lifecycle {
 pub fn spawn(
     mut session: Session,
     processor: Processor,
-    egress: mpsc::Receiver<Outgoing>,
+    egress: mpsc::Receiver<Publication>,
     tracker: &TaskTracker,
     lifecycle: Lifecycle,
 ) -> Client {
@@ -184,15 +197,6 @@ pub fn spawn(
         acks_tx.clone(),
         lifecycle.intake.clone(),
     ));
-    tracker.spawn(forward(
-        client.clone(),
-        subscribed.clone(),
-        egress,
-        session.farewell.clone(),
-        acks_tx.clone(),
-        lifecycle.finish.clone(),
-        lifecycle.hard_stop.clone(),
-    ));
     tracker.spawn(drive(
         eventloop,
         client,
@@ -202,8 +206,9 @@ pub fn spawn(
             acks: acks_tx,
             open: lifecycle.intake,
         },
+        egress,
         subscribed_tx,
-        tracker.clone(),
+        lifecycle.finish,
         lifecycle.hard_stop,
     ));
     Client {
@@ -242,14 +247,30 @@ fn describe(e: &ConnectionError) -> String {
     }
 }
 
-/// The event loop: connection, subscription, intake.
+/// Where the event loop is in stopping.
+enum Stopping {
+    /// Running.
+    No,
+    /// Publishing what is left and waiting for the broker to acknowledge it.
+    Flushing,
+    /// Waiting for the acker to hand over the last command acks.
+    Acks(tokio::sync::oneshot::Receiver<()>),
+    /// Waiting for the broker to acknowledge the offline status.
+    Farewell(tokio::sync::oneshot::Receiver<()>),
+    /// `DISCONNECT` requested.
+    Disconnecting,
+}
+
+/// The event loop: connection, subscription, intake, egress.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
     session: Arc<Session>,
     intake: Intake,
+    mut egress: mpsc::Receiver<Publication>,
     subscribed: watch::Sender<bool>,
-    tracker: TaskTracker,
+    finish: CancellationToken,
     hard_stop: CancellationToken,
 ) {
     let broker = format!(
@@ -257,11 +278,85 @@ async fn drive(
         session.options.broker_address().0,
         session.options.broker_address().1
     );
+    let mut outbox = Outbox::default();
+    let mut connected = false;
+    let mut egress_open = true;
+    let mut stopping = Stopping::No;
     let mut failures: u32 = 0;
     let mut seq: u64 = 0;
     loop {
+        // Handed only here, between two polls: see the outbox's notes.
+        if connected {
+            for out in outbox.hand() {
+                if client
+                    .try_publish(
+                        out.topic,
+                        QoS::AtLeastOnce,
+                        out.retain,
+                        out.payload.to_vec(),
+                    )
+                    .is_err()
+                {
+                    // The request channel has room for the whole window;
+                    // it fails only when the event loop is gone.
+                    return;
+                }
+            }
+        }
+        if let Stopping::Flushing = stopping
+            && outbox.is_empty()
+        {
+            let (flushed_tx, flushed_rx) = tokio::sync::oneshot::channel();
+            if intake.acks.send(AckEvent::Flush(flushed_tx)).is_err() {
+                return;
+            }
+            stopping = Stopping::Acks(flushed_rx);
+        }
+        let take = connected && egress_open && outbox.has_room();
         let event = tokio::select! {
+            biased;
             () = hard_stop.cancelled() => return,
+            () = finish.cancelled(), if matches!(stopping, Stopping::No) => {
+                // No command stage runs any more: what is queued is all
+                // there is.
+                while let Ok(publication) = egress.try_recv() {
+                    outbox.push(publication);
+                }
+                egress_open = false;
+                stopping = Stopping::Flushing;
+                continue;
+            }
+            _ = async {
+                match &mut stopping {
+                    Stopping::Acks(rx) | Stopping::Farewell(rx) => rx.await,
+                    _ => std::future::pending().await,
+                }
+            } => {
+                stopping = match stopping {
+                    Stopping::Acks(_) => {
+                        let (said_tx, said_rx) = tokio::sync::oneshot::channel();
+                        outbox.push(Publication {
+                            out: session.farewell.clone(),
+                            receipt: Some(Receipt::new(move || {
+                                let _ = said_tx.send(());
+                            })),
+                        });
+                        Stopping::Farewell(said_rx)
+                    }
+                    _ => {
+                        let _ = client.try_disconnect();
+                        Stopping::Disconnecting
+                    }
+                };
+                continue;
+            }
+            publication = egress.recv(), if take => {
+                match publication {
+                    Some(publication) => outbox.push(publication),
+                    None => egress_open = false,
+                }
+                continue;
+            }
             event = eventloop.poll() => event,
         };
         match event {
@@ -280,26 +375,17 @@ async fn drive(
                     );
                 }
                 failures = 0;
+                connected = true;
+                outbox.connected(ack.session_present);
                 let _ = intake.acks.send(AckEvent::Reset);
                 // Subscribing again when the broker kept the session is
                 // harmless, and covers a filter changed since the last run.
-                let client = client.clone();
-                let session = session.clone();
-                tracker.spawn(async move {
-                    let _ = client
-                        .subscribe(session.ingress_filter.clone(), QoS::AtLeastOnce)
-                        .await;
-                    for out in &session.announcements {
-                        let _ = client
-                            .publish_bytes(
-                                out.topic.clone(),
-                                QoS::AtLeastOnce,
-                                out.retain,
-                                out.payload.clone(),
-                            )
-                            .await;
-                    }
-                });
+                if client
+                    .try_subscribe(session.ingress_filter.clone(), QoS::AtLeastOnce)
+                    .is_err()
+                {
+                    return;
+                }
             }
             Ok(Event::Incoming(Incoming::SubAck(ack))) => {
                 let granted = ack
@@ -309,6 +395,10 @@ async fn drive(
                 if granted {
                     tracing::info!(filter = session.ingress_filter, "subscribed to commands");
                     subscribed.send_replace(true);
+                    // "online" once commands can reach the daemon.
+                    for out in session.announcements.iter().rev() {
+                        outbox.push_first(out.clone());
+                    }
                 } else {
                     tracing::error!(
                         filter = session.ingress_filter,
@@ -316,6 +406,13 @@ async fn drive(
                     );
                 }
             }
+            Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                if let Some(receipt) = outbox.acknowledged(ack.pkid) {
+                    receipt.confirm();
+                }
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => outbox.written(pkid),
+            Ok(Event::Outgoing(rumqttc::Outgoing::AwaitAck(pkid))) => outbox.held_back(pkid),
             Ok(Event::Incoming(Incoming::Publish(publish))) => {
                 if intake.open.is_cancelled() {
                     // Stopping: leave it unacked; the broker redelivers it.
@@ -338,9 +435,11 @@ async fn drive(
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => {}
             Err(e) => {
+                connected = false;
                 subscribed.send_replace(false);
-                if intake.open.is_cancelled() && failures > 0 {
-                    // Stopping and the broker is gone: nothing left to flush.
+                if !matches!(stopping, Stopping::No) && failures > 0 {
+                    // Stopping and the broker is gone: what is left stays
+                    // in the database for the next run.
                     return;
                 }
                 if failures == 0 {
@@ -379,16 +478,27 @@ async fn dispatch(
         };
         let mut attempt: u32 = 0;
         loop {
+            // Acknowledged once its answer is: a crash before that and the
+            // broker delivers the command again.
+            let answered = match inbound.seq {
+                Some(seq) => {
+                    let acks = acks.clone();
+                    Receipt::new(move || {
+                        let _ = acks.send(AckEvent::Done(seq));
+                    })
+                }
+                None => Receipt::none(),
+            };
             match processor
-                .handle_message(&inbound.topic, &inbound.payload, inbound.redelivered)
+                .handle_message(
+                    &inbound.topic,
+                    &inbound.payload,
+                    inbound.redelivered,
+                    answered,
+                )
                 .await
             {
-                Handled::Done => {
-                    if let Some(seq) = inbound.seq {
-                        let _ = acks.send(AckEvent::Done(seq));
-                    }
-                    break;
-                }
+                Handled::Done => break,
                 Handled::Unavailable(_) => {
                     // Stopping: it stays unacknowledged for the next run.
                     tokio::select! {
@@ -399,66 +509,6 @@ async fn dispatch(
                 }
             }
         }
-    }
-}
-
-/// Publishes egress; once told to finish, publishes what is left, waits for
-/// the acks to go out, says goodbye and disconnects.
-async fn forward(
-    client: AsyncClient,
-    connected: watch::Receiver<bool>,
-    mut egress: mpsc::Receiver<Outgoing>,
-    farewell: Outgoing,
-    acks: mpsc::UnboundedSender<AckEvent>,
-    finish: CancellationToken,
-    hard_stop: CancellationToken,
-) {
-    // While the broker is away, results and events wait here, in order,
-    // rather than in rumqttc's queue: rumqttc drops what it holds when the
-    // broker comes back without our session.
-    let publish = |out: Outgoing| {
-        let client = client.clone();
-        let mut connected = connected.clone();
-        async move {
-            // Err: the event loop is gone, the daemon is stopping.
-            connected.wait_for(|up| *up).await.map_err(drop)?;
-            client
-                .publish_bytes(out.topic, QoS::AtLeastOnce, out.retain, out.payload)
-                .await
-                .map_err(drop)
-        }
-    };
-    let run = async {
-        loop {
-            tokio::select! {
-                biased;
-                out = egress.recv() => match out {
-                    Some(out) => {
-                        if publish(out).await.is_err() {
-                            return;
-                        }
-                    }
-                    None => break,
-                },
-                () = finish.cancelled() => break,
-            }
-        }
-        // No command stage runs any more: what is queued is all there is.
-        while let Ok(out) = egress.try_recv() {
-            if publish(out).await.is_err() {
-                return;
-            }
-        }
-        let (flushed_tx, flushed_rx) = tokio::sync::oneshot::channel();
-        if acks.send(AckEvent::Flush(flushed_tx)).is_ok() {
-            let _ = flushed_rx.await;
-        }
-        let _ = publish(farewell).await;
-        let _ = client.disconnect().await;
-    };
-    tokio::select! {
-        () = hard_stop.cancelled() => {}
-        () = run => {}
     }
 }
 

@@ -13,7 +13,8 @@ mod sqlite_queue;
 
 pub use health::Health;
 pub use queue::{
-    Claimed, CommandState, Enqueued, NewSend, QueuedMessage, Recipients, Settled, Settlement,
+    Claimed, CommandState, Enqueued, NewSend, Published, QueuedMessage, Recipients, Settled,
+    Settlement, UnpublishedEvent,
 };
 
 use crate::config::DatabaseSettings;
@@ -204,21 +205,34 @@ impl Store {
     }
 
     /// Writes back what became of claimed deliveries, in one transaction;
-    /// returns the commands whose next result report is due.
+    /// returns the commands whose next result report is due, marked as
+    /// handed to the broker at `now_ms`.
     pub async fn settle(
         &self,
         instance: &str,
         batch: &[Settlement],
+        now_ms: u64,
     ) -> Result<Vec<CommandState>, StoreError> {
-        sqlite_queue::settle(&self.pool, instance, batch).await
+        sqlite_queue::settle(&self.pool, instance, batch, now_ms).await
     }
 
-    /// Result reports that became due but were never published.
-    pub async fn unreported(&self) -> Result<Vec<CommandState>, StoreError> {
-        sqlite_queue::unreported(&self.pool).await
+    /// Records what the broker has acknowledged.
+    pub async fn mark_published(&self, published: &[Published]) -> Result<(), StoreError> {
+        sqlite_queue::mark_published(&self.pool, published).await
     }
 
-    /// Forgets finished commands accepted before `before_ms`.
+    /// Result reports and real-time events handed to the broker before
+    /// `before_ms` and never acknowledged — the daemon that handed them
+    /// stopped or died first — marked as handed again at `now_ms`.
+    pub async fn take_unpublished(
+        &self,
+        before_ms: u64,
+        now_ms: u64,
+    ) -> Result<(Vec<CommandState>, Vec<UnpublishedEvent>), StoreError> {
+        sqlite_queue::take_unpublished(&self.pool, before_ms, now_ms).await
+    }
+
+    /// Forgets finished, published commands accepted before `before_ms`.
     pub async fn purge_commands(&self, before_ms: u64) -> Result<u64, StoreError> {
         sqlite_queue::purge(&self.pool, before_ms).await
     }

@@ -34,6 +34,8 @@ pub struct NewSend<'a> {
     /// send with the same digest accepted after `duplicate_after_ms` is
     /// this one.
     pub redelivered: bool,
+    /// The real-time event, kept until the broker has acknowledged it.
+    pub event: &'a [u8],
 }
 
 /// What recording a send did.
@@ -41,12 +43,18 @@ pub struct NewSend<'a> {
 pub enum Enqueued {
     /// Recorded with this many deliveries.
     New { subscriptions: u64 },
-    /// Its id was seen within the window; nothing was recorded. The state
-    /// is the earlier command's.
-    Duplicate(CommandState),
+    /// Its id was seen within the window; nothing was recorded.
+    Duplicate {
+        /// The earlier command's progress.
+        earlier: CommandState,
+        /// The earlier command's event, when the broker has not
+        /// acknowledged it yet (the daemon that recorded it may have died).
+        unpublished_event: Option<Vec<u8>>,
+    },
 }
 
-/// A recorded send's progress: what its result reports say.
+/// A recorded send's progress: what its result reports say. A report with
+/// `pending == 0` is the final one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandState {
     pub package: String,
@@ -115,4 +123,27 @@ pub enum Settled {
 pub struct Settlement {
     pub claimed: Claimed,
     pub settled: Settled,
+}
+
+/// Something the broker has acknowledged, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// A send's result report: its first (`is_final: false`) or final one.
+    Report {
+        package: String,
+        id: String,
+        is_final: bool,
+    },
+    /// A send's real-time event (to every member, for a group send).
+    Event { package: String, id: String },
+}
+
+/// A real-time event recorded but not acknowledged by the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpublishedEvent {
+    pub package: String,
+    pub id: String,
+    /// The user or `@group` the send addressed.
+    pub target: String,
+    pub event: Vec<u8>,
 }

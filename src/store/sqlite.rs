@@ -41,6 +41,11 @@ fn migrator() -> Migrator {
             "axion-push delivery queue",
             include_str!("../../migrations/sqlite/0003_axion_push_delivery_queue.sql"),
         ),
+        step(
+            4,
+            "axion-push publication",
+            include_str!("../../migrations/sqlite/0004_axion_push_publication.sql"),
+        ),
     ])
 }
 

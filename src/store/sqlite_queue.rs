@@ -12,29 +12,37 @@ use sqlx::{Row, SqlitePool};
 
 use super::StoreError;
 use super::queue::{
-    Claimed, CommandState, Enqueued, NewSend, QueuedMessage, Recipients, Settled, Settlement,
+    Claimed, CommandState, Enqueued, NewSend, Published, QueuedMessage, Recipients, Settled,
+    Settlement, UnpublishedEvent,
 };
 use super::sqlite::classify;
 
 const CLEAR_OLD_FAILURES: &str = "\
     DELETE FROM axion_push_command_failure WHERE Package = ? AND CommandId = ? \
     AND EXISTS (SELECT 1 FROM axion_push_command c WHERE c.Package = ? AND c.Id = ? \
-                AND c.AcceptedAt < ? AND c.Pending = 0)";
+                AND c.AcceptedAt < ? AND c.Pending = 0 \
+                AND c.ReportedAt IS NULL AND c.EventAt IS NULL)";
 
 /// Inserts the command, or replaces one with the same id that is older than
 /// the de-duplication window and finished; otherwise changes nothing.
 const INSERT_COMMAND: &str = "\
     INSERT INTO axion_push_command \
-        (Package, Id, Target, AcceptedAt, ExpiresAt, Payload, Ttl, Urgency, Topic, Members, Digest) \
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+        (Package, Id, Target, AcceptedAt, ExpiresAt, Payload, Ttl, Urgency, Topic, Members, \
+         Digest, Event, EventAt) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
     ON CONFLICT (Package, Id) DO UPDATE SET \
         Target = excluded.Target, AcceptedAt = excluded.AcceptedAt, \
         ExpiresAt = excluded.ExpiresAt, Payload = excluded.Payload, Ttl = excluded.Ttl, \
         Urgency = excluded.Urgency, Topic = excluded.Topic, Members = excluded.Members, \
-        Digest = excluded.Digest, \
+        Digest = excluded.Digest, Event = excluded.Event, EventAt = excluded.EventAt, \
         Subscriptions = 0, Untried = 0, Pending = 0, Delivered = 0, Failed = 0, \
-        Deactivated = 0, Expired = 0, Reported = 0 \
-    WHERE axion_push_command.AcceptedAt < ? AND axion_push_command.Pending = 0";
+        Deactivated = 0, Expired = 0, Reported = 0, Published = 0, ReportedAt = NULL \
+    WHERE axion_push_command.AcceptedAt < ? AND axion_push_command.Pending = 0 \
+        AND axion_push_command.ReportedAt IS NULL AND axion_push_command.EventAt IS NULL";
+
+/// The event of an earlier command, while the broker has not acknowledged it.
+const UNPUBLISHED_EVENT: &str =
+    "SELECT Event FROM axion_push_command WHERE Package = ? AND Id = ? AND Event IS NOT NULL";
 
 /// The send a redelivered message without an id was recorded as, if any.
 const SAME_DIGEST: &str = "\
@@ -57,10 +65,12 @@ const ENQUEUE_GROUP: &str = "\
     JOIN axion_push_group_member m ON m.Package = s.Package AND m.User = s.User \
     WHERE s.Package = ? AND m.GroupName = ? AND (s.Active = 'Y' OR s.Active IS NULL)";
 
+/// With no delivery, the final report is due at once.
 const SET_COUNTS: &str = "\
-    UPDATE axion_push_command SET Subscriptions = ?, Untried = ?, Pending = ?, \
-        Reported = CASE WHEN ? = 0 THEN 2 ELSE 0 END \
-    WHERE Package = ? AND Id = ?";
+    UPDATE axion_push_command SET Subscriptions = ?1, Untried = ?1, Pending = ?1, \
+        Reported = CASE WHEN ?1 = 0 THEN 2 ELSE 0 END, \
+        ReportedAt = CASE WHEN ?1 = 0 THEN AcceptedAt END \
+    WHERE Package = ?2 AND Id = ?3";
 
 const STATE_COLUMNS: &str = "\
     Package, Id, Target, Members, Subscriptions, Pending, Delivered, Failed, \
@@ -112,15 +122,44 @@ const COUNT_FAILURE: &str = "\
 const DUE_REPORTS_WHERE: &str = "\
     (Untried <= 0 AND Reported = 0) OR (Pending <= 0 AND Reported < 2)";
 
+/// The report is due and handed to the broker at `?1`.
 const MARK_REPORTED: &str = "\
-    UPDATE axion_push_command SET Reported = CASE WHEN Pending <= 0 THEN 2 ELSE 1 END \
-    WHERE Package = ? AND Id = ?";
+    UPDATE axion_push_command SET Reported = CASE WHEN Pending <= 0 THEN 2 ELSE 1 END, \
+        ReportedAt = ?1 \
+    WHERE Package = ?2 AND Id = ?3";
 
+/// The broker acknowledged report `?1` (1 first, 2 final); once every due
+/// report is acknowledged nothing is left to publish again.
+const MARK_REPORT_PUBLISHED: &str = "\
+    UPDATE axion_push_command SET Published = MAX(Published, ?1), \
+        ReportedAt = CASE WHEN MAX(Published, ?1) >= Reported THEN NULL ELSE ReportedAt END \
+    WHERE Package = ?2 AND Id = ?3";
+
+const MARK_EVENT_PUBLISHED: &str = "\
+    UPDATE axion_push_command SET Event = NULL, EventAt = NULL WHERE Package = ? AND Id = ?";
+
+/// Reports handed to the broker before `?2` and still not acknowledged:
+/// taken to be handed again now (`?1`), so two daemons do not both
+/// republish them.
+const TAKE_UNPUBLISHED_REPORTS: &str = "\
+    UPDATE axion_push_command SET ReportedAt = ?1 WHERE ReportedAt < ?2 \
+    RETURNING Package, Id, Target, Members, Subscriptions, Pending, Delivered, Failed, \
+        Deactivated, Expired";
+
+const TAKE_UNPUBLISHED_EVENTS: &str = "\
+    UPDATE axion_push_command SET EventAt = ?1 WHERE EventAt < ?2 \
+    RETURNING Package, Id, Target, Event";
+
+/// Finished and published: these only keep their ids for the
+/// de-duplication window.
 const PURGE_FAILURES: &str = "\
     DELETE FROM axion_push_command_failure WHERE (Package, CommandId) IN \
-        (SELECT Package, Id FROM axion_push_command WHERE AcceptedAt < ? AND Pending <= 0)";
+        (SELECT Package, Id FROM axion_push_command WHERE AcceptedAt < ? AND Pending <= 0 \
+         AND ReportedAt IS NULL AND EventAt IS NULL)";
 
-const PURGE_COMMANDS: &str = "DELETE FROM axion_push_command WHERE AcceptedAt < ? AND Pending <= 0";
+const PURGE_COMMANDS: &str = "\
+    DELETE FROM axion_push_command WHERE AcceptedAt < ? AND Pending <= 0 \
+        AND ReportedAt IS NULL AND EventAt IS NULL";
 
 fn to_u64(n: i64) -> u64 {
     n.try_into().unwrap_or_default()
@@ -142,9 +181,9 @@ pub(super) async fn enqueue(pool: &SqlitePool, send: &NewSend<'_>) -> Result<Enq
             .await
             .map_err(classify)?;
         if let Some(id) = earlier {
-            let state = state(&mut tx, send.package.as_str(), &id).await?;
+            let duplicate = duplicate(&mut tx, send.package.as_str(), &id).await?;
             tx.rollback().await.map_err(classify)?;
-            return Ok(Enqueued::Duplicate(state.unwrap_or_default()));
+            return Ok(duplicate);
         }
     }
     sqlx::query(CLEAR_OLD_FAILURES)
@@ -170,15 +209,17 @@ pub(super) async fn enqueue(pool: &SqlitePool, send: &NewSend<'_>) -> Result<Enq
         .bind(send.topic)
         .bind(send.members.map(to_i64))
         .bind(send.digest)
+        .bind(send.event)
+        .bind(accepted)
         .bind(cutoff)
         .execute(&mut *tx)
         .await
         .map_err(classify)?
         .rows_affected();
     if inserted == 0 {
-        let state = state(&mut tx, send.package.as_str(), send.id).await?;
+        let duplicate = duplicate(&mut tx, send.package.as_str(), send.id).await?;
         tx.rollback().await.map_err(classify)?;
-        return Ok(Enqueued::Duplicate(state.unwrap_or_default()));
+        return Ok(duplicate);
     }
     let queued = match send.recipients {
         Recipients::User(user) => sqlx::query(ENQUEUE_USER)
@@ -196,12 +237,8 @@ pub(super) async fn enqueue(pool: &SqlitePool, send: &NewSend<'_>) -> Result<Enq
     .await
     .map_err(classify)?
     .rows_affected();
-    let n = to_i64(queued);
     sqlx::query(SET_COUNTS)
-        .bind(n)
-        .bind(n)
-        .bind(n)
-        .bind(n)
+        .bind(to_i64(queued))
         .bind(send.package.as_str())
         .bind(send.id)
         .execute(&mut *tx)
@@ -210,6 +247,26 @@ pub(super) async fn enqueue(pool: &SqlitePool, send: &NewSend<'_>) -> Result<Enq
     tx.commit().await.map_err(classify)?;
     Ok(Enqueued::New {
         subscriptions: queued,
+    })
+}
+
+/// The answer for a send seen before: the earlier one's progress, and its
+/// event if the broker has not acknowledged that yet.
+async fn duplicate(
+    conn: &mut sqlx::SqliteConnection,
+    package: &str,
+    id: &str,
+) -> Result<Enqueued, StoreError> {
+    let earlier = state(&mut *conn, package, id).await?.unwrap_or_default();
+    let unpublished_event = sqlx::query_scalar(UNPUBLISHED_EVENT)
+        .bind(package)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(classify)?;
+    Ok(Enqueued::Duplicate {
+        earlier,
+        unpublished_event,
     })
 }
 
@@ -382,6 +439,7 @@ pub(super) async fn settle(
     pool: &SqlitePool,
     instance: &str,
     batch: &[Settlement],
+    now_ms: u64,
 ) -> Result<Vec<CommandState>, StoreError> {
     let mut tx = pool.begin().await.map_err(classify)?;
     let mut tallies: HashMap<(&str, &str), Tally> = HashMap::new();
@@ -473,7 +531,7 @@ pub(super) async fn settle(
         if let Some(row) = row {
             let mut state = state_from_row(&row)?;
             state.failures = failures(&mut tx, package, id).await?;
-            mark_reported(&mut tx, package, id).await?;
+            mark_reported(&mut tx, package, id, now_ms).await?;
             due.push(state);
         }
     }
@@ -485,8 +543,10 @@ async fn mark_reported(
     conn: &mut sqlx::SqliteConnection,
     package: &str,
     id: &str,
+    now_ms: u64,
 ) -> Result<(), StoreError> {
     sqlx::query(MARK_REPORTED)
+        .bind(to_i64(now_ms))
         .bind(package)
         .bind(id)
         .execute(&mut *conn)
@@ -495,23 +555,68 @@ async fn mark_reported(
     Ok(())
 }
 
-/// Results that were due when the daemon last stopped but never went out.
-pub(super) async fn unreported(pool: &SqlitePool) -> Result<Vec<CommandState>, StoreError> {
+pub(super) async fn mark_published(
+    pool: &SqlitePool,
+    published: &[Published],
+) -> Result<(), StoreError> {
     let mut tx = pool.begin().await.map_err(classify)?;
-    let sql = format!("SELECT {STATE_COLUMNS} FROM axion_push_command WHERE {DUE_REPORTS_WHERE}");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    for p in published {
+        match p {
+            Published::Report {
+                package,
+                id,
+                is_final,
+            } => sqlx::query(MARK_REPORT_PUBLISHED)
+                .bind(if *is_final { 2_i64 } else { 1 })
+                .bind(package)
+                .bind(id),
+            Published::Event { package, id } => {
+                sqlx::query(MARK_EVENT_PUBLISHED).bind(package).bind(id)
+            }
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+    }
+    tx.commit().await.map_err(classify)
+}
+
+/// Reports and events handed to the broker before `before_ms` and never
+/// acknowledged, marked as handed again at `now_ms`.
+pub(super) async fn take_unpublished(
+    pool: &SqlitePool,
+    before_ms: u64,
+    now_ms: u64,
+) -> Result<(Vec<CommandState>, Vec<UnpublishedEvent>), StoreError> {
+    let mut tx = pool.begin().await.map_err(classify)?;
+    let rows = sqlx::query(TAKE_UNPUBLISHED_REPORTS)
+        .bind(to_i64(now_ms))
+        .bind(to_i64(before_ms))
         .fetch_all(&mut *tx)
         .await
         .map_err(classify)?;
-    let mut due = Vec::with_capacity(rows.len());
+    let mut reports = Vec::with_capacity(rows.len());
     for row in &rows {
         let mut state = state_from_row(row)?;
         state.failures = failures(&mut tx, &state.package, &state.id).await?;
-        mark_reported(&mut tx, &state.package, &state.id).await?;
-        due.push(state);
+        reports.push(state);
     }
+    let events = sqlx::query_as(TAKE_UNPUBLISHED_EVENTS)
+        .bind(to_i64(now_ms))
+        .bind(to_i64(before_ms))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?
+        .into_iter()
+        .map(|(package, id, target, event)| UnpublishedEvent {
+            package,
+            id,
+            target,
+            event,
+        })
+        .collect();
     tx.commit().await.map_err(classify)?;
-    Ok(due)
+    Ok((reports, events))
 }
 
 pub(super) async fn purge(pool: &SqlitePool, before_ms: u64) -> Result<u64, StoreError> {

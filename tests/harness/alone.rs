@@ -39,6 +39,13 @@ impl Alone {
         drop(receiver);
         let signers = Arc::new(VapidSigners::new(&vapid));
         let wake = Wake::default();
+        let ledger = delivery::Ledger::spawn(
+            store.clone(),
+            Health::default(),
+            &tokio_util::task::TaskTracker::new(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let hand_off = delivery::HandOff::default();
         let engine = tokio_util::task::TaskTracker::new();
         let stop = delivery::Stop::default();
         delivery::spawn(
@@ -49,6 +56,8 @@ impl Alone {
                 signers: signers.clone(),
                 topics: Topics::default(),
                 egress: egress.clone(),
+                ledger: ledger.clone(),
+                hand_off: hand_off.clone(),
                 instance: "engine-alone".into(),
                 concurrency: 8,
                 retry: Backoff {
@@ -68,6 +77,8 @@ impl Alone {
             topics: Topics::default(),
             egress,
             wake,
+            ledger,
+            hand_off,
             health: Health::default(),
             stats: Default::default(),
             signers,
@@ -103,7 +114,12 @@ impl Alone {
     pub async fn send(&self, payload: &[u8], redelivered: bool) {
         let sent = self
             .processor
-            .handle_message("axion/crm/push/alice/send", payload, redelivered)
+            .handle_message(
+                "axion/crm/push/alice/send",
+                payload,
+                redelivered,
+                axion_push::report::Receipt::none(),
+            )
             .await;
         assert!(
             matches!(sent, axion_push::command::Handled::Done),

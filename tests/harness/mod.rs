@@ -7,6 +7,7 @@
 pub mod alone;
 pub mod mosquitto;
 pub mod mqtt_client;
+pub mod proxy;
 pub mod push_service;
 
 use std::path::PathBuf;
