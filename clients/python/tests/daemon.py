@@ -66,6 +66,7 @@ axion_push:
   delivery:
     request_timeout: 5s
     shutdown_grace: 2s
+    retry_initial: 1s
     extra_root_ca: {ca_path}
   endpoints:
     allow_hosts: ["127.0.0.1"]
