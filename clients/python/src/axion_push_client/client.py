@@ -25,6 +25,7 @@ from . import config as _config
 from . import paho_compat
 from .config import BrokerSettings
 from .errors import AxionPushRejected, AxionPushUnavailable
+from .token import fresh_token
 
 log = logging.getLogger("axion_push_client")
 
@@ -108,6 +109,14 @@ class AxionPush:
         check_level("user or group", target)
         base = f"{self.settings.topic_prefix}axion/{package}/push/{target}"
         return f"{base}/{verb}" if verb else base
+
+    def _with_token(self, payload: dict, package: str, user: str) -> dict:
+        """Adds a subscribe token when the daemon requires one (a token the
+        caller put in the payload is left as it is)."""
+        secret = self.settings.subscribe_token_secret
+        if secret is not None and "token" not in payload:
+            payload["token"] = fresh_token(secret, package, user)
+        return payload
 
     def status_topic(self) -> str:
         return f"{self.settings.topic_prefix}axion/push/daemon/status"
@@ -360,13 +369,16 @@ class AxionPush:
             payload["user_agent"] = user_agent
         if module is not None:
             payload["module"] = module
+        self._with_token(payload, package, user)
         return self.request(package, user, "subscribe", payload, timeout)
 
     def unsubscribe(self, user: str, endpoint: str, package: str = DEFAULT_PACKAGE, timeout=None) -> dict:
-        return self.request(package, user, "unsubscribe", {"endpoint": endpoint}, timeout)
+        payload = self._with_token({"endpoint": endpoint}, package, user)
+        return self.request(package, user, "unsubscribe", payload, timeout)
 
     def list(self, user: str, package: str = DEFAULT_PACKAGE, all: bool = False, timeout=None) -> dict:
-        """`list`: the report's ``items`` are the subscriptions, without keys."""
+        """`list`: the report's ``items`` are the subscriptions, without keys.
+        The daemon asks no token for it (and refuses unknown fields)."""
         payload = {"all": True} if all else {}
         return self.request(package, user, "list", payload, timeout)
 
