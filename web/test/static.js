@@ -21,7 +21,8 @@ const TYPES = {
 
 /**
  * `routes` maps "METHOD /path" to a handler `(body, req) => {status, json?}`
- * for the host app's own endpoints (a relay backend, say).
+ * for the host app's own endpoints (a relay backend, say), or
+ * `{status, html}` for a page the host app renders.
  */
 export async function serveWeb(routes = {}) {
   const server = http.createServer(async (req, res) => {
@@ -31,7 +32,11 @@ export async function serveWeb(routes = {}) {
       const chunks = [];
       for await (const chunk of req) chunks.push(chunk);
       try {
-        const { status, json } = await route(Buffer.concat(chunks).toString('utf8'), req);
+        const { status, json, html } = await route(Buffer.concat(chunks).toString('utf8'), req);
+        if (html !== undefined) {
+          res.writeHead(status, { 'content-type': TYPES['.html'], 'cache-control': 'no-store' }).end(html);
+          return undefined;
+        }
         res.writeHead(status, { 'content-type': 'application/json' }).end(json === undefined ? '' : JSON.stringify(json));
       } catch (error) {
         res.writeHead(500, { 'content-type': 'text/plain' }).end(String(error));

@@ -10,6 +10,15 @@ Both spellings callers used work::
     ObjNotifyPush.send_push("alice", "Disk full", "db1 at 95%")
 
 See :mod:`axion_push_client.objnotifypush` for the functions.
+
+Put this file where the old one was (``factory.core/ObjNotifyPush.py``) and
+the old command line works too, through the daemon:
+
+    python factory.core/ObjNotifyPush.py test-push admin --title "Alert" --body "Server check"
+    python factory.core/ObjNotifyPush.py generate-vapid
+
+(see :mod:`axion_push_client.cli`; the exit codes are `axion-push
+test-push`'s).
 """
 
 from axion_push_client.objnotifypush import *  # noqa: F401,F403
@@ -37,3 +46,12 @@ class ObjNotifyPush:
     set_group_members = staticmethod(set_group_members)
     add_group_members = staticmethod(add_group_members)
     remove_group_members = staticmethod(remove_group_members)
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+
+    from axion_push_client.cli import main
+
+    sys.exit(main(prog=os.path.basename(sys.argv[0])))

@@ -3,7 +3,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -12,6 +11,13 @@ from daemon import Daemon  # noqa: E402
 from pushservice import PushService  # noqa: E402
 
 from axion_push_client import objnotifypush  # noqa: E402
+from axion_push_client.paho_compat import new_client  # noqa: E402
+
+
+def pytest_report_header(config):
+    from importlib.metadata import version
+
+    return f"paho-mqtt {version('paho-mqtt')}"
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +72,7 @@ class Listener:
         self.messages = []
         self._changed = threading.Condition()
         subscribed = threading.Event()
-        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=f"listen-{uuid.uuid4()}")
+        self.client = new_client(f"listen-{uuid.uuid4()}")
         self.client.on_connect = lambda c, *a: c.subscribe(topic_filter, qos=1)
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_message = self._on_message

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-import paho.mqtt.client as mqtt
+from axion_push_client.paho_compat import new_client
 
 REPO = Path(__file__).resolve().parents[3]
 START_TIMEOUT = 30.0
@@ -35,9 +35,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(directory: Path, port: int, ca_path: Path, client_id: str, broker_url: Optional[str] = None, prefix: str = "") -> Path:
-    """A config.yaml in the daemon's layout; the client reads the same file."""
+def write_config(
+    directory: Path,
+    port: int,
+    ca_path: Path,
+    client_id: str,
+    broker_url: Optional[str] = None,
+    prefix: str = "",
+    extra: str = "",
+) -> Path:
+    """A config.yaml in the daemon's layout; the client reads the same file.
+    `extra`: more keys of the `axion_push` section, as YAML lines."""
     path = directory / "config.yaml"
+    extra = "".join(f"  {line}\n" for line in extra.splitlines())
     path.write_text(
         f"""\
 base:
@@ -56,13 +66,14 @@ axion_push:
   delivery:
     request_timeout: 5s
     shutdown_grace: 2s
+    retry_initial: 1s
     extra_root_ca: {ca_path}
   endpoints:
     allow_hosts: ["127.0.0.1"]
     allow_private_addresses: true
   log:
     level: warn
-""",
+{extra}""",
         encoding="utf-8",
     )
     return path
@@ -70,16 +81,19 @@ axion_push:
 
 class Daemon:
     """`broker_port` set: the daemon uses that external broker (e.g. the
-    machine's Mosquitto) under `prefix`; otherwise its embedded broker."""
+    machine's Mosquitto) under `prefix`; otherwise its embedded broker.
+    `extra`: more `axion_push` keys for its config.yaml."""
 
-    def __init__(self, directory: Path, ca_path: Path, broker_port: Optional[int] = None, prefix: str = ""):
+    def __init__(
+        self, directory: Path, ca_path: Path, broker_port: Optional[int] = None, prefix: str = "", extra: str = ""
+    ):
         self.directory = directory
         self.external = broker_port is not None
         self.port = broker_port if broker_port is not None else free_port()
         self.prefix = prefix
         self.client_id = f"axion-push-{uuid.uuid4()}"
         url = f"mqtt://127.0.0.1:{broker_port}" if self.external else None
-        self.config_path = write_config(directory, self.port, ca_path, self.client_id, url, prefix)
+        self.config_path = write_config(directory, self.port, ca_path, self.client_id, url, prefix, extra)
         self.log_path = directory / "daemon.log"
         self.process: Optional[subprocess.Popen] = None
 
@@ -112,7 +126,7 @@ class Daemon:
             except ValueError:
                 pass
 
-        watcher = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4()}")
+        watcher = new_client(f"watch-{uuid.uuid4()}")
         watcher.on_message = on_message
         watcher.on_connect = lambda c, *a: c.subscribe(f"{self.prefix}axion/push/daemon/status", qos=1)
         # The port opens once the daemon has started its broker.
@@ -155,9 +169,7 @@ class Daemon:
         """On a shared broker: end the daemon's persistent session and clear
         its retained messages."""
         done = threading.Event()
-        forget = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True
-        )
+        forget = new_client(self.client_id, clean_session=True)
         forget.on_connect = lambda *a: done.set()
         forget.connect("127.0.0.1", self.port)
         forget.loop_start()

@@ -3,7 +3,9 @@ from a CA of its own, and for every request the checks a real push service
 and browser make — the VAPID JWT must verify (ES256, aud, exp, sub) and the
 body must decrypt (RFC 8291 aes128gcm, via http_ece) with the simulated
 browser's private key. A request that fails either check is answered 400
-and recorded with the reason; an unknown endpoint is answered 410."""
+and recorded with the reason; an unknown endpoint is answered 410. A
+browser may be given the statuses its next requests are answered with
+(after both checks), as a push service that refuses or is overloaded."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import ssl
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -45,6 +48,8 @@ class Browser:
     endpoint: str
     private_key: ec.EllipticCurvePrivateKey
     auth: bytes
+    #: Statuses for its next requests, in order; then 201.
+    answers: deque = field(default_factory=deque)
 
     @property
     def key(self) -> str:
@@ -206,13 +211,15 @@ class PushService:
         self._server.shutdown()
         self._server.server_close()
 
-    def browser(self, name: str) -> Browser:
-        """A new browser with an endpoint of its own on this service."""
+    def browser(self, name: str, answers=()) -> Browser:
+        """A new browser with an endpoint of its own on this service; its
+        first requests are answered `answers` (statuses), the rest 201."""
         b = Browser(
             name=name,
             endpoint=f"{self.origin}/push/{name}-{uuid.uuid4().hex[:12]}",
             private_key=ec.generate_private_key(ec.SECP256R1()),
             auth=os.urandom(16),
+            answers=deque(answers),
         )
         with self._changed:
             self._browsers[b.key] = b
@@ -232,7 +239,8 @@ class PushService:
                     raise ValueError(f"Content-Encoding is {lowered.get('content-encoding')!r}")
                 plain = http_ece.decrypt(body, private_key=browser.private_key, auth_secret=browser.auth, version="aes128gcm")
                 received.payload = json.loads(plain)
-                received.status = 201
+                with self._changed:
+                    received.status = browser.answers.popleft() if browser.answers else 201
             except Exception as e:  # recorded for the test to see
                 received.error = f"{type(e).__name__}: {e}"
                 received.status = 400

@@ -1,12 +1,16 @@
-"""``axion-push-py``: the old module's command line, through the daemon.
+"""The old module's command line, through the daemon: ``axion-push-py``,
+``python -m axion_push_client``, and ``python ObjNotifyPush.py`` (the old
+module's file, runnable as it was).
 
 - ``test-push USER [--title T] [--body B] [--package P] [--url U]`` publishes a
   send command (``@group`` works too), prints the result report and exits 0
-  when at least one push was delivered and none failed, 1 otherwise — as
-  ``axion-push test-push`` does.
+  when at least one push was delivered and none failed, 1 otherwise, 2 on a
+  usage error — as ``axion-push test-push`` does.
 - ``generate-vapid [--email ADDR]`` prints a new key pair as a ``base.push``
-  block for config.yaml: made here with ``cryptography`` when it is
-  installed, else by running the daemon's ``axion-push generate-vapid``.
+  block for config.yaml, as py_vapid users know it: the private key as PEM
+  (PKCS#8, what ``vapid --gen`` writes), the public key in base64url (its
+  ``--applicationServerKey``). The key is made here with ``cryptography``
+  when it is installed, else by the daemon's ``axion-push generate-vapid``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ def _test_push(args) -> int:
     try:
         report = client.send(args.user, {"title": args.title, "body": args.body, "url": args.url}, args.package)
     except (AxionPushError, ValueError) as e:
-        print(f"axion-push-py: {e}", file=sys.stderr)
+        print(f"{args.prog}: {e}", file=sys.stderr)
         return 1
     finally:
         client.close()
@@ -54,6 +58,10 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def _normalize_email(email: str) -> str:
     if email.startswith(("mailto:", "https:")):
         return email
@@ -62,40 +70,81 @@ def _normalize_email(email: str) -> str:
     raise ValueError(f"--email {email!r} must be mailto:address or https:URL")
 
 
-def _generate_vapid(args) -> int:
-    try:
-        email = _normalize_email(args.email)
-    except ValueError as e:
-        print(f"axion-push-py: {e}", file=sys.stderr)
-        return 2
+# PKCS#8 for a P-256 key, as py_vapid and OpenSSL write it: the algorithm
+# (id-ecPublicKey, prime256v1), then the SEC1 ECPrivateKey with the 32-byte
+# scalar and the 65-byte public point (RFC 5208, RFC 5915).
+_PKCS8_BEFORE_SCALAR = bytes.fromhex(
+    "308187020100301306072a8648ce3d020106082a8648ce3d030107046d306b0201010420"
+)
+_PKCS8_BEFORE_POINT = bytes.fromhex("a144034200")
+
+
+def pkcs8_pem(scalar: bytes, public: bytes) -> str:
+    """The PEM text of a P-256 private key (``BEGIN PRIVATE KEY``)."""
+    if len(scalar) != 32 or len(public) != 65 or public[0] != 4:
+        raise ValueError("a P-256 key is a 32-byte scalar and a 65-byte uncompressed point")
+    der = _PKCS8_BEFORE_SCALAR + scalar + _PKCS8_BEFORE_POINT + public
+    body = base64.b64encode(der).decode("ascii")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return "\n".join(["-----BEGIN PRIVATE KEY-----", *lines, "-----END PRIVATE KEY-----"])
+
+
+def _key_with_cryptography():
+    """(scalar, public point), or None without ``cryptography``."""
     try:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
     except ImportError:
-        daemon = shutil.which("axion-push")
-        if daemon is None:
-            print(
-                "axion-push-py: generate-vapid needs `cryptography` "
-                "(pip install 'axion-push-client[vapid]') or the `axion-push` binary on PATH",
-                file=sys.stderr,
-            )
-            return 1
-        return subprocess.call([daemon, "generate-vapid", "--email", email])
+        return None
     key = ec.generate_private_key(ec.SECP256R1())
     scalar = key.private_numbers().private_value.to_bytes(32, "big")
     public = key.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
+    return scalar, public
+
+
+def _key_from_the_daemon(prog: str, email: str):
+    """(scalar, public point) from ``axion-push generate-vapid``, or None."""
+    daemon = shutil.which("axion-push")
+    if daemon is None:
+        print(
+            f"{prog}: generate-vapid needs `cryptography` "
+            "(pip install 'axion-push-client[vapid]') or the `axion-push` binary on PATH",
+            file=sys.stderr,
+        )
+        return None
+    run = subprocess.run([daemon, "generate-vapid", "--email", email], capture_output=True, text=True)
+    if run.returncode != 0:
+        print(f"{prog}: axion-push generate-vapid failed: {run.stderr.strip()}", file=sys.stderr)
+        return None
+    values = dict(line.strip().split(": ", 1) for line in run.stdout.splitlines() if ": " in line)
+    return _unb64url(values["vapid_private_key"]), _unb64url(values["vapid_public_key"])
+
+
+def _generate_vapid(args) -> int:
+    try:
+        email = _normalize_email(args.email)
+    except ValueError as e:
+        print(f"{args.prog}: {e}", file=sys.stderr)
+        return 2
+    key = _key_with_cryptography() or _key_from_the_daemon(args.prog, email)
+    if key is None:
+        return 1
+    scalar, public = key
     print("base:")
     print("  push:")
-    print(f"    vapid_private_key: {_b64url(scalar)}")
+    print("    vapid_private_key: |")
+    for line in pkcs8_pem(scalar, public).splitlines():
+        print(f"      {line}")
     print(f"    vapid_public_key: {_b64url(public)}")
     print(f"    vapid_email: {email}")
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="axion-push-py", description="ObjNotifyPush's command line, through axion-push")
+def parser(prog: str = "axion-push-py") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="ObjNotifyPush's command line, through axion-push")
+    p.set_defaults(prog=prog)
     p.add_argument("--config", metavar="PATH", help="config file [default: $AXION_PUSH_CONFIG, else ./config.yaml]")
     verbs = p.add_subparsers(dest="verb", required=True)
     t = verbs.add_parser("test-push", help="send a notification through the daemon and print its result")
@@ -114,9 +163,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, prog: str = "axion-push-py") -> int:
+    """Runs a verb; returns the exit code (argparse exits 2 on a usage error)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
+    args = parser(prog).parse_args(argv)
     return args.run(args)
 
 

@@ -22,8 +22,10 @@ from typing import Any, Dict, Iterable, List, Optional
 import paho.mqtt.client as mqtt
 
 from . import config as _config
+from . import paho_compat
 from .config import BrokerSettings
 from .errors import AxionPushRejected, AxionPushUnavailable
+from .token import fresh_token
 
 log = logging.getLogger("axion_push_client")
 
@@ -108,16 +110,27 @@ class AxionPush:
         base = f"{self.settings.topic_prefix}axion/{package}/push/{target}"
         return f"{base}/{verb}" if verb else base
 
+    def _with_token(self, payload: dict, package: str, user: str) -> dict:
+        """Adds a subscribe token when the daemon requires one (a token the
+        caller put in the payload is left as it is)."""
+        secret = self.settings.subscribe_token_secret
+        if secret is not None and "token" not in payload:
+            payload["token"] = fresh_token(secret, package, user)
+        return payload
+
     def status_topic(self) -> str:
         return f"{self.settings.topic_prefix}axion/push/daemon/status"
 
     # -- connection ----------------------------------------------------
 
+    # The callbacks take what paho-mqtt 1.6 and 2.x both pass (see `paho_compat`).
+
     def _on_connect(self, client, userdata, flags, reason_code, properties=None):
         if client is not self._current:
             return
-        if reason_code.is_failure:
-            self._connack = str(reason_code)
+        refusal = paho_compat.connect_refusal(reason_code)
+        if refusal is not None:
+            self._connack = refusal
             return
         self._connack = None
         # A clean session forgets subscriptions: take them again.
@@ -128,7 +141,7 @@ class AxionPush:
         client.subscribe(self.status_topic(), qos=0)
         self._connected.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
+    def _on_disconnect(self, client, *args):
         if client is not self._current:
             return
         self._connected.clear()
@@ -137,7 +150,7 @@ class AxionPush:
         for acked in list(self._acks.values()):
             acked.set()
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None):
+    def _on_subscribe(self, client, userdata, mid, *args):
         self._acks.setdefault(mid, threading.Event()).set()
 
     def _on_message(self, client, userdata, message):
@@ -157,17 +170,12 @@ class AxionPush:
 
     def _new_client(self) -> mqtt.Client:
         s = self.settings
-        client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"axion-push-py-{uuid.uuid4()}",
-            clean_session=True,
-            protocol=mqtt.MQTTv311,
-        )
+        client = paho_compat.new_client(f"axion-push-py-{uuid.uuid4()}")
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
         if s.tls:
             client.tls_set(ca_certs=s.ca_file, cert_reqs=ssl.CERT_REQUIRED)
-        client.connect_timeout = self.connect_timeout
+        paho_compat.set_connect_timeout(client, self.connect_timeout)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -361,13 +369,16 @@ class AxionPush:
             payload["user_agent"] = user_agent
         if module is not None:
             payload["module"] = module
+        self._with_token(payload, package, user)
         return self.request(package, user, "subscribe", payload, timeout)
 
     def unsubscribe(self, user: str, endpoint: str, package: str = DEFAULT_PACKAGE, timeout=None) -> dict:
-        return self.request(package, user, "unsubscribe", {"endpoint": endpoint}, timeout)
+        payload = self._with_token({"endpoint": endpoint}, package, user)
+        return self.request(package, user, "unsubscribe", payload, timeout)
 
     def list(self, user: str, package: str = DEFAULT_PACKAGE, all: bool = False, timeout=None) -> dict:
-        """`list`: the report's ``items`` are the subscriptions, without keys."""
+        """`list`: the report's ``items`` are the subscriptions, without keys.
+        The daemon asks no token for it (and refuses unknown fields)."""
         payload = {"all": True} if all else {}
         return self.request(package, user, "list", payload, timeout)
 

@@ -3,7 +3,8 @@
 The file is found the way `axion-push` finds it: an explicit path, else
 ``$AXION_PUSH_CONFIG``, else ``./config.yaml``; without any, the daemon's
 defaults apply (its embedded broker on 127.0.0.1:1883, no topic prefix).
-Only ``axion_push.mqtt`` and ``axion_push.broker.listen`` are read.
+Only ``axion_push.mqtt``, ``axion_push.broker.listen`` and
+``axion_push.subscribe_token_secret`` are read.
 """
 
 from __future__ import annotations
@@ -33,18 +34,23 @@ class BrokerSettings:
     password: Optional[str] = None
     topic_prefix: str = ""
     keep_alive: int = 30
+    #: ``axion_push.subscribe_token_secret``: when set, subscribe and
+    #: unsubscribe carry a token made with it (see :mod:`.token`).
+    subscribe_token_secret: Optional[str] = None
     #: The file the settings came from, None for the defaults.
     source: Optional[str] = None
 
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def __repr__(self) -> str:  # never show the password
-        secret = "***" if self.password is not None else None
+    def __repr__(self) -> str:  # never show the password or the token secret
+        password = "***" if self.password is not None else None
+        token_secret = "***" if self.subscribe_token_secret is not None else None
         return (
             f"BrokerSettings(host={self.host!r}, port={self.port}, tls={self.tls}, "
-            f"username={self.username!r}, password={secret!r}, "
-            f"topic_prefix={self.topic_prefix!r}, source={self.source!r})"
+            f"username={self.username!r}, password={password!r}, "
+            f"topic_prefix={self.topic_prefix!r}, subscribe_token_secret={token_secret!r}, "
+            f"source={self.source!r})"
         )
 
 
@@ -122,6 +128,9 @@ def from_mapping(document: Mapping, source: str = "<mapping>") -> BrokerSettings
     if not isinstance(prefix, str):
         raise AxionPushConfigError(f"{source}: axion_push.mqtt.topic_prefix must be a string")
     keep_alive = _duration_seconds(mqtt.get("keep_alive", 30), "axion_push.mqtt.keep_alive", source)
+    token_secret = ours.get("subscribe_token_secret")
+    if token_secret is not None and (not isinstance(token_secret, str) or not token_secret):
+        raise AxionPushConfigError(f"{source}: axion_push.subscribe_token_secret must be a string")
     username = mqtt.get("username")
     password = mqtt.get("password")
     url = mqtt.get("url")
@@ -163,5 +172,6 @@ def from_mapping(document: Mapping, source: str = "<mapping>") -> BrokerSettings
         password=None if password is None else str(password),
         topic_prefix=prefix,
         keep_alive=keep_alive,
+        subscribe_token_secret=token_secret,
         source=source,
     )

@@ -7,18 +7,24 @@ the broker settings of the same config.yaml. The top-level module
 
 Errors, as callers of the old module expect them:
 
-- ``send_push``, ``send_push_to_group``, ``subscribe``, ``unsubscribe``
-  (and the group helpers) return ``True`` when the daemon accepted the
-  command and ``False`` otherwise, logging the reason on the
-  ``axion_push_client`` logger: the daemon's ``error`` when it refused the
-  command, or "cannot reach the MQTT broker…" / "no answer … within N s"
-  when the daemon is not running. They never hang longer than the timeout.
+- ``send_push`` and ``send_push_to_group`` return ``True`` only when a
+  browser was reached: at least one push delivered or waiting for a retry.
+  ``False`` when there was no active subscription, every push failed or
+  was refused, the daemon refused the notification or did not answer — a
+  caller falls back (to ObjSms, say) on ``False``.
+- ``subscribe``, ``unsubscribe`` and the group helpers return ``True`` when
+  the daemon accepted the command and ``False`` otherwise.
+- Every ``False`` has its reason on the ``axion_push_client`` logger: the
+  daemon's ``error`` when it refused the command, what became of the
+  pushes, or "cannot reach the MQTT broker…" / "no answer … within N s"
+  when the daemon is not running. No call hangs longer than the timeout.
 - ``get_subscriptions`` returns a list; if the daemon does not answer it
   raises :class:`AxionPushUnavailable` — an empty list would wrongly say the
   user has no browser (the old function raised on a database error too).
 
 ``configure(raise_errors=True)`` makes every function raise instead
-(:class:`AxionPushUnavailable`, :class:`AxionPushRejected`).
+(:class:`AxionPushUnavailable`, :class:`AxionPushRejected`); a send that
+reached no browser still returns ``False``, as nothing went wrong with it.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import datetime
 import json
 import logging
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from .client import DEFAULT_PACKAGE, DEFAULT_TIMEOUT, AxionPush, group_level
 from .config import BrokerSettings
@@ -98,8 +104,9 @@ def client() -> AxionPush:
         return _client
 
 
-def _accepted(what: str, run) -> bool:
-    """Runs a request; True if the daemon accepted it, else False and a log."""
+def _accepted(what: str, run, reached: Callable[[str, dict], bool] = lambda what, report: True) -> bool:
+    """Runs a request; True if the daemon accepted it and ``reached`` says
+    so of its report, else False and a log."""
     try:
         report = run()
     except AxionPushError as e:
@@ -117,7 +124,7 @@ def _accepted(what: str, run) -> bool:
             raise AxionPushRejected(f"{what} refused: {report.get('error')}", report)
         log.warning("%s refused by axion-push: %s", what, report.get("error"))
         return False
-    return True
+    return reached(what, report)
 
 
 def _notification(title: Any, body: Any, url: Any, options: Dict[str, Any]) -> dict:
@@ -129,19 +136,29 @@ def _notification(title: Any, body: Any, url: Any, options: Dict[str, Any]) -> d
     return notification
 
 
-def _log_delivery(what: str, report: dict) -> None:
-    if not report.get("ok"):
-        return
-    if report.get("subscriptions", 0) == 0:
+def _reached_a_browser(what: str, report: dict) -> bool:
+    """Whether a send reached a browser: at least one push delivered, or
+    waiting in the daemon's queue for a retry (the first report comes once
+    every push was tried once). Logs what became of the others."""
+    subscriptions = report.get("subscriptions", 0)
+    delivered = report.get("delivered", 0)
+    queued = report.get("queued", 0)
+    if subscriptions == 0:
         log.info("%s: no active subscription, nothing was pushed", what)
-    elif report.get("failed", 0):
+        return False
+    lost = subscriptions - delivered - queued
+    if lost:
         log.warning(
-            "%s: %s of %s pushes failed (%s)",
+            "%s: %s of %s pushes reached no browser (failed: %s %s; deactivated as gone: %s; expired: %s)",
             what,
-            report.get("failed"),
-            report.get("subscriptions"),
+            lost,
+            subscriptions,
+            report.get("failed", 0),
             report.get("failures", {}),
+            report.get("deactivated", 0),
+            report.get("expired", 0),
         )
+    return delivered + queued > 0
 
 
 def send_push(user: str, title: str, body: str, url: str = "/", package: str = DEFAULT_PACKAGE, **options) -> bool:
@@ -151,32 +168,23 @@ def send_push(user: str, title: str, body: str, url: str = "/", package: str = D
     ``options`` are the notification's other fields: ``icon``, ``badge``,
     ``image``, ``tag``, ``renotify``, ``require_interaction``, ``silent``,
     ``lang``, ``dir``, ``actions``, ``data``, ``ttl``, ``urgency``,
-    ``topic``, ``id``. True when the daemon accepted the notification (its
-    pushes were made; failed ones are logged), False otherwise.
+    ``topic``, ``id``. True when at least one of the user's browsers was
+    reached (a push delivered, or queued for a retry); False when the user
+    has no active subscription, every push failed or was refused, or the
+    notification was refused — the reason is logged.
     """
     what = f"send_push to {user!r} in {package!r}"
     notification = _notification(title, body, url, options)
-
-    def run():
-        report = client().send(user, notification, package)
-        _log_delivery(what, report)
-        return report
-
-    return _accepted(what, run)
+    return _accepted(what, lambda: client().send(user, notification, package), _reached_a_browser)
 
 
 def send_push_to_group(group: str, title: str, body: str, url: str = "/", package: str = DEFAULT_PACKAGE, **options) -> bool:
     """Like :func:`send_push` for every member of ``group`` (``ops`` or
-    ``@ops``); membership is kept by the daemon (see :func:`set_group_members`)."""
+    ``@ops``); membership is kept by the daemon (see :func:`set_group_members`).
+    True when at least one member's browser was reached."""
     what = f"send_push_to_group to {group!r} in {package!r}"
     notification = _notification(title, body, url, options)
-
-    def run():
-        report = client().send(group_level(group), notification, package)
-        _log_delivery(what, report)
-        return report
-
-    return _accepted(what, run)
+    return _accepted(what, lambda: client().send(group_level(group), notification, package), _reached_a_browser)
 
 
 def subscribe(

@@ -1,0 +1,36 @@
+"""The relay handler example records what axion.push.js POSTs, for the
+signed-in user, through ObjNotifyPush."""
+
+import importlib.util
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "subscription_relay.py"
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("subscription_relay", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_relay_records_the_pages_subscription_for_the_signed_in_user(shim, push_service, user):
+    relay = load_example()
+    browser = push_service.browser("page")
+    # What axion-push.js POSTs (its #relay), for a page naming another user.
+    subscribe = {
+        "action": "subscribe", "package": "crm", "user": "someone-else",
+        "subscription": browser.subscription(), "user_agent": "Mozilla/5.0 Firefox/153",
+        "module": "tickets", "token": "from-the-template",
+    }
+    assert relay.push_subscription(subscribe, user) is True
+    [row] = shim.get_subscriptions(user, "crm")
+    assert (row["Endpoint"], row["UserAgent"], row["Module"]) == (browser.endpoint, "Mozilla/5.0 Firefox/153", "tickets")
+    assert shim.get_subscriptions("someone-else", "crm") == []
+    assert shim.send_push(user, "Through the relay", "", package="crm") is True
+    push_service.wait_for(browser)
+
+    unsubscribe = {"action": "unsubscribe", "package": "crm", "user": user, "endpoint": browser.endpoint}
+    assert relay.push_subscription(unsubscribe, user) is True
+    assert shim.get_subscriptions(user, "crm") == []
+    assert relay.push_subscription({"action": "resubscribe"}, user) is False
