@@ -328,3 +328,59 @@ async fn identical_sends_without_an_id_both_go_out() {
     assert_eq!(received.len(), 2);
     alone.stop().await;
 }
+
+/// Live listeners hear of a notification first: no push of a send goes out
+/// before its real-time event is handed to the MQTT side — here a slow one —
+/// even when the delivery engine claims the send's deliveries meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_push_goes_out_before_its_event_is_handed_to_the_mqtt_side() {
+    let mut alone = harness::alone::Alone::with_egress(1).await;
+    let mut egress = alone.egress.take().unwrap();
+    alone.subscribe("b").await;
+    egress.recv().await.expect("the subscribe's result");
+    // The MQTT side is busy: one message waits in front of the event.
+    alone
+        .egress_tx
+        .publish(axion_push::report::Outgoing {
+            topic: "busy".into(),
+            payload: Default::default(),
+            retain: false,
+        })
+        .await
+        .unwrap();
+    let processor = alone.processor.clone();
+    let sending = tokio::spawn(async move {
+        processor
+            .handle(
+                "axion/crm/push/alice/send",
+                br#"{"id":"event-first","title":"T"}"#,
+            )
+            .await
+    });
+    // The engine claims the delivery (woken here, as a poll or another
+    // send would): its lease moves the queue's next due time far ahead.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        alone.wake.notify();
+        let lease_from = axion_push::report::now_ms() + 60_000;
+        if matches!(alone.store.next_due().await.unwrap(), Some(at) if at > lease_from) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never claimed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The MQTT side takes its time before it has room for the event.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let room_made = std::time::Instant::now();
+    assert_eq!(egress.recv().await.unwrap().out.topic, "busy");
+    let event = egress.recv().await.unwrap();
+    assert_eq!(event.out.topic, "axion/crm/push/alice");
+    sending.await.unwrap();
+    let pushed = alone.push.wait_for(1, WAIT).await;
+    assert!(
+        pushed[0].arrived_at >= room_made,
+        "the push went out {:?} before the event could be handed over",
+        room_made - pushed[0].arrived_at
+    );
+    alone.stop().await;
+}

@@ -9,11 +9,26 @@ pub struct Alone {
     pub push: super::PushService,
     pub stop: axion_push::delivery::Stop,
     pub engine: tokio_util::task::TaskTracker,
+    /// What the stages hand to the MQTT side, when the test reads it (see
+    /// [`Alone::with_egress`]).
+    pub egress: Option<tokio::sync::mpsc::Receiver<axion_push::report::Publication>>,
+    /// A sender on the same egress channel.
+    pub egress_tx: axion_push::report::Egress,
+    pub wake: axion_push::delivery::Wake,
+    pub store: axion_push::store::Store,
     _dir: tempfile::TempDir,
 }
 
 impl Alone {
     pub async fn start() -> Alone {
+        let mut alone = Self::with_egress(4).await;
+        alone.egress = None;
+        alone
+    }
+
+    /// Like [`Alone::start`], with an egress channel of `capacity` that the
+    /// test reads from `egress`.
+    pub async fn with_egress(capacity: usize) -> Alone {
         use std::sync::Arc;
         use std::time::Duration;
 
@@ -35,8 +50,7 @@ impl Alone {
         let policy = EndpointPolicy::new(&s.endpoints);
         let client = Arc::new(PushClient::new(&s.delivery, policy.clone()).unwrap());
         let vapid = axion_push::daemon::resolve_vapid(&config).unwrap();
-        let (egress, receiver) = Egress::channel(4);
-        drop(receiver);
+        let (egress, receiver) = Egress::channel(capacity);
         let signers = Arc::new(VapidSigners::new(&vapid));
         let wake = Wake::default();
         let ledger = delivery::Ledger::spawn(
@@ -73,10 +87,10 @@ impl Alone {
             &engine,
         );
         let processor = Processor::new(ProcessorParts {
-            store,
+            store: store.clone(),
             topics: Topics::default(),
-            egress,
-            wake,
+            egress: egress.clone(),
+            wake: wake.clone(),
             ledger,
             hand_off,
             health: Health::default(),
@@ -94,6 +108,10 @@ impl Alone {
             push,
             stop,
             engine,
+            egress: Some(receiver),
+            egress_tx: egress,
+            wake,
+            store,
             _dir: dir,
         }
     }
