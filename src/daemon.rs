@@ -364,7 +364,14 @@ impl Daemon {
                 retain: true,
             },
         };
-        let mut client = mqtt::spawn(session, processor, egress_rx, &tracker, lifecycle.clone());
+        let mut client = mqtt::spawn(
+            session,
+            processor,
+            egress_rx,
+            monitor_parts.1.clone(),
+            &tracker,
+            lifecycle.clone(),
+        );
         tracker.spawn(publish_database_state(
             database_state.0,
             database_state.1,

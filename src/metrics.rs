@@ -37,9 +37,10 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_REQUEST: usize = 8 * 1024;
 
 /// Every metric name the endpoint serves.
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 11] = [
     "axion_push_commands_total",
     "axion_push_commands_rejected_total",
+    "axion_push_commands_dropped_total",
     "axion_push_pushes_total",
     "axion_push_deactivations_total",
     "axion_push_retries_total",
@@ -180,6 +181,11 @@ pub async fn render(sources: &Sources) -> String {
         );
     }
     for (name, help, value) in [
+        (
+            "axion_push_commands_dropped_total",
+            "QoS 0 commands dropped unread because the daemon's intake was full (the database is slow or away).",
+            Stats::get(&stats.dropped),
+        ),
         (
             "axion_push_deactivations_total",
             "Subscriptions deactivated because their push service called them gone (404/410).",

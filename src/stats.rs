@@ -23,6 +23,8 @@ pub struct Stats {
     pub expired: AtomicU64,
     /// Attempts put back for a retry.
     pub retried: AtomicU64,
+    /// QoS 0 commands dropped unread because the intake was full.
+    pub dropped: AtomicU64,
     /// Commands answered (applied or refused), by verb.
     pub by_verb: VerbCounters,
     /// Commands refused, by verb.

@@ -461,3 +461,129 @@ async fn an_event_the_broker_never_took_is_published_after_a_kill_and_restart() 
     assert_eq!(event["id"], "held", "{event}");
     assert_eq!(event["title"], "Held", "{event}");
 }
+
+/// `GET /metrics` from the endpoint at `addr`: the exposition text.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+/// The peak resident memory of process `pid`, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos_0_flood_during_a_database_outage_stays_within_bounded_memory_and_loses_no_qos_1_command()
+ {
+    const FLOOD: usize = 200_000;
+    /// What the daemon takes in of QoS 0 commands it cannot handle yet.
+    const BACKLOG: usize = 10_000;
+    const SUBSCRIBES: usize = 20;
+    /// The daemon's peak resident memory: about 20 MB at rest in a test
+    /// build; holding the whole flood took it past 80 MB.
+    const PEAK_RSS_KIB: u64 = 48 * 1024;
+    harness::init_logging();
+    let broker = Mosquitto::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (config, _) = process::write_config_sections(
+        dir.path(),
+        &push,
+        &format!("    url: {}", broker.url()),
+        "",
+        &format!("    busy_timeout: 200ms\n  metrics:\n    listen: {metrics}"),
+    );
+    let mut serve = Serve::start(&config);
+    serve.wait_for("axion-push is running");
+    let service = TestClient::connect(
+        "127.0.0.1",
+        broker.addr.port(),
+        &["axion/crm/push/+/result".into()],
+    )
+    .await;
+    let db_url = format!("sqlite://{}", dir.path().join("axion-push.db").display());
+    let lock = DatabaseLock::take_url(&db_url).await;
+
+    let mut options = rumqttc::MqttOptions::new("flood", "127.0.0.1", broker.addr.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    let (flooder, mut flood_loop) = rumqttc::AsyncClient::new(options, 10_000);
+    tokio::spawn(async move { while flood_loop.poll().await.is_ok() {} });
+    let browsers: Vec<_> = (0..SUBSCRIBES)
+        .map(|i| push.browser(&format!("q{i}")))
+        .collect();
+    for i in 0..FLOOD {
+        flooder
+            .publish(
+                format!("axion/crm/push/nobody-{}/send", i % 100),
+                rumqttc::QoS::AtMostOnce,
+                false,
+                br#"{"title":"flood"}"#.to_vec(),
+            )
+            .await
+            .unwrap();
+        if i % (FLOOD / SUBSCRIBES) == 0 {
+            let k = i / (FLOOD / SUBSCRIBES);
+            service
+                .publish(
+                    &format!("axion/crm/push/q{k}/subscribe"),
+                    browsers[k].subscription().to_string(),
+                )
+                .await;
+        }
+    }
+    // Everything beyond the backlog is dropped, and counted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let dropped = loop {
+        let text = scrape(metrics).await;
+        let dropped: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("axion_push_commands_dropped_total "))
+            .map_or(0, |n| n.trim().parse().unwrap());
+        if dropped >= FLOOD - BACKLOG {
+            break dropped;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{dropped} QoS 0 commands dropped after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let peak = peak_rss_kib(serve.child.id());
+    eprintln!("{dropped} of {FLOOD} QoS 0 sends dropped; peak RSS {peak} KiB");
+    assert!(
+        peak < PEAK_RSS_KIB,
+        "peak RSS {peak} KiB, bound {PEAK_RSS_KIB} KiB"
+    );
+
+    lock.release().await;
+    for k in 0..SUBSCRIBES {
+        let topic = format!("axion/crm/push/q{k}/result");
+        let r = service
+            .wait_for(
+                0,
+                &format!("the result on {topic}"),
+                Duration::from_secs(120),
+                |m| m.topic == topic,
+            )
+            .await
+            .json();
+        assert_eq!(r["ok"], true, "{r}");
+    }
+}

@@ -40,8 +40,10 @@ use crate::backoff::Backoff;
 use crate::command::{Handled, Processor};
 use crate::config::MqttSettings;
 use crate::report::{Outgoing, Publication, Receipt};
+use crate::stats::Stats;
 use ack::AckEvent;
 use outbox::Outbox;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Requests queued towards rumqttc's event loop: the outbox's window of
 /// publishes, plus acks and subscriptions.
@@ -57,6 +59,17 @@ const INFLIGHT: u16 = 2 * outbox::WINDOW as u16;
 const MAX_INCOMING_PACKET: usize = 268_435_455;
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// QoS 0 commands read from the broker and not yet handled, at most, by
+/// count and by bytes. Beyond, they are dropped (counted, and warned about
+/// once a minute): QoS 0 promises nothing, and the alternative — to stop
+/// reading from the broker — would also stop the pings, acks and publishes
+/// that share the connection. QoS 1 commands need no such bound: the
+/// broker sends no more than its in-flight window until the daemon
+/// acknowledges them.
+const QOS0_BACKLOG: usize = 10_000;
+const QOS0_BACKLOG_BYTES: usize = 16 << 20;
+const DROP_WARNING_EVERY: Duration = Duration::from_secs(60);
+
 /// Handling a command again while the database is unavailable.
 const DATABASE_RETRY: Backoff = Backoff {
     initial: Duration::from_millis(100),
@@ -172,6 +185,7 @@ pub fn spawn(
     mut session: Session,
     processor: Processor,
     egress: mpsc::Receiver<Publication>,
+    stats: Arc<Stats>,
     tracker: &TaskTracker,
     lifecycle: Lifecycle,
 ) -> Client {
@@ -191,10 +205,12 @@ pub fn spawn(
     let commands = TaskTracker::new();
 
     tracker.spawn(ack::run(client.clone(), acks_rx));
+    let backlog = Arc::new(Backlog::default());
     commands.spawn(dispatch(
         processor,
         commands_rx,
         acks_tx.clone(),
+        backlog.clone(),
         lifecycle.intake.clone(),
     ));
     tracker.spawn(drive(
@@ -205,6 +221,8 @@ pub fn spawn(
             commands: commands_tx,
             acks: acks_tx,
             open: lifecycle.intake,
+            backlog,
+            stats,
         },
         egress,
         subscribed_tx,
@@ -229,6 +247,61 @@ struct Intake {
     commands: mpsc::UnboundedSender<Inbound>,
     acks: mpsc::UnboundedSender<AckEvent>,
     open: CancellationToken,
+    backlog: Arc<Backlog>,
+    stats: Arc<Stats>,
+}
+
+/// QoS 0 commands between the event loop and the dispatcher.
+#[derive(Debug, Default)]
+struct Backlog {
+    count: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Backlog {
+    /// Takes room for a command of `len` bytes; false when there is none.
+    fn admit(&self, len: usize) -> bool {
+        if self.count.load(Ordering::Acquire) >= QOS0_BACKLOG
+            || self.bytes.load(Ordering::Acquire).saturating_add(len) > QOS0_BACKLOG_BYTES
+        {
+            return false;
+        }
+        self.count.fetch_add(1, Ordering::AcqRel);
+        self.bytes.fetch_add(len, Ordering::AcqRel);
+        true
+    }
+
+    fn release(&self, len: usize) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(len, Ordering::AcqRel);
+    }
+}
+
+/// Counts dropped QoS 0 commands and warns at most once a minute.
+#[derive(Default)]
+struct Drops {
+    since_warning: u64,
+    warned_at: Option<tokio::time::Instant>,
+}
+
+impl Drops {
+    fn drop_one(&mut self, stats: &Stats) {
+        Stats::add(&stats.dropped, 1);
+        self.since_warning += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .warned_at
+            .is_none_or(|at| now.duration_since(at) >= DROP_WARNING_EVERY)
+        {
+            tracing::warn!(
+                dropped = self.since_warning,
+                backlog = QOS0_BACKLOG,
+                "QoS 0 commands dropped: the daemon's intake is full (the database is slow or away); publish commands with QoS 1 to have the broker hold them instead"
+            );
+            self.since_warning = 0;
+            self.warned_at = Some(now);
+        }
+    }
 }
 
 /// Reconnect delays: a broken broker is not hammered, and a fleet of
@@ -284,6 +357,7 @@ async fn drive(
     let mut stopping = Stopping::No;
     let mut failures: u32 = 0;
     let mut seq: u64 = 0;
+    let mut drops = Drops::default();
     loop {
         // Handed only here, between two polls: see the outbox's notes.
         if connected {
@@ -419,6 +493,10 @@ async fn drive(
                     continue;
                 }
                 let tracked = if publish.qos == QoS::AtMostOnce {
+                    if !intake.backlog.admit(publish.payload.len()) {
+                        drops.drop_one(&intake.stats);
+                        continue;
+                    }
                     None
                 } else {
                     seq += 1;
@@ -466,6 +544,7 @@ async fn dispatch(
     processor: Processor,
     mut commands: mpsc::UnboundedReceiver<Inbound>,
     acks: mpsc::UnboundedSender<AckEvent>,
+    backlog: Arc<Backlog>,
     intake: CancellationToken,
 ) {
     loop {
@@ -508,6 +587,9 @@ async fn dispatch(
                     attempt = attempt.saturating_add(1);
                 }
             }
+        }
+        if inbound.seq.is_none() {
+            backlog.release(inbound.payload.len());
         }
     }
 }

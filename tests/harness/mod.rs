@@ -363,10 +363,12 @@ pub struct DatabaseLock(sqlx::SqliteConnection);
 
 impl DatabaseLock {
     pub async fn take(config: &Config) -> DatabaseLock {
+        Self::take_url(&config.settings.database.url).await
+    }
+
+    pub async fn take_url(url: &str) -> DatabaseLock {
         use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&config.settings.database.url)
-            .await
-            .unwrap();
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut conn)
             .await

@@ -31,6 +31,18 @@ pub fn write_config_with(
     extra: &str,
     delivery: &str,
 ) -> (PathBuf, u16) {
+    write_config_sections(dir, push, extra, delivery, "")
+}
+
+/// Like [`write_config_with`]; `database` lines are added to that section
+/// (four spaces in) — lines two spaces in open sections of their own.
+pub fn write_config_sections(
+    dir: &Path,
+    push: &PushService,
+    extra: &str,
+    delivery: &str,
+    database: &str,
+) -> (PathBuf, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -50,6 +62,7 @@ axion_push:
     listen: 127.0.0.1:{port}
   database:
     url: sqlite://{db}
+{database}
   vapid_key_file: {key}
   delivery:
     extra_root_ca: {ca}
