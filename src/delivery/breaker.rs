@@ -48,6 +48,8 @@ struct Origin {
     openings: u32,
     open_until: Option<u64>,
     probing: bool,
+    /// It asked for a pause past `pause_max` (logged once, until it recovers).
+    asked_too_much: bool,
 }
 
 #[derive(Debug)]
@@ -118,7 +120,8 @@ impl Breakers {
                 state.failures += 1;
                 if probe || state.failures >= THRESHOLD {
                     let asked = retry_after.unwrap_or_default();
-                    if asked > self.pause_max {
+                    if asked > self.pause_max && !state.asked_too_much {
+                        state.asked_too_much = true;
                         tracing::warn!(
                             origin,
                             retry_after = ?asked,
