@@ -31,8 +31,10 @@
 //! - [`command`]: a message parsed into a command and applied; a send is
 //!   recorded in the queue.
 //! - [`delivery`]: the engine that works the queue — concurrent requests,
-//!   retries, per push-service circuit breakers, result reports.
-//! - [`mqtt`]: the client loop — intake, ordered acks, egress.
+//!   retries, per push-service circuit breakers, result reports — and the
+//!   ledger of what the broker acknowledged.
+//! - [`mqtt`]: the client loop — intake, ordered acks, egress through an
+//!   outbox that knows what the broker acknowledged.
 //! - [`daemon`]: wiring, start and stop order.
 //! - [`cli`]: the `axion-push` verbs.
 //!
@@ -46,7 +48,9 @@
 //! sends them over `push` (encrypt, sign, POST, read the answer as an
 //! `Outcome`) → each is settled in the queue: delivered, deactivated
 //! (404/410), refused, expired, or put back for a retry → the result report
-//! goes to egress and `mqtt` publishes it.
+//! goes to egress and `mqtt` publishes it → once the broker acknowledges an
+//! event or a report, `delivery`'s ledger marks it published; one never
+//! acknowledged is published again at the next start.
 
 pub mod backoff;
 pub mod broker;
