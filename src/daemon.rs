@@ -49,7 +49,8 @@ pub struct Daemon {
     engine_stop: delivery::Stop,
     lifecycle: Lifecycle,
     grace: Duration,
-    instance: String,
+    /// Whose leases this process's are (see [`lease_owner`]).
+    owner: String,
     health: Health,
     stats: Arc<Stats>,
     /// True while connected to the broker and subscribed.
@@ -76,10 +77,10 @@ pub struct Monitor {
 impl Monitor {
     /// Every long-running task still runs: the MQTT event loop, acker,
     /// status publisher and the ledger of what the broker acknowledged; the
-    /// dispatcher; the engine's claimer, recorder and purger. A task that
-    /// panicked is gone.
+    /// dispatcher; the engine's claimer, recorder, purger and lease renewer.
+    /// A task that panicked is gone.
     pub fn is_alive(&self) -> bool {
-        self.tracker.len() >= 4 && !self.commands.is_empty() && self.engine.len() >= 3
+        self.tracker.len() >= 4 && !self.commands.is_empty() && self.engine.len() >= 4
     }
 
     pub fn status_line(&self) -> String {
@@ -103,6 +104,15 @@ impl Monitor {
     pub fn is_broker_connected(&self) -> bool {
         *self.broker.borrow()
     }
+}
+
+/// The name this process's delivery leases carry: its MQTT client id, for
+/// whoever reads the queue, and a random part, because the default client
+/// id is shared — two daemons left on defaults must never take each other's
+/// deliveries for their own.
+pub fn lease_owner(client_id: &str) -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{client_id}/{}", &random[..12])
 }
 
 /// Reads the first-run key, or creates it (mode 0600: it signs every push).
@@ -291,6 +301,7 @@ impl Daemon {
         let stats = Arc::new(Stats::default());
         let signers = Arc::new(VapidSigners::new(&vapid));
         let instance = settings.mqtt.client_id.clone();
+        let owner = lease_owner(&instance);
         let wake = Wake::default();
         let tracker = TaskTracker::new();
         let lifecycle = Lifecycle::default();
@@ -313,7 +324,7 @@ impl Daemon {
                 egress: egress.clone(),
                 ledger: ledger.clone(),
                 hand_off: hand_off.clone(),
-                instance: instance.clone(),
+                owner: owner.clone(),
                 concurrency: settings.delivery.concurrency,
                 retry: Backoff {
                     initial: settings.delivery.retry_initial,
@@ -336,6 +347,7 @@ impl Daemon {
             wake,
             ledger,
             hand_off,
+            owner: owner.clone(),
             health,
             stats,
             signers,
@@ -415,7 +427,7 @@ impl Daemon {
             engine_stop,
             lifecycle,
             grace: settings.delivery.shutdown_grace,
-            instance,
+            owner,
             health: monitor_parts.0,
             stats: monitor_parts.1,
             broker_state: client.subscribed,
@@ -472,11 +484,7 @@ impl Daemon {
             self.engine.wait().await;
         }
         // Let another daemon (or the next run) take them at once.
-        if let Err(e) = self
-            .store
-            .release(&self.instance, crate::report::now_ms())
-            .await
-        {
+        if let Err(e) = self.store.release(&self.owner).await {
             tracing::warn!(error = %e, "abandoned deliveries stay leased until their lease runs out");
         }
         self.lifecycle.finish.cancel();
@@ -508,7 +516,7 @@ mod tests {
         let end = tokio_util::sync::CancellationToken::new();
         let (tracker, commands, engine) =
             (TaskTracker::new(), TaskTracker::new(), TaskTracker::new());
-        for (on, count) in [(&tracker, 3), (&commands, 1), (&engine, 3)] {
+        for (on, count) in [(&tracker, 3), (&commands, 1), (&engine, 4)] {
             for _ in 0..count {
                 on.spawn(std::future::pending::<()>());
             }

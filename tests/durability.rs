@@ -129,8 +129,9 @@ async fn a_daemon_killed_mid_fan_out_delivers_to_every_subscription_after_restar
     // The embedded broker died with the daemon; the client reconnects to
     // the new one and subscribes again (its retained status says so).
     let from = mqtt.count();
-    let mut serve = Serve::start(&config);
-    serve.wait_for("resuming deliveries left in flight");
+    // What the killed run had claimed comes due again when its lease runs
+    // out; the rest is due at once.
+    let _serve = Serve::start(&config);
     mqtt.wait_for(from, "the daemon online again", WAIT, |m| {
         m.topic == "axion/push/daemon/status" && m.json()["state"] == "online"
     })

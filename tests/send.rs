@@ -358,12 +358,13 @@ async fn no_push_goes_out_before_its_event_is_handed_to_the_mqtt_side() {
             .await
     });
     // The engine claims the delivery (woken here, as a poll or another
-    // send would): its lease moves the queue's next due time far ahead.
+    // send would): its lease moves the queue's next due time a lease ahead,
+    // past the hold a new send's deliveries get.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         alone.wake.notify();
-        let lease_from = axion_push::report::now_ms() + 60_000;
-        if matches!(alone.store.next_due().await.unwrap(), Some(at) if at > lease_from) {
+        let leased = axion_push::store::HOLD + std::time::Duration::from_secs(1);
+        if matches!(alone.store.next_due("-").await.unwrap(), Some(after) if after > leased) {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "never claimed");

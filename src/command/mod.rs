@@ -81,6 +81,8 @@ pub struct ProcessorParts {
     pub ledger: Ledger,
     /// Holds a send's pushes until its event is handed to egress.
     pub hand_off: HandOff,
+    /// Whose a new send's deliveries are: this process (the engine's owner).
+    pub owner: String,
     pub health: Health,
     pub stats: Arc<Stats>,
     pub signers: Arc<VapidSigners>,

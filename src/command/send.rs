@@ -60,22 +60,25 @@ pub(super) async fn apply(
         .mark(route.package.as_str(), &notification.id);
     let enqueued = inner
         .store
-        .enqueue(&NewSend {
-            package: &route.package,
-            id: &notification.id,
-            target: &target,
-            recipients,
-            members: group.as_ref().map(|_| users.len() as u64),
-            accepted_ms,
-            payload: &web_push,
-            ttl: notification.ttl,
-            urgency: notification.urgency.as_header(),
-            topic: notification.topic.as_deref(),
-            duplicate_after_ms: accepted_ms.saturating_sub(window_ms),
-            digest: digest.as_deref(),
-            redelivered,
-            event: &event,
-        })
+        .enqueue(
+            &NewSend {
+                package: &route.package,
+                id: &notification.id,
+                target: &target,
+                recipients,
+                members: group.as_ref().map(|_| users.len() as u64),
+                accepted_ms,
+                payload: &web_push,
+                ttl: notification.ttl,
+                urgency: notification.urgency.as_header(),
+                topic: notification.topic.as_deref(),
+                duplicate_after_ms: accepted_ms.saturating_sub(window_ms),
+                digest: digest.as_deref(),
+                redelivered,
+                event: &event,
+            },
+            &inner.owner,
+        )
         .await?;
     let subscriptions = match enqueued {
         Enqueued::Duplicate {

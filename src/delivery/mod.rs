@@ -41,12 +41,6 @@ pub use breaker::{Admit, Breakers, THRESHOLD};
 pub use hand_off::{HandOff, Marked};
 pub use ledger::{Ledger, publish_event};
 
-/// How long a claimed delivery is ours. Far longer than any request (it is
-/// bounded by `request_timeout`); it only matters when a daemon dies
-/// holding deliveries and another one, with a different client id, must
-/// take them over. A restart with the same client id takes its own back at
-/// once.
-const LEASE: Duration = Duration::from_secs(300);
 /// Rows claimed per query.
 const CLAIM_BATCH: usize = 256;
 /// Settlements written per transaction.
@@ -79,8 +73,9 @@ pub struct EngineParts {
     pub ledger: Ledger,
     /// Sends whose event is not handed to egress yet: their pushes wait.
     pub hand_off: HandOff,
-    /// This daemon's MQTT client id: whose leases are whose.
-    pub instance: String,
+    /// Whose leases are whose: unique to this process (see
+    /// `daemon::lease_owner`).
+    pub owner: String,
     pub concurrency: usize,
     pub retry: Backoff,
     /// The longest a struggling push service is paused.
@@ -125,7 +120,13 @@ pub fn spawn(parts: EngineParts, wake: Wake, stop: Stop, tracker: &TaskTracker) 
         stop.abandon.clone(),
     ));
     tracker.spawn(purge(parts.clone(), stop.claiming.clone()));
-    tracker.spawn(claim(parts, slots, wake, stop, settled_tx, started_ms));
+    // Renewing ends when the claimer does, its last request answered.
+    let claimer_done = CancellationToken::new();
+    tracker.spawn(renew(parts.clone(), claimer_done.clone()));
+    tracker.spawn(async move {
+        claim(parts, slots, wake, stop, settled_tx, started_ms).await;
+        claimer_done.cancel();
+    });
 }
 
 /// A message ready to encrypt, shared by its command's deliveries.
@@ -167,24 +168,13 @@ async fn claim(
     let mut requests = JoinSet::new();
     let mut outage: u32 = 0;
 
-    // Deliveries a previous run with our client id left in flight, and
-    // results and events it handed to a broker that never acknowledged them.
+    // Results and events a previous run handed to a broker that never
+    // acknowledged them. (Deliveries it left in flight come due again when
+    // their lease runs out.)
     loop {
-        let recovered = async {
-            let released = parts.store.release(&parts.instance, now_ms()).await?;
-            let unpublished = parts.store.take_unpublished(started_ms, now_ms()).await?;
-            Ok::<_, crate::store::StoreError>((released, unpublished))
-        }
-        .await;
-        match recovered {
-            Ok((released, (reports, events))) => {
+        match parts.store.take_unpublished(started_ms, now_ms()).await {
+            Ok((reports, events)) => {
                 parts.health.ok();
-                if released > 0 {
-                    tracing::info!(
-                        deliveries = released,
-                        "resuming deliveries left in flight by the previous run"
-                    );
-                }
                 if !reports.is_empty() || !events.is_empty() {
                     tracing::info!(
                         reports = reports.len(),
@@ -222,12 +212,7 @@ async fn claim(
                 permits.available_permits().clamp(1, CLAIM_BATCH)
             }
         };
-        let now = now_ms();
-        let claimed = match parts
-            .store
-            .claim(&parts.instance, now, now + ms(LEASE), free)
-            .await
-        {
+        let claimed = match parts.store.claim(&parts.owner, free).await {
             Ok(claimed) => {
                 parts.health.ok();
                 outage = 0;
@@ -270,8 +255,8 @@ async fn claim(
                 Err(e) => {
                     // Put it back; the claim loop waits out the outage.
                     parts.health.failed(&e, "reading a queued message");
-                    let next_at = now_ms() + ms(DATABASE_RETRY.max);
-                    put_back(row, Settled::Deferred { next_at }, permit);
+                    let after = DATABASE_RETRY.max;
+                    put_back(row, Settled::Deferred { after }, permit);
                     continue;
                 }
             };
@@ -303,7 +288,9 @@ async fn claim(
                 let settled_as = if until >= message.expires_ms {
                     Settled::Expired
                 } else {
-                    Settled::Deferred { next_at: until }
+                    Settled::Deferred {
+                        after: Duration::from_millis(until.saturating_sub(now)),
+                    }
                 };
                 put_back(row, settled_as, permit);
                 continue;
@@ -365,10 +352,26 @@ async fn purge(parts: Arc<EngineParts>, stop: CancellationToken) {
     }
 }
 
+/// Keeps the leases of this daemon's deliveries from running out while
+/// their requests are in flight: a lease ends only when its daemon does.
+async fn renew(parts: Arc<EngineParts>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(crate::store::RENEW_EVERY) => {}
+        }
+        if let Err(e) = parts.store.renew(&parts.owner).await {
+            parts
+                .health
+                .failed(&e, "renewing the leases of deliveries in flight");
+        }
+    }
+}
+
 /// Waits for a new send, the next due retry, or the idle poll.
 async fn idle(parts: &EngineParts, wake: &Wake, stop: &CancellationToken) {
-    let delay = match parts.store.next_due().await {
-        Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now_ms())).min(IDLE_POLL),
+    let delay = match parts.store.next_due(&parts.owner).await {
+        Ok(Some(after)) => after.min(IDLE_POLL),
         Ok(None) | Err(_) => IDLE_POLL,
     };
     tokio::select! {
@@ -508,7 +511,7 @@ fn settle_as(retry: &Backoff, row: &Claimed, message: &Loaded, attempt: Attempt)
         Ok(Outcome::Gone(_)) => Settled::Gone,
         Ok(Outcome::Retry { after, .. }) => {
             match next_attempt(retry, row.attempts, after, now_ms(), message.expires_ms) {
-                Some(next_at) => Settled::Retry { next_at },
+                Some(after) => Settled::Retry { after },
                 None => Settled::Expired,
             }
         }
@@ -517,19 +520,18 @@ fn settle_as(retry: &Backoff, row: &Claimed, message: &Loaded, attempt: Attempt)
     }
 }
 
-/// When to try again after the `previous + 1`-th failed request: the
-/// backoff, and never sooner than the service's `Retry-After`. `None` when
-/// that is past the message's expiry.
+/// How long to wait before trying again after the `previous + 1`-th failed
+/// request: the backoff, and never less than the service's `Retry-After`.
+/// `None` when that ends past the message's expiry.
 pub fn next_attempt(
     retry: &Backoff,
     previous: u32,
     retry_after: Option<Duration>,
     now_ms: u64,
     expires_ms: u64,
-) -> Option<u64> {
+) -> Option<Duration> {
     let delay = retry.delay(previous).max(retry_after.unwrap_or_default());
-    let at = now_ms.saturating_add(ms(delay));
-    (at < expires_ms).then_some(at)
+    (now_ms.saturating_add(ms(delay)) < expires_ms).then_some(delay)
 }
 
 /// Seconds of `ttl` left at `now_ms` for a message expiring at `expires_ms`,
@@ -578,7 +580,7 @@ async fn record(
         }
         let mut outage: u32 = 0;
         let due = loop {
-            match parts.store.settle(&parts.instance, &batch, now_ms()).await {
+            match parts.store.settle(&parts.owner, &batch, now_ms()).await {
                 Ok(due) => {
                     parts.health.ok();
                     break due;
@@ -731,14 +733,17 @@ mod tests {
 
     #[test]
     fn a_retry_is_never_sooner_than_retry_after() {
-        let at = next_attempt(&RETRY, 0, Some(Duration::from_secs(30)), 0, u64::MAX).unwrap();
-        assert!(at >= 30_000, "{at}");
+        let after = next_attempt(&RETRY, 0, Some(Duration::from_secs(30)), 0, u64::MAX).unwrap();
+        assert!(after >= Duration::from_secs(30), "{after:?}");
     }
 
     #[test]
     fn retries_back_off_exponentially() {
-        let at = next_attempt(&RETRY, 4, None, 0, u64::MAX).unwrap();
-        assert!((8_000..=24_000).contains(&at), "{at}");
+        let after = next_attempt(&RETRY, 4, None, 0, u64::MAX).unwrap();
+        assert!(
+            (Duration::from_secs(8)..=Duration::from_secs(24)).contains(&after),
+            "{after:?}"
+        );
     }
 
     #[test]

@@ -2,14 +2,28 @@
 //!
 //! The subscriptions live in Axion's `def_notify_push_subscription`, used
 //! exactly as existing installations created it; anything else (groups, the
-//! delivery queue, command ids seen) is in tables of our own, created by the
-//! migrations in `migrations/`. The store decides nothing: it records and
-//! reads what the command and delivery layers ask.
+//! delivery queue, command ids seen, the migrations' bookkeeping) is in
+//! tables of our own, `axion_push_*`, created by the migrations in
+//! `migrations/{sqlite,mysql,postgres}/`. The store decides nothing: it
+//! records and reads what the command and delivery layers ask.
+//!
+//! Three backends, chosen by the scheme of `axion_push.database.url`, each
+//! on its own concrete sqlx pool with SQL written for its dialect (sqlx's
+//! `Any` driver gets placeholders and booleans wrong across them): SQLite
+//! (`sqlite/`), MariaDB/MySQL (`mysql/`), PostgreSQL (`postgres/`). The rest
+//! of the daemon sees one `Store`.
+//!
+//! Time in the queue is the database's: a claim leases a delivery until the
+//! database's clock passes `NextAt`, so daemons on several machines agree on
+//! when a lease has run out whatever their own clocks say.
 
 mod health;
+mod mysql;
+mod postgres;
 mod queue;
 mod sqlite;
-mod sqlite_queue;
+
+use std::time::Duration;
 
 pub use health::Health;
 pub use queue::{
@@ -20,6 +34,19 @@ pub use queue::{
 use crate::config::DatabaseSettings;
 use crate::model::{Group, Package, Subscription, User};
 
+/// How long a claimed delivery is its daemon's. Renewed (see
+/// [`Store::renew`]) while its request is in flight, so it only runs out
+/// when the daemon is gone: then another daemon takes the delivery over
+/// within this time plus its idle poll.
+pub const LEASE: Duration = Duration::from_secs(15);
+/// How often a daemon renews the leases it holds.
+pub const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// A new send's deliveries are held for the daemon that recorded them this
+/// long: it hands the send's event to its broker first (in microseconds,
+/// normally), then claims them. Past it, any daemon may take them — the
+/// recorder died, or other daemons help with a large fan-out.
+pub const HOLD: Duration = Duration::from_secs(2);
+
 /// Why a statement failed, and whether trying again later can help.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -27,8 +54,8 @@ pub enum StoreError {
     Open { url: String, reason: String },
     #[error("database migration failed: {0}")]
     Migrate(String),
-    /// Locked, busy, out of connections, disk full or unreachable: the same
-    /// statement may well succeed later.
+    /// Locked, busy, out of connections, a deadlock, a lost connection, a
+    /// server shutting down: the same statement may well succeed later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database error: {0}")]
@@ -40,6 +67,79 @@ impl StoreError {
         matches!(self, StoreError::Unavailable(_))
     }
 }
+
+/// `url` with any password replaced by `***`, for logs and errors: a
+/// database URL may carry credentials.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        // Not a URL at all: show no more than its scheme.
+        Err(_) => match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://…"),
+            None => "…".to_owned(),
+        },
+    }
+}
+
+/// The database engines the daemon speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    MySql,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a `database.url` names, by its scheme.
+    pub fn of_url(url: &str) -> Option<Backend> {
+        match url.split_once(':')?.0 {
+            "sqlite" => Some(Backend::Sqlite),
+            "mysql" | "mariadb" => Some(Backend::MySql),
+            "postgres" | "postgresql" => Some(Backend::Postgres),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::MySql => "MariaDB/MySQL",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// What `check-config` reports about the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseInfo {
+    pub backend: Backend,
+    /// The server's own version string.
+    pub version: String,
+    /// Axion's table: `None` when it does not exist yet (the migrations
+    /// create it), else the expected columns it lacks.
+    pub axion_table_missing_columns: Option<Vec<String>>,
+    /// Whether claims can skip rows another daemon holds (`FOR UPDATE SKIP
+    /// LOCKED`): without it only one daemon may use the database.
+    pub skip_locked: bool,
+}
+
+/// The columns of `def_notify_push_subscription` the daemon reads and
+/// writes (DESIGN §4).
+pub const AXION_COLUMNS: [&str; 9] = [
+    "User",
+    "Package",
+    "Module",
+    "Endpoint",
+    "KeysP256dh",
+    "KeysAuth",
+    "UserAgent",
+    "CreatedAt",
+    "Active",
+];
 
 /// A row of `def_notify_push_subscription`, as stored. Keys are text here:
 /// rows written by older software are only decoded when they are used.
@@ -53,6 +153,8 @@ pub struct StoredSubscription {
     pub auth: Option<String>,
     pub user_agent: Option<String>,
     pub created_at: Option<String>,
+    /// `Active` is 'Y', or NULL as rows older software wrote: the column's
+    /// default is 'Y', and NULL counts as 'Y' in every statement.
     pub active: bool,
 }
 
@@ -75,29 +177,66 @@ pub enum MembersChange {
     Set(Vec<User>),
 }
 
-/// A subscription to deactivate: its row's key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowKey {
-    pub user: String,
-    pub package: String,
-    pub endpoint: String,
+#[derive(Clone)]
+enum Pool {
+    Sqlite(sqlite::Sqlite),
+    MySql(mysql::MySql),
+    Postgres(postgres::Postgres),
 }
 
 #[derive(Clone)]
 pub struct Store {
-    pool: sqlx::SqlitePool,
+    pool: Pool,
+}
+
+/// Calls the same method on whichever backend the store holds.
+macro_rules! on_backend {
+    ($store:expr, $pool:ident => $call:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => $call,
+            Pool::MySql($pool) => $call,
+            Pool::Postgres($pool) => $call,
+        }
+    };
 }
 
 impl Store {
-    /// Opens (and for SQLite creates) the database; does not migrate.
+    /// Opens the database `settings.url` names (SQLite creates its file);
+    /// does not migrate.
     pub async fn open(settings: &DatabaseSettings) -> Result<Store, StoreError> {
-        let pool = sqlite::open(settings).await?;
+        let pool = match Backend::of_url(&settings.url) {
+            Some(Backend::Sqlite) => Pool::Sqlite(sqlite::Sqlite::open(settings).await?),
+            Some(Backend::MySql) => Pool::MySql(mysql::MySql::open(settings).await?),
+            Some(Backend::Postgres) => Pool::Postgres(postgres::Postgres::open(settings).await?),
+            None => {
+                return Err(StoreError::Open {
+                    url: redact_url(&settings.url),
+                    reason:
+                        "not a sqlite://, mysql://, mariadb://, postgres:// or postgresql:// URL"
+                            .into(),
+                });
+            }
+        };
         Ok(Store { pool })
     }
 
-    /// Brings the schema up to date; safe to run on every start.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::MySql(_) => Backend::MySql,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Brings the schema up to date; safe to run on every start. Creates
+    /// Axion's table only where it does not exist, and never alters it.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlite::migrate(&self.pool).await
+        on_backend!(self, b => b.migrate().await)
+    }
+
+    /// The engine, its version, Axion's table and row-lock support.
+    pub async fn info(&self) -> Result<DatabaseInfo, StoreError> {
+        on_backend!(self, b => b.info().await)
     }
 
     /// Records a subscription as active; beyond `max_active` active ones
@@ -109,7 +248,7 @@ impl Store {
         subscription: &Subscription,
         max_active: usize,
     ) -> Result<Subscribed, StoreError> {
-        sqlite::upsert_subscription(&self.pool, package, user, subscription, max_active).await
+        on_backend!(self, b => b.upsert_subscription(package, user, subscription, max_active).await)
     }
 
     /// Sets Active = 'N' for one endpoint of a user; false if nothing was
@@ -120,21 +259,7 @@ impl Store {
         user: &User,
         endpoint: &str,
     ) -> Result<bool, StoreError> {
-        sqlite::deactivate(&self.pool, package, user, endpoint).await
-    }
-
-    /// Deactivates many rows in one transaction; returns how many changed.
-    pub async fn deactivate_rows(&self, rows: &[RowKey]) -> Result<u64, StoreError> {
-        sqlite::deactivate_rows(&self.pool, rows).await
-    }
-
-    /// The active subscriptions of `users` in `package`.
-    pub async fn active_subscriptions(
-        &self,
-        package: &Package,
-        users: &[User],
-    ) -> Result<Vec<StoredSubscription>, StoreError> {
-        sqlite::active_subscriptions(&self.pool, package, users).await
+        on_backend!(self, b => b.deactivate(package, user, endpoint).await)
     }
 
     /// Every subscription of a user, active or not, in one or all packages.
@@ -143,7 +268,7 @@ impl Store {
         user: &User,
         package: Option<&Package>,
     ) -> Result<Vec<StoredSubscription>, StoreError> {
-        sqlite::subscriptions(&self.pool, user, package).await
+        on_backend!(self, b => b.subscriptions(user, package).await)
     }
 
     /// Applies a membership change; returns the group's size afterwards.
@@ -153,18 +278,18 @@ impl Store {
         group: &Group,
         change: &MembersChange,
     ) -> Result<u64, StoreError> {
-        sqlite::change_members(&self.pool, package, group, change).await
+        on_backend!(self, b => b.change_members(package, group, change).await)
     }
 
     pub async fn members(&self, package: &Package, group: &Group) -> Result<Vec<User>, StoreError> {
-        sqlite::members(&self.pool, package, group).await
+        on_backend!(self, b => b.members(package, group).await)
     }
 
     /// Records a send and one delivery per active subscription it reaches,
     /// in one transaction — or, when its id was seen within the window,
-    /// nothing.
-    pub async fn enqueue(&self, send: &NewSend<'_>) -> Result<Enqueued, StoreError> {
-        sqlite_queue::enqueue(&self.pool, send).await
+    /// nothing. The deliveries are held for `owner` (see [`HOLD`]).
+    pub async fn enqueue(&self, send: &NewSend<'_>, owner: &str) -> Result<Enqueued, StoreError> {
+        on_backend!(self, b => b.enqueue(send, owner).await)
     }
 
     /// The message of a recorded send.
@@ -173,52 +298,56 @@ impl Store {
         package: &str,
         id: &str,
     ) -> Result<Option<QueuedMessage>, StoreError> {
-        sqlite_queue::message(&self.pool, package, id).await
+        on_backend!(self, b => b.queued_message(package, id).await)
     }
 
-    /// Takes up to `limit` due deliveries for `instance` until `lease_until_ms`.
-    pub async fn claim(
-        &self,
-        instance: &str,
-        now_ms: u64,
-        lease_until_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        sqlite_queue::claim(&self.pool, instance, now_ms, lease_until_ms, limit).await
+    /// Takes up to `limit` deliveries for `owner`, leased for [`LEASE`]:
+    /// those due, and those held for it. Rows another daemon is claiming
+    /// at the same moment are skipped, not waited for.
+    pub async fn claim(&self, owner: &str, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+        on_backend!(self, b => b.claim(owner, limit).await)
     }
 
-    /// When the earliest delivery is due, if any is queued.
-    pub async fn next_due(&self) -> Result<Option<u64>, StoreError> {
-        sqlite_queue::next_due(&self.pool).await
+    /// How long until the earliest delivery `owner` may claim is due, if any
+    /// is queued.
+    pub async fn next_due(&self, owner: &str) -> Result<Option<Duration>, StoreError> {
+        on_backend!(self, b => b.next_due(owner).await)
     }
 
     /// Deliveries in the queue, due or waiting for a retry, of every
-    /// instance (the metrics' queue depth).
+    /// daemon (the metrics' queue depth).
     pub async fn pending_deliveries(&self) -> Result<u64, StoreError> {
-        sqlite_queue::pending(&self.pool).await
+        on_backend!(self, b => b.pending_deliveries().await)
     }
 
-    /// Makes every delivery `instance` holds due at `now_ms`: what a run
-    /// with the same client id left in flight when it died or stopped.
-    pub async fn release(&self, instance: &str, now_ms: u64) -> Result<u64, StoreError> {
-        sqlite_queue::release(&self.pool, instance, now_ms).await
+    /// Extends the lease of every delivery `owner` holds by [`LEASE`].
+    pub async fn renew(&self, owner: &str) -> Result<u64, StoreError> {
+        on_backend!(self, b => b.renew(owner).await)
     }
 
-    /// Writes back what became of claimed deliveries, in one transaction;
-    /// returns the commands whose next result report is due, marked as
-    /// handed to the broker at `now_ms`.
+    /// Makes every delivery `owner` holds due now, for another daemon (or
+    /// the next run) to take at once.
+    pub async fn release(&self, owner: &str) -> Result<u64, StoreError> {
+        on_backend!(self, b => b.release(owner).await)
+    }
+
+    /// Writes back what became of claimed deliveries, in one transaction,
+    /// set-based and in a fixed order; rows `owner` no longer holds (its
+    /// lease ran out and another daemon took them) are left alone. Returns
+    /// the commands whose next result report is due, marked as handed to
+    /// the broker at `now_ms`.
     pub async fn settle(
         &self,
-        instance: &str,
+        owner: &str,
         batch: &[Settlement],
         now_ms: u64,
     ) -> Result<Vec<CommandState>, StoreError> {
-        sqlite_queue::settle(&self.pool, instance, batch, now_ms).await
+        on_backend!(self, b => b.settle(owner, batch, now_ms).await)
     }
 
     /// Records what the broker has acknowledged.
     pub async fn mark_published(&self, published: &[Published]) -> Result<(), StoreError> {
-        sqlite_queue::mark_published(&self.pool, published).await
+        on_backend!(self, b => b.mark_published(published).await)
     }
 
     /// Result reports and real-time events handed to the broker before
@@ -229,16 +358,82 @@ impl Store {
         before_ms: u64,
         now_ms: u64,
     ) -> Result<(Vec<CommandState>, Vec<UnpublishedEvent>), StoreError> {
-        sqlite_queue::take_unpublished(&self.pool, before_ms, now_ms).await
+        on_backend!(self, b => b.take_unpublished(before_ms, now_ms).await)
     }
 
     /// Forgets finished, published commands accepted before `before_ms`.
     pub async fn purge_commands(&self, before_ms: u64) -> Result<u64, StoreError> {
-        sqlite_queue::purge(&self.pool, before_ms).await
+        on_backend!(self, b => b.purge_commands(before_ms).await)
     }
 
     /// Waits until in-flight statements finish and closes the pool.
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_backend!(self, b => b.close().await)
+    }
+}
+
+/// `Active` as the statements read it: 'Y', or NULL as older software left
+/// it (the column's default is 'Y').
+pub(crate) fn is_active(active: Option<&str>) -> bool {
+    active.is_none_or(|a| a.trim() == "Y")
+}
+
+/// Axion's expected columns missing from `columns` (`None`: no table).
+pub(crate) fn missing_columns(columns: &[String]) -> Option<Vec<String>> {
+    if columns.is_empty() {
+        return None;
+    }
+    Some(
+        AXION_COLUMNS
+            .iter()
+            .filter(|c| !columns.iter().any(|have| have.eq_ignore_ascii_case(c)))
+            .map(|c| (*c).to_owned())
+            .collect(),
+    )
+}
+
+/// The owner a new send's deliveries are held for until it claims them.
+pub(crate) fn held_by(owner: &str) -> String {
+    format!("{owner}:held")
+}
+
+pub(crate) fn to_u64(n: i64) -> u64 {
+    n.try_into().unwrap_or_default()
+}
+
+pub(crate) fn to_i64(n: u64) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+pub(crate) fn millis(d: Duration) -> i64 {
+    d.as_millis().try_into().unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_a_database_url_is_never_shown() {
+        let shown = redact_url("mysql://axion:hunter2@db.example:3306/axion");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("db.example"), "{shown}");
+        assert_eq!(
+            redact_url("sqlite://axion-push.db"),
+            "sqlite://axion-push.db"
+        );
+        assert!(!redact_url("postgres://u:p@[bad").contains(":p@"));
+    }
+
+    #[test]
+    fn the_backend_is_chosen_by_the_scheme() {
+        assert_eq!(Backend::of_url("sqlite://a.db"), Some(Backend::Sqlite));
+        assert_eq!(Backend::of_url("mariadb://h/db"), Some(Backend::MySql));
+        assert_eq!(Backend::of_url("mysql://h/db"), Some(Backend::MySql));
+        assert_eq!(
+            Backend::of_url("postgresql://h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(Backend::of_url("redis://h"), None);
     }
 }

@@ -2,6 +2,7 @@
 //! claim hands out, and what settling a claimed delivery writes back.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::model::{Group, Package, User};
 
@@ -108,14 +109,14 @@ pub enum Settled {
     Failed(String),
     /// The message's TTL ran out before a push service took it.
     Expired,
-    /// Try again at `next_at` (milliseconds since the epoch).
+    /// Try again `after` this long (on the database's clock).
     Retry {
-        next_at: u64,
+        after: Duration,
     },
-    /// Not attempted (its push service is paused); claim it again at
-    /// `next_at`.
+    /// Not attempted (its push service is paused); claim it again `after`
+    /// this long.
     Deferred {
-        next_at: u64,
+        after: Duration,
     },
 }
 
@@ -146,4 +147,61 @@ pub struct UnpublishedEvent {
     /// The user or `@group` the send addressed.
     pub target: String,
     pub event: Vec<u8>,
+}
+
+/// Per command, what one batch of settlements adds to its counters.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Deliveries tried for the first time.
+    pub tried: i64,
+    /// Deliveries that left the queue.
+    pub settled: i64,
+    pub delivered: i64,
+    pub failed: i64,
+    pub deactivated: i64,
+    pub expired: i64,
+    pub failures: BTreeMap<String, i64>,
+}
+
+/// What a batch of settlements changes, counting only the rows still held
+/// (`ours`: a row whose lease ran out was taken over by another daemon,
+/// which counts it). Commands in key order, so every backend updates them
+/// in the same order and concurrent settles cannot deadlock on them.
+pub(crate) fn tally<'a>(
+    batch: &'a [Settlement],
+    ours: &std::collections::HashSet<i64>,
+) -> (BTreeMap<(&'a str, &'a str), Tally>, Vec<&'a Claimed>) {
+    let mut tallies: BTreeMap<(&str, &str), Tally> = BTreeMap::new();
+    let mut gone = Vec::new();
+    for Settlement { claimed, settled } in batch {
+        if !ours.contains(&claimed.seq) {
+            continue;
+        }
+        let tally = tallies
+            .entry((claimed.package.as_str(), claimed.command_id.as_str()))
+            .or_default();
+        tally.tried += i64::from(!claimed.tried);
+        match settled {
+            Settled::Retry { .. } | Settled::Deferred { .. } => continue,
+            Settled::Delivered => tally.delivered += 1,
+            Settled::Gone => {
+                gone.push(claimed);
+                tally.deactivated += 1;
+            }
+            Settled::Failed(cause) => {
+                tally.failed += 1;
+                *tally.failures.entry(cause.clone()).or_default() += 1;
+            }
+            Settled::Expired => tally.expired += 1,
+        }
+        tally.settled += 1;
+    }
+    (tallies, gone)
+}
+
+impl Settled {
+    /// Whether the delivery leaves the queue.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Settled::Retry { .. } | Settled::Deferred { .. })
+    }
 }

@@ -72,7 +72,7 @@ impl Alone {
                 egress: egress.clone(),
                 ledger: ledger.clone(),
                 hand_off: hand_off.clone(),
-                instance: "engine-alone".into(),
+                owner: "engine-alone".into(),
                 concurrency: 8,
                 retry: Backoff {
                     initial: Duration::from_millis(50),
@@ -93,6 +93,7 @@ impl Alone {
             wake: wake.clone(),
             ledger,
             hand_off,
+            owner: "engine-alone".into(),
             health: Health::default(),
             stats: Default::default(),
             signers,

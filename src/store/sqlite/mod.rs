@@ -1,0 +1,387 @@
+//! The SQLite backend: subscriptions and groups here, the delivery queue
+//! in `queue.rs`. Statements are named constants, one small function per
+//! intent.
+
+mod queue;
+
+use std::borrow::Cow;
+use std::str::FromStr;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr, SqlitePool};
+
+use super::{
+    Backend, DatabaseInfo, MembersChange, StoreError, StoredSubscription, Subscribed,
+    missing_columns, redact_url,
+};
+use crate::config::DatabaseSettings;
+use crate::model::{Group, Package, Subscription, User};
+
+/// Where sqlx would keep its bookkeeping; ours is `axion_push_migrations`,
+/// and an installation migrated before keeps its history under the new name.
+const SQLX_MIGRATIONS: &str = "_sqlx_migrations";
+const MIGRATIONS: &str = "axion_push_migrations";
+
+/// The migrations, compiled in so an installed binary needs no files beside
+/// it. Built by hand rather than with `sqlx::migrate!` to keep sqlx's
+/// compile-time macro machinery (and a second SQLite build) out of the build.
+fn migrator() -> Migrator {
+    let step = |version, description: &'static str, sql: &'static str| {
+        Migration::new(
+            version,
+            Cow::Borrowed(description),
+            MigrationType::Simple,
+            AssertSqlSafe(sql).into_sql_str(),
+            false,
+        )
+    };
+    let mut migrator = Migrator::with_migrations(vec![
+        step(
+            1,
+            "axion subscription table",
+            include_str!("../../../migrations/sqlite/0001_axion_subscription_table.sql"),
+        ),
+        step(
+            2,
+            "axion-push groups",
+            include_str!("../../../migrations/sqlite/0002_axion_push_groups.sql"),
+        ),
+        step(
+            3,
+            "axion-push delivery queue",
+            include_str!("../../../migrations/sqlite/0003_axion_push_delivery_queue.sql"),
+        ),
+        step(
+            4,
+            "axion-push publication",
+            include_str!("../../../migrations/sqlite/0004_axion_push_publication.sql"),
+        ),
+    ]);
+    migrator.dangerous_set_table_name(MIGRATIONS);
+    migrator
+}
+
+#[derive(Clone)]
+pub(super) struct Sqlite {
+    pool: SqlitePool,
+}
+
+/// SQLite result codes (low byte of the extended code) that describe the
+/// database's state rather than the statement: busy, locked, read-only,
+/// I/O error, full, cannot open.
+const TRANSIENT_CODES: [i64; 6] = [5, 6, 8, 10, 13, 14];
+
+pub(super) fn classify(e: sqlx::Error) -> StoreError {
+    let transient = match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|c| TRANSIENT_CODES.contains(&(c & 0xff))),
+        _ => false,
+    };
+    if transient {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Query(e.to_string())
+    }
+}
+
+/// A subscription counts as active when `Active` is 'Y' or, as older
+/// software left it, NULL — in every statement alike.
+macro_rules! active {
+    () => {
+        "(Active = 'Y' OR Active IS NULL)"
+    };
+}
+
+const UPSERT_SUBSCRIPTION: &str = "\
+    INSERT INTO def_notify_push_subscription \
+        (User, Package, Module, Endpoint, KeysP256dh, KeysAuth, UserAgent, CreatedAt, Active) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP, 'Y') \
+    ON CONFLICT (User, Package, Endpoint) DO UPDATE SET \
+        Module = excluded.Module, KeysP256dh = excluded.KeysP256dh, \
+        KeysAuth = excluded.KeysAuth, UserAgent = excluded.UserAgent, Active = 'Y'";
+
+const DEACTIVATE_ENDPOINT_FOR_OTHERS: &str = concat!(
+    "UPDATE def_notify_push_subscription SET Active = 'N' \
+     WHERE Package = ? AND Endpoint = ? AND User <> ? AND ",
+    active!()
+);
+
+/// Keeps the `?` newest other active subscriptions of the user in the
+/// package (`LIMIT -1 OFFSET n`: all rows after the first n). A row without
+/// `CreatedAt` counts as the oldest.
+const EVICT_OLDEST: &str = concat!(
+    "UPDATE def_notify_push_subscription SET Active = 'N' \
+     WHERE User = ? AND Package = ? AND ",
+    active!(),
+    " AND Endpoint IN ( \
+        SELECT Endpoint FROM def_notify_push_subscription \
+        WHERE User = ? AND Package = ? AND ",
+    active!(),
+    " AND Endpoint <> ? \
+        ORDER BY CreatedAt IS NULL, CreatedAt DESC, rowid DESC LIMIT -1 OFFSET ?)"
+);
+
+const COUNT_ACTIVE: &str = concat!(
+    "SELECT COUNT(*) FROM def_notify_push_subscription WHERE User = ? AND Package = ? AND ",
+    active!()
+);
+
+const DEACTIVATE: &str = concat!(
+    "UPDATE def_notify_push_subscription SET Active = 'N' \
+     WHERE User = ? AND Package = ? AND Endpoint = ? AND ",
+    active!()
+);
+
+const SUBSCRIPTIONS: &str = "\
+    SELECT User, Package, Module, Endpoint, KeysP256dh, KeysAuth, UserAgent, \
+        CAST(CreatedAt AS TEXT) AS CreatedAt, Active \
+    FROM def_notify_push_subscription \
+    WHERE User = ? AND (? IS NULL OR Package = ?) ORDER BY Package, CreatedAt";
+
+const ADD_MEMBER: &str = "\
+    INSERT INTO axion_push_group_member (Package, GroupName, User, AddedAt) \
+    VALUES (?, ?, ?, CURRENT_TIMESTAMP) ON CONFLICT DO NOTHING";
+const REMOVE_MEMBER: &str =
+    "DELETE FROM axion_push_group_member WHERE Package = ? AND GroupName = ? AND User = ?";
+const CLEAR_GROUP: &str = "DELETE FROM axion_push_group_member WHERE Package = ? AND GroupName = ?";
+const MEMBERS: &str =
+    "SELECT User FROM axion_push_group_member WHERE Package = ? AND GroupName = ? ORDER BY User";
+const COUNT_MEMBERS: &str =
+    "SELECT COUNT(*) FROM axion_push_group_member WHERE Package = ? AND GroupName = ?";
+
+impl Sqlite {
+    pub(super) async fn open(settings: &DatabaseSettings) -> Result<Sqlite, StoreError> {
+        let open_error = |reason: String| StoreError::Open {
+            url: redact_url(&settings.url),
+            reason,
+        };
+        let options = SqliteConnectOptions::from_str(&settings.url)
+            .map_err(|e| open_error(e.to_string()))?
+            .create_if_missing(true)
+            // WAL lets the CLI read while the daemon writes; NORMAL is
+            // durable across process crashes, which is what a daemon needs.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(settings.busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.busy_timeout.max(std::time::Duration::from_secs(1)))
+            .connect_with(options)
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        Ok(Sqlite { pool })
+    }
+
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        let migrate_error = |e: &dyn std::fmt::Display| StoreError::Migrate(e.to_string());
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| migrate_error(&e))?;
+        if tables.iter().any(|t| t == SQLX_MIGRATIONS) && !tables.iter().any(|t| t == MIGRATIONS) {
+            sqlx::query(AssertSqlSafe(format!(
+                "ALTER TABLE {SQLX_MIGRATIONS} RENAME TO {MIGRATIONS}"
+            )))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| migrate_error(&e))?;
+        }
+        migrator()
+            .run(&self.pool)
+            .await
+            .map_err(|e| migrate_error(&e))
+    }
+
+    pub(super) async fn info(&self) -> Result<DatabaseInfo, StoreError> {
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM pragma_table_info('def_notify_push_subscription')",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(DatabaseInfo {
+            backend: Backend::Sqlite,
+            version,
+            axion_table_missing_columns: missing_columns(&columns),
+            // SQLite lets one writer at a time in: claims never collide.
+            skip_locked: true,
+        })
+    }
+
+    pub(super) async fn upsert_subscription(
+        &self,
+        package: &Package,
+        user: &User,
+        s: &Subscription,
+        max_active: usize,
+    ) -> Result<Subscribed, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let taken = sqlx::query(DEACTIVATE_ENDPOINT_FOR_OTHERS)
+            .bind(package.as_str())
+            .bind(s.endpoint.as_str())
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?
+            .rows_affected();
+        sqlx::query(UPSERT_SUBSCRIPTION)
+            .bind(user.as_str())
+            .bind(package.as_str())
+            .bind(s.module.as_deref())
+            .bind(s.endpoint.as_str())
+            .bind(s.keys.p256dh_text())
+            .bind(s.keys.auth_text())
+            .bind(s.user_agent.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let keep_others = i64::try_from(max_active.saturating_sub(1)).unwrap_or(i64::MAX);
+        let evicted = sqlx::query(EVICT_OLDEST)
+            .bind(user.as_str())
+            .bind(package.as_str())
+            .bind(user.as_str())
+            .bind(package.as_str())
+            .bind(s.endpoint.as_str())
+            .bind(keep_others)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?
+            .rows_affected();
+        let active: i64 = sqlx::query_scalar(COUNT_ACTIVE)
+            .bind(user.as_str())
+            .bind(package.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(Subscribed {
+            active: active.try_into().unwrap_or_default(),
+            taken_from_others: taken,
+            evicted,
+        })
+    }
+
+    pub(super) async fn deactivate(
+        &self,
+        package: &Package,
+        user: &User,
+        endpoint: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(DEACTIVATE)
+            .bind(user.as_str())
+            .bind(package.as_str())
+            .bind(endpoint)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub(super) async fn subscriptions(
+        &self,
+        user: &User,
+        package: Option<&Package>,
+    ) -> Result<Vec<StoredSubscription>, StoreError> {
+        let package = package.map(Package::as_str);
+        let rows = sqlx::query(SUBSCRIPTIONS)
+            .bind(user.as_str())
+            .bind(package)
+            .bind(package)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(subscription_from_row).collect()
+    }
+
+    pub(super) async fn change_members(
+        &self,
+        package: &Package,
+        group: &Group,
+        change: &MembersChange,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let (add, remove): (&[User], &[User]) = match change {
+            MembersChange::Edit { add, remove } => (add, remove),
+            MembersChange::Set(users) => {
+                sqlx::query(CLEAR_GROUP)
+                    .bind(package.as_str())
+                    .bind(group.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                (users, &[])
+            }
+        };
+        for user in remove {
+            sqlx::query(REMOVE_MEMBER)
+                .bind(package.as_str())
+                .bind(group.as_str())
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        for user in add {
+            sqlx::query(ADD_MEMBER)
+                .bind(package.as_str())
+                .bind(group.as_str())
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        let count: i64 = sqlx::query_scalar(COUNT_MEMBERS)
+            .bind(package.as_str())
+            .bind(group.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(count.try_into().unwrap_or_default())
+    }
+
+    pub(super) async fn members(
+        &self,
+        package: &Package,
+        group: &Group,
+    ) -> Result<Vec<User>, StoreError> {
+        let names: Vec<String> = sqlx::query_scalar(MEMBERS)
+            .bind(package.as_str())
+            .bind(group.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        // Names were validated when added; one that no longer parses (a
+        // table edited by hand) is skipped rather than failing the group.
+        Ok(names.iter().filter_map(|n| User::parse(n).ok()).collect())
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn subscription_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredSubscription, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Query(e.to_string());
+    let active: Option<String> = row.try_get("Active").map_err(get)?;
+    Ok(StoredSubscription {
+        user: row.try_get("User").map_err(get)?,
+        package: row.try_get("Package").map_err(get)?,
+        module: row.try_get("Module").map_err(get)?,
+        endpoint: row.try_get("Endpoint").map_err(get)?,
+        p256dh: row.try_get("KeysP256dh").map_err(get)?,
+        auth: row.try_get("KeysAuth").map_err(get)?,
+        user_agent: row.try_get("UserAgent").map_err(get)?,
+        created_at: row.try_get("CreatedAt").map_err(get)?,
+        active: super::is_active(active.as_deref()),
+    })
+}

@@ -1,0 +1,666 @@
+//! The SQLite statements of the delivery queue.
+//!
+//! A claim is one `UPDATE … RETURNING` that moves the rows' `NextAt` a lease
+//! ahead on the database's clock and marks them as ours, so a row whose
+//! daemon died becomes due again by itself. SQLite lets one writer in at a
+//! time, so two claims never take the same row. Settling removes or
+//! reschedules only rows still ours, so a delivery whose lease ran out is
+//! counted once, by whoever settled it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite as Db, SqliteConnection};
+
+use super::{Sqlite, classify};
+use crate::store::queue::{
+    Claimed, CommandState, Enqueued, NewSend, Published, QueuedMessage, Recipients, Settlement,
+    UnpublishedEvent, tally,
+};
+use crate::store::{HOLD, LEASE, StoreError, held_by, millis, to_i64, to_u64};
+
+/// Milliseconds since the epoch on the database's clock.
+macro_rules! now_ms {
+    () => {
+        "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+    };
+}
+
+const CLEAR_OLD_FAILURES: &str = "\
+    DELETE FROM axion_push_command_failure WHERE Package = ? AND CommandId = ? \
+    AND EXISTS (SELECT 1 FROM axion_push_command c WHERE c.Package = ? AND c.Id = ? \
+                AND c.AcceptedAt < ? AND c.Pending = 0 \
+                AND c.ReportedAt IS NULL AND c.EventAt IS NULL)";
+
+/// Inserts the command, or replaces one with the same id that is older than
+/// the de-duplication window, finished and published; otherwise changes
+/// nothing.
+const INSERT_COMMAND: &str = "\
+    INSERT INTO axion_push_command \
+        (Package, Id, Target, AcceptedAt, ExpiresAt, Payload, Ttl, Urgency, Topic, Members, \
+         Digest, Event, EventAt) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+    ON CONFLICT (Package, Id) DO UPDATE SET \
+        Target = excluded.Target, AcceptedAt = excluded.AcceptedAt, \
+        ExpiresAt = excluded.ExpiresAt, Payload = excluded.Payload, Ttl = excluded.Ttl, \
+        Urgency = excluded.Urgency, Topic = excluded.Topic, Members = excluded.Members, \
+        Digest = excluded.Digest, Event = excluded.Event, EventAt = excluded.EventAt, \
+        Subscriptions = 0, Untried = 0, Pending = 0, Delivered = 0, Failed = 0, \
+        Deactivated = 0, Expired = 0, Reported = 0, Published = 0, ReportedAt = NULL \
+    WHERE axion_push_command.AcceptedAt < ? AND axion_push_command.Pending = 0 \
+        AND axion_push_command.ReportedAt IS NULL AND axion_push_command.EventAt IS NULL";
+
+/// The event of an earlier command, while the broker has not acknowledged it.
+const UNPUBLISHED_EVENT: &str =
+    "SELECT Event FROM axion_push_command WHERE Package = ? AND Id = ? AND Event IS NOT NULL";
+
+/// The send a redelivered message without an id was recorded as, if any.
+const SAME_DIGEST: &str = "\
+    SELECT Id FROM axion_push_command \
+    WHERE Package = ? AND Digest = ? AND AcceptedAt >= ? \
+    ORDER BY AcceptedAt DESC LIMIT 1";
+
+/// One delivery per active subscription, held for the recording daemon.
+const ENQUEUE_USER: &str = concat!(
+    "INSERT INTO axion_push_delivery \
+        (Package, CommandId, User, Endpoint, KeysP256dh, KeysAuth, NextAt, LeasedBy) \
+     SELECT Package, ?1, User, Endpoint, KeysP256dh, KeysAuth, ",
+    now_ms!(),
+    " + ?2, ?3 \
+     FROM def_notify_push_subscription \
+     WHERE Package = ?4 AND User = ?5 AND (Active = 'Y' OR Active IS NULL)"
+);
+
+const ENQUEUE_GROUP: &str = concat!(
+    "INSERT INTO axion_push_delivery \
+        (Package, CommandId, User, Endpoint, KeysP256dh, KeysAuth, NextAt, LeasedBy) \
+     SELECT s.Package, ?1, s.User, s.Endpoint, s.KeysP256dh, s.KeysAuth, ",
+    now_ms!(),
+    " + ?2, ?3 \
+     FROM def_notify_push_subscription s \
+     JOIN axion_push_group_member m ON m.Package = s.Package AND m.User = s.User \
+     WHERE s.Package = ?4 AND m.GroupName = ?5 AND (s.Active = 'Y' OR s.Active IS NULL)"
+);
+
+/// With no delivery, the final report is due at once.
+const SET_COUNTS: &str = "\
+    UPDATE axion_push_command SET Subscriptions = ?1, Untried = ?1, Pending = ?1, \
+        Reported = CASE WHEN ?1 = 0 THEN 2 ELSE 0 END, \
+        ReportedAt = CASE WHEN ?1 = 0 THEN AcceptedAt END \
+    WHERE Package = ?2 AND Id = ?3";
+
+const STATE_COLUMNS: &str = "\
+    Package, Id, Target, Members, Subscriptions, Pending, Delivered, Failed, \
+    Deactivated, Expired";
+
+const FAILURES: &str = "\
+    SELECT Cause, Count FROM axion_push_command_failure WHERE Package = ? AND CommandId = ?";
+
+const MESSAGE: &str = "\
+    SELECT Payload, Ttl, Urgency, Topic, ExpiresAt FROM axion_push_command \
+    WHERE Package = ? AND Id = ?";
+
+/// Due rows, and rows held for the claiming daemon, oldest first.
+const CLAIM: &str = concat!(
+    "UPDATE axion_push_delivery SET NextAt = ",
+    now_ms!(),
+    " + ?1, LeasedBy = ?2 \
+     WHERE Seq IN (SELECT Seq FROM axion_push_delivery \
+                   WHERE NextAt <= ",
+    now_ms!(),
+    " OR LeasedBy = ?3 \
+                   ORDER BY NextAt, Seq LIMIT ?4) \
+     RETURNING Seq, Package, CommandId, User, Endpoint, KeysP256dh, KeysAuth, Attempts, Tried"
+);
+
+const NEXT_DUE: &str = concat!(
+    "SELECT MIN(NextAt) - ",
+    now_ms!(),
+    " FROM axion_push_delivery"
+);
+const PENDING: &str = "SELECT COUNT(*) FROM axion_push_delivery";
+
+const RENEW: &str = concat!(
+    "UPDATE axion_push_delivery SET NextAt = ",
+    now_ms!(),
+    " + ?1 WHERE LeasedBy = ?2"
+);
+
+const RELEASE: &str = concat!(
+    "UPDATE axion_push_delivery SET NextAt = ",
+    now_ms!(),
+    ", LeasedBy = NULL WHERE LeasedBy IN (?1, ?2)"
+);
+
+const DEACTIVATE_GONE: &str = "\
+    UPDATE def_notify_push_subscription SET Active = 'N' \
+    WHERE User = ? AND Package = ? AND Endpoint = ? AND (Active = 'Y' OR Active IS NULL)";
+
+const COUNT_SETTLED: &str = "\
+    UPDATE axion_push_command SET Untried = Untried - ?, Pending = Pending - ?, \
+        Delivered = Delivered + ?, Failed = Failed + ?, Deactivated = Deactivated + ?, \
+        Expired = Expired + ? \
+    WHERE Package = ? AND Id = ?";
+
+const COUNT_FAILURE: &str = "\
+    INSERT INTO axion_push_command_failure (Package, CommandId, Cause, Count) \
+    VALUES (?, ?, ?, ?) \
+    ON CONFLICT (Package, CommandId, Cause) DO UPDATE SET Count = Count + excluded.Count";
+
+/// Commands whose next result is due: every delivery tried once (the first
+/// result), or none left in the queue (the final one).
+const DUE_REPORTS_WHERE: &str = "\
+    (Untried <= 0 AND Reported = 0) OR (Pending <= 0 AND Reported < 2)";
+
+/// The report is due and handed to the broker at `?1`.
+const MARK_REPORTED: &str = "\
+    UPDATE axion_push_command SET Reported = CASE WHEN Pending <= 0 THEN 2 ELSE 1 END, \
+        ReportedAt = ?1 \
+    WHERE Package = ?2 AND Id = ?3";
+
+/// The broker acknowledged report `?1` (1 first, 2 final); once every due
+/// report is acknowledged nothing is left to publish again.
+const MARK_REPORT_PUBLISHED: &str = "\
+    UPDATE axion_push_command SET Published = MAX(Published, ?1), \
+        ReportedAt = CASE WHEN MAX(Published, ?1) >= Reported THEN NULL ELSE ReportedAt END \
+    WHERE Package = ?2 AND Id = ?3";
+
+const MARK_EVENT_PUBLISHED: &str = "\
+    UPDATE axion_push_command SET Event = NULL, EventAt = NULL WHERE Package = ? AND Id = ?";
+
+/// Reports handed to the broker before `?2` and still not acknowledged:
+/// taken to be handed again now (`?1`), so two daemons do not both
+/// republish them.
+const TAKE_UNPUBLISHED_REPORTS: &str = "\
+    UPDATE axion_push_command SET ReportedAt = ?1 WHERE ReportedAt < ?2 \
+    RETURNING Package, Id, Target, Members, Subscriptions, Pending, Delivered, Failed, \
+        Deactivated, Expired";
+
+const TAKE_UNPUBLISHED_EVENTS: &str = "\
+    UPDATE axion_push_command SET EventAt = ?1 WHERE EventAt < ?2 \
+    RETURNING Package, Id, Target, Event";
+
+/// Finished and published: these only keep their ids for the
+/// de-duplication window.
+const PURGE_FAILURES: &str = "\
+    DELETE FROM axion_push_command_failure WHERE (Package, CommandId) IN \
+        (SELECT Package, Id FROM axion_push_command WHERE AcceptedAt < ? AND Pending <= 0 \
+         AND ReportedAt IS NULL AND EventAt IS NULL)";
+
+const PURGE_COMMANDS: &str = "\
+    DELETE FROM axion_push_command WHERE AcceptedAt < ? AND Pending <= 0 \
+        AND ReportedAt IS NULL AND EventAt IS NULL";
+
+/// Rows settled per statement: SQLite binds at most 32766 values.
+const SETTLE_CHUNK: usize = 1000;
+
+impl Sqlite {
+    pub(in crate::store) async fn enqueue(
+        &self,
+        send: &NewSend<'_>,
+        owner: &str,
+    ) -> Result<Enqueued, StoreError> {
+        let cutoff = to_i64(send.duplicate_after_ms);
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        if let (true, Some(digest)) = (send.redelivered, send.digest) {
+            let earlier: Option<String> = sqlx::query_scalar(SAME_DIGEST)
+                .bind(send.package.as_str())
+                .bind(digest)
+                .bind(cutoff)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+            if let Some(id) = earlier {
+                let duplicate = duplicate(&mut tx, send.package.as_str(), &id).await?;
+                tx.rollback().await.map_err(classify)?;
+                return Ok(duplicate);
+            }
+        }
+        sqlx::query(CLEAR_OLD_FAILURES)
+            .bind(send.package.as_str())
+            .bind(send.id)
+            .bind(send.package.as_str())
+            .bind(send.id)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let accepted = to_i64(send.accepted_ms);
+        let expires = accepted.saturating_add(i64::from(send.ttl) * 1000);
+        let inserted = sqlx::query(INSERT_COMMAND)
+            .bind(send.package.as_str())
+            .bind(send.id)
+            .bind(send.target)
+            .bind(accepted)
+            .bind(expires)
+            .bind(send.payload)
+            .bind(i64::from(send.ttl))
+            .bind(send.urgency)
+            .bind(send.topic)
+            .bind(send.members.map(to_i64))
+            .bind(send.digest)
+            .bind(send.event)
+            .bind(accepted)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?
+            .rows_affected();
+        if inserted == 0 {
+            let duplicate = duplicate(&mut tx, send.package.as_str(), send.id).await?;
+            tx.rollback().await.map_err(classify)?;
+            return Ok(duplicate);
+        }
+        let (sql, to) = match send.recipients {
+            Recipients::User(user) => (ENQUEUE_USER, user.as_str()),
+            Recipients::Group(group) => (ENQUEUE_GROUP, group.as_str()),
+        };
+        let queued = sqlx::query(sql)
+            .bind(send.id)
+            .bind(millis(HOLD))
+            .bind(held_by(owner))
+            .bind(send.package.as_str())
+            .bind(to)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?
+            .rows_affected();
+        sqlx::query(SET_COUNTS)
+            .bind(to_i64(queued))
+            .bind(send.package.as_str())
+            .bind(send.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(Enqueued::New {
+            subscriptions: queued,
+        })
+    }
+
+    pub(in crate::store) async fn queued_message(
+        &self,
+        package: &str,
+        id: &str,
+    ) -> Result<Option<QueuedMessage>, StoreError> {
+        /// Payload, Ttl, Urgency, Topic, ExpiresAt.
+        type MessageRow = (Vec<u8>, i64, String, Option<String>, i64);
+        let row: Option<MessageRow> = sqlx::query_as(MESSAGE)
+            .bind(package)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(
+            row.map(|(payload, ttl, urgency, topic, expires)| QueuedMessage {
+                payload,
+                ttl: ttl.try_into().unwrap_or_default(),
+                urgency,
+                topic,
+                expires_ms: to_u64(expires),
+            }),
+        )
+    }
+
+    pub(in crate::store) async fn claim(
+        &self,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let rows = sqlx::query(CLAIM)
+            .bind(millis(LEASE))
+            .bind(owner)
+            .bind(held_by(owner))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        let get = |e: sqlx::Error| StoreError::Query(e.to_string());
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok(Claimed {
+                    seq: row.try_get("Seq").map_err(get)?,
+                    package: row.try_get("Package").map_err(get)?,
+                    command_id: row.try_get("CommandId").map_err(get)?,
+                    user: row.try_get("User").map_err(get)?,
+                    endpoint: row.try_get("Endpoint").map_err(get)?,
+                    p256dh: row.try_get("KeysP256dh").map_err(get)?,
+                    auth: row.try_get("KeysAuth").map_err(get)?,
+                    attempts: row
+                        .try_get::<i64, _>("Attempts")
+                        .map_err(get)?
+                        .try_into()
+                        .unwrap_or_default(),
+                    tried: row.try_get::<i64, _>("Tried").map_err(get)? != 0,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // RETURNING gives no order; keep the queue's.
+        claimed.sort_by_key(|c| c.seq);
+        Ok(claimed)
+    }
+
+    pub(in crate::store) async fn next_due(
+        &self,
+        _owner: &str,
+    ) -> Result<Option<Duration>, StoreError> {
+        let next: Option<i64> = sqlx::query_scalar(NEXT_DUE)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(next.map(|ms| Duration::from_millis(to_u64(ms))))
+    }
+
+    pub(in crate::store) async fn pending_deliveries(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(PENDING)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(to_u64(count))
+    }
+
+    pub(in crate::store) async fn renew(&self, owner: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(RENEW)
+            .bind(millis(LEASE))
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?
+            .rows_affected())
+    }
+
+    pub(in crate::store) async fn release(&self, owner: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(RELEASE)
+            .bind(owner)
+            .bind(held_by(owner))
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?
+            .rows_affected())
+    }
+
+    pub(in crate::store) async fn settle(
+        &self,
+        owner: &str,
+        batch: &[Settlement],
+        now_ms: u64,
+    ) -> Result<Vec<CommandState>, StoreError> {
+        let mut finished: Vec<i64> = Vec::new();
+        let mut again: Vec<(i64, i64, i64)> = Vec::new();
+        for s in batch {
+            match s.settled {
+                crate::store::Settled::Retry { after } => {
+                    again.push((s.claimed.seq, millis(after), 1));
+                }
+                crate::store::Settled::Deferred { after } => {
+                    again.push((s.claimed.seq, millis(after), 0));
+                }
+                _ => finished.push(s.claimed.seq),
+            }
+        }
+        // Rows in one order for every daemon.
+        finished.sort_unstable();
+        again.sort_unstable();
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut ours: HashSet<i64> = HashSet::with_capacity(batch.len());
+        for chunk in finished.chunks(SETTLE_CHUNK) {
+            let mut q =
+                QueryBuilder::<Db>::new("DELETE FROM axion_push_delivery WHERE LeasedBy = ");
+            q.push_bind(owner).push(" AND Seq IN (");
+            let mut list = q.separated(", ");
+            for seq in chunk {
+                list.push_bind(*seq);
+            }
+            q.push(") RETURNING Seq");
+            let seqs: Vec<i64> = q
+                .build_query_scalar()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+            ours.extend(seqs);
+        }
+        for chunk in again.chunks(SETTLE_CHUNK) {
+            let mut q = QueryBuilder::<Db>::new(concat!(
+                "UPDATE axion_push_delivery SET NextAt = ",
+                now_ms!(),
+                " + v.column2, LeasedBy = NULL, Tried = 1, Attempts = Attempts + v.column3 \
+                 FROM (VALUES "
+            ));
+            let mut rows = q.separated(", ");
+            for (seq, after, attempted) in chunk {
+                rows.push("(")
+                    .push_bind_unseparated(*seq)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*after)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*attempted)
+                    .push_unseparated(")");
+            }
+            q.push(") AS v WHERE axion_push_delivery.Seq = v.column1 AND LeasedBy = ");
+            q.push_bind(owner).push(" RETURNING Seq");
+            let seqs: Vec<i64> = q
+                .build_query_scalar()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+            ours.extend(seqs);
+        }
+        let (tallies, gone) = tally(batch, &ours);
+        for claimed in gone {
+            sqlx::query(DEACTIVATE_GONE)
+                .bind(&claimed.user)
+                .bind(&claimed.package)
+                .bind(&claimed.endpoint)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        let mut due = Vec::new();
+        for ((package, id), tally) in &tallies {
+            sqlx::query(COUNT_SETTLED)
+                .bind(tally.tried)
+                .bind(tally.settled)
+                .bind(tally.delivered)
+                .bind(tally.failed)
+                .bind(tally.deactivated)
+                .bind(tally.expired)
+                .bind(*package)
+                .bind(*id)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            for (cause, count) in &tally.failures {
+                sqlx::query(COUNT_FAILURE)
+                    .bind(*package)
+                    .bind(*id)
+                    .bind(cause)
+                    .bind(*count)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            let sql = format!(
+                "SELECT {STATE_COLUMNS} FROM axion_push_command \
+                 WHERE Package = ? AND Id = ? AND ({DUE_REPORTS_WHERE})"
+            );
+            let row = sqlx::query(AssertSqlSafe(sql))
+                .bind(*package)
+                .bind(*id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+            if let Some(row) = row {
+                let mut state = state_from_row(&row)?;
+                state.failures = failures(&mut tx, package, id).await?;
+                sqlx::query(MARK_REPORTED)
+                    .bind(to_i64(now_ms))
+                    .bind(*package)
+                    .bind(*id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                due.push(state);
+            }
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(due)
+    }
+
+    pub(in crate::store) async fn mark_published(
+        &self,
+        published: &[Published],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        for p in published {
+            match p {
+                Published::Report {
+                    package,
+                    id,
+                    is_final,
+                } => sqlx::query(MARK_REPORT_PUBLISHED)
+                    .bind(if *is_final { 2_i64 } else { 1 })
+                    .bind(package)
+                    .bind(id),
+                Published::Event { package, id } => {
+                    sqlx::query(MARK_EVENT_PUBLISHED).bind(package).bind(id)
+                }
+            }
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    pub(in crate::store) async fn take_unpublished(
+        &self,
+        before_ms: u64,
+        now_ms: u64,
+    ) -> Result<(Vec<CommandState>, Vec<UnpublishedEvent>), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let rows = sqlx::query(TAKE_UNPUBLISHED_REPORTS)
+            .bind(to_i64(now_ms))
+            .bind(to_i64(before_ms))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let mut reports = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut state = state_from_row(row)?;
+            state.failures = failures(&mut tx, &state.package, &state.id).await?;
+            reports.push(state);
+        }
+        let events = sqlx::query_as(TAKE_UNPUBLISHED_EVENTS)
+            .bind(to_i64(now_ms))
+            .bind(to_i64(before_ms))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(|(package, id, target, event)| UnpublishedEvent {
+                package,
+                id,
+                target,
+                event,
+            })
+            .collect();
+        tx.commit().await.map_err(classify)?;
+        Ok((reports, events))
+    }
+
+    pub(in crate::store) async fn purge_commands(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query(PURGE_FAILURES)
+            .bind(to_i64(before_ms))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let purged = sqlx::query(PURGE_COMMANDS)
+            .bind(to_i64(before_ms))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?
+            .rows_affected();
+        tx.commit().await.map_err(classify)?;
+        Ok(purged)
+    }
+}
+
+/// The answer for a send seen before: the earlier one's progress, and its
+/// event if the broker has not acknowledged that yet.
+async fn duplicate(
+    conn: &mut SqliteConnection,
+    package: &str,
+    id: &str,
+) -> Result<Enqueued, StoreError> {
+    let earlier = state(&mut *conn, package, id).await?.unwrap_or_default();
+    let unpublished_event = sqlx::query_scalar(UNPUBLISHED_EVENT)
+        .bind(package)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(classify)?;
+    Ok(Enqueued::Duplicate {
+        earlier,
+        unpublished_event,
+    })
+}
+
+fn state_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<CommandState, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Query(e.to_string());
+    let count = |name: &str| -> Result<u64, StoreError> {
+        row.try_get::<i64, _>(name).map(to_u64).map_err(get)
+    };
+    Ok(CommandState {
+        package: row.try_get("Package").map_err(get)?,
+        id: row.try_get("Id").map_err(get)?,
+        target: row.try_get("Target").map_err(get)?,
+        members: row
+            .try_get::<Option<i64>, _>("Members")
+            .map_err(get)?
+            .map(to_u64),
+        subscriptions: count("Subscriptions")?,
+        pending: count("Pending")?,
+        delivered: count("Delivered")?,
+        failed: count("Failed")?,
+        deactivated: count("Deactivated")?,
+        expired: count("Expired")?,
+        failures: BTreeMap::new(),
+    })
+}
+
+async fn state(
+    conn: &mut SqliteConnection,
+    package: &str,
+    id: &str,
+) -> Result<Option<CommandState>, StoreError> {
+    let sql =
+        format!("SELECT {STATE_COLUMNS} FROM axion_push_command WHERE Package = ? AND Id = ?");
+    let Some(row) = sqlx::query(AssertSqlSafe(sql))
+        .bind(package)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(classify)?
+    else {
+        return Ok(None);
+    };
+    let mut state = state_from_row(&row)?;
+    state.failures = failures(conn, package, id).await?;
+    Ok(Some(state))
+}
+
+async fn failures(
+    conn: &mut SqliteConnection,
+    package: &str,
+    id: &str,
+) -> Result<BTreeMap<String, u64>, StoreError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(FAILURES)
+        .bind(package)
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(classify)?;
+    Ok(rows.into_iter().map(|(c, n)| (c, to_u64(n))).collect())
+}
