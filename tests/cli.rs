@@ -26,6 +26,17 @@ fn run(args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// Runs the binary in `dir`, where it looks for its config files.
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("AXION_PUSH_CONFIG")
+        .output()
+        .expect("the binary runs")
+}
+
 /// A config whose broker address nothing listens on.
 fn config_without_a_broker(dir: &Path) -> std::path::PathBuf {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -368,6 +379,58 @@ async fn serve_on_a_taken_port_exits_naming_the_key() {
     let err = text(&out.stderr);
     assert!(err.contains("axion_push.broker.listen"), "{err}");
     assert!(err.contains("already in use"), "{err}");
+}
+
+/// A developer whose Mosquitto holds the port is told to keep the
+/// checkout's config.yaml as shipped and how to make a local file instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_taken_port_says_how_to_make_a_local_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let (_, port) = write_config(dir.path(), &push, "");
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = run_in(dir.path(), &["serve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("Keep config.yaml as shipped"),
+        "the shipped file is the documented defaults: {err}"
+    );
+    let next = port + 1;
+    assert!(
+        err.contains(&format!(
+            "sed 's/127.0.0.1:{port}/127.0.0.1:{next}/' config.yaml > config.local.yaml"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_verb_reads_config_local_yaml_instead_of_config_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        "axion_push:\n  delivery: {concurrency: 0}\n",
+    )
+    .unwrap();
+    let out = run_in(dir.path(), &["check-config"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "config.yaml is read while alone"
+    );
+    std::fs::write(
+        dir.path().join("config.local.yaml"),
+        "base:\n  push: {vapid_email: 'mailto:ops@example.com'}\n",
+    )
+    .unwrap();
+    let out = run_in(dir.path(), &["check-config"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("config.local.yaml: OK"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, VapidPrivateKey, locate};
+use crate::broker::BrokerError;
+use crate::config::{
+    Config, ConfigError, DEFAULT_CONFIG_FILE, LOCAL_CONFIG_FILE, VapidPrivateKey, locate,
+};
 use crate::daemon::Daemon;
 use crate::model::{Package, Target, User};
 use crate::report::ResultReport;
@@ -135,10 +138,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.verb {
         Action::Serve => {
             init_daemon_logging(&config.settings.log.level);
-            if config.source.is_none() {
-                tracing::info!("no config file found: running on the built-in defaults");
+            match &config.source {
+                Some(file) => tracing::info!(file = %file.display(), "config read"),
+                None => tracing::info!("no config file found: running on the built-in defaults"),
             }
-            serve(config).await
+            let (_, asked_for) = locate(config_path);
+            serve(config, asked_for).await
         }
         Action::TestPush {
             user,
@@ -278,8 +283,14 @@ fn journal_is_stderr() -> bool {
     false
 }
 
-async fn serve(config: Config) -> Result<ExitCode> {
-    let daemon = Daemon::start(config).await?;
+/// `asked_for`: the config file was named (`--config`, the environment or
+/// `config.local.yaml`) rather than found as `./config.yaml`.
+async fn serve(config: Config, asked_for: bool) -> Result<ExitCode> {
+    let source = config.source.clone();
+    let daemon = match Daemon::start(config).await {
+        Ok(daemon) => daemon,
+        Err(e) => return Err(with_local_settings_hint(e, source.as_deref(), asked_for)),
+    };
     let monitor = daemon.monitor();
     crate::systemd::ready(&monitor.status_line());
     let stop_supervising = tokio_util::sync::CancellationToken::new();
@@ -290,6 +301,35 @@ async fn serve(config: Config) -> Result<ExitCode> {
     let _ = supervisor.await;
     daemon.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A taken port on a developer's machine (a Mosquitto already on 1883)
+/// calls for a setting of that machine, which belongs in a file of its own:
+/// the checkout's `config.yaml` documents the defaults.
+fn with_local_settings_hint(
+    error: anyhow::Error,
+    source: Option<&std::path::Path>,
+    asked_for: bool,
+) -> anyhow::Error {
+    let Some(addr) = error.chain().find_map(|cause| match cause.downcast_ref() {
+        Some(BrokerError::AddressInUse { addr, .. }) => Some(*addr),
+        _ => None,
+    }) else {
+        return error;
+    };
+    let free = std::net::SocketAddr::new(addr.ip(), addr.port().wrapping_add(1));
+    let hint = match source {
+        Some(file) if asked_for => format!("Change it in {}.", file.display()),
+        Some(_) => format!(
+            "Keep {DEFAULT_CONFIG_FILE} as shipped and put this machine's settings in \
+             {LOCAL_CONFIG_FILE}, which is read instead of it when present (and ignored by git):\n  \
+             sed 's/{addr}/{free}/' {DEFAULT_CONFIG_FILE} > {LOCAL_CONFIG_FILE}"
+        ),
+        None => format!(
+            "Put this machine's settings in {LOCAL_CONFIG_FILE} (read when present, ignored by git)."
+        ),
+    };
+    anyhow::anyhow!("{error:#}. {hint}")
 }
 
 async fn wait_for_signal() -> Result<()> {

@@ -26,8 +26,13 @@ pub use vapid::{VapidPrivateKey, normalize_subject};
 
 /// The environment variable naming the config file when `--config` is absent.
 pub const CONFIG_ENV: &str = "AXION_PUSH_CONFIG";
-/// The file used when neither `--config` nor `$AXION_PUSH_CONFIG` names one.
+/// The file used when neither `--config` nor `$AXION_PUSH_CONFIG` names one
+/// and there is no [`LOCAL_CONFIG_FILE`].
 pub const DEFAULT_CONFIG_FILE: &str = "config.yaml";
+/// Read instead of [`DEFAULT_CONFIG_FILE`] when it exists: this machine's
+/// settings (a broker port that is free here, say), git-ignored, so that a
+/// checkout's `config.yaml` stays the documented defaults.
+pub const LOCAL_CONFIG_FILE: &str = "config.local.yaml";
 
 /// One thing wrong with the config, at one key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -409,15 +414,30 @@ pub struct Config {
 }
 
 /// Where the config comes from: `--config`, then `$AXION_PUSH_CONFIG`, then
-/// `./config.yaml`. Only the last may be absent (the built-in defaults apply).
+/// `./config.local.yaml` if it exists, then `./config.yaml`. Only the last
+/// may be absent (the built-in defaults apply); the flag is whether the file
+/// must exist.
 pub fn locate(explicit: Option<&Path>) -> (PathBuf, bool) {
+    locate_in(Path::new(""), explicit, std::env::var_os(CONFIG_ENV))
+}
+
+fn locate_in(
+    dir: &Path,
+    explicit: Option<&Path>,
+    env: Option<std::ffi::OsString>,
+) -> (PathBuf, bool) {
     if let Some(path) = explicit {
         return (path.to_owned(), true);
     }
-    if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+    if let Some(path) = env.filter(|p| !p.is_empty()) {
         return (PathBuf::from(path), true);
     }
-    (PathBuf::from(DEFAULT_CONFIG_FILE), false)
+    let local = dir.join(LOCAL_CONFIG_FILE);
+    // Present at all, even as a broken link: reading it then says why not.
+    if std::fs::symlink_metadata(&local).is_ok() {
+        return (local, true);
+    }
+    (dir.join(DEFAULT_CONFIG_FILE), false)
 }
 
 impl Config {
@@ -945,6 +965,32 @@ mod tests {
         )
         .unwrap();
         assert!(c.packages.is_empty());
+    }
+
+    #[test]
+    fn a_local_config_file_is_read_instead_of_config_yaml() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = dir.path().join(DEFAULT_CONFIG_FILE);
+        std::fs::write(&shipped, "").unwrap();
+        assert_eq!(locate_in(dir.path(), None, None), (shipped, false));
+        let local = dir.path().join(LOCAL_CONFIG_FILE);
+        std::fs::write(&local, "").unwrap();
+        assert_eq!(locate_in(dir.path(), None, None), (local, true));
+    }
+
+    #[test]
+    fn a_file_named_by_flag_or_environment_wins_over_the_local_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOCAL_CONFIG_FILE), "").unwrap();
+        let flag = Path::new("/etc/axion-push/config.yaml");
+        assert_eq!(
+            locate_in(dir.path(), Some(flag), Some("/elsewhere.yaml".into())),
+            (flag.to_owned(), true)
+        );
+        assert_eq!(
+            locate_in(dir.path(), None, Some("/elsewhere.yaml".into())),
+            (PathBuf::from("/elsewhere.yaml"), true)
+        );
     }
 
     #[test]
