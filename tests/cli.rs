@@ -650,6 +650,57 @@ fn subscribe_token_prints_a_token_the_daemon_accepts() {
     assert!(text(&out.stderr).contains("subscribe_token_secret is not set"));
 }
 
+#[test]
+fn subscribe_token_takes_a_plain_number_of_seconds_as_config_durations_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "another long secret of the host application";
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("axion_push:\n  subscribe_token_secret: {secret}\n"),
+    )
+    .unwrap();
+    let before = axion_push::report::now_ms() / 1000;
+    let out = run(&[
+        "subscribe-token",
+        "alice",
+        "--valid",
+        "15",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    let expires: u64 = token.split('.').next().unwrap().parse().unwrap();
+    let after = axion_push::report::now_ms() / 1000;
+    assert!(
+        (before + 15..=after + 15).contains(&expires),
+        "15 seconds: {expires} not in {}..={}",
+        before + 15,
+        after + 15
+    );
+}
+
+#[test]
+fn subscribe_token_without_a_secret_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "axion_push: {}\n").unwrap();
+    let out = run(&[
+        "subscribe-token",
+        "alice",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("openssl rand -base64 32"), "{err}");
+    assert!(
+        err.contains(config.to_str().unwrap()),
+        "names the file to edit: {err}"
+    );
+}
+
 /// Under systemd, stderr is the journal (`JOURNAL_STREAM` names it): `serve`
 /// then writes native journal entries whose fields can be queried. The
 /// journal here is a socket of the test's own at journald's path.

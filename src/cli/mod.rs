@@ -100,9 +100,9 @@ enum Action {
         user: String,
         #[arg(long, default_value = DEFAULT_PACKAGE)]
         package: String,
-        /// How long it stays valid, e.g. 15m, 24h
-        #[arg(long, default_value = "24h")]
-        valid: humantime::Duration,
+        /// How long it stays valid: 15m, 24h, or a number of seconds
+        #[arg(long, default_value = "24h", value_parser = crate::config::parse_duration)]
+        valid: Duration,
     },
     /// Check the config and report every problem with its key path
     CheckConfig,
@@ -184,7 +184,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             user,
             package,
             valid,
-        } => subscribe_token(&config, &user, &package, valid.into()),
+        } => subscribe_token(&config, &user, &package, valid),
         Action::CheckConfig | Action::GenerateVapid { .. } => unreachable!("handled above"),
     }
 }
@@ -198,8 +198,14 @@ fn subscribe_token(
     valid: std::time::Duration,
 ) -> Result<ExitCode> {
     let Some(secret) = &config.settings.subscribe_token_secret else {
+        let file = config
+            .source
+            .as_ref()
+            .map_or_else(|| LOCAL_CONFIG_FILE.to_owned(), |f| f.display().to_string());
         anyhow::bail!(
-            "axion_push.subscribe_token_secret is not set: this daemon accepts subscribes without tokens"
+            "axion_push.subscribe_token_secret is not set: this daemon accepts subscribes without tokens. \
+             To require them, set it in {file} to a secret of at least 32 characters, \
+             e.g. the output of `openssl rand -base64 32`, and restart the daemon"
         );
     };
     let user = crate::model::User::parse(user)?;

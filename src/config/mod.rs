@@ -578,9 +578,21 @@ enum DurationText {
 fn duration(raw: DurationText) -> Result<Duration, String> {
     match raw {
         DurationText::Seconds(s) => Ok(Duration::from_secs(s)),
-        DurationText::Text(t) => humantime::parse_duration(t.trim())
-            .map_err(|e| format!("'{t}' is not a duration like 10s or 500ms ({e})")),
+        DurationText::Text(t) => parse_duration(&t),
     }
+}
+
+/// Reads a duration the way config values are written — `10s`, `1500ms`,
+/// `2m`, `1h 30m`, or a bare number of seconds — so the command line takes
+/// the same forms as the file.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        format!("'{text}' is not a duration like 15m, 10s or 500ms, or a number of seconds ({e})")
+    })
 }
 
 fn positive(n: usize) -> Result<usize, String> {
@@ -965,6 +977,21 @@ mod tests {
         )
         .unwrap();
         assert!(c.packages.is_empty());
+    }
+
+    #[test]
+    fn durations_are_read_with_or_without_a_unit() {
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration(" 1500ms "), Ok(Duration::from_millis(1500)));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("number of seconds")
+        );
+        let c =
+            Config::from_yaml("axion_push:\n  delivery: {request_timeout: '7'}\n", "t").unwrap();
+        assert_eq!(c.settings.delivery.request_timeout, Duration::from_secs(7));
     }
 
     #[test]
