@@ -119,6 +119,11 @@ fn check_config_accepts_the_shipped_config() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("OK"));
     assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
         !dir.path().join("vapid.pem").exists(),
         "checking must not create the key file"
     );
@@ -144,6 +149,45 @@ fn check_config_lists_every_problem_with_its_key_path() {
     ] {
         assert!(err.contains(key), "{key} missing from:\n{err}");
     }
+}
+
+#[test]
+fn check_config_warns_about_a_section_spelt_almost_like_axion_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "base:\n  push: {vapid_email: 'mailto:ops@example.com'}\naxion-push:\n  broker: {listen: '127.0.0.1:1884'}\n",
+    )
+    .unwrap();
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "a warning is no problem");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("warning: axion-push: is not read: the daemon's own section is `axion_push`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_shows_a_misspelt_key_beside_the_problem_it_causes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "base:\n  push: {vapid_emial: 'mailto:ops@example.com'}\n",
+    )
+    .unwrap();
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("base.push.vapid_email: missing"), "{err}");
+    assert!(
+        err.contains(
+            "warning: base.push.vapid_emial: not read by axion-push (did you mean `vapid_email`?"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -142,6 +142,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Some(file) => tracing::info!(file = %file.display(), "config read"),
                 None => tracing::info!("no config file found: running on the built-in defaults"),
             }
+            for warning in &config.warnings {
+                tracing::warn!(key = warning.path, "config: {}", warning.message);
+            }
             let (_, asked_for) = locate(config_path);
             serve(config, asked_for).await
         }
@@ -356,17 +359,26 @@ async fn wait_for_signal() -> Result<()> {
 }
 
 fn check_config(path: Option<&std::path::Path>) -> ExitCode {
+    use crate::config::Problem;
     let (file, _) = locate(path);
-    let report = |problems: &[crate::config::Problem]| {
+    let warn = |warnings: &[Problem]| {
+        for w in warnings {
+            eprintln!("  warning: {w}");
+        }
+    };
+    let report = |problems: &[Problem], warnings: &[Problem]| {
         eprintln!("{}: {} problem(s)", file.display(), problems.len());
         for p in problems {
             eprintln!("  {p}");
         }
+        warn(warnings);
         ExitCode::FAILURE
     };
     let config = match Config::load(path) {
         Ok(config) => config,
-        Err(ConfigError::Invalid { problems, .. }) => return report(&problems),
+        Err(ConfigError::Invalid {
+            problems, warnings, ..
+        }) => return report(&problems, &warnings),
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
@@ -380,10 +392,13 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
         (None, Ok(text)) => match VapidPrivateKey::decode(&text) {
             Ok(key) => Some(key),
             Err(e) => {
-                return report(&[crate::config::Problem {
-                    path: "axion_push.vapid_key_file".into(),
-                    message: format!("{} {e}", key_file.display()),
-                }]);
+                return report(
+                    &[Problem {
+                        path: "axion_push.vapid_key_file".into(),
+                        message: format!("{} {e}", key_file.display()),
+                    }],
+                    &config.warnings,
+                );
             }
         },
         (None, Err(_)) => Some(VapidPrivateKey::generate()),
@@ -395,6 +410,10 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
                 |p| p.display().to_string(),
             );
             println!("{source}: OK");
+            if !config.warnings.is_empty() {
+                eprintln!("{source}: {} warning(s)", config.warnings.len());
+                warn(&config.warnings);
+            }
             if config.push.private_key.is_none() && !key_file.exists() {
                 println!(
                     "  a VAPID key will be generated at first start in {}",
@@ -411,7 +430,9 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(ConfigError::Invalid { problems, .. }) => report(&problems),
+        Err(ConfigError::Invalid {
+            problems, warnings, ..
+        }) => report(&problems, &warnings),
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::model::Package;
-use reader::Section;
+use reader::{Findings, Section, Unknown};
 pub use vapid::{VapidPrivateKey, normalize_subject};
 
 /// The environment variable naming the config file when `--config` is absent.
@@ -65,11 +65,21 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid YAML: {message}")]
     Yaml { path: String, message: String },
-    #[error("config {origin} has {} problem(s):\n{}", problems.len(), list(problems))]
+    #[error("config {origin} has {} problem(s):\n{}{}", problems.len(), list(problems), warning_list(warnings))]
     Invalid {
         origin: String,
         problems: Vec<Problem>,
+        /// Found alongside; a misspelt key often explains a problem (a
+        /// `vapid_emial` beside a missing `vapid_email`).
+        warnings: Vec<Problem>,
     },
+}
+
+fn warning_list(warnings: &[Problem]) -> String {
+    warnings
+        .iter()
+        .map(|w| format!("\n  warning: {w}"))
+        .collect()
 }
 
 fn list(problems: &[Problem]) -> String {
@@ -411,6 +421,10 @@ pub struct Config {
     pub packages: BTreeMap<Package, PushKeys>,
     /// `axion_push`.
     pub settings: Settings,
+    /// What is not wrong enough to stop the daemon but likely a mistake: a
+    /// key axion-push does not read in `base.push` or `{package}.push`, a
+    /// top-level section spelt like `axion_push` but not quite.
+    pub warnings: Vec<Problem>,
 }
 
 /// Where the config comes from: `--config`, then `$AXION_PUSH_CONFIG`, then
@@ -468,14 +482,16 @@ impl Config {
                 message: e.to_string(),
             })?
         };
-        let mut problems = Vec::new();
-        let config = read_root(&root, &mut problems);
-        if problems.is_empty() {
+        let mut findings = Findings::default();
+        let mut config = read_root(&root, &mut findings);
+        if findings.problems.is_empty() {
+            config.warnings = findings.warnings;
             Ok(config)
         } else {
             Err(ConfigError::Invalid {
                 origin: origin.to_owned(),
-                problems,
+                problems: findings.problems,
+                warnings: findings.warnings,
             })
         }
     }
@@ -503,6 +519,7 @@ impl Config {
             _ => Err(ConfigError::Invalid {
                 origin: self.origin(),
                 problems,
+                warnings: self.warnings.clone(),
             }),
         }
     }
@@ -617,45 +634,50 @@ fn read_push_keys(section: &mut Section<'_, '_>) -> PushKeys {
     keys
 }
 
-fn read_root(root: &serde_json::Value, problems: &mut Vec<Problem>) -> Config {
+fn read_root(root: &serde_json::Value, findings: &mut Findings) -> Config {
     let mut config = Config::default();
-    let mut top = Section::new("", Some(root), false, problems);
     {
-        let mut base = top.section("base");
-        let mut push = base.section("push");
-        config.push = read_push_keys(&mut push);
-    }
-    {
-        let mut own = top.section("axion_push");
-        own.strict_mode();
-        read_settings(&mut own, &mut config.settings);
-        own.finish();
+        let mut top = Section::new("", Some(root), Unknown::Ignore, findings);
+        {
+            let mut base = top.section("base");
+            let mut push = base.section_as("push", Unknown::Warn);
+            config.push = read_push_keys(&mut push);
+            push.finish();
+        }
+        {
+            let mut own = top.section_as("axion_push", Unknown::Refuse);
+            read_settings(&mut own, &mut config.settings);
+            own.finish();
+        }
     }
     if let serde_json::Value::Object(map) = root {
         for (name, value) in map {
             if name == "base" || name == "axion_push" {
                 continue;
             }
+            if reader::closest(name, &["axion_push"]).is_some() {
+                findings.warnings.push(Problem::new(
+                    name.clone(),
+                    "is not read: the daemon's own section is `axion_push` (an underscore, all lower case); \
+                     its settings here are ignored until it is renamed",
+                ));
+                continue;
+            }
             let Some(push) = value.get("push") else {
                 continue;
             };
-            let mut package_problems = Vec::new();
-            let keys = {
-                let mut section = Section::new(
-                    format!("{name}.push"),
-                    Some(push),
-                    false,
-                    &mut package_problems,
-                );
-                read_push_keys(&mut section)
-            };
+            let mut section =
+                Section::new(format!("{name}.push"), Some(push), Unknown::Warn, findings);
+            let keys = read_push_keys(&mut section);
+            section.finish();
             match Package::parse(name) {
                 Ok(package) => {
                     config.packages.insert(package, keys);
                 }
-                Err(e) => package_problems.push(Problem::new(name.clone(), e.to_string())),
+                Err(e) => findings
+                    .problems
+                    .push(Problem::new(name.clone(), e.to_string())),
             }
-            top.extend(package_problems);
         }
     }
     config
@@ -928,6 +950,7 @@ mod tests {
             "keys are generated on first run"
         );
         assert_eq!(c.push.email.as_deref(), Some("mailto:admin@example.com"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]
@@ -977,6 +1000,62 @@ mod tests {
         )
         .unwrap();
         assert!(c.packages.is_empty());
+        let warned: Vec<_> = c.warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(warned, ["base.push.enabled"], "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn a_misspelt_push_key_is_a_warning_naming_the_key_it_resembles() {
+        let c = Config::from_yaml(
+            "base:\n  push: {vapid_emial: 'mailto:a@example.com'}\ncrm:\n  push: {vapid_pubic_key: x}\n",
+            "test",
+        )
+        .unwrap();
+        let [base, crm] = &c.warnings[..] else {
+            panic!("two warnings expected: {:?}", c.warnings)
+        };
+        assert_eq!(base.path, "base.push.vapid_emial");
+        assert!(
+            base.message.contains("did you mean `vapid_email`?"),
+            "{base}"
+        );
+        assert_eq!(crm.path, "crm.push.vapid_pubic_key");
+        assert!(
+            crm.message.contains("did you mean `vapid_public_key`?"),
+            "{crm}"
+        );
+    }
+
+    #[test]
+    fn a_top_level_section_spelt_almost_like_axion_push_is_a_warning() {
+        for name in ["axion-push", "Axion_Push", "axionpush", "axion_psuh"] {
+            let c = Config::from_yaml(
+                &format!("{name}:\n  broker: {{listen: '127.0.0.1:1884'}}\n"),
+                "test",
+            )
+            .unwrap();
+            let paths: Vec<_> = c.warnings.iter().map(|w| w.path.as_str()).collect();
+            assert_eq!(paths, [name], "{name}");
+            assert!(c.warnings[0].message.contains("`axion_push`"));
+            assert_eq!(
+                c.settings.broker.listen,
+                Settings::default().broker.listen,
+                "its settings are not read"
+            );
+        }
+        let c = Config::from_yaml("axion:\n  title: x\npush: {}\n", "test").unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn an_unknown_key_of_our_own_names_the_key_it_resembles() {
+        let p = problems("axion_push:\n  broker: {lisen: '127.0.0.1:1884'}\n");
+        assert_eq!(p[0].path, "axion_push.broker.lisen");
+        assert!(
+            p[0].message.contains("did you mean `listen`?"),
+            "{}",
+            p[0].message
+        );
     }
 
     #[test]
