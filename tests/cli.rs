@@ -190,6 +190,32 @@ fn check_config_shows_a_misspelt_key_beside_the_problem_it_causes() {
     );
 }
 
+/// What a reader who pastes a block from the documentation under the
+/// shipped file gets: the two lines, in words they can act on.
+#[test]
+fn check_config_explains_a_section_written_twice_by_its_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml")).unwrap();
+    let first = 1 + shipped.lines().position(|l| l == "axion_push:").unwrap();
+    let pasted =
+        format!("{shipped}\naxion_push:\n  broker:\n    websocket_listen: 127.0.0.1:8083\n");
+    let second = pasted.lines().count() - 2;
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, pasted).unwrap();
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "is not valid YAML, line {second}: `axion_push` is written a second time (first on line {first})"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("change the existing `axion_push`"), "{err}");
+    assert!(!err.contains("DuplicateKeyPolicy"), "library advice: {err}");
+}
+
 #[test]
 fn a_missing_config_file_that_was_asked_for_is_an_error() {
     let out = run(&["check-config", "--config", "/nonexistent/axion.yaml"]);

@@ -10,6 +10,7 @@
 
 mod reader;
 mod vapid;
+mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +24,7 @@ use url::Url;
 use crate::model::Package;
 use reader::{Findings, Section, Unknown};
 pub use vapid::{VapidPrivateKey, normalize_subject};
+pub use yaml::SyntaxError;
 
 /// The environment variable naming the config file when `--config` is absent.
 pub const CONFIG_ENV: &str = "AXION_PUSH_CONFIG";
@@ -63,8 +65,11 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid YAML: {message}")]
-    Yaml { path: String, message: String },
+    #[error("{}", yaml_error(path, error))]
+    Yaml {
+        path: String,
+        error: yaml::SyntaxError,
+    },
     #[error("config {origin} has {} problem(s):\n{}{}", problems.len(), list(problems), warning_list(warnings))]
     Invalid {
         origin: String,
@@ -80,6 +85,21 @@ fn warning_list(warnings: &[Problem]) -> String {
         .iter()
         .map(|w| format!("\n  warning: {w}"))
         .collect()
+}
+
+fn yaml_error(path: &str, error: &yaml::SyntaxError) -> String {
+    let mut text = format!("{path} is not valid YAML");
+    if error.line > 0 {
+        text.push_str(&format!(", line {}", error.line));
+    }
+    if error.column > 0 {
+        text.push_str(&format!(", column {}", error.column));
+    }
+    text.push_str(&format!(": {}", error.message));
+    if let Some(excerpt) = &error.excerpt {
+        text.push_str(&format!("\n  {:>4} | {excerpt}", error.line));
+    }
+    text
 }
 
 fn list(problems: &[Problem]) -> String {
@@ -477,9 +497,9 @@ impl Config {
         let root: serde_json::Value = if text.trim().is_empty() {
             serde_json::Value::Null
         } else {
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+            yaml::parse(text).map_err(|error| ConfigError::Yaml {
                 path: origin.to_owned(),
-                message: e.to_string(),
+                error,
             })?
         };
         let mut findings = Findings::default();
@@ -1056,6 +1076,21 @@ mod tests {
             "{}",
             p[0].message
         );
+    }
+
+    #[test]
+    fn a_yaml_error_names_the_file_and_line_in_our_words() {
+        let err = Config::from_yaml(
+            "axion_push:\n  broker: {}\naxion_push:\n  broker:\n    websocket_listen: 127.0.0.1:8083\n",
+            "config.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("config.yaml is not valid YAML, line 3: `axion_push` is written a second time (first on line 1)"),
+            "{err}"
+        );
+        assert!(err.ends_with("\n     3 | axion_push:"), "{err}");
     }
 
     #[test]
