@@ -411,6 +411,46 @@ fn status_without_a_daemon_exits_1_with_a_sentence() {
         err.contains("cannot reach the MQTT broker") && err.contains("axion-push serve"),
         "{err}"
     );
+    assert_eq!(
+        err.matches("Connection refused").count(),
+        1,
+        "the cause once: {err}"
+    );
+}
+
+#[test]
+fn status_with_an_external_broker_down_asks_whether_that_broker_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!("axion_push:\n  mqtt: {{url: 'mqtt://127.0.0.1:{port}'}}\n"),
+    )
+    .unwrap();
+    let out = run(&["status", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot reach the MQTT broker at mqtt://127.0.0.1:{port} (axion_push.mqtt.url in"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("Is that broker running"), "{err}");
+    assert!(
+        !err.contains("axion-push serve"),
+        "the daemon is not what is missing: {err}"
+    );
+    assert_eq!(
+        err.matches("Connection refused").count(),
+        1,
+        "the cause once: {err}"
+    );
 }
 
 #[test]
