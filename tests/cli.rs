@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use axion_push::config::Config;
 use harness::mosquitto::Mosquitto;
-use harness::{PushService, TestClient, WAIT};
-use process::{Lines, Serve, write_config};
+use harness::{PushService, Reply, TestClient, WAIT};
+use process::{Lines, Serve, write_config, write_config_with};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_axion-push");
@@ -70,9 +70,14 @@ struct Served {
 
 impl Served {
     async fn start() -> Served {
+        Self::start_with_delivery("").await
+    }
+
+    /// Like [`Served::start`], with lines for `axion_push.delivery`.
+    async fn start_with_delivery(delivery: &str) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let push = PushService::start().await;
-        let (config, port) = write_config(dir.path(), &push, "");
+        let (config, port) = write_config_with(dir.path(), &push, "", delivery);
         let mut serve = Serve::start(&config);
         serve.wait_for("axion-push is running");
         Served {
@@ -330,6 +335,75 @@ async fn serve_and_test_push_deliver_and_report() {
     serve.signal("-TERM");
     serve.wait_for("stopped");
     assert!(serve.wait().success(), "serve exits 0 on SIGTERM");
+}
+
+/// A push the push service could not take yet (503) waits for a retry:
+/// the first report says `queued: 1, failed: 0`, and so must the words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_push_says_a_push_waiting_for_a_retry_is_queued_not_failed() {
+    // No retry within the test: the first report is the one printed.
+    let Served {
+        _dir,
+        push,
+        cfg,
+        port,
+        serve: _serve,
+    } = Served::start_with_delivery("    retry_initial: 1h\n    retry_max: 1h").await;
+    let browser = push.browser("b");
+    push.script(&browser, [Reply::status(503)]);
+    subscribe(port, "alice", &browser).await;
+
+    let out = run(&["test-push", "alice", "--package", "crm", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(1), "not delivered yet");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["queued"].as_u64(), report["failed"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let err = text(&out.stderr);
+    assert!(err.starts_with("1 push queued for retry:"), "{err}");
+    assert!(!err.contains("failed"), "nothing failed: {err}");
+}
+
+/// A push the push service refused is counted in `failures` by status, and
+/// the words say what that status usually means.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_push_explains_a_refused_push_by_its_status() {
+    let Served {
+        _dir,
+        push,
+        cfg,
+        port,
+        serve: _serve,
+    } = Served::start().await;
+    let browser = push.browser("b");
+    push.script(&browser, [Reply::status(403)]);
+    subscribe(port, "alice", &browser).await;
+
+    let out = run(&["test-push", "alice", "--package", "crm", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failures"], json!({"403": 1}));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("1 push failed: the push service answered 403: the VAPID key pair or vapid_email is wrong"),
+        "{err}"
+    );
+}
+
+/// Subscribes `browser` for `user` in package crm through the broker at
+/// `port`, and waits for the daemon's answer.
+async fn subscribe(port: u16, user: &str, browser: &harness::Browser) {
+    let mqtt = TestClient::connect("127.0.0.1", port, &["axion/#".into()]).await;
+    mqtt.publish(
+        &format!("axion/crm/push/{user}/subscribe"),
+        browser.subscription().to_string(),
+    )
+    .await;
+    mqtt.wait_for(0, "subscribe result", WAIT, |m| {
+        m.topic == format!("axion/crm/push/{user}/result") && m.json()["ok"] == true
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

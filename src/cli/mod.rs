@@ -2,6 +2,7 @@
 //! over library calls; exit codes: 0 success, 1 failure, 2 usage.
 
 mod client;
+mod test_push;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,10 +16,9 @@ use crate::config::{
     Config, ConfigError, DEFAULT_CONFIG_FILE, LOCAL_CONFIG_FILE, VapidPrivateKey, locate,
 };
 use crate::daemon::Daemon;
-use crate::model::{Package, Target, User};
-use crate::report::ResultReport;
+use crate::model::{Package, User};
 use crate::store::Store;
-use crate::topics::{Topics, Verb};
+use crate::topics::Topics;
 
 /// The embedded broker's log filter (see `init_logging`).
 pub const QUIET_BROKER: &str =
@@ -157,7 +157,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             timeout,
         } => {
             init_logging("warn");
-            test_push(&config, &user, &title, &body, &package, &url, timeout).await
+            test_push::run(&config, &user, &title, &body, &package, &url, timeout).await
         }
         Action::Subscriptions {
             user,
@@ -449,52 +449,6 @@ fn generate_vapid(email: &str) -> Result<ExitCode> {
     println!("    vapid_private_key: {}", key.to_raw_base64url());
     println!("    vapid_public_key: {}", key.public_key());
     println!("    vapid_email: {email}");
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn test_push(
-    config: &Config,
-    user: &str,
-    title: &str,
-    body: &str,
-    package: &str,
-    url: &str,
-    timeout: u64,
-) -> Result<ExitCode> {
-    let package = Package::parse(package).context("--package")?;
-    let target = Target::parse(user).context("USER")?;
-    let id = crate::command::new_id();
-    let command = serde_json::json!({"id": id, "title": title, "body": body, "url": url});
-    let topics = Topics::new(config.settings.mqtt.topic_prefix.clone());
-    let report: ResultReport = client::request(
-        config,
-        &topics.command(&package, &target, Verb::Send),
-        &topics.result(&package, &target),
-        &id,
-        serde_json::to_vec(&command)?,
-        Duration::from_secs(timeout),
-    )
-    .await?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    if !report.ok {
-        bail!(
-            "the daemon refused the notification: {}",
-            report.error.unwrap_or_default()
-        );
-    }
-    if report.subscriptions == 0 {
-        eprintln!(
-            "{target} has no active subscription in package {package}: nothing was pushed (subscribe a browser first)"
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    if report.failed > 0 || report.delivered == 0 {
-        eprintln!(
-            "{} of {} pushes failed",
-            report.failed, report.subscriptions
-        );
-        return Ok(ExitCode::FAILURE);
-    }
     Ok(ExitCode::SUCCESS)
 }
 
