@@ -9,6 +9,8 @@
 //!
 //! Run: `cargo bench --bench push_crypto` (release mode). Prints mean
 //! microseconds per operation and the ratio baseline / ours.
+//! `cargo bench --bench push_crypto -- --smoke` runs a few rounds only, to
+//! prove the benchmark works (`.ci/run`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,17 +21,24 @@ use axion_push::push::{VapidSigner, ece};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-const ROUNDS: u32 = 2_000;
+/// Rounds per measure; `--smoke` runs a few.
+fn rounds() -> u32 {
+    if std::env::args().any(|a| a == "--smoke") {
+        20
+    } else {
+        2_000
+    }
+}
 
-fn mean(mut f: impl FnMut(u32)) -> Duration {
-    for i in 0..ROUNDS / 10 {
+fn mean(rounds: u32, mut f: impl FnMut(u32)) -> Duration {
+    for i in 0..rounds / 10 {
         f(i); // warm-up
     }
     let start = Instant::now();
-    for i in 0..ROUNDS {
+    for i in 0..rounds {
         f(i);
     }
-    start.elapsed() / ROUNDS
+    start.elapsed() / rounds
 }
 
 fn row(name: &str, ours: Duration, baseline: Duration) {
@@ -42,6 +51,7 @@ fn row(name: &str, ours: Duration, baseline: Duration) {
 }
 
 fn main() {
+    let rounds = rounds();
     // A browser's keys, made with the baseline's library.
     let mut seed = [0u8; 32];
     aws_lc_rs::rand::fill(&mut seed).unwrap();
@@ -64,24 +74,24 @@ fn main() {
     });
     let now = SystemTime::now();
 
-    let ours_encrypt = mean(|_| {
+    let ours_encrypt = mean(rounds, |_| {
         black_box(ece::encrypt(black_box(payload), &keys).unwrap());
     });
-    let baseline_encrypt = mean(|_| {
+    let baseline_encrypt = mean(rounds, |_| {
         black_box(web_push_native::encrypt(payload.to_vec(), &ua_public, &baseline_auth).unwrap());
     });
-    let ours_vapid = mean(|_| {
+    let ours_vapid = mean(rounds, |_| {
         black_box(signer.authorization("https://fcm.googleapis.com", now));
     });
     // A new origin each time: every call signs a fresh token.
-    let origins: Vec<String> = (0..ROUNDS + ROUNDS / 10)
+    let origins: Vec<String> = (0..rounds + rounds / 10)
         .map(|i| format!("https://push-{i}.example"))
         .collect();
-    let signed_each_time = mean(|i| {
+    let signed_each_time = mean(rounds, |i| {
         black_box(signer.authorization(&origins[i as usize], now));
     });
 
-    println!("axion-push per-push CPU cost, {ROUNDS} rounds each");
+    println!("axion-push per-push CPU cost, {rounds} rounds each");
     row("encrypt (RFC 8291)", ours_encrypt, baseline_encrypt);
     row(
         "VAPID header (cached vs signed)",

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use axion_push::config::Config;
 use harness::mosquitto::Mosquitto;
-use harness::{PushService, TestClient, WAIT};
-use process::{Lines, Serve, write_config};
+use harness::{PushService, Reply, TestClient, WAIT};
+use process::{Lines, Serve, write_config, write_config_with};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_axion-push");
@@ -20,6 +20,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_axion-push");
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("AXION_PUSH_CONFIG")
+        .output()
+        .expect("the binary runs")
+}
+
+/// Runs the binary in `dir`, where it looks for its config files.
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
         .env_remove("RUST_LOG")
         .env_remove("AXION_PUSH_CONFIG")
         .output()
@@ -59,9 +70,14 @@ struct Served {
 
 impl Served {
     async fn start() -> Served {
+        Self::start_with_delivery("").await
+    }
+
+    /// Like [`Served::start`], with lines for `axion_push.delivery`.
+    async fn start_with_delivery(delivery: &str) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let push = PushService::start().await;
-        let (config, port) = write_config(dir.path(), &push, "");
+        let (config, port) = write_config_with(dir.path(), &push, "", delivery);
         let mut serve = Serve::start(&config);
         serve.wait_for("axion-push is running");
         Served {
@@ -108,6 +124,11 @@ fn check_config_accepts_the_shipped_config() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("OK"));
     assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
         !dir.path().join("vapid.pem").exists(),
         "checking must not create the key file"
     );
@@ -133,6 +154,71 @@ fn check_config_lists_every_problem_with_its_key_path() {
     ] {
         assert!(err.contains(key), "{key} missing from:\n{err}");
     }
+}
+
+#[test]
+fn check_config_warns_about_a_section_spelt_almost_like_axion_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "base:\n  push: {vapid_email: 'mailto:ops@example.com'}\naxion-push:\n  broker: {listen: '127.0.0.1:1884'}\n",
+    )
+    .unwrap();
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "a warning is no problem");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("warning: axion-push: is not read: the daemon's own section is `axion_push`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_shows_a_misspelt_key_beside_the_problem_it_causes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "base:\n  push: {vapid_emial: 'mailto:ops@example.com'}\n",
+    )
+    .unwrap();
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("base.push.vapid_email: missing"), "{err}");
+    assert!(
+        err.contains(
+            "warning: base.push.vapid_emial: not read by axion-push (did you mean `vapid_email`?"
+        ),
+        "{err}"
+    );
+}
+
+/// What a reader who pastes a block from the documentation under the
+/// shipped file gets: the two lines, in words they can act on.
+#[test]
+fn check_config_explains_a_section_written_twice_by_its_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml")).unwrap();
+    let first = 1 + shipped.lines().position(|l| l == "axion_push:").unwrap();
+    let pasted =
+        format!("{shipped}\naxion_push:\n  broker:\n    websocket_listen: 127.0.0.1:8083\n");
+    let second = pasted.lines().count() - 2;
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, pasted).unwrap();
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "is not valid YAML, line {second}: `axion_push` is written a second time (first on line {first})"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("change the existing `axion_push`"), "{err}");
+    assert!(!err.contains("DuplicateKeyPolicy"), "library advice: {err}");
 }
 
 #[test]
@@ -251,6 +337,75 @@ async fn serve_and_test_push_deliver_and_report() {
     assert!(serve.wait().success(), "serve exits 0 on SIGTERM");
 }
 
+/// A push the push service could not take yet (503) waits for a retry:
+/// the first report says `queued: 1, failed: 0`, and so must the words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_push_says_a_push_waiting_for_a_retry_is_queued_not_failed() {
+    // No retry within the test: the first report is the one printed.
+    let Served {
+        _dir,
+        push,
+        cfg,
+        port,
+        serve: _serve,
+    } = Served::start_with_delivery("    retry_initial: 1h\n    retry_max: 1h").await;
+    let browser = push.browser("b");
+    push.script(&browser, [Reply::status(503)]);
+    subscribe(port, "alice", &browser).await;
+
+    let out = run(&["test-push", "alice", "--package", "crm", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(1), "not delivered yet");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["queued"].as_u64(), report["failed"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let err = text(&out.stderr);
+    assert!(err.starts_with("1 push queued for retry:"), "{err}");
+    assert!(!err.contains("failed"), "nothing failed: {err}");
+}
+
+/// A push the push service refused is counted in `failures` by status, and
+/// the words say what that status usually means.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_push_explains_a_refused_push_by_its_status() {
+    let Served {
+        _dir,
+        push,
+        cfg,
+        port,
+        serve: _serve,
+    } = Served::start().await;
+    let browser = push.browser("b");
+    push.script(&browser, [Reply::status(403)]);
+    subscribe(port, "alice", &browser).await;
+
+    let out = run(&["test-push", "alice", "--package", "crm", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failures"], json!({"403": 1}));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("1 push failed: the push service answered 403: the VAPID key pair or vapid_email is wrong"),
+        "{err}"
+    );
+}
+
+/// Subscribes `browser` for `user` in package crm through the broker at
+/// `port`, and waits for the daemon's answer.
+async fn subscribe(port: u16, user: &str, browser: &harness::Browser) {
+    let mqtt = TestClient::connect("127.0.0.1", port, &["axion/#".into()]).await;
+    mqtt.publish(
+        &format!("axion/crm/push/{user}/subscribe"),
+        browser.subscription().to_string(),
+    )
+    .await;
+    mqtt.wait_for(0, "subscribe result", WAIT, |m| {
+        m.topic == format!("axion/crm/push/{user}/result") && m.json()["ok"] == true
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_prints_each_event_as_a_json_line() {
     let Served {
@@ -330,6 +485,46 @@ fn status_without_a_daemon_exits_1_with_a_sentence() {
         err.contains("cannot reach the MQTT broker") && err.contains("axion-push serve"),
         "{err}"
     );
+    assert_eq!(
+        err.matches("Connection refused").count(),
+        1,
+        "the cause once: {err}"
+    );
+}
+
+#[test]
+fn status_with_an_external_broker_down_asks_whether_that_broker_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!("axion_push:\n  mqtt: {{url: 'mqtt://127.0.0.1:{port}'}}\n"),
+    )
+    .unwrap();
+    let out = run(&["status", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot reach the MQTT broker at mqtt://127.0.0.1:{port} (axion_push.mqtt.url in"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("Is that broker running"), "{err}");
+    assert!(
+        !err.contains("axion-push serve"),
+        "the daemon is not what is missing: {err}"
+    );
+    assert_eq!(
+        err.matches("Connection refused").count(),
+        1,
+        "the cause once: {err}"
+    );
 }
 
 #[test]
@@ -368,6 +563,58 @@ async fn serve_on_a_taken_port_exits_naming_the_key() {
     let err = text(&out.stderr);
     assert!(err.contains("axion_push.broker.listen"), "{err}");
     assert!(err.contains("already in use"), "{err}");
+}
+
+/// A developer whose Mosquitto holds the port is told to keep the
+/// checkout's config.yaml as shipped and how to make a local file instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_taken_port_says_how_to_make_a_local_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let push = PushService::start().await;
+    let (_, port) = write_config(dir.path(), &push, "");
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = run_in(dir.path(), &["serve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("Keep config.yaml as shipped"),
+        "the shipped file is the documented defaults: {err}"
+    );
+    let next = port + 1;
+    assert!(
+        err.contains(&format!(
+            "sed 's/127.0.0.1:{port}/127.0.0.1:{next}/' config.yaml > config.local.yaml"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_verb_reads_config_local_yaml_instead_of_config_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        "axion_push:\n  delivery: {concurrency: 0}\n",
+    )
+    .unwrap();
+    let out = run_in(dir.path(), &["check-config"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "config.yaml is read while alone"
+    );
+    std::fs::write(
+        dir.path().join("config.local.yaml"),
+        "base:\n  push: {vapid_email: 'mailto:ops@example.com'}\n",
+    )
+    .unwrap();
+    let out = run_in(dir.path(), &["check-config"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("config.local.yaml: OK"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -585,6 +832,57 @@ fn subscribe_token_prints_a_token_the_daemon_accepts() {
     let out = run(&["subscribe-token", "alice", "--config", cfg]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("subscribe_token_secret is not set"));
+}
+
+#[test]
+fn subscribe_token_takes_a_plain_number_of_seconds_as_config_durations_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "another long secret of the host application";
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("axion_push:\n  subscribe_token_secret: {secret}\n"),
+    )
+    .unwrap();
+    let before = axion_push::report::now_ms() / 1000;
+    let out = run(&[
+        "subscribe-token",
+        "alice",
+        "--valid",
+        "15",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    let expires: u64 = token.split('.').next().unwrap().parse().unwrap();
+    let after = axion_push::report::now_ms() / 1000;
+    assert!(
+        (before + 15..=after + 15).contains(&expires),
+        "15 seconds: {expires} not in {}..={}",
+        before + 15,
+        after + 15
+    );
+}
+
+#[test]
+fn subscribe_token_without_a_secret_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "axion_push: {}\n").unwrap();
+    let out = run(&[
+        "subscribe-token",
+        "alice",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("openssl rand -base64 32"), "{err}");
+    assert!(
+        err.contains(config.to_str().unwrap()),
+        "names the file to edit: {err}"
+    );
 }
 
 /// Under systemd, stderr is the journal (`JOURNAL_STREAM` names it): `serve`

@@ -32,6 +32,12 @@
 // whose `message` says it in words a person understands.
 
 const RESULT_TIMEOUT_MS = 15000;
+/**
+ * How long the browser's push service may take to hand out a subscription.
+ * Chromium waits without end when it cannot reach its push service (Google's
+ * FCM, blocked by a firewall say); Firefox gives up within seconds.
+ */
+const PUSH_SERVICE_TIMEOUT_MS = 20000;
 /** How long to wait for a package's own VAPID key once the shared one came. */
 const PACKAGE_KEY_GRACE_MS = 300;
 const DELIVERED_PREFIX = 'axion-push:delivered:';
@@ -130,6 +136,8 @@ export class AxionPush {
    * @param {string|Function} [options.token] a subscribe token, when the daemon requires one
    * @param {string} [options.module] recorded with the subscription
    * @param {number} [options.timeout=15000] ms to wait for the daemon's answer
+   * @param {number} [options.pushServiceTimeout=20000] ms to wait for the
+   *   browser's push service to hand out a subscription
    * @param {Function} [options.onchange] called with status() after the
    *   browser replaced the subscription and it was handed over again
    */
@@ -140,7 +148,12 @@ export class AxionPush {
     if (typeof options.user !== 'string' || !options.user) {
       throw new TypeError('AxionPush needs a user');
     }
-    this.options = { serviceWorker: '/service-worker.js', timeout: RESULT_TIMEOUT_MS, ...options };
+    this.options = {
+      serviceWorker: '/service-worker.js',
+      timeout: RESULT_TIMEOUT_MS,
+      pushServiceTimeout: PUSH_SERVICE_TIMEOUT_MS,
+      ...options,
+    };
     if (typeof navigator !== 'undefined' && navigator.serviceWorker) {
       navigator.serviceWorker.addEventListener('message', (event) => this.#onWorkerMessage(event));
     }
@@ -199,10 +212,12 @@ export class AxionPush {
     }
     if (!subscription) {
       try {
-        subscription = await registration.pushManager.subscribe({
-          userVisibleOnly: true,
-          applicationServerKey: base64urlToBytes(key),
-        });
+        subscription = await this.#withinPushServiceTimeout(
+          registration.pushManager.subscribe({
+            userVisibleOnly: true,
+            applicationServerKey: base64urlToBytes(key),
+          }),
+        );
       } catch (error) {
         throw this.#subscribeError(error);
       }
@@ -304,7 +319,31 @@ export class AxionPush {
     return !current || bytesToBase64url(current) === key;
   }
 
+  /**
+   * `subscribing`, or an AxionPushError once the push service has kept the
+   * browser waiting too long. A subscription that arrives later stays in
+   * the browser; the next subscribe() or resync() hands it over.
+   */
+  #withinPushServiceTimeout(subscribing) {
+    const ms = this.options.pushServiceTimeout;
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new AxionPushError(
+              'push-service-unreachable',
+              `The browser’s push service did not answer within ${Math.round(ms / 1000)} s, so this browser cannot subscribe. The network may block it (a firewall or proxy) or be down; try again later or on another network.`,
+            ),
+          ),
+        ms,
+      );
+    });
+    return Promise.race([subscribing, timeout]).finally(() => clearTimeout(timer));
+  }
+
   #subscribeError(error) {
+    if (error instanceof AxionPushError) return error;
     if (error && error.name === 'NotAllowedError') {
       return new AxionPushError(
         'permission-denied',

@@ -23,6 +23,44 @@ fn connect(config: &Config, purpose: &str) -> Result<(AsyncClient, rumqttc::Even
     Ok((client, eventloop, format!("{host}:{port}")))
 }
 
+/// Why the broker could not be reached, and what to check: the external
+/// broker `mqtt.url` names, or `serve` for the embedded one. The cause is
+/// said once (rumqttc's errors repeat their source in their own text).
+fn unreachable(config: &Config, broker: &str, error: &rumqttc::ConnectionError) -> anyhow::Error {
+    let cause = causes(error);
+    let file = config.source.as_ref().map_or_else(
+        || "the built-in defaults".to_owned(),
+        |f| f.display().to_string(),
+    );
+    match &config.settings.mqtt.url {
+        Some(url) => anyhow::anyhow!(
+            "cannot reach the MQTT broker at {url} (axion_push.mqtt.url in {file}): {cause}. \
+             Is that broker running, and reachable from here?"
+        ),
+        None => anyhow::anyhow!(
+            "cannot reach the MQTT broker at {broker} (axion-push's embedded broker, \
+             axion_push.broker.listen in {file}): {cause}. Is `axion-push serve` running with this config?"
+        ),
+    }
+}
+
+/// An error and its sources in one line, leaving out a level whose text
+/// only repeats the next one's behind a prefix ("I/O: Connection refused"
+/// before "Connection refused").
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut texts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(next) = source {
+        let text = next.to_string();
+        if texts.last().is_some_and(|outer| outer.contains(&text)) {
+            texts.pop();
+        }
+        texts.push(text);
+        source = next.source();
+    }
+    texts.join(": ")
+}
+
 /// Publishes `payload` on `command_topic` and waits for the report with
 /// `id` on `result_topic`.
 pub(super) async fn request(
@@ -37,9 +75,10 @@ pub(super) async fn request(
     let mut payload = Some(payload);
     let wait = async {
         loop {
-            let event = eventloop.poll().await.with_context(|| {
-                format!("cannot reach the MQTT broker at {broker}: is `axion-push serve` running?")
-            })?;
+            let event = eventloop
+                .poll()
+                .await
+                .map_err(|e| unreachable(config, &broker, &e))?;
             match event {
                 Event::Incoming(Incoming::ConnAck(_)) => {
                     client.try_subscribe(result_topic, QoS::AtLeastOnce)?;
@@ -142,9 +181,7 @@ pub(super) async fn daemon_status(
                 },
                 None => eventloop.poll().await,
             };
-            let event = event.with_context(|| {
-                format!("cannot reach the MQTT broker at {broker}: is `axion-push serve` running?")
-            })?;
+            let event = event.map_err(|e| unreachable(config, &broker, &e))?;
             match event {
                 Event::Incoming(Incoming::ConnAck(_)) => {
                     client.try_subscribe(topic, QoS::AtLeastOnce)?;

@@ -2,6 +2,7 @@
 //! over library calls; exit codes: 0 success, 1 failure, 2 usage.
 
 mod client;
+mod test_push;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,12 +11,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, VapidPrivateKey, locate};
+use crate::broker::BrokerError;
+use crate::config::{
+    Config, ConfigError, DEFAULT_CONFIG_FILE, LOCAL_CONFIG_FILE, VapidPrivateKey, locate,
+};
 use crate::daemon::Daemon;
-use crate::model::{Package, Target, User};
-use crate::report::ResultReport;
+use crate::model::{Package, User};
 use crate::store::Store;
-use crate::topics::{Topics, Verb};
+use crate::topics::Topics;
 
 /// The embedded broker's log filter (see `init_logging`).
 pub const QUIET_BROKER: &str =
@@ -97,9 +100,9 @@ enum Action {
         user: String,
         #[arg(long, default_value = DEFAULT_PACKAGE)]
         package: String,
-        /// How long it stays valid, e.g. 15m, 24h
-        #[arg(long, default_value = "24h")]
-        valid: humantime::Duration,
+        /// How long it stays valid: 15m, 24h, or a number of seconds
+        #[arg(long, default_value = "24h", value_parser = crate::config::parse_duration)]
+        valid: Duration,
     },
     /// Check the config and report every problem with its key path
     CheckConfig,
@@ -135,10 +138,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.verb {
         Action::Serve => {
             init_daemon_logging(&config.settings.log.level);
-            if config.source.is_none() {
-                tracing::info!("no config file found: running on the built-in defaults");
+            match &config.source {
+                Some(file) => tracing::info!(file = %file.display(), "config read"),
+                None => tracing::info!("no config file found: running on the built-in defaults"),
             }
-            serve(config).await
+            for warning in &config.warnings {
+                tracing::warn!(key = warning.path, "config: {}", warning.message);
+            }
+            let (_, asked_for) = locate(config_path);
+            serve(config, asked_for).await
         }
         Action::TestPush {
             user,
@@ -149,7 +157,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             timeout,
         } => {
             init_logging("warn");
-            test_push(&config, &user, &title, &body, &package, &url, timeout).await
+            test_push::run(&config, &user, &title, &body, &package, &url, timeout).await
         }
         Action::Subscriptions {
             user,
@@ -179,7 +187,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             user,
             package,
             valid,
-        } => subscribe_token(&config, &user, &package, valid.into()),
+        } => subscribe_token(&config, &user, &package, valid),
         Action::CheckConfig | Action::GenerateVapid { .. } => unreachable!("handled above"),
     }
 }
@@ -193,8 +201,14 @@ fn subscribe_token(
     valid: std::time::Duration,
 ) -> Result<ExitCode> {
     let Some(secret) = &config.settings.subscribe_token_secret else {
+        let file = config
+            .source
+            .as_ref()
+            .map_or_else(|| LOCAL_CONFIG_FILE.to_owned(), |f| f.display().to_string());
         anyhow::bail!(
-            "axion_push.subscribe_token_secret is not set: this daemon accepts subscribes without tokens"
+            "axion_push.subscribe_token_secret is not set: this daemon accepts subscribes without tokens. \
+             To require them, set it in {file} to a secret of at least 32 characters, \
+             e.g. the output of `openssl rand -base64 32`, and restart the daemon"
         );
     };
     let user = crate::model::User::parse(user)?;
@@ -278,8 +292,14 @@ fn journal_is_stderr() -> bool {
     false
 }
 
-async fn serve(config: Config) -> Result<ExitCode> {
-    let daemon = Daemon::start(config).await?;
+/// `asked_for`: the config file was named (`--config`, the environment or
+/// `config.local.yaml`) rather than found as `./config.yaml`.
+async fn serve(config: Config, asked_for: bool) -> Result<ExitCode> {
+    let source = config.source.clone();
+    let daemon = match Daemon::start(config).await {
+        Ok(daemon) => daemon,
+        Err(e) => return Err(with_local_settings_hint(e, source.as_deref(), asked_for)),
+    };
     let monitor = daemon.monitor();
     crate::systemd::ready(&monitor.status_line());
     let stop_supervising = tokio_util::sync::CancellationToken::new();
@@ -290,6 +310,35 @@ async fn serve(config: Config) -> Result<ExitCode> {
     let _ = supervisor.await;
     daemon.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A taken port on a developer's machine (a Mosquitto already on 1883)
+/// calls for a setting of that machine, which belongs in a file of its own:
+/// the checkout's `config.yaml` documents the defaults.
+fn with_local_settings_hint(
+    error: anyhow::Error,
+    source: Option<&std::path::Path>,
+    asked_for: bool,
+) -> anyhow::Error {
+    let Some(addr) = error.chain().find_map(|cause| match cause.downcast_ref() {
+        Some(BrokerError::AddressInUse { addr, .. }) => Some(*addr),
+        _ => None,
+    }) else {
+        return error;
+    };
+    let free = std::net::SocketAddr::new(addr.ip(), addr.port().wrapping_add(1));
+    let hint = match source {
+        Some(file) if asked_for => format!("Change it in {}.", file.display()),
+        Some(_) => format!(
+            "Keep {DEFAULT_CONFIG_FILE} as shipped and put this machine's settings in \
+             {LOCAL_CONFIG_FILE}, which is read instead of it when present (and ignored by git):\n  \
+             sed 's/{addr}/{free}/' {DEFAULT_CONFIG_FILE} > {LOCAL_CONFIG_FILE}"
+        ),
+        None => format!(
+            "Put this machine's settings in {LOCAL_CONFIG_FILE} (read when present, ignored by git)."
+        ),
+    };
+    anyhow::anyhow!("{error:#}. {hint}")
 }
 
 async fn wait_for_signal() -> Result<()> {
@@ -310,17 +359,26 @@ async fn wait_for_signal() -> Result<()> {
 }
 
 fn check_config(path: Option<&std::path::Path>) -> ExitCode {
+    use crate::config::Problem;
     let (file, _) = locate(path);
-    let report = |problems: &[crate::config::Problem]| {
+    let warn = |warnings: &[Problem]| {
+        for w in warnings {
+            eprintln!("  warning: {w}");
+        }
+    };
+    let report = |problems: &[Problem], warnings: &[Problem]| {
         eprintln!("{}: {} problem(s)", file.display(), problems.len());
         for p in problems {
             eprintln!("  {p}");
         }
+        warn(warnings);
         ExitCode::FAILURE
     };
     let config = match Config::load(path) {
         Ok(config) => config,
-        Err(ConfigError::Invalid { problems, .. }) => return report(&problems),
+        Err(ConfigError::Invalid {
+            problems, warnings, ..
+        }) => return report(&problems, &warnings),
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
@@ -334,10 +392,13 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
         (None, Ok(text)) => match VapidPrivateKey::decode(&text) {
             Ok(key) => Some(key),
             Err(e) => {
-                return report(&[crate::config::Problem {
-                    path: "axion_push.vapid_key_file".into(),
-                    message: format!("{} {e}", key_file.display()),
-                }]);
+                return report(
+                    &[Problem {
+                        path: "axion_push.vapid_key_file".into(),
+                        message: format!("{} {e}", key_file.display()),
+                    }],
+                    &config.warnings,
+                );
             }
         },
         (None, Err(_)) => Some(VapidPrivateKey::generate()),
@@ -349,6 +410,10 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
                 |p| p.display().to_string(),
             );
             println!("{source}: OK");
+            if !config.warnings.is_empty() {
+                eprintln!("{source}: {} warning(s)", config.warnings.len());
+                warn(&config.warnings);
+            }
             if config.push.private_key.is_none() && !key_file.exists() {
                 println!(
                     "  a VAPID key will be generated at first start in {}",
@@ -365,7 +430,9 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(ConfigError::Invalid { problems, .. }) => report(&problems),
+        Err(ConfigError::Invalid {
+            problems, warnings, ..
+        }) => report(&problems, &warnings),
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
@@ -382,52 +449,6 @@ fn generate_vapid(email: &str) -> Result<ExitCode> {
     println!("    vapid_private_key: {}", key.to_raw_base64url());
     println!("    vapid_public_key: {}", key.public_key());
     println!("    vapid_email: {email}");
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn test_push(
-    config: &Config,
-    user: &str,
-    title: &str,
-    body: &str,
-    package: &str,
-    url: &str,
-    timeout: u64,
-) -> Result<ExitCode> {
-    let package = Package::parse(package).context("--package")?;
-    let target = Target::parse(user).context("USER")?;
-    let id = crate::command::new_id();
-    let command = serde_json::json!({"id": id, "title": title, "body": body, "url": url});
-    let topics = Topics::new(config.settings.mqtt.topic_prefix.clone());
-    let report: ResultReport = client::request(
-        config,
-        &topics.command(&package, &target, Verb::Send),
-        &topics.result(&package, &target),
-        &id,
-        serde_json::to_vec(&command)?,
-        Duration::from_secs(timeout),
-    )
-    .await?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    if !report.ok {
-        bail!(
-            "the daemon refused the notification: {}",
-            report.error.unwrap_or_default()
-        );
-    }
-    if report.subscriptions == 0 {
-        eprintln!(
-            "{target} has no active subscription in package {package}: nothing was pushed (subscribe a browser first)"
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    if report.failed > 0 || report.delivered == 0 {
-        eprintln!(
-            "{} of {} pushes failed",
-            report.failed, report.subscriptions
-        );
-        return Ok(ExitCode::FAILURE);
-    }
     Ok(ExitCode::SUCCESS)
 }
 

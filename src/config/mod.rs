@@ -10,6 +10,7 @@
 
 mod reader;
 mod vapid;
+mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,13 +22,19 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::model::Package;
-use reader::Section;
+use reader::{Findings, Section, Unknown};
 pub use vapid::{VapidPrivateKey, normalize_subject};
+pub use yaml::SyntaxError;
 
 /// The environment variable naming the config file when `--config` is absent.
 pub const CONFIG_ENV: &str = "AXION_PUSH_CONFIG";
-/// The file used when neither `--config` nor `$AXION_PUSH_CONFIG` names one.
+/// The file used when neither `--config` nor `$AXION_PUSH_CONFIG` names one
+/// and there is no [`LOCAL_CONFIG_FILE`].
 pub const DEFAULT_CONFIG_FILE: &str = "config.yaml";
+/// Read instead of [`DEFAULT_CONFIG_FILE`] when it exists: this machine's
+/// settings (a broker port that is free here, say), git-ignored, so that a
+/// checkout's `config.yaml` stays the documented defaults.
+pub const LOCAL_CONFIG_FILE: &str = "config.local.yaml";
 
 /// One thing wrong with the config, at one key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,13 +65,41 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid YAML: {message}")]
-    Yaml { path: String, message: String },
-    #[error("config {origin} has {} problem(s):\n{}", problems.len(), list(problems))]
+    #[error("{}", yaml_error(path, error))]
+    Yaml {
+        path: String,
+        error: yaml::SyntaxError,
+    },
+    #[error("config {origin} has {} problem(s):\n{}{}", problems.len(), list(problems), warning_list(warnings))]
     Invalid {
         origin: String,
         problems: Vec<Problem>,
+        /// Found alongside; a misspelt key often explains a problem (a
+        /// `vapid_emial` beside a missing `vapid_email`).
+        warnings: Vec<Problem>,
     },
+}
+
+fn warning_list(warnings: &[Problem]) -> String {
+    warnings
+        .iter()
+        .map(|w| format!("\n  warning: {w}"))
+        .collect()
+}
+
+fn yaml_error(path: &str, error: &yaml::SyntaxError) -> String {
+    let mut text = format!("{path} is not valid YAML");
+    if error.line > 0 {
+        text.push_str(&format!(", line {}", error.line));
+    }
+    if error.column > 0 {
+        text.push_str(&format!(", column {}", error.column));
+    }
+    text.push_str(&format!(": {}", error.message));
+    if let Some(excerpt) = &error.excerpt {
+        text.push_str(&format!("\n  {:>4} | {excerpt}", error.line));
+    }
+    text
 }
 
 fn list(problems: &[Problem]) -> String {
@@ -411,18 +446,37 @@ pub struct Config {
     pub packages: BTreeMap<Package, PushKeys>,
     /// `axion_push`.
     pub settings: Settings,
+    /// What is not wrong enough to stop the daemon but likely a mistake: a
+    /// key axion-push does not read in `base.push` or `{package}.push`, a
+    /// top-level section spelt like `axion_push` but not quite.
+    pub warnings: Vec<Problem>,
 }
 
 /// Where the config comes from: `--config`, then `$AXION_PUSH_CONFIG`, then
-/// `./config.yaml`. Only the last may be absent (the built-in defaults apply).
+/// `./config.local.yaml` if it exists, then `./config.yaml`. Only the last
+/// may be absent (the built-in defaults apply); the flag is whether the file
+/// must exist.
 pub fn locate(explicit: Option<&Path>) -> (PathBuf, bool) {
+    locate_in(Path::new(""), explicit, std::env::var_os(CONFIG_ENV))
+}
+
+fn locate_in(
+    dir: &Path,
+    explicit: Option<&Path>,
+    env: Option<std::ffi::OsString>,
+) -> (PathBuf, bool) {
     if let Some(path) = explicit {
         return (path.to_owned(), true);
     }
-    if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+    if let Some(path) = env.filter(|p| !p.is_empty()) {
         return (PathBuf::from(path), true);
     }
-    (PathBuf::from(DEFAULT_CONFIG_FILE), false)
+    let local = dir.join(LOCAL_CONFIG_FILE);
+    // Present at all, even as a broken link: reading it then says why not.
+    if std::fs::symlink_metadata(&local).is_ok() {
+        return (local, true);
+    }
+    (dir.join(DEFAULT_CONFIG_FILE), false)
 }
 
 impl Config {
@@ -448,19 +502,21 @@ impl Config {
         let root: serde_json::Value = if text.trim().is_empty() {
             serde_json::Value::Null
         } else {
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+            yaml::parse(text).map_err(|error| ConfigError::Yaml {
                 path: origin.to_owned(),
-                message: e.to_string(),
+                error,
             })?
         };
-        let mut problems = Vec::new();
-        let config = read_root(&root, &mut problems);
-        if problems.is_empty() {
+        let mut findings = Findings::default();
+        let mut config = read_root(&root, &mut findings);
+        if findings.problems.is_empty() {
+            config.warnings = findings.warnings;
             Ok(config)
         } else {
             Err(ConfigError::Invalid {
                 origin: origin.to_owned(),
-                problems,
+                problems: findings.problems,
+                warnings: findings.warnings,
             })
         }
     }
@@ -488,6 +544,7 @@ impl Config {
             _ => Err(ConfigError::Invalid {
                 origin: self.origin(),
                 problems,
+                warnings: self.warnings.clone(),
             }),
         }
     }
@@ -563,9 +620,21 @@ enum DurationText {
 fn duration(raw: DurationText) -> Result<Duration, String> {
     match raw {
         DurationText::Seconds(s) => Ok(Duration::from_secs(s)),
-        DurationText::Text(t) => humantime::parse_duration(t.trim())
-            .map_err(|e| format!("'{t}' is not a duration like 10s or 500ms ({e})")),
+        DurationText::Text(t) => parse_duration(&t),
     }
+}
+
+/// Reads a duration the way config values are written — `10s`, `1500ms`,
+/// `2m`, `1h 30m`, or a bare number of seconds — so the command line takes
+/// the same forms as the file.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        format!("'{text}' is not a duration like 15m, 10s or 500ms, or a number of seconds ({e})")
+    })
 }
 
 fn positive(n: usize) -> Result<usize, String> {
@@ -590,45 +659,50 @@ fn read_push_keys(section: &mut Section<'_, '_>) -> PushKeys {
     keys
 }
 
-fn read_root(root: &serde_json::Value, problems: &mut Vec<Problem>) -> Config {
+fn read_root(root: &serde_json::Value, findings: &mut Findings) -> Config {
     let mut config = Config::default();
-    let mut top = Section::new("", Some(root), false, problems);
     {
-        let mut base = top.section("base");
-        let mut push = base.section("push");
-        config.push = read_push_keys(&mut push);
-    }
-    {
-        let mut own = top.section("axion_push");
-        own.strict_mode();
-        read_settings(&mut own, &mut config.settings);
-        own.finish();
+        let mut top = Section::new("", Some(root), Unknown::Ignore, findings);
+        {
+            let mut base = top.section("base");
+            let mut push = base.section_as("push", Unknown::Warn);
+            config.push = read_push_keys(&mut push);
+            push.finish();
+        }
+        {
+            let mut own = top.section_as("axion_push", Unknown::Refuse);
+            read_settings(&mut own, &mut config.settings);
+            own.finish();
+        }
     }
     if let serde_json::Value::Object(map) = root {
         for (name, value) in map {
             if name == "base" || name == "axion_push" {
                 continue;
             }
+            if reader::closest(name, &["axion_push"]).is_some() {
+                findings.warnings.push(Problem::new(
+                    name.clone(),
+                    "is not read: the daemon's own section is `axion_push` (an underscore, all lower case); \
+                     its settings here are ignored until it is renamed",
+                ));
+                continue;
+            }
             let Some(push) = value.get("push") else {
                 continue;
             };
-            let mut package_problems = Vec::new();
-            let keys = {
-                let mut section = Section::new(
-                    format!("{name}.push"),
-                    Some(push),
-                    false,
-                    &mut package_problems,
-                );
-                read_push_keys(&mut section)
-            };
+            let mut section =
+                Section::new(format!("{name}.push"), Some(push), Unknown::Warn, findings);
+            let keys = read_push_keys(&mut section);
+            section.finish();
             match Package::parse(name) {
                 Ok(package) => {
                     config.packages.insert(package, keys);
                 }
-                Err(e) => package_problems.push(Problem::new(name.clone(), e.to_string())),
+                Err(e) => findings
+                    .problems
+                    .push(Problem::new(name.clone(), e.to_string())),
             }
-            top.extend(package_problems);
         }
     }
     config
@@ -903,6 +977,7 @@ mod tests {
             "keys are generated on first run"
         );
         assert_eq!(c.push.email.as_deref(), Some("mailto:admin@example.com"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]
@@ -952,6 +1027,118 @@ mod tests {
         )
         .unwrap();
         assert!(c.packages.is_empty());
+        let warned: Vec<_> = c.warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(warned, ["base.push.enabled"], "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn a_misspelt_push_key_is_a_warning_naming_the_key_it_resembles() {
+        let c = Config::from_yaml(
+            "base:\n  push: {vapid_emial: 'mailto:a@example.com'}\ncrm:\n  push: {vapid_pubic_key: x}\n",
+            "test",
+        )
+        .unwrap();
+        let [base, crm] = &c.warnings[..] else {
+            panic!("two warnings expected: {:?}", c.warnings)
+        };
+        assert_eq!(base.path, "base.push.vapid_emial");
+        assert!(
+            base.message.contains("did you mean `vapid_email`?"),
+            "{base}"
+        );
+        assert_eq!(crm.path, "crm.push.vapid_pubic_key");
+        assert!(
+            crm.message.contains("did you mean `vapid_public_key`?"),
+            "{crm}"
+        );
+    }
+
+    #[test]
+    fn a_top_level_section_spelt_almost_like_axion_push_is_a_warning() {
+        for name in ["axion-push", "Axion_Push", "axionpush", "axion_psuh"] {
+            let c = Config::from_yaml(
+                &format!("{name}:\n  broker: {{listen: '127.0.0.1:1884'}}\n"),
+                "test",
+            )
+            .unwrap();
+            let paths: Vec<_> = c.warnings.iter().map(|w| w.path.as_str()).collect();
+            assert_eq!(paths, [name], "{name}");
+            assert!(c.warnings[0].message.contains("`axion_push`"));
+            assert_eq!(
+                c.settings.broker.listen,
+                Settings::default().broker.listen,
+                "its settings are not read"
+            );
+        }
+        let c = Config::from_yaml("axion:\n  title: x\npush: {}\n", "test").unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn an_unknown_key_of_our_own_names_the_key_it_resembles() {
+        let p = problems("axion_push:\n  broker: {lisen: '127.0.0.1:1884'}\n");
+        assert_eq!(p[0].path, "axion_push.broker.lisen");
+        assert!(
+            p[0].message.contains("did you mean `listen`?"),
+            "{}",
+            p[0].message
+        );
+    }
+
+    #[test]
+    fn a_yaml_error_names_the_file_and_line_in_our_words() {
+        let err = Config::from_yaml(
+            "axion_push:\n  broker: {}\naxion_push:\n  broker:\n    websocket_listen: 127.0.0.1:8083\n",
+            "config.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("config.yaml is not valid YAML, line 3: `axion_push` is written a second time (first on line 1)"),
+            "{err}"
+        );
+        assert!(err.ends_with("\n     3 | axion_push:"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_read_with_or_without_a_unit() {
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration(" 1500ms "), Ok(Duration::from_millis(1500)));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("number of seconds")
+        );
+        let c =
+            Config::from_yaml("axion_push:\n  delivery: {request_timeout: '7'}\n", "t").unwrap();
+        assert_eq!(c.settings.delivery.request_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn a_local_config_file_is_read_instead_of_config_yaml() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = dir.path().join(DEFAULT_CONFIG_FILE);
+        std::fs::write(&shipped, "").unwrap();
+        assert_eq!(locate_in(dir.path(), None, None), (shipped, false));
+        let local = dir.path().join(LOCAL_CONFIG_FILE);
+        std::fs::write(&local, "").unwrap();
+        assert_eq!(locate_in(dir.path(), None, None), (local, true));
+    }
+
+    #[test]
+    fn a_file_named_by_flag_or_environment_wins_over_the_local_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOCAL_CONFIG_FILE), "").unwrap();
+        let flag = Path::new("/etc/axion-push/config.yaml");
+        assert_eq!(
+            locate_in(dir.path(), Some(flag), Some("/elsewhere.yaml".into())),
+            (flag.to_owned(), true)
+        );
+        assert_eq!(
+            locate_in(dir.path(), None, Some("/elsewhere.yaml".into())),
+            (PathBuf::from("/elsewhere.yaml"), true)
+        );
     }
 
     #[test]

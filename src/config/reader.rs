@@ -10,29 +10,47 @@ use serde_json::{Map, Value};
 
 use super::Problem;
 
+/// What reading the file found: problems stop the daemon, warnings do not
+/// (a key it does not read in a section it shares with the rest of Axion).
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    pub(crate) problems: Vec<Problem>,
+    pub(crate) warnings: Vec<Problem>,
+}
+
+/// What a section does with a key nobody asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unknown {
+    /// The file's top level and Axion's own sections: none of our business.
+    Ignore,
+    /// The daemon's own section: a problem, so a typo cannot go unnoticed.
+    Refuse,
+    /// A section shared with the rest of Axion (`base.push`): a warning,
+    /// since Axion may keep keys of its own there.
+    Warn,
+}
+
 pub(crate) struct Section<'v, 'p> {
     path: String,
     map: Option<&'v Map<String, Value>>,
     known: Vec<&'static str>,
-    /// Sections owned by someone else (Axion's `base.push`) tolerate keys
-    /// they do not know.
-    strict: bool,
-    problems: &'p mut Vec<Problem>,
+    unknown: Unknown,
+    findings: &'p mut Findings,
 }
 
 impl<'v, 'p> Section<'v, 'p> {
     pub(crate) fn new(
         path: impl Into<String>,
         value: Option<&'v Value>,
-        strict: bool,
-        problems: &'p mut Vec<Problem>,
+        unknown: Unknown,
+        findings: &'p mut Findings,
     ) -> Self {
         let path = path.into();
         let map = match value {
             None | Some(Value::Null) => None,
             Some(Value::Object(map)) => Some(map),
             Some(other) => {
-                problems.push(Problem::new(
+                findings.problems.push(Problem::new(
                     &path,
                     format!("must be a mapping, not {}", kind_of(other)),
                 ));
@@ -43,8 +61,8 @@ impl<'v, 'p> Section<'v, 'p> {
             path,
             map,
             known: Vec::new(),
-            strict,
-            problems,
+            unknown,
+            findings,
         }
     }
 
@@ -86,7 +104,8 @@ impl<'v, 'p> Section<'v, 'p> {
             Err(_) if value.is_null() => return,
             Err(e) => {
                 let path = self.path_of(key);
-                self.problems
+                self.findings
+                    .problems
                     .push(Problem::new(path, clean_serde_message(&e)));
                 return;
             }
@@ -95,49 +114,118 @@ impl<'v, 'p> Section<'v, 'p> {
             Ok(v) => *slot = v,
             Err(message) => {
                 let path = self.path_of(key);
-                self.problems.push(Problem::new(path, message));
+                self.findings.problems.push(Problem::new(path, message));
             }
         }
     }
 
+    /// A section below this one, treating unknown keys the same way.
     pub(crate) fn section(&mut self, key: &'static str) -> Section<'v, '_> {
+        let unknown = self.unknown;
+        self.section_as(key, unknown)
+    }
+
+    /// A section below this one with its own treatment of unknown keys.
+    pub(crate) fn section_as(&mut self, key: &'static str, unknown: Unknown) -> Section<'v, '_> {
         let value = self.raw(key);
         let path = self.path_of(key);
-        Section::new(path, value, self.strict, self.problems)
-    }
-
-    /// Makes this section and those below it refuse unknown keys.
-    pub(crate) fn strict_mode(&mut self) {
-        self.strict = true;
-    }
-
-    pub(crate) fn extend(&mut self, problems: Vec<Problem>) {
-        self.problems.extend(problems);
+        Section::new(path, value, unknown, self.findings)
     }
 
     pub(crate) fn problem(&mut self, key: &str, message: impl Into<String>) {
         let path = self.path_of(key);
-        self.problems.push(Problem::new(path, message));
+        self.findings.problems.push(Problem::new(path, message));
     }
 
-    /// Reports keys nobody asked for (in strict sections).
+    /// Reports the keys nobody asked for, naming the known key each most
+    /// likely meant.
     pub(crate) fn finish(self) {
         let Some(map) = self.map else { return };
-        if !self.strict {
+        if self.unknown == Unknown::Ignore {
             return;
         }
+        let mut expected = self.known.clone();
+        expected.sort_unstable();
         for key in map.keys() {
-            if !self.known.contains(&key.as_str()) {
-                let mut expected = self.known.clone();
-                expected.sort_unstable();
-                let path = self.path_of(key);
-                self.problems.push(Problem::new(
+            if self.known.contains(&key.as_str()) {
+                continue;
+            }
+            let guess = closest(key, &expected)
+                .map_or_else(String::new, |known| format!("did you mean `{known}`? "));
+            let path = self.path_of(key);
+            let finding = match self.unknown {
+                Unknown::Ignore => continue,
+                Unknown::Refuse => Problem::new(
                     path,
-                    format!("unknown key (expected one of: {})", expected.join(", ")),
-                ));
+                    format!(
+                        "unknown key ({guess}expected one of: {})",
+                        expected.join(", ")
+                    ),
+                ),
+                Unknown::Warn => Problem::new(
+                    path,
+                    format!(
+                        "not read by axion-push ({guess}it reads {} here; other keys are left to the rest of Axion)",
+                        expected.join(", ")
+                    ),
+                ),
+            };
+            if self.unknown == Unknown::Refuse {
+                self.findings.problems.push(finding);
+            } else {
+                self.findings.warnings.push(finding);
             }
         }
     }
+}
+
+/// The known key `key` is most likely a misspelling of: at most two edits
+/// away (a swap of neighbours counting as one), case and `-`/`_` aside.
+pub(crate) fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let key = normalize(key);
+    known
+        .iter()
+        .map(|k| (edit_distance(&key, &normalize(k)), *k))
+        .filter(|(d, _)| *d <= 2 && 2 * d < key.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn normalize(key: &str) -> Vec<char> {
+    key.chars()
+        .map(|c| {
+            if c == '-' {
+                '_'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions
+/// and transpositions of adjacent characters (`emial` → `email` is one).
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 pub(crate) fn kind_of(value: &Value) -> &'static str {
@@ -158,5 +246,32 @@ fn clean_serde_message(e: &serde_json::Error) -> String {
     match text.find(" at line ") {
         Some(at) => text[..at].to_owned(),
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_swapped_pair_of_letters_is_one_edit() {
+        assert_eq!(
+            closest(
+                "vapid_emial",
+                &["vapid_email", "vapid_private_key", "vapid_public_key"]
+            ),
+            Some("vapid_email")
+        );
+    }
+
+    #[test]
+    fn dashes_and_case_do_not_count_as_edits() {
+        assert_eq!(closest("Axion-Push", &["axion_push"]), Some("axion_push"));
+    }
+
+    #[test]
+    fn a_key_far_from_every_known_one_has_no_guess() {
+        assert_eq!(closest("colour", &["url", "client_id", "username"]), None);
+        assert_eq!(closest("db", &["push"]), None);
     }
 }

@@ -201,6 +201,43 @@ test('a silent notification with a vibration pattern, which Chromium refuses, is
   assert.equal(n.silent, true);
 });
 
+test('a push service that never answers Chromium\'s subscribe is reported as unreachable, not waited for', async () => {
+  const stalled = await browser.newPage();
+  try {
+    // What Chromium does when its push service (FCM) is out of reach: the
+    // subscribe() promise never settles.
+    await stalled.evaluateOnNewDocument(() => {
+      PushManager.prototype.getSubscription = async () => null;
+      PushManager.prototype.subscribe = () => new Promise(() => {});
+    });
+    await stalled.goto(`${web.origin}/demo/`);
+    const outcome = await stalled.evaluate(
+      async (key, guardMs) => {
+        const { AxionPush } = await import('/axion-push.js');
+        const push = new AxionPush({
+          package: 'demo',
+          user: 'stalled',
+          vapidPublicKey: key,
+          relay: async () => {},
+          pushServiceTimeout: 500,
+        });
+        const guard = new Promise((resolve) => setTimeout(() => resolve({ code: 'still waiting' }), guardMs));
+        const subscribing = push.subscribe().then(
+          () => ({ code: 'subscribed' }),
+          (error) => ({ code: error.code, message: error.message }),
+        );
+        return Promise.race([subscribing, guard]);
+      },
+      simulated.subscription.keys.p256dh,
+      WAIT_MS / 3,
+    );
+    assert.equal(outcome.code, 'push-service-unreachable', JSON.stringify(outcome));
+    assert.match(outcome.message, /^The browser’s push service did not answer within 1 s/);
+  } finally {
+    await stalled.close();
+  }
+});
+
 test('on a page that is not served securely, the demo page says notifications need HTTPS', async () => {
   const insecure = await browser.newPage();
   try {
