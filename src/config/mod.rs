@@ -283,6 +283,11 @@ impl Default for DeliverySettings {
 pub struct EndpointSettings {
     /// `allow_hosts`: push-service hosts; `*.domain` matches any subdomain.
     pub allow_hosts: Vec<String>,
+    /// `allow_ports`: the ports an endpoint may name. Default `[443]`: push
+    /// services listen there, and any other port of an allowed host is one
+    /// of its other services. A private push service (or a test) adds its
+    /// own; `http` endpoints need 80.
+    pub allow_ports: Vec<u16>,
     /// `allow_http`: accept `http://` endpoints. Default false.
     pub allow_http: bool,
     /// `allow_private_addresses`: accept endpoints resolving to loopback,
@@ -301,6 +306,7 @@ impl Default for EndpointSettings {
             ]
             .map(String::from)
             .to_vec(),
+            allow_ports: vec![443],
             allow_http: false,
             allow_private_addresses: false,
         }
@@ -782,6 +788,13 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
             }
             Ok(hosts)
         });
+        endpoints.field_with("allow_ports", &mut e.allow_ports, |ports: Vec<u16>| {
+            if ports.is_empty() || ports.contains(&0) {
+                Err("must list at least one port, each 1 to 65535 (the default is [443])".into())
+            } else {
+                Ok(ports)
+            }
+        });
         endpoints.field("allow_http", &mut e.allow_http);
         endpoints.field("allow_private_addresses", &mut e.allow_private_addresses);
         endpoints.finish();
@@ -882,6 +895,7 @@ mod tests {
         assert_eq!(s.delivery.retry_max, d.delivery.retry_max);
         assert_eq!(s.delivery.dedup_window, d.delivery.dedup_window);
         assert_eq!(s.endpoints.allow_hosts, d.endpoints.allow_hosts);
+        assert_eq!(s.endpoints.allow_ports, d.endpoints.allow_ports);
         assert_eq!(s.endpoints.allow_http, d.endpoints.allow_http);
         assert_eq!(s.limits.max_command_bytes, d.limits.max_command_bytes);
         assert_eq!(

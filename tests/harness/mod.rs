@@ -66,6 +66,7 @@ pub fn test_config(dir: &std::path::Path, push: &PushService) -> Config {
     s.delivery.retry_initial = Duration::from_millis(100);
     s.delivery.retry_max = Duration::from_secs(1);
     s.endpoints.allow_hosts.push("127.0.0.1".into());
+    s.endpoints.allow_ports.push(push.addr.port());
     s.endpoints.allow_private_addresses = true;
     config
 }
