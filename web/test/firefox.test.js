@@ -278,6 +278,29 @@ test('a click on an action button opens the action\'s own URL', async () => {
   assert.equal((await opened).url(), actionTarget);
 });
 
+test('a click on a notification whose URL is another site opens the app\'s start page', async () => {
+  const title = `Elsewhere ${Date.now()}`;
+  const start = `${web.origin}/`;
+  const alert = settledLater(inChrome(`(${ALERT_HELPERS}).waitFor(${JSON.stringify(title)}, ${WAIT_MS}).then(() => true)`));
+  // https anywhere passes the daemon; the service worker opens its own site only.
+  const report = await daemon.command(PACKAGE, USER, 'send', { title, url: 'https://elsewhere.example/login' });
+  assert.equal(report.delivered, 1, JSON.stringify(report));
+  await alert;
+  // Whatever page the click opens, once it has a URL.
+  const before = new Set(browser.targets());
+  const opened = settledLater(
+    browser.waitForTarget((t) => t.type() === 'page' && !before.has(t) && t.url() !== 'about:blank', {
+      timeout: WAIT_MS,
+    }),
+  );
+  await clickAlert(title);
+  const tab = await opened;
+  assert.equal(tab.url(), start);
+  // Not a page of the demo: closed, so that the service worker hands later
+  // subscription changes to the demo page.
+  await (await tab.page())?.close();
+});
+
 async function subscriptions(user = USER) {
   const { stdout } = await daemon.run('subscriptions', user, '--package', PACKAGE, '--json');
   return stdout.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line));
