@@ -12,7 +12,10 @@
 // Web Push by itself (the service worker always runs).
 
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { after, before, test } from 'node:test';
 import { INSECURE_HOST, launchChromium } from './browsers.js';
@@ -328,6 +331,38 @@ test('on a page that is not served securely, the demo page says notifications ne
   }
 });
 
+test('the demo page quotes what a link puts in the command to copy, after asking', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'axion-push-quoting-'));
+  const pwned = join(dir, 'pwned');
+  const demo = await browser.newPage();
+  try {
+    const hostile = `demo;touch ${pwned};#`;
+    await demo.goto(`${web.origin}/demo/?package=${encodeURIComponent(hostile)}&user=${encodeURIComponent("o'brien $(id)")}`);
+    await demo.waitForSelector('#suggested:not([hidden])', { timeout: WAIT_MS });
+    // Nothing from the link is used before the person says so.
+    assert.equal(await demo.$eval('#package', (el) => el.value), 'demo');
+    assert.equal(await demo.$eval('#command', (el) => el.textContent), 'axion-push test-push me --package demo');
+    await demo.click('#use-suggested');
+    assert.equal(await demo.$eval('#suggested', (el) => el.hidden), true);
+    const command = await demo.$eval('#command', (el) => el.textContent);
+    // What a shell makes of the copied command, with an `axion-push` that
+    // prints its arguments: the same words, and nothing else run.
+    mkdirSync(join(dir, 'bin'));
+    writeFileSync(join(dir, 'bin', 'axion-push'), '#!/bin/sh\nprintf "%s\\n" "$@"\n', { mode: 0o755 });
+    const words = execFileSync('sh', ['-c', command], {
+      cwd: dir,
+      encoding: 'utf8',
+      env: { ...process.env, PATH: `${join(dir, 'bin')}:${process.env.PATH}` },
+    });
+    assert.deepEqual(words.split('\n').slice(0, -1), ['test-push', "o'brien $(id)", '--package', hostile], command);
+    assert.equal(existsSync(pwned), false, `the command ran what the link put in it: ${command}`);
+  } finally {
+    await demo.evaluate(() => localStorage.removeItem('axion-push-demo'));
+    await demo.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 /** axe-core's findings on `target` (a puppeteer Page) at the WCAG 2.1 AA rules. */
 async function accessibilityViolations(target) {
   const axe = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
@@ -349,12 +384,16 @@ test('the demo page has no accessibility violations, subscribed or showing a pro
       await demo.waitForFunction(() => document.querySelector('#state').dataset.state !== 'checking', {
         timeout: WAIT_MS,
       });
+      await demo.waitForSelector('#suggested:not([hidden])', { timeout: WAIT_MS });
+      assert.deepEqual(await accessibilityViolations(demo), [], `${scheme} scheme, asking about the link's settings`);
+      await demo.click('#use-suggested');
       assert.deepEqual(await accessibilityViolations(demo), [], `${scheme} scheme`);
       // A problem on show: nothing listens on the broker's port.
       await demo.click('#subscribe');
       await demo.waitForFunction(() => !document.querySelector('#problem').hidden, { timeout: WAIT_MS });
       assert.match(await demo.$eval('#problem', (el) => el.textContent), /^Could not reach the notification server/);
       assert.deepEqual(await accessibilityViolations(demo), [], `${scheme} scheme, with a problem shown`);
+      await demo.evaluate(() => localStorage.removeItem('axion-push-demo'));
     }
   } finally {
     await demo.close();
