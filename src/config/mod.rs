@@ -451,7 +451,7 @@ impl Config {
         } else {
             serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
                 path: origin.to_owned(),
-                message: e.to_string(),
+                message: yaml_message(&e.to_string()),
             })?
         };
         let mut problems = Vec::new();
@@ -577,12 +577,51 @@ fn positive(n: usize) -> Result<usize, String> {
     }
 }
 
+/// The YAML parser's message without the excerpt of the file it appends:
+/// the excerpt's lines may hold a password or a key. The line and column
+/// stay.
+fn yaml_message(message: &str) -> String {
+    let first = message.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    format!("{first} (the line is not shown: it may hold a secret)")
+}
+
+/// `url` with any user name and password in it replaced by `***`, for
+/// messages about a URL that may carry credentials. It works on text that
+/// is not a valid URL too (that is when it is shown): everything between
+/// the scheme's `://` (or the start) and the last `@` goes.
+fn masked_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url[start..].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// A secret's text. The value itself is never repeated in a problem
+/// (serde's own message would quote a number or a string); a password YAML
+/// read as a number must be quoted, since `0123` would silently lose its 0.
+fn secret_text(raw: serde_json::Value) -> Result<Option<String>, String> {
+    match raw {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(text) => Ok(Some(text)),
+        other => Err(format!(
+            "must be a string, not {} (quote it; the value is not repeated here)",
+            reader::kind_of(&other)
+        )),
+    }
+}
+
 fn read_push_keys(section: &mut Section<'_, '_>) -> PushKeys {
     let mut keys = PushKeys::default();
     section.field_with(
         "vapid_private_key",
         &mut keys.private_key,
-        |raw: Option<Secret>| raw.map(|s| VapidPrivateKey::decode(s.expose())).transpose(),
+        |raw: serde_json::Value| {
+            secret_text(raw)?
+                .map(|text| VapidPrivateKey::decode(&text))
+                .transpose()
+        },
     );
     section.field("vapid_public_key", &mut keys.public_key);
     section.field_with("vapid_email", &mut keys.email, |raw: Option<String>| {
@@ -641,8 +680,14 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         let m = &mut s.mqtt;
         mqtt.field_with("url", &mut m.url, |raw: Option<String>| {
             raw.map(|u| {
-                let url = Url::parse(&u).map_err(|e| format!("'{u}' is not a URL ({e})"))?;
+                let url = Url::parse(&u)
+                    .map_err(|e| format!("'{}' is not a URL ({e})", masked_url(&u)))?;
                 match url.scheme() {
+                    "mqtt" | "tcp" | "mqtts" | "ssl"
+                        if url.host_str().is_none_or(str::is_empty) =>
+                    {
+                        Err(format!("'{}' has no host", masked_url(&u)))
+                    }
                     "mqtt" | "tcp" | "mqtts" | "ssl" => Ok(url),
                     other => Err(format!(
                         "scheme '{other}' is not supported (use mqtt:// or mqtts://)"
@@ -659,7 +704,9 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
             }
         });
         mqtt.field("username", &mut m.username);
-        mqtt.field("password", &mut m.password);
+        mqtt.field_with("password", &mut m.password, |raw: serde_json::Value| {
+            Ok(secret_text(raw)?.map(Secret::new))
+        });
         mqtt.field_with(
             "shared_group",
             &mut m.shared_group,
@@ -687,14 +734,28 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         broker.field("listen", &mut b.listen);
         broker.field("websocket_listen", &mut b.websocket_listen);
         broker.field_with("max_payload_bytes", &mut b.max_payload_bytes, positive);
-        broker.field_with("users", &mut b.users, |users: BTreeMap<String, String>| {
+        broker.field_with("users", &mut b.users, |raw: serde_json::Value| {
+            let users = match raw {
+                serde_json::Value::Null => return Ok(BTreeMap::new()),
+                serde_json::Value::Object(users) => users,
+                other => {
+                    return Err(format!(
+                        "must be a mapping of user name: password, not {} (the value is not repeated here)",
+                        reader::kind_of(&other)
+                    ));
+                }
+            };
             if users.keys().any(String::is_empty) {
                 return Err("a user name is empty".into());
             }
-            Ok(users
+            users
                 .into_iter()
-                .map(|(u, p)| (u, Secret::new(p)))
-                .collect())
+                .map(|(user, password)| match secret_text(password) {
+                    Ok(Some(password)) => Ok((user, Secret::new(password))),
+                    Ok(None) => Err(format!("the password of {user} is missing")),
+                    Err(e) => Err(format!("the password of {user} {e}")),
+                })
+                .collect()
         });
         if !b.users.is_empty() && s.mqtt.url.is_none() && s.mqtt.username.is_none() {
             broker.problem(
@@ -714,7 +775,10 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
                 "mysql" | "mariadb" | "postgres" | "postgresql" => Err(format!(
                     "the {scheme} backend is not available in this build yet; use sqlite://PATH"
                 )),
-                _ => Err(format!("'{url}' is not a database URL (sqlite://PATH)")),
+                _ => Err(format!(
+                    "'{}' is not a database URL (sqlite://PATH)",
+                    masked_url(&url)
+                )),
             }
         });
         db.field_with("busy_timeout", &mut d.busy_timeout, duration);
@@ -731,7 +795,7 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
     own.field_with(
         "subscribe_token_secret",
         &mut s.subscribe_token_secret,
-        |secret: Option<String>| match secret {
+        |raw: serde_json::Value| match secret_text(raw)? {
             Some(secret) if secret.chars().count() < MIN_TOKEN_SECRET => Err(format!(
                 "must be at least {MIN_TOKEN_SECRET} characters (e.g. `openssl rand -base64 32`)"
             )),
