@@ -84,3 +84,22 @@ fn config_errors_never_repeat_a_password_or_key() {
         );
     }
 }
+
+/// The database holds endpoints (capabilities) and browsers' auth secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_database_and_its_journal_are_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = harness::Harness::start().await;
+    // A write, so that the write-ahead log holds something.
+    h.subscribe("crm", "alice", &h.browser("b")).await;
+    for name in ["axion-push.db", "axion-push.db-wal", "axion-push.db-shm"] {
+        let path = h.path(name);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{name} is {mode:o}");
+    }
+    h.stop().await;
+}
