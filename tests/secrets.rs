@@ -2,8 +2,14 @@
 //! named in a warning, and no config error repeats one.
 
 mod harness;
+#[path = "harness/process.rs"]
+mod process;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use axion_push::config::Config;
+use process::{Serve, write_config};
 
 /// The problems `yaml` has, as `check-config` would print them.
 fn config_error(yaml: &str) -> String {
@@ -88,7 +94,6 @@ fn config_errors_never_repeat_a_password_or_key() {
 /// The database holds endpoints (capabilities) and browsers' auth secrets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_database_and_its_journal_are_readable_by_the_owner_only() {
-    use std::os::unix::fs::PermissionsExt;
     let h = harness::Harness::start().await;
     // A write, so that the write-ahead log holds something.
     h.subscribe("crm", "alice", &h.browser("b")).await;
@@ -102,4 +107,100 @@ async fn a_new_database_and_its_journal_are_readable_by_the_owner_only() {
         assert_eq!(mode, 0o600, "{name} is {mode:o}");
     }
     h.stop().await;
+}
+
+/// Lets group and world read `path`.
+fn readable_by_all(path: &Path) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// Starts `serve` on `config` and returns the files it warns about, once
+/// it runs.
+fn files_warned_about(config: &Path) -> Vec<String> {
+    let mut serve = Serve::start(config);
+    serve.wait_for("axion-push is running");
+    serve.signal("-TERM");
+    let log = serve.log.all();
+    assert!(serve.wait().success(), "{log:#?}");
+    log.iter()
+        .filter(|l| l.contains("readable by other users"))
+        .map(|l| {
+            let file = l.split("file=").nth(1).unwrap_or_else(|| panic!("{l}"));
+            file.split_whitespace()
+                .next()
+                .unwrap()
+                .trim_matches('"')
+                .to_owned()
+        })
+        .collect()
+}
+
+/// What a case is about, the config edits (`from`, `to`) that make it, and
+/// the files warned about.
+type Case = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static [&'static str],
+);
+
+/// Every file holding a secret that others may read is named at start: the
+/// config file for any secret in it, a VAPID key file it names, and the
+/// database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_warns_about_every_file_holding_a_secret_that_others_may_read() {
+    let push = harness::PushService::start().await;
+    let key = std::fs::canonicalize("tests/fixtures/vapid/pkcs8.pem").unwrap();
+    let cases: [Case; 3] = [
+        (
+            "the subscribe token secret, and the database",
+            &[(
+                "axion_push:\n",
+                "axion_push:\n  subscribe_token_secret: 0123456789abcdef0123456789abcdef\n",
+            )],
+            &["config.yaml", "axion-push.db"],
+        ),
+        (
+            "a VAPID key in a file the config names, not the config",
+            &[(
+                "    vapid_email:",
+                "    vapid_private_key: KEY\n    vapid_email:",
+            )],
+            &["key.pem"],
+        ),
+        (
+            "broker accounts",
+            &[
+                ("  broker:\n", "  broker:\n    users: {svc: svc-password}\n"),
+                ("  mqtt:\n", "  mqtt:\n    username: axion\n"),
+            ],
+            &["config.yaml"],
+        ),
+    ];
+    for (what, edits, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, _) = write_config(dir.path(), &push, "");
+        let key_file = dir.path().join("key.pem");
+        std::fs::copy(&key, &key_file).unwrap();
+        let mut yaml = std::fs::read_to_string(&config).unwrap();
+        for (from, to) in edits {
+            assert!(yaml.contains(from), "{what}: no {from:?} in {yaml}");
+            yaml = yaml.replace(from, &to.replace("KEY", &key_file.display().to_string()));
+        }
+        std::fs::write(&config, yaml).unwrap();
+        let database = dir.path().join("axion-push.db");
+        if expected.contains(&"axion-push.db") {
+            std::fs::File::create(&database).unwrap();
+            readable_by_all(&database);
+        }
+        readable_by_all(&config);
+        readable_by_all(&key_file);
+        let mut warned = files_warned_about(&config);
+        warned.sort();
+        let mut expected: Vec<String> = expected
+            .iter()
+            .map(|name| dir.path().join(name).display().to_string())
+            .collect();
+        expected.sort();
+        assert_eq!(warned, expected, "{what}");
+    }
 }
