@@ -203,6 +203,25 @@ fn secret_files(config: &Config) -> Vec<(std::path::PathBuf, &'static str)> {
     files
 }
 
+/// Makes the process non-dumpable before any secret is read: no core dump
+/// (which would hold the VAPID private key and the database's auth secrets)
+/// is written, and other processes of the same user cannot attach to it or
+/// read its memory. Under systemd (`INVOCATION_ID` set) the unit's
+/// `LimitCORE=0` does the first, and the process stays dumpable: a
+/// non-dumpable process's `/proc/self` files belong to root, whom the
+/// unit's `PrivateUsers=` leaves unmapped.
+fn drop_dumpability() {
+    if std::env::var_os("INVOCATION_ID").is_some() {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::warn!(error = %e, "could not make the process non-dumpable: a core dump would hold secrets");
+    }
+}
+
 /// Group or world may read a file of this mode.
 fn readable_by_others(mode: u32) -> bool {
     mode & 0o044 != 0
@@ -282,6 +301,7 @@ impl Daemon {
     /// commands. With an external broker that is down, it keeps retrying.
     pub async fn start(config: Config) -> Result<Daemon> {
         let settings = &config.settings;
+        drop_dumpability();
         warn_about_readable_secrets(&config);
         let vapid = resolve_vapid(&config)?;
         tracing::info!(

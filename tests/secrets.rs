@@ -204,3 +204,84 @@ async fn serve_warns_about_every_file_holding_a_secret_that_others_may_read() {
         assert_eq!(warned, expected, "{what}");
     }
 }
+
+/// Runs `program args…` in `dir` with core dumps allowed (no size limit),
+/// as a shell started by an operator might; not under systemd.
+fn with_core_dumps(dir: &Path, program: &str, args: &[&str]) -> std::process::Child {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -c unlimited && exec "$0" "$@""#)
+        .arg(program)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("INVOCATION_ID")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn quit(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-QUIT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A core dump would hold the VAPID private key (and the database's
+/// secrets in SQLite's cache): outside systemd, whose unit sets
+/// LimitCORE=0, the daemon makes itself non-dumpable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_by_a_dumping_signal_leaves_no_core_dump() {
+    use std::os::unix::process::ExitStatusExt;
+    // This machine writes core dumps: a process that may dump does.
+    let control_dir = tempfile::tempdir().unwrap();
+    let mut control = with_core_dumps(control_dir.path(), "sleep", &["30"]);
+    quit(&control);
+    let status = control.wait().unwrap();
+    assert!(
+        status.core_dumped(),
+        "this machine wrote no core dump for a plain process ({status}; /proc/sys/kernel/core_pattern is {:?}): the test cannot tell",
+        std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let push = harness::PushService::start().await;
+    let (config, _) = write_config(dir.path(), &push, "");
+    let mut serve = with_core_dumps(
+        dir.path(),
+        process::bin(),
+        &["serve", "--config", config.to_str().unwrap()],
+    );
+    let mut log = process::Lines::of(serve.stderr.take().unwrap());
+    log.wait_for("axion-push is running");
+    quit(&serve);
+    let status = serve.wait().unwrap();
+    assert_eq!(status.signal(), Some(3), "{status}");
+    assert!(!status.core_dumped(), "the daemon dumped core");
+    let cores: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("core"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(cores.is_empty(), "core files: {cores:?}");
+}
+
+/// Under systemd the daemon stays dumpable (the test above runs it without
+/// systemd): the unit itself forbids core dumps.
+#[test]
+fn the_systemd_unit_forbids_core_dumps() {
+    let unit = std::fs::read_to_string("deploy/axion-push.service").unwrap();
+    let service = unit
+        .split("\n[")
+        .find(|section| section.starts_with("Service]"))
+        .expect("a [Service] section");
+    let limits: Vec<&str> = service
+        .lines()
+        .filter(|l| l.trim_start().starts_with("LimitCORE="))
+        .collect();
+    assert_eq!(limits, ["LimitCORE=0"]);
+}
