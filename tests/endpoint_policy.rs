@@ -98,7 +98,11 @@ async fn special_purpose_addresses_are_refused_even_when_listed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_ports_and_user_info_are_refused_without_repeating_the_password() {
-    let h = harness::Harness::start().await;
+    // The default ports (the test config allows every one).
+    let h = harness::Harness::start_with(|c| {
+        c.settings.endpoints.allow_ports = EndpointSettings::default().allow_ports;
+    })
+    .await;
     let cases = [
         (
             "https://fcm.googleapis.com:22/fcm/send/x",

@@ -38,6 +38,7 @@ pub enum PolicyError {
 #[derive(Debug, Clone)]
 pub struct EndpointPolicy {
     hosts: Vec<HostPattern>,
+    /// Sorted: a test config allows all 65535.
     ports: Vec<u16>,
     allow_http: bool,
     allow_private: bool,
@@ -51,7 +52,12 @@ impl EndpointPolicy {
                 .iter()
                 .filter_map(|h| HostPattern::parse(h).ok())
                 .collect(),
-            ports: settings.allow_ports.clone(),
+            ports: {
+                let mut ports = settings.allow_ports.clone();
+                ports.sort_unstable();
+                ports.dedup();
+                ports
+            },
             allow_http: settings.allow_http,
             allow_private: settings.allow_private_addresses,
         }
@@ -76,7 +82,7 @@ impl EndpointPolicy {
         }
         // http and https always have a known default port.
         let port = url.port_or_known_default().unwrap_or(443);
-        if !self.ports.contains(&port) {
+        if self.ports.binary_search(&port).is_err() {
             return Err(PolicyError::PortNotAllowed(port));
         }
         let literal = match url.host() {
