@@ -236,10 +236,10 @@ fn quit(child: &std::process::Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_by_a_dumping_signal_leaves_no_core_dump() {
     use std::os::unix::process::ExitStatusExt;
-    // This machine writes core dumps: a process that may dump does.
+    // This machine writes core dumps: a shell that may dump does, once it
+    // quits itself.
     let control_dir = tempfile::tempdir().unwrap();
-    let mut control = with_core_dumps(control_dir.path(), "sleep", &["30"]);
-    quit(&control);
+    let mut control = with_core_dumps(control_dir.path(), "sh", &["-c", "kill -QUIT $$"]);
     let status = control.wait().unwrap();
     assert!(
         status.core_dumped(),
