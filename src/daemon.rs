@@ -151,26 +151,14 @@ pub fn load_or_create_key_file(path: &Path) -> Result<VapidPrivateKey> {
     }
 }
 
-/// Warns about each file holding a secret (the VAPID private key, the MQTT
-/// password) that users other than the daemon's may read: whoever reads the
-/// VAPID key can push to every subscribed browser.
+/// Warns about each file holding a secret that users other than the
+/// daemon's may read: whoever reads the VAPID key can push to every
+/// subscribed browser, the database's endpoints and auth secrets do the
+/// same, and the config's passwords open the broker.
 fn warn_about_readable_secrets(config: &Config) {
-    let in_config = config.push.private_key.is_some()
-        || config.packages.values().any(|p| p.private_key.is_some())
-        || config.settings.mqtt.password.is_some();
-    let mut files = Vec::new();
-    if in_config && let Some(source) = &config.source {
-        files.push((source.as_path(), "the config file"));
-    }
-    if config.push.private_key.is_none() {
-        files.push((
-            config.settings.vapid_key_file.as_path(),
-            "the VAPID key file",
-        ));
-    }
-    for (path, what) in files {
+    for (path, what) in secret_files(config) {
         #[cfg(unix)]
-        if let Ok(meta) = std::fs::metadata(path) {
+        if let Ok(meta) = std::fs::metadata(&path) {
             use std::os::unix::fs::PermissionsExt;
             let mode = meta.permissions().mode();
             if readable_by_others(mode) {
@@ -183,6 +171,67 @@ fn warn_about_readable_secrets(config: &Config) {
         }
         #[cfg(not(unix))]
         let _ = (path, what);
+    }
+}
+
+/// Every file holding a secret, with what it is: the config file when a
+/// secret is written in it (a VAPID private key, the MQTT password or a
+/// broker URL with one, the subscribe token secret, broker accounts), the
+/// VAPID key files (named in the config, or the first-run one), and the
+/// SQLite database.
+fn secret_files(config: &Config) -> Vec<(std::path::PathBuf, &'static str)> {
+    let s = &config.settings;
+    let keys = || std::iter::once(&config.push).chain(config.packages.values());
+    let in_config = keys().any(|k| {
+        k.private_key
+            .as_ref()
+            .is_some_and(|key| key.file().is_none())
+    }) || s.mqtt.password.is_some()
+        || s.mqtt
+            .url
+            .as_ref()
+            .is_some_and(|url| url.password().is_some())
+        || s.subscribe_token_secret.is_some()
+        || !s.broker.users.is_empty();
+    let mut files = Vec::new();
+    if in_config && let Some(source) = &config.source {
+        files.push((source.clone(), "the config file"));
+    }
+    for key in keys().filter_map(|k| k.private_key.as_ref()) {
+        if let Some(file) = key.file()
+            && !files.iter().any(|(f, _)| f == file)
+        {
+            files.push((file.to_owned(), "the VAPID key file"));
+        }
+    }
+    if config.push.private_key.is_none() {
+        files.push((s.vapid_key_file.clone(), "the VAPID key file"));
+    }
+    // The file name as the store reads it from the URL.
+    if let Ok(options) =
+        <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&s.database.url)
+    {
+        files.push((options.get_filename().to_owned(), "the database"));
+    }
+    files
+}
+
+/// Makes the process non-dumpable before any secret is read: no core dump
+/// (which would hold the VAPID private key and the database's auth secrets)
+/// is written, and other processes of the same user cannot attach to it or
+/// read its memory. Under systemd (`INVOCATION_ID` set) the unit's
+/// `LimitCORE=0` does the first, and the process stays dumpable: a
+/// non-dumpable process's `/proc/self` files belong to root, whom the
+/// unit's `PrivateUsers=` leaves unmapped.
+fn drop_dumpability() {
+    if std::env::var_os("INVOCATION_ID").is_some() {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::warn!(error = %e, "could not make the process non-dumpable: a core dump would hold secrets");
     }
 }
 
@@ -265,6 +314,7 @@ impl Daemon {
     /// commands. With an external broker that is down, it keeps retrying.
     pub async fn start(config: Config) -> Result<Daemon> {
         let settings = &config.settings;
+        drop_dumpability();
         warn_about_readable_secrets(&config);
         let vapid = resolve_vapid(&config)?;
         tracing::info!(
@@ -553,5 +603,30 @@ mod tests {
         assert!(readable_by_others(0o100604));
         assert!(!readable_by_others(0o100600));
         assert!(!readable_by_others(0o100400));
+    }
+
+    #[test]
+    fn any_secret_written_in_the_config_puts_the_config_file_on_the_list() {
+        let config_file = |yaml: &str| {
+            let mut config = Config::from_yaml(yaml, "config.yaml").unwrap();
+            config.source = Some("config.yaml".into());
+            secret_files(&config)
+                .iter()
+                .any(|(path, _)| path.as_path() == Path::new("config.yaml"))
+        };
+        let key = VapidPrivateKey::generate().to_raw_base64url();
+        for yaml in [
+            format!("base:\n  push: {{vapid_private_key: {key}}}\n"),
+            format!("crm:\n  push: {{vapid_private_key: {key}}}\n"),
+            "axion_push:\n  mqtt: {url: 'mqtt://svc:pw@broker:1883'}\n".to_owned(),
+            "axion_push:\n  mqtt: {username: svc, password: pw}\n".to_owned(),
+            "axion_push:\n  subscribe_token_secret: 0123456789abcdef0123456789abcdef\n".to_owned(),
+            "axion_push:\n  mqtt: {username: svc}\n  broker: {users: {svc: pw}}\n".to_owned(),
+        ] {
+            assert!(config_file(&yaml), "{yaml}");
+        }
+        assert!(!config_file(
+            "axion_push:\n  mqtt: {url: 'mqtt://svc@broker:1883'}\n"
+        ));
     }
 }

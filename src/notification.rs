@@ -143,6 +143,12 @@ pub enum NotificationError {
     RenotifyWithoutTag,
     #[error("actions[{0}] needs a non-empty action and title")]
     BadAction(usize),
+    /// `field` is `url` or `actions[i].url`; `found` says what the URL is
+    /// without repeating it.
+    #[error(
+        "{field} must be an https:// URL or one relative to the app's site such as /inbox, not {found}"
+    )]
+    BadClickUrl { field: String, found: &'static str },
 }
 
 impl Notification {
@@ -184,6 +190,14 @@ impl Notification {
         {
             return Err(NotificationError::BadAction(i));
         }
+        if let Some(url) = &wire.url {
+            check_click_url("url", url)?;
+        }
+        for (i, action) in wire.actions.iter().enumerate() {
+            if let Some(url) = &action.url {
+                check_click_url(&format!("actions[{i}].url"), url)?;
+            }
+        }
         Ok(Notification {
             id,
             title: wire.title,
@@ -206,6 +220,44 @@ impl Notification {
             urgency: wire.urgency,
             topic: wire.topic,
         })
+    }
+}
+
+/// A click opens `url` in the browser (`clients.openWindow`), so it must be a
+/// web page: an `https` URL, or one relative to the app's site, which the
+/// service worker resolves against its own origin. `javascript:`, `data:`
+/// and the like would run or show whatever the sender chose; a
+/// scheme-relative `//host/…` (or `\\host/…`, which browsers read the same
+/// way) is another site in disguise. The URL is read as browsers read it
+/// (WHATWG), so tabs, newlines and leading spaces hide nothing.
+fn check_click_url(field: &str, url: &str) -> Result<(), NotificationError> {
+    let refuse = |found| {
+        Err(NotificationError::BadClickUrl {
+            field: field.to_owned(),
+            found,
+        })
+    };
+    if url.chars().any(char::is_control) {
+        return refuse("a URL with control characters");
+    }
+    match url::Url::parse(url) {
+        Ok(absolute) if absolute.scheme() == "https" => Ok(()),
+        Ok(absolute) => match absolute.scheme() {
+            "http" => refuse("an http: URL"),
+            "javascript" => refuse("a javascript: URL"),
+            "data" => refuse("a data: URL"),
+            _ => refuse("a URL of another scheme"),
+        },
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            // Resolved against a stand-in for the app, a relative URL must
+            // stay on it.
+            let app = url::Url::parse("https://app.invalid/").expect("a valid URL");
+            match app.join(url) {
+                Ok(resolved) if resolved.host_str() == Some("app.invalid") => Ok(()),
+                _ => refuse("a scheme-relative URL (another site)"),
+            }
+        }
+        Err(_) => refuse("a valid URL"),
     }
 }
 
@@ -329,6 +381,53 @@ mod tests {
         assert_eq!(
             parse(r#"{"title":"T","id":""}"#).unwrap_err(),
             NotificationError::BadId
+        );
+    }
+
+    #[test]
+    fn click_urls_must_be_https_or_relative() {
+        for url in [
+            "/",
+            "/inbox?x=1#top",
+            "inbox",
+            "?tab=2",
+            "#top",
+            "https://app.example/x",
+            "https://other.example/",
+        ] {
+            let json = serde_json::json!({"title": "T", "url": url,
+                "actions": [{"action": "a", "title": "A", "url": url}]});
+            assert!(parse(&json.to_string()).is_ok(), "{url}");
+        }
+        for (url, found) in [
+            ("javascript:alert(1)", "a javascript: URL"),
+            ("  JavaScript:alert(1)", "a javascript: URL"),
+            ("java\tscript:alert(1)", "a URL with control characters"),
+            ("data:text/html,<b>x</b>", "a data: URL"),
+            ("http://app.example/", "an http: URL"),
+            ("blob:https://app.example/1", "a URL of another scheme"),
+            ("//evil.example/x", "a scheme-relative URL (another site)"),
+            ("\\\\evil.example/x", "a scheme-relative URL (another site)"),
+            ("/\\evil.example/x", "a scheme-relative URL (another site)"),
+            ("https://", "a valid URL"),
+        ] {
+            let json = serde_json::json!({"title": "T", "url": url});
+            assert_eq!(
+                parse(&json.to_string()).unwrap_err(),
+                NotificationError::BadClickUrl {
+                    field: "url".into(),
+                    found
+                },
+                "{url}"
+            );
+        }
+        let e = parse(
+            r#"{"title":"T","actions":[{"action":"a","title":"A"},{"action":"b","title":"B","url":"javascript:x"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "actions[1].url must be an https:// URL or one relative to the app's site such as /inbox, not a javascript: URL"
         );
     }
 }

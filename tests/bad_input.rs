@@ -216,3 +216,66 @@ async fn deeply_nested_json_is_refused_with_a_reason() {
     assert_eq!(r["ok"], false, "{r}");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_urls_that_are_not_https_or_relative_are_refused_and_nothing_is_sent() {
+    let h = Harness::start().await;
+    let b = h.browser("b");
+    h.subscribe("crm", "alice", &b).await;
+    let cases = [
+        (
+            json!({"title": "T", "url": "javascript:alert(1)"}),
+            "url must be",
+        ),
+        (
+            json!({"title": "T", "url": "data:text/html,<script>alert(1)</script>"}),
+            "url must be",
+        ),
+        (
+            json!({"title": "T", "url": "http://app.example/x"}),
+            "url must be",
+        ),
+        (
+            json!({"title": "T", "url": "//evil.example/x"}),
+            "url must be",
+        ),
+        (
+            json!({"title": "T", "url": "\\\\evil.example/x"}),
+            "url must be",
+        ),
+        (
+            json!({"title": "T", "url": "java\tscript:alert(1)"}),
+            "url must be",
+        ),
+        (
+            json!({"title": "T", "actions": [
+                {"action": "ok", "title": "OK", "url": "/fine"},
+                {"action": "x", "title": "X", "url": "javascript:alert(1)"}
+            ]}),
+            "actions[1].url must be",
+        ),
+    ];
+    for (notification, expected) in cases {
+        let r = h.send("crm", "alice", notification.clone()).await;
+        assert_eq!(r["ok"], false, "{notification}: {r}");
+        let error = r["error"].as_str().unwrap();
+        assert!(error.contains(expected), "{notification}: {error}");
+    }
+    assert!(
+        h.push.received().is_empty(),
+        "a refused send reached the push service"
+    );
+    // What stays allowed: https anywhere, and URLs relative to the app.
+    for url in [
+        "https://other.example/page",
+        "/inbox?x=1",
+        "inbox#top",
+        "?tab=2",
+    ] {
+        let r = h
+            .send("crm", "alice", json!({"title": "T", "url": url}))
+            .await;
+        assert_eq!(r["ok"], true, "{url}: {r}");
+    }
+    h.stop().await;
+}

@@ -5,6 +5,15 @@
 // Serve it from the root of your site (or give it a Service-Worker-Allowed
 // header) so that its scope covers the pages a notification opens.
 //
+// A click opens pages of this site only: a notification's URL on another
+// origin, or one that is not a web page at all (javascript:, data:…), opens
+// the app's start page (this worker's scope) instead. Other origins a click
+// may open are listed by the page when it registers this worker, as
+// `allow-origin` parameters of the script's URL — a push cannot add one:
+//   navigator.serviceWorker.register(
+//     '/service-worker.js?allow-origin=https://help.example.com')
+// (with axion-push.js: the `serviceWorker` option).
+//
 // What a push may carry:
 // - a Declarative Web Push message, {"web_push": 8030, "notification": {...}},
 //   which is what axion-push sends (with "mutable": true, so browsers that
@@ -20,6 +29,25 @@ const FALLBACK_BODY = 'Open the app to see what is new.';
 const SETTINGS_DB = 'axion-push';
 const SETTINGS_STORE = 'settings';
 const SETTINGS_KEY = 'subscription';
+
+// The origins a click may open: this site's, and https origins the page
+// listed when it registered this worker.
+const OPEN_ORIGINS = new Set([
+  self.location.origin,
+  ...new URL(self.location.href).searchParams
+    .getAll('allow-origin')
+    .map(httpsOrigin)
+    .filter(Boolean),
+]);
+
+function httpsOrigin(text) {
+  try {
+    const url = new URL(text);
+    return url.protocol === 'https:' ? url.origin : null;
+  } catch (_) {
+    return null;
+  }
+}
 
 self.addEventListener('install', () => {
   // A new version of this file takes over at once: it only handles events.
@@ -56,11 +84,13 @@ function text(value) {
 }
 
 function notificationFrom(n) {
-  const scope = self.registration.scope;
-  const url = absolute(text(n.navigate) || text(n.url), scope);
+  const url = openable(text(n.navigate) || text(n.url));
   const actions = Array.isArray(n.actions) ? n.actions.filter((a) => a && text(a.action) && text(a.title)) : [];
   const actionUrls = {};
-  for (const a of actions) actionUrls[a.action] = absolute(text(a.navigate) || text(a.url), url);
+  for (const a of actions) {
+    const own = text(a.navigate) || text(a.url);
+    actionUrls[a.action] = own ? openable(own, url) : url;
+  }
   const tag = text(n.tag);
   const silent = n.silent === true;
   const options = {
@@ -88,12 +118,20 @@ function notificationFrom(n) {
   return { title: text(n.title) || FALLBACK_TITLE, options };
 }
 
-function absolute(url, base) {
+/**
+ * `url` resolved against `base` (default: the app's start page, this
+ * worker's scope) when it is a web page of an origin a click may open;
+ * otherwise the start page.
+ */
+function openable(url, base) {
+  const start = self.registration.scope;
   try {
-    return new URL(url || base, base).href;
+    const target = new URL(url || start, base || start);
+    if (['https:', 'http:'].includes(target.protocol) && OPEN_ORIGINS.has(target.origin)) return target.href;
   } catch (_) {
-    return base;
+    // Not a URL: the start page.
   }
+  return start;
 }
 
 async function showPush(event) {
@@ -142,11 +180,11 @@ async function openOrFocus(target, action) {
 
 self.addEventListener('notificationclick', (event) => {
   const data = event.notification.data || {};
-  const scope = self.registration.scope;
-  const target =
-    (event.action && data.actionUrls && data.actionUrls[event.action]) || data.url || scope;
+  const target = (event.action && data.actionUrls && data.actionUrls[event.action]) || data.url;
   event.notification.close();
-  event.waitUntil(openOrFocus(absolute(target, scope), event.action));
+  // Checked again: a notification shown by an earlier version of this
+  // worker carries its URLs unchecked.
+  event.waitUntil(openOrFocus(openable(target), event.action));
 });
 
 // ---- subscription changes -------------------------------------------------

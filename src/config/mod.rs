@@ -323,6 +323,11 @@ impl Default for DeliverySettings {
 pub struct EndpointSettings {
     /// `allow_hosts`: push-service hosts; `*.domain` matches any subdomain.
     pub allow_hosts: Vec<String>,
+    /// `allow_ports`: the ports an endpoint may name. Default `[443]`: push
+    /// services listen there, and any other port of an allowed host is one
+    /// of its other services. A private push service (or a test) adds its
+    /// own; `http` endpoints need 80.
+    pub allow_ports: Vec<u16>,
     /// `allow_http`: accept `http://` endpoints. Default false.
     pub allow_http: bool,
     /// `allow_private_addresses`: accept endpoints resolving to loopback,
@@ -341,6 +346,7 @@ impl Default for EndpointSettings {
             ]
             .map(String::from)
             .to_vec(),
+            allow_ports: vec![443],
             allow_http: false,
             allow_private_addresses: false,
         }
@@ -645,12 +651,42 @@ fn positive(n: usize) -> Result<usize, String> {
     }
 }
 
+/// `url` with any user name and password in it replaced by `***`, for
+/// messages about a URL that may carry credentials. It works on text that
+/// is not a valid URL too (that is when it is shown): everything between
+/// the scheme's `://` (or the start) and the last `@` goes.
+fn masked_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url[start..].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// A secret's text. The value itself is never repeated in a problem
+/// (serde's own message would quote a number or a string); a password YAML
+/// read as a number must be quoted, since `0123` would silently lose its 0.
+fn secret_text(raw: serde_json::Value) -> Result<Option<String>, String> {
+    match raw {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(text) => Ok(Some(text)),
+        other => Err(format!(
+            "must be a string, not {} (quote it; the value is not repeated here)",
+            reader::kind_of(&other)
+        )),
+    }
+}
+
 fn read_push_keys(section: &mut Section<'_, '_>) -> PushKeys {
     let mut keys = PushKeys::default();
     section.field_with(
         "vapid_private_key",
         &mut keys.private_key,
-        |raw: Option<Secret>| raw.map(|s| VapidPrivateKey::decode(s.expose())).transpose(),
+        |raw: serde_json::Value| {
+            secret_text(raw)?
+                .map(|text| VapidPrivateKey::decode(&text))
+                .transpose()
+        },
     );
     section.field("vapid_public_key", &mut keys.public_key);
     section.field_with("vapid_email", &mut keys.email, |raw: Option<String>| {
@@ -714,8 +750,14 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         let m = &mut s.mqtt;
         mqtt.field_with("url", &mut m.url, |raw: Option<String>| {
             raw.map(|u| {
-                let url = Url::parse(&u).map_err(|e| format!("'{u}' is not a URL ({e})"))?;
+                let url = Url::parse(&u)
+                    .map_err(|e| format!("'{}' is not a URL ({e})", masked_url(&u)))?;
                 match url.scheme() {
+                    "mqtt" | "tcp" | "mqtts" | "ssl"
+                        if url.host_str().is_none_or(str::is_empty) =>
+                    {
+                        Err(format!("'{}' has no host", masked_url(&u)))
+                    }
                     "mqtt" | "tcp" | "mqtts" | "ssl" => Ok(url),
                     other => Err(format!(
                         "scheme '{other}' is not supported (use mqtt:// or mqtts://)"
@@ -732,7 +774,9 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
             }
         });
         mqtt.field("username", &mut m.username);
-        mqtt.field("password", &mut m.password);
+        mqtt.field_with("password", &mut m.password, |raw: serde_json::Value| {
+            Ok(secret_text(raw)?.map(Secret::new))
+        });
         mqtt.field_with(
             "shared_group",
             &mut m.shared_group,
@@ -760,14 +804,28 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         broker.field("listen", &mut b.listen);
         broker.field("websocket_listen", &mut b.websocket_listen);
         broker.field_with("max_payload_bytes", &mut b.max_payload_bytes, positive);
-        broker.field_with("users", &mut b.users, |users: BTreeMap<String, String>| {
+        broker.field_with("users", &mut b.users, |raw: serde_json::Value| {
+            let users = match raw {
+                serde_json::Value::Null => return Ok(BTreeMap::new()),
+                serde_json::Value::Object(users) => users,
+                other => {
+                    return Err(format!(
+                        "must be a mapping of user name: password, not {} (the value is not repeated here)",
+                        reader::kind_of(&other)
+                    ));
+                }
+            };
             if users.keys().any(String::is_empty) {
                 return Err("a user name is empty".into());
             }
-            Ok(users
+            users
                 .into_iter()
-                .map(|(u, p)| (u, Secret::new(p)))
-                .collect())
+                .map(|(user, password)| match secret_text(password) {
+                    Ok(Some(password)) => Ok((user, Secret::new(password))),
+                    Ok(None) => Err(format!("the password of {user} is missing")),
+                    Err(e) => Err(format!("the password of {user} {e}")),
+                })
+                .collect()
         });
         if !b.users.is_empty() && s.mqtt.url.is_none() && s.mqtt.username.is_none() {
             broker.problem(
@@ -787,7 +845,10 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
                 "mysql" | "mariadb" | "postgres" | "postgresql" => Err(format!(
                     "the {scheme} backend is not available in this build yet; use sqlite://PATH"
                 )),
-                _ => Err(format!("'{url}' is not a database URL (sqlite://PATH)")),
+                _ => Err(format!(
+                    "'{}' is not a database URL (sqlite://PATH)",
+                    masked_url(&url)
+                )),
             }
         });
         db.field_with("busy_timeout", &mut d.busy_timeout, duration);
@@ -804,7 +865,7 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
     own.field_with(
         "subscribe_token_secret",
         &mut s.subscribe_token_secret,
-        |secret: Option<String>| match secret {
+        |raw: serde_json::Value| match secret_text(raw)? {
             Some(secret) if secret.chars().count() < MIN_TOKEN_SECRET => Err(format!(
                 "must be at least {MIN_TOKEN_SECRET} characters (e.g. `openssl rand -base64 32`)"
             )),
@@ -861,6 +922,13 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
                 crate::model::HostPattern::parse(host)?;
             }
             Ok(hosts)
+        });
+        endpoints.field_with("allow_ports", &mut e.allow_ports, |ports: Vec<u16>| {
+            if ports.is_empty() || ports.contains(&0) {
+                Err("must list at least one port, each 1 to 65535 (the default is [443])".into())
+            } else {
+                Ok(ports)
+            }
         });
         endpoints.field("allow_http", &mut e.allow_http);
         endpoints.field("allow_private_addresses", &mut e.allow_private_addresses);
@@ -963,6 +1031,7 @@ mod tests {
         assert_eq!(s.delivery.pause_max, d.delivery.pause_max);
         assert_eq!(s.delivery.dedup_window, d.delivery.dedup_window);
         assert_eq!(s.endpoints.allow_hosts, d.endpoints.allow_hosts);
+        assert_eq!(s.endpoints.allow_ports, d.endpoints.allow_ports);
         assert_eq!(s.endpoints.allow_http, d.endpoints.allow_http);
         assert_eq!(s.limits.max_command_bytes, d.limits.max_command_bytes);
         assert_eq!(

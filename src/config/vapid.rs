@@ -7,7 +7,7 @@
 //! the first push.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aws_lc_rs::agreement::{self, ECDH_P256};
@@ -25,6 +25,9 @@ use crate::model::decode_base64;
 pub struct VapidPrivateKey {
     key_pair: Arc<EcdsaKeyPair>,
     public_key: String,
+    /// The file it was read from, when the config named one: a file
+    /// holding a secret, which the daemon checks others cannot read.
+    file: Option<PathBuf>,
 }
 
 impl VapidPrivateKey {
@@ -41,9 +44,13 @@ impl VapidPrivateKey {
         if looks_like_path(text) && path.is_file() {
             let bytes = std::fs::read(path)
                 .map_err(|e| format!("names the file {}, which cannot be read: {e}", text))?;
-            return Self::from_pem(&bytes)
+            let key = Self::from_pem(&bytes)
                 .or_else(|_| Self::from_der(&bytes))
-                .map_err(|e| format!("names the file {text}, which {e}"));
+                .map_err(|e| format!("names the file {text}, which {e}"))?;
+            return Ok(Self {
+                file: Some(path.to_owned()),
+                ..key
+            });
         }
         // A DER or raw key pasted into YAML may have been wrapped over lines.
         let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
@@ -91,6 +98,7 @@ impl VapidPrivateKey {
         Self {
             key_pair: Arc::new(key_pair),
             public_key,
+            file: None,
         }
     }
 
@@ -135,6 +143,11 @@ impl VapidPrivateKey {
 
     pub fn key_pair(&self) -> &Arc<EcdsaKeyPair> {
         &self.key_pair
+    }
+
+    /// The file the config named for this key, if it named one.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
     }
 }
 

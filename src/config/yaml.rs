@@ -22,6 +22,15 @@ pub(super) fn parse(text: &str) -> Result<serde_json::Value, SyntaxError> {
     serde_saphyr::from_str(text).map_err(|e| translate(&e, text))
 }
 
+/// A line as it may be shown: its key, never its value (the line may hold a
+/// password or a key).
+fn without_value(line: &str) -> String {
+    match line.split_once(':') {
+        Some((key, value)) if !value.trim().is_empty() => format!("{key}: …"),
+        _ => line.to_owned(),
+    }
+}
+
 fn translate(error: &serde_saphyr::Error, text: &str) -> SyntaxError {
     let lines: Vec<&str> = text.lines().collect();
     let (line, column) = error
@@ -30,7 +39,7 @@ fn translate(error: &serde_saphyr::Error, text: &str) -> SyntaxError {
     let excerpt = line
         .checked_sub(1)
         .and_then(|i| lines.get(i))
-        .map(|l| l.trim_end().to_owned());
+        .map(|l| without_value(l.trim_end()));
     let (message, column) = match error.without_snippet() {
         serde_saphyr::Error::DuplicateMappingKey { key, .. } => {
             (duplicate_key(&lines, line, column, key.as_deref()), 0)

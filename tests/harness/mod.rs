@@ -48,7 +48,8 @@ pub struct Harness {
 }
 
 /// A config for tests: temporary files, port 0, the loopback push service
-/// allowed explicitly (https with its own root, private addresses).
+/// allowed explicitly (https with its own root, private addresses, any
+/// port).
 pub fn test_config(dir: &std::path::Path, push: &PushService) -> Config {
     let ca = dir.join("push-service-ca.pem");
     if !ca.exists() {
@@ -67,6 +68,8 @@ pub fn test_config(dir: &std::path::Path, push: &PushService) -> Config {
     s.delivery.retry_initial = Duration::from_millis(100);
     s.delivery.retry_max = Duration::from_secs(1);
     s.endpoints.allow_hosts.push("127.0.0.1".into());
+    // Every port: tests start more push services, each on a random port.
+    s.endpoints.allow_ports = (1..=u16::MAX).collect();
     s.endpoints.allow_private_addresses = true;
     config
 }

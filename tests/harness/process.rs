@@ -69,8 +69,10 @@ axion_push:
 {delivery}
   endpoints:
     allow_hosts: [127.0.0.1]
+    allow_ports: [443, {push_port}]
     allow_private_addresses: true
 "#,
+        push_port = push.addr.port(),
         db = dir.join("axion-push.db").display(),
         key = dir.join("vapid.pem").display(),
         ca = ca.display(),

@@ -1,19 +1,41 @@
 // The demo page: subscribe this browser through axion-push.js over the
 // embedded broker's WebSocket listener, and show what happens in words.
-// Settings come from the form, prefilled from the query string
-// (?broker=ws://127.0.0.1:8083&package=demo&user=me) or the last visit.
+// Settings come from the form, prefilled from the last visit. A link may
+// suggest others (?broker=ws://127.0.0.1:8083&package=demo&user=me); they
+// are used only once the person agrees, since a subscription sent to a
+// broker lets whoever runs it push to this browser.
 import { AxionPush } from '/axion-push.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const remembered = JSON.parse(localStorage.getItem('axion-push-demo') || '{}');
+const remembered = readRemembered();
 const defaults = {
   broker: `ws://${location.hostname || 'localhost'}:8083`,
   package: 'demo',
   user: 'me',
 };
+const LABELS = { broker: 'Broker', package: 'Package', user: 'User' };
 for (const name of Object.keys(defaults)) {
-  $(name).value = params.get(name) || remembered[name] || defaults[name];
+  $(name).value = remembered[name] || defaults[name];
+}
+
+function readRemembered() {
+  try {
+    const saved = JSON.parse(localStorage.getItem('axion-push-demo') || '{}');
+    return saved && typeof saved === 'object' ? saved : {};
+  } catch (_) {
+    return {};
+  }
+}
+
+/** The link's settings that differ from the form's, as {name: value}. */
+function suggestedSettings() {
+  const suggested = {};
+  for (const name of Object.keys(defaults)) {
+    const value = params.get(name)?.trim();
+    if (value && value !== $(name).value) suggested[name] = value;
+  }
+  return suggested;
 }
 
 function settings() {
@@ -54,10 +76,42 @@ function problem(error) {
   $('problem').textContent = error ? error.message || String(error) : '';
 }
 
+/** `word` as one word of a POSIX shell command, whatever it contains. */
+function shellWord(word) {
+  return /^[\w.@%+=:,/-]+$/.test(word) ? word : `'${word.replace(/'/g, "'\\''")}'`;
+}
+
 function updateCommand() {
   const s = settings();
-  const user = /^[\w.@-]+$/.test(s.user) ? s.user : `'${s.user.replace(/'/g, "'\\''")}'`;
-  $('command').textContent = `axion-push test-push ${user} --package ${s.package}`;
+  $('command').textContent = `axion-push test-push ${shellWord(s.user)} --package ${shellWord(s.package)}`;
+}
+
+/** Shows the link's settings and waits for the person to take them or not. */
+function askAboutSuggested() {
+  const suggested = suggestedSettings();
+  if (Object.keys(suggested).length === 0) return;
+  const list = $('suggested-list');
+  list.replaceChildren();
+  for (const [name, value] of Object.entries(suggested)) {
+    const term = document.createElement('dt');
+    term.textContent = LABELS[name];
+    const detail = document.createElement('dd');
+    detail.textContent = value;
+    list.append(term, detail);
+  }
+  const done = () => {
+    $('suggested').hidden = true;
+    history.replaceState(null, '', location.pathname);
+  };
+  $('use-suggested').addEventListener('click', () => {
+    for (const [name, value] of Object.entries(suggested)) $(name).value = value;
+    done();
+    updateCommand();
+    // Nothing is sent: the state under the new settings, then Subscribe.
+    act('Checking this browser with these settings…', () => client().status());
+  }, { once: true });
+  $('keep-settings').addEventListener('click', done, { once: true });
+  $('suggested').hidden = false;
 }
 
 async function act(working, action) {
@@ -103,4 +157,5 @@ navigator.serviceWorker?.addEventListener('message', (event) => {
 });
 
 updateCommand();
+askAboutSuggested();
 act('Checking whether this browser can receive notifications…', () => client().resync());

@@ -12,7 +12,10 @@
 // Web Push by itself (the service worker always runs).
 
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { after, before, test } from 'node:test';
 import { INSECURE_HOST, launchChromium } from './browsers.js';
@@ -238,6 +241,118 @@ test('a push service that never answers Chromium\'s subscribe is reported as unr
   }
 });
 
+/**
+ * Clicks the notification tagged `tag` (on `action`, if given) the way
+ * Chromium does, by firing `notificationclick` in the real service worker
+ * with the notification it showed, and returns the URL the worker asks to
+ * open. Headless Chromium has no notification to click and allows
+ * `clients.openWindow` only during a real click, so the worker's
+ * `openWindow` is replaced for that one click by one that reports its URL.
+ */
+async function clickInWorker(tag, action = '') {
+  const target = await browser.waitForTarget(
+    (t) => t.type() === 'service_worker' && t.url() === `${web.origin}/service-worker.js`,
+    { timeout: WAIT_MS },
+  );
+  const worker = await target.worker();
+  return worker.evaluate(async (wanted, chosen, ms) => {
+    const [notification] = await self.registration.getNotifications({ tag: wanted });
+    if (!notification) throw new Error(`no notification tagged ${wanted}`);
+    const opened = new Promise((resolve, reject) => {
+      setTimeout(() => reject(new Error('the click opened nothing')), ms);
+      self.clients.openWindow = async (url) => resolve(url);
+    });
+    try {
+      // The handler asks for the window before its event.waitUntil, which
+      // may throw on an event made by script.
+      self.dispatchEvent(new NotificationEvent('notificationclick', { notification, action: chosen }));
+      return await opened;
+    } finally {
+      delete self.clients.openWindow;
+    }
+  }, tag, action, WAIT_MS);
+}
+
+test('a click opens only pages of the app: other sites, javascript: and data: URLs open its start page', async () => {
+  const start = `${web.origin}/`;
+  const phish = JSON.stringify({
+    web_push: 8030,
+    notification: {
+      title: 'Phish',
+      tag: 'phish',
+      navigate: 'https://evil.example/login',
+      actions: [
+        { action: 'js', title: 'Run', navigate: 'javascript:alert(document.cookie)' },
+        { action: 'data', title: 'Show', url: 'data:text/html,<script>alert(1)</script>' },
+        { action: 'own', title: 'Own', url: '/inbox' },
+      ],
+    },
+  });
+  const n = await deliver(phish, 'phish');
+  assert.ok(n, 'the service worker showed no notification');
+  assert.equal(n.data.url, start);
+  assert.deepEqual(n.data.actionUrls, { js: start, data: start, own: `${web.origin}/inbox` });
+  // A click closes the notification: each click gets one of its own.
+  assert.equal(await clickInWorker('phish'), start);
+  await deliver(phish, 'phish');
+  assert.equal(await clickInWorker('phish', 'js'), start);
+  await deliver(phish, 'phish');
+  assert.equal(await clickInWorker('phish', 'own'), `${web.origin}/inbox`);
+
+  // The payload older senders used, and a scheme-relative URL.
+  for (const url of ['javascript:alert(1)', '//evil.example/x', 'data:text/html,x']) {
+    const old = await deliver(JSON.stringify({ title: 'Old', tag: 'old', url }), 'old');
+    assert.equal(old.data.url, start, url);
+    assert.equal(await clickInWorker('old'), start, url);
+  }
+  // Pages of the app still open as they are.
+  const own = await deliver(JSON.stringify({ title: 'Own', tag: 'own', url: '/ci/42?x=1#log' }), 'own');
+  assert.equal(await clickInWorker('own'), `${web.origin}/ci/42?x=1#log`);
+});
+
+test('a notification shown with an unchecked URL still opens only the start page', async () => {
+  // As an earlier version of the worker stored it.
+  const showStale = () =>
+    page.evaluate(async () => {
+      const registration = await navigator.serviceWorker.ready;
+      await registration.showNotification('Stale', {
+        tag: 'stale',
+        data: { url: 'javascript:alert(1)', actionUrls: { go: 'https://evil.example/' } },
+      });
+    });
+  await showStale();
+  assert.equal(await clickInWorker('stale'), `${web.origin}/`);
+  await showStale();
+  assert.equal(await clickInWorker('stale', 'go'), `${web.origin}/`);
+});
+
+/** Registers the service worker from `scriptUrl` and waits until it controls the page. */
+async function registerWorker(scriptUrl) {
+  await page.evaluate(async (url) => {
+    const registration = await navigator.serviceWorker.register(url);
+    const incoming = registration.installing || registration.waiting;
+    if (incoming) {
+      await new Promise((resolve) => {
+        incoming.addEventListener('statechange', () => incoming.state === 'activated' && resolve());
+      });
+    }
+  }, scriptUrl);
+}
+
+test('origins the page allowed when it registered the worker open too, no others', async () => {
+  await registerWorker('/service-worker.js?allow-origin=https%3A%2F%2Fhelp.example.com&allow-origin=javascript%3Ax');
+  try {
+    const allowed = await deliver(JSON.stringify({ title: 'Help', tag: 'help', url: 'https://help.example.com/a?b=1' }), 'help');
+    assert.equal(allowed.data.url, 'https://help.example.com/a?b=1');
+    const other = await deliver(JSON.stringify({ title: 'Other', tag: 'other', url: 'https://evil.example/' }), 'other');
+    assert.equal(other.data.url, `${web.origin}/`);
+    const plain = await deliver(JSON.stringify({ title: 'Plain', tag: 'plain', url: 'http://help.example.com/' }), 'plain');
+    assert.equal(plain.data.url, `${web.origin}/`);
+  } finally {
+    await registerWorker('/service-worker.js');
+  }
+});
+
 test('on a page that is not served securely, the demo page says notifications need HTTPS', async () => {
   const insecure = await browser.newPage();
   try {
@@ -250,6 +365,38 @@ test('on a page that is not served securely, the demo page says notifications ne
     assert.equal(await insecure.$eval('#subscribe', (b) => b.disabled), true);
   } finally {
     await insecure.close();
+  }
+});
+
+test('the demo page quotes what a link puts in the command to copy, after asking', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'axion-push-quoting-'));
+  const pwned = join(dir, 'pwned');
+  const demo = await browser.newPage();
+  try {
+    const hostile = `demo;touch ${pwned};#`;
+    await demo.goto(`${web.origin}/demo/?package=${encodeURIComponent(hostile)}&user=${encodeURIComponent("o'brien $(id)")}`);
+    await demo.waitForSelector('#suggested:not([hidden])', { timeout: WAIT_MS });
+    // Nothing from the link is used before the person says so.
+    assert.equal(await demo.$eval('#package', (el) => el.value), 'demo');
+    assert.equal(await demo.$eval('#command', (el) => el.textContent), 'axion-push test-push me --package demo');
+    await demo.click('#use-suggested');
+    assert.equal(await demo.$eval('#suggested', (el) => el.hidden), true);
+    const command = await demo.$eval('#command', (el) => el.textContent);
+    // What a shell makes of the copied command, with an `axion-push` that
+    // prints its arguments: the same words, and nothing else run.
+    mkdirSync(join(dir, 'bin'));
+    writeFileSync(join(dir, 'bin', 'axion-push'), '#!/bin/sh\nprintf "%s\\n" "$@"\n', { mode: 0o755 });
+    const words = execFileSync('sh', ['-c', command], {
+      cwd: dir,
+      encoding: 'utf8',
+      env: { ...process.env, PATH: `${join(dir, 'bin')}:${process.env.PATH}` },
+    });
+    assert.deepEqual(words.split('\n').slice(0, -1), ['test-push', "o'brien $(id)", '--package', hostile], command);
+    assert.equal(existsSync(pwned), false, `the command ran what the link put in it: ${command}`);
+  } finally {
+    await demo.evaluate(() => localStorage.removeItem('axion-push-demo'));
+    await demo.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
@@ -274,12 +421,16 @@ test('the demo page has no accessibility violations, subscribed or showing a pro
       await demo.waitForFunction(() => document.querySelector('#state').dataset.state !== 'checking', {
         timeout: WAIT_MS,
       });
+      await demo.waitForSelector('#suggested:not([hidden])', { timeout: WAIT_MS });
+      assert.deepEqual(await accessibilityViolations(demo), [], `${scheme} scheme, asking about the link's settings`);
+      await demo.click('#use-suggested');
       assert.deepEqual(await accessibilityViolations(demo), [], `${scheme} scheme`);
       // A problem on show: nothing listens on the broker's port.
       await demo.click('#subscribe');
       await demo.waitForFunction(() => !document.querySelector('#problem').hidden, { timeout: WAIT_MS });
       assert.match(await demo.$eval('#problem', (el) => el.textContent), /^Could not reach the notification server/);
       assert.deepEqual(await accessibilityViolations(demo), [], `${scheme} scheme, with a problem shown`);
+      await demo.evaluate(() => localStorage.removeItem('axion-push-demo'));
     }
   } finally {
     await demo.close();

@@ -34,8 +34,9 @@ export class Daemon {
   /**
    * @param {string} dir the daemon's working directory
    * @param {string} caPath the push service's CA
+   * @param {number} pushPort the push service's HTTPS port (endpoints must use an allowed port)
    */
-  static async start(dir, caPath) {
+  static async start(dir, caPath, pushPort) {
     const binary = daemonBinary();
     if (!existsSync(binary)) {
       throw new Error(`no axion-push binary at ${binary}: run \`cargo build\` or set AXION_PUSH_BIN`);
@@ -65,6 +66,7 @@ axion_push:
     extra_root_ca: ${caPath}
   endpoints:
     allow_hosts: ["127.0.0.1"]
+    allow_ports: [443, ${pushPort}]
     allow_private_addresses: true
   log:
     level: info

@@ -10,7 +10,8 @@
 // chrome through WebDriver BiDi (`MOZ_REMOTE_ALLOW_SYSTEM_ACCESS`).
 
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
+import { EventEmitter, once } from 'node:events';
+import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { launchFirefox } from './browsers.js';
 import { startStack, stopStack } from './stack.js';
@@ -179,6 +180,9 @@ test('the demo page subscribes Firefox through axion-push.js, and the daemon rec
   const registered = push.waitFor('register', () => true, 'register from Firefox', WAIT_MS);
   const url = `${web.origin}/demo/?broker=${encodeURIComponent(daemon.websocketUrl)}&package=${PACKAGE}&user=${USER}`;
   await page.goto(url);
+  // The page asks before it uses settings a link gave it.
+  await page.waitForSelector('#suggested:not([hidden])', { timeout: WAIT_MS });
+  await page.click('#use-suggested');
   await page.waitForFunction(() => document.querySelector('#state').dataset.state === 'unsubscribed', {
     timeout: WAIT_MS,
   });
@@ -200,6 +204,46 @@ test('the demo page subscribes Firefox through axion-push.js, and the daemon rec
   assert.equal(rows.length, 1, stdout);
   assert.equal(rows[0].endpoint, `${push.origin}/wpush/${channelID}`);
   assert.equal(rows[0].active, true, stdout);
+});
+
+test('a link naming another broker gets nothing from the subscribed browser until the person subscribes there', async () => {
+  // A "broker" that only records who connects.
+  const elsewhere = net.createServer((socket) => socket.destroy());
+  elsewhere.listen(0, '127.0.0.1');
+  await once(elsewhere, 'listening');
+  let connections = 0;
+  const connected = new Promise((resolve) =>
+    elsewhere.on('connection', () => {
+      connections += 1;
+      resolve('connected');
+    }),
+  );
+  const other = await browser.newPage();
+  const remembered = await page.evaluate(() => localStorage.getItem('axion-push-demo'));
+  try {
+    await other.goto(
+      `${web.origin}/demo/?broker=ws://127.0.0.1:${elsewhere.address().port}&package=${PACKAGE}&user=mallory`,
+    );
+    const settled = () =>
+      other
+        .waitForFunction(
+          () => !['checking', 'working'].includes(document.querySelector('#state').dataset.state),
+          { timeout: WAIT_MS },
+        )
+        .then(() => 'settled');
+    assert.equal(await Promise.race([connected, settled()]), 'settled', 'the page sent the subscription to the link\'s broker');
+    await other.waitForSelector('#suggested:not([hidden])', { timeout: WAIT_MS });
+    assert.match(await other.$eval('#suggested', (el) => el.textContent), new RegExp(`ws://127\\.0\\.0\\.1:${elsewhere.address().port}`));
+    // Taking the link's settings fills the form; only Subscribe sends.
+    await other.click('#use-suggested');
+    assert.equal(await Promise.race([connected, settled()]), 'settled', 'choosing the settings sent the subscription');
+    assert.equal(await other.$eval('#broker', (el) => el.value), `ws://127.0.0.1:${elsewhere.address().port}`);
+    assert.equal(connections, 0);
+  } finally {
+    await other.evaluate((saved) => localStorage.setItem('axion-push-demo', saved), remembered);
+    await other.close();
+    elsewhere.close();
+  }
 });
 
 test('a test-push is decrypted by Firefox, shown by the service worker, and its click opens the page', async () => {
@@ -276,6 +320,29 @@ test('a click on an action button opens the action\'s own URL', async () => {
   const opened = settledLater(browser.waitForTarget((t) => t.url() === actionTarget, { timeout: WAIT_MS }));
   await clickAlert(title, 'details');
   assert.equal((await opened).url(), actionTarget);
+});
+
+test('a click on a notification whose URL is another site opens the app\'s start page', async () => {
+  const title = `Elsewhere ${Date.now()}`;
+  const start = `${web.origin}/`;
+  const alert = settledLater(inChrome(`(${ALERT_HELPERS}).waitFor(${JSON.stringify(title)}, ${WAIT_MS}).then(() => true)`));
+  // https anywhere passes the daemon; the service worker opens its own site only.
+  const report = await daemon.command(PACKAGE, USER, 'send', { title, url: 'https://elsewhere.example/login' });
+  assert.equal(report.delivered, 1, JSON.stringify(report));
+  await alert;
+  // Whatever page the click opens, once it has a URL.
+  const before = new Set(browser.targets());
+  const opened = settledLater(
+    browser.waitForTarget((t) => t.type() === 'page' && !before.has(t) && t.url() !== 'about:blank', {
+      timeout: WAIT_MS,
+    }),
+  );
+  await clickAlert(title);
+  const tab = await opened;
+  assert.equal(tab.url(), start);
+  // Not a page of the demo: closed, so that the service worker hands later
+  // subscription changes to the demo page.
+  await (await tab.page())?.close();
 });
 
 async function subscriptions(user = USER) {

@@ -16,6 +16,8 @@ try {
   const page = await browser.newPage();
   await page.setViewport({ width: 760, height: 900 });
   await page.goto(`${web.origin}/demo/?broker=${encodeURIComponent(daemon.websocketUrl)}&package=demo&user=alice`);
+  await page.waitForSelector('#suggested:not([hidden])');
+  await page.click('#use-suggested');
   await page.waitForFunction(() => document.querySelector('#state').dataset.state === 'unsubscribed');
   await page.click('#subscribe');
   await page.waitForFunction(() => document.querySelector('#state').dataset.state === 'subscribed');

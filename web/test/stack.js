@@ -13,7 +13,7 @@ export async function startStack(name, routes) {
   const stack = { dir: mkdtempSync(join(tmpdir(), `axion-push-${name}-`)) };
   try {
     stack.push = await PushService.start(stack.dir);
-    stack.daemon = await Daemon.start(stack.dir, stack.push.caPath);
+    stack.daemon = await Daemon.start(stack.dir, stack.push.caPath, new URL(stack.push.origin).port);
     stack.web = await serveWeb(routes);
   } catch (error) {
     await stopStack(stack);

@@ -30,7 +30,7 @@ def push_service(tmp_path_factory):
 @pytest.fixture(scope="session")
 def daemon(tmp_path_factory, push_service):
     """One daemon for the session; each test uses users of its own."""
-    d = Daemon(tmp_path_factory.mktemp("daemon"), push_service.ca_path).start()
+    d = Daemon(tmp_path_factory.mktemp("daemon"), push_service.ca_path, push_port=push_service.port).start()
     yield d
     d.stop()
 
@@ -38,7 +38,7 @@ def daemon(tmp_path_factory, push_service):
 @pytest.fixture
 def own_daemon(tmp_path, push_service):
     """A daemon of the test's own, for tests that stop it."""
-    d = Daemon(tmp_path, push_service.ca_path).start()
+    d = Daemon(tmp_path, push_service.ca_path, push_port=push_service.port).start()
     yield d
     d.stop()
 

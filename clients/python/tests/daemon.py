@@ -43,6 +43,7 @@ def write_config(
     broker_url: Optional[str] = None,
     prefix: str = "",
     extra: str = "",
+    push_port: int = 443,
 ) -> Path:
     """A config.yaml in the daemon's layout; the client reads the same file.
     `extra`: more keys of the `axion_push` section, as YAML lines."""
@@ -70,6 +71,7 @@ axion_push:
     extra_root_ca: {ca_path}
   endpoints:
     allow_hosts: ["127.0.0.1"]
+    allow_ports: [443, {push_port}]
     allow_private_addresses: true
   log:
     level: warn
@@ -82,10 +84,17 @@ axion_push:
 class Daemon:
     """`broker_port` set: the daemon uses that external broker (e.g. the
     machine's Mosquitto) under `prefix`; otherwise its embedded broker.
-    `extra`: more `axion_push` keys for its config.yaml."""
+    `extra`: more `axion_push` keys for its config.yaml; `push_port`: the
+    loopback push service's port, which the endpoint policy must allow."""
 
     def __init__(
-        self, directory: Path, ca_path: Path, broker_port: Optional[int] = None, prefix: str = "", extra: str = ""
+        self,
+        directory: Path,
+        ca_path: Path,
+        broker_port: Optional[int] = None,
+        prefix: str = "",
+        extra: str = "",
+        push_port: int = 443,
     ):
         self.directory = directory
         self.external = broker_port is not None
@@ -93,7 +102,9 @@ class Daemon:
         self.prefix = prefix
         self.client_id = f"axion-push-{uuid.uuid4()}"
         url = f"mqtt://127.0.0.1:{broker_port}" if self.external else None
-        self.config_path = write_config(directory, self.port, ca_path, self.client_id, url, prefix, extra)
+        self.config_path = write_config(
+            directory, self.port, ca_path, self.client_id, url, prefix, extra, push_port
+        )
         self.log_path = directory / "daemon.log"
         self.process: Optional[subprocess.Popen] = None
 

@@ -63,7 +63,7 @@ def test_an_external_broker_and_topic_prefix_from_config_yaml(tmp_path, push_ser
     port = _mosquitto_port()
     if port is None:
         pytest.skip("no MQTT broker on 127.0.0.1:1883 (.ci/run starts Mosquitto)")
-    d = Daemon(tmp_path, push_service.ca_path, broker_port=port, prefix=f"axion-push-pytest/{uuid.uuid4()}/").start()
+    d = Daemon(tmp_path, push_service.ca_path, broker_port=port, prefix=f"axion-push-pytest/{uuid.uuid4()}/", push_port=push_service.port).start()
     objnotifypush.configure(config=str(d.config_path), timeout=10)
     try:
         assert objnotifypush.client().settings.topic_prefix == d.prefix

@@ -18,7 +18,7 @@ SECRET = "a-shared-secret-of-at-least-32-characters"
 @pytest.fixture(scope="module")
 def token_daemon(tmp_path_factory, push_service):
     d = Daemon(
-        tmp_path_factory.mktemp("token-daemon"), push_service.ca_path, extra=f"subscribe_token_secret: {SECRET}"
+        tmp_path_factory.mktemp("token-daemon"), push_service.ca_path, extra=f"subscribe_token_secret: {SECRET}", push_port=push_service.port
     ).start()
     yield d
     d.stop()

@@ -159,8 +159,10 @@ impl Sqlite {
             url: redact_url(&settings.url),
             reason,
         };
-        let options = SqliteConnectOptions::from_str(&settings.url)
-            .map_err(|e| open_error(e.to_string()))?
+        let options =
+            SqliteConnectOptions::from_str(&settings.url).map_err(|e| open_error(e.to_string()))?;
+        create_private(&options, &settings.url);
+        let options = options
             .create_if_missing(true)
             // WAL lets the CLI read while the daemon writes; NORMAL is
             // durable across process crashes, which is what a daemon needs.
@@ -384,4 +386,26 @@ fn subscription_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredSubscrip
         created_at: row.try_get("CreatedAt").map_err(get)?,
         active: super::is_active(active.as_deref()),
     })
+}
+
+/// Creates a database file that does not exist yet readable by the daemon's
+/// user only: it holds endpoints (capabilities) and browsers' auth secrets,
+/// and SQLite would create it with the umask's default, usually 0644.
+/// SQLite gives the `-wal` and `-shm` files the database's mode. An existing
+/// file keeps its mode (the daemon warns when others may read it); a file
+/// that cannot be created is left for SQLite to report when it opens it.
+fn create_private(options: &SqliteConnectOptions, url: &str) {
+    let path = options.get_filename();
+    let in_memory = url.contains("mode=memory")
+        || path
+            .to_str()
+            .is_some_and(|p| p == ":memory:" || p.starts_with("file:"));
+    if in_memory {
+        return;
+    }
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    let _ = file.open(path);
 }
