@@ -1,0 +1,523 @@
+//! The store's contract, on the backend `AXION_PUSH_TEST_DATABASE` names
+//! (SQLite when unset; `.ci/run` runs this file again on MariaDB and on
+//! PostgreSQL): every statement, NULL `Active`, exact endpoints, the queue's
+//! holds, leases and settling, and two daemons claiming from one queue.
+
+mod harness;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use axion_push::model::{Endpoint, Group, Package, Subscription, SubscriptionKeys, User};
+use axion_push::notification::Urgency;
+use axion_push::store::{
+    Claimed, Enqueued, MembersChange, NewSend, Published, Recipients, Settled, Settlement, Store,
+};
+use harness::database::{AxionRow, TestDatabase};
+
+const P256DH: &str =
+    "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
+const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
+
+async fn store(db: &TestDatabase) -> Store {
+    let store = Store::open(&db.settings()).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+fn package() -> Package {
+    Package::parse("crm").unwrap()
+}
+
+fn user(name: &str) -> User {
+    User::parse(name).unwrap()
+}
+
+fn subscription(endpoint: &str) -> Subscription {
+    Subscription {
+        endpoint: Endpoint::parse(endpoint).unwrap(),
+        keys: SubscriptionKeys::parse(P256DH, AUTH).unwrap(),
+        user_agent: None,
+        module: None,
+    }
+}
+
+fn endpoint(n: usize) -> String {
+    format!("https://fcm.googleapis.com/fcm/send/device-{n}")
+}
+
+/// A send to `user` with id `id`, accepted now.
+fn send<'a>(id: &'a str, to: &'a User, package: &'a Package) -> NewSend<'a> {
+    let now = axion_push::report::now_ms();
+    NewSend {
+        package,
+        id,
+        target: to.as_str(),
+        recipients: Recipients::User(to),
+        members: None,
+        accepted_ms: now,
+        payload: b"{}",
+        ttl: 60,
+        urgency: Urgency::Normal.as_header(),
+        topic: None,
+        duplicate_after_ms: now - 60_000,
+        digest: None,
+        redelivered: false,
+        event: b"{\"title\":\"T\"}",
+    }
+}
+
+async fn enqueue(store: &Store, id: &str, to: &User, owner: &str) -> u64 {
+    let p = package();
+    match store.enqueue(&send(id, to, &p), owner).await.unwrap() {
+        Enqueued::New { subscriptions } => subscriptions,
+        other => panic!("{id} was not recorded: {other:?}"),
+    }
+}
+
+fn settled(claimed: &[Claimed], as_: impl Fn(&Claimed) -> Settled) -> Vec<Settlement> {
+    claimed
+        .iter()
+        .map(|c| Settlement {
+            claimed: c.clone(),
+            settled: as_(c),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn migrating_twice_changes_nothing() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    store.migrate().await.unwrap();
+    let info = store.info().await.unwrap();
+    assert_eq!(info.backend, db.backend);
+    assert_eq!(info.axion_table_missing_columns, Some(Vec::new()), "{info:?}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_subscription_is_recorded_updated_and_deactivated() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let (p, alice) = (package(), user("alice"));
+    let s = store
+        .upsert_subscription(&p, &alice, &subscription(&endpoint(1)), 50)
+        .await
+        .unwrap();
+    assert_eq!(s.active, 1);
+    store
+        .upsert_subscription(&p, &alice, &subscription(&endpoint(1)), 50)
+        .await
+        .unwrap();
+    let rows = store.subscriptions(&alice, Some(&p)).await.unwrap();
+    assert_eq!(rows.len(), 1, "subscribing again updates the row: {rows:?}");
+    assert!(rows[0].active);
+    assert!(rows[0].created_at.is_some());
+    assert!(store.deactivate(&p, &alice, &endpoint(1)).await.unwrap());
+    assert!(!store.deactivate(&p, &alice, &endpoint(1)).await.unwrap());
+    assert!(!store.subscriptions(&alice, None).await.unwrap()[0].active);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn endpoints_that_differ_only_in_case_are_different_subscriptions() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let (p, alice) = (package(), user("alice"));
+    let lower = "https://fcm.googleapis.com/fcm/send/abc";
+    let upper = "https://fcm.googleapis.com/fcm/send/ABC";
+    store
+        .upsert_subscription(&p, &alice, &subscription(lower), 50)
+        .await
+        .unwrap();
+    let s = store
+        .upsert_subscription(&p, &alice, &subscription(upper), 50)
+        .await
+        .unwrap();
+    assert_eq!(s.active, 2);
+    assert!(store.deactivate(&p, &alice, upper).await.unwrap());
+    let rows = store.subscriptions(&alice, Some(&p)).await.unwrap();
+    let active: Vec<_> = rows.iter().filter(|r| r.active).map(|r| r.endpoint.as_str()).collect();
+    assert_eq!(active, [lower]);
+    store.close().await;
+}
+
+/// Rows older software wrote with `Active` NULL.
+async fn null_active_row(db: &TestDatabase, user: &str, endpoint: &str, created_at: &str) {
+    db.insert_rows(&[AxionRow {
+        user,
+        package: "crm",
+        endpoint,
+        p256dh: Some(P256DH),
+        auth: Some(AUTH),
+        created_at: Some(created_at),
+        active: None,
+        ..AxionRow::default()
+    }])
+    .await;
+}
+
+#[tokio::test]
+async fn null_active_is_active_for_sending_listing_and_unsubscribing() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    null_active_row(&db, "alice", &endpoint(1), "2025-01-01 00:00:00").await;
+    let alice = user("alice");
+    assert!(store.subscriptions(&alice, None).await.unwrap()[0].active);
+    assert_eq!(enqueue(&store, "n-1", &alice, "a").await, 1);
+    assert!(
+        store.deactivate(&package(), &alice, &endpoint(1)).await.unwrap(),
+        "unsubscribe reaches a NULL row"
+    );
+    assert!(!store.subscriptions(&alice, None).await.unwrap()[0].active);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn null_active_is_taken_over_when_another_user_subscribes_the_browser() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    null_active_row(&db, "alice", &endpoint(1), "2025-01-01 00:00:00").await;
+    let s = store
+        .upsert_subscription(&package(), &user("bob"), &subscription(&endpoint(1)), 50)
+        .await
+        .unwrap();
+    assert_eq!(s.taken_from_others, 1);
+    assert!(!store.subscriptions(&user("alice"), None).await.unwrap()[0].active);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn null_active_counts_toward_the_per_user_limit() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    null_active_row(&db, "alice", &endpoint(1), "2025-01-01 00:00:00").await;
+    let s = store
+        .upsert_subscription(&package(), &user("alice"), &subscription(&endpoint(2)), 1)
+        .await
+        .unwrap();
+    assert_eq!((s.active, s.evicted), (1, 1), "{s:?}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_row_without_a_creation_time_is_evicted_first() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    db.insert_rows(&[AxionRow {
+        user: "alice",
+        package: "crm",
+        endpoint: &endpoint(1),
+        p256dh: Some(P256DH),
+        auth: Some(AUTH),
+        active: Some("Y"),
+        ..AxionRow::default()
+    }])
+    .await;
+    null_active_row(&db, "alice", &endpoint(2), "2020-01-01 00:00:00").await;
+    store
+        .upsert_subscription(&package(), &user("alice"), &subscription(&endpoint(3)), 2)
+        .await
+        .unwrap();
+    let rows = store.subscriptions(&user("alice"), None).await.unwrap();
+    let active: HashSet<_> = rows.iter().filter(|r| r.active).map(|r| r.endpoint.clone()).collect();
+    assert_eq!(active, HashSet::from([endpoint(2), endpoint(3)]), "{rows:?}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn group_membership_is_edited_and_set() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let (p, ops) = (package(), Group::parse("ops").unwrap());
+    let n = store
+        .change_members(
+            &p,
+            &ops,
+            &MembersChange::Edit {
+                add: vec![user("alice"), user("bob")],
+                remove: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    store
+        .change_members(&p, &ops, &MembersChange::Set(vec![user("carol")]))
+        .await
+        .unwrap();
+    assert_eq!(store.members(&p, &ops).await.unwrap(), [user("carol")]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_new_sends_deliveries_are_held_for_the_daemon_that_recorded_it() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let (p, alice) = (package(), user("alice"));
+    for n in 0..3 {
+        store
+            .upsert_subscription(&p, &alice, &subscription(&endpoint(n)), 50)
+            .await
+            .unwrap();
+    }
+    assert_eq!(enqueue(&store, "n-1", &alice, "a").await, 3);
+    assert!(store.claim("b", 10).await.unwrap().is_empty(), "held for a");
+    let claimed = store.claim("a", 10).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(claimed.iter().all(|c| c.command_id == "n-1" && !c.tried));
+    assert!(store.claim("a", 10).await.unwrap().is_empty(), "leased now");
+    assert_eq!(store.pending_deliveries().await.unwrap(), 3);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_held_send_is_anyones_once_the_hold_is_over() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let alice = user("alice");
+    store
+        .upsert_subscription(&package(), &alice, &subscription(&endpoint(1)), 50)
+        .await
+        .unwrap();
+    enqueue(&store, "n-1", &alice, "a").await;
+    let due = store.next_due("b").await.unwrap().expect("queued");
+    assert!(due <= axion_push::store::HOLD, "{due:?}");
+    tokio::time::sleep(due + Duration::from_millis(50)).await;
+    assert_eq!(store.claim("b", 10).await.unwrap().len(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn released_deliveries_are_due_at_once_for_another_daemon() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let alice = user("alice");
+    store
+        .upsert_subscription(&package(), &alice, &subscription(&endpoint(1)), 50)
+        .await
+        .unwrap();
+    enqueue(&store, "n-1", &alice, "a").await;
+    assert_eq!(store.claim("a", 10).await.unwrap().len(), 1);
+    assert_eq!(store.renew("a").await.unwrap(), 1);
+    assert!(store.claim("b", 10).await.unwrap().is_empty());
+    assert_eq!(store.release("a").await.unwrap(), 1);
+    assert_eq!(store.claim("b", 10).await.unwrap().len(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn settling_counts_each_outcome_and_makes_the_report_due() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let (p, alice) = (package(), user("alice"));
+    for n in 0..4 {
+        store
+            .upsert_subscription(&p, &alice, &subscription(&endpoint(n)), 50)
+            .await
+            .unwrap();
+    }
+    enqueue(&store, "n-1", &alice, "a").await;
+    let claimed = store.claim("a", 10).await.unwrap();
+    let batch = settled(&claimed, |c| match c.endpoint.as_str() {
+        e if e == endpoint(0) => Settled::Delivered,
+        e if e == endpoint(1) => Settled::Gone,
+        e if e == endpoint(2) => Settled::Failed("403".into()),
+        _ => Settled::Retry {
+            after: Duration::from_secs(3600),
+        },
+    });
+    let due = store.settle("a", &batch, 1).await.unwrap();
+    assert_eq!(due.len(), 1, "every delivery tried once: the first report");
+    let first = &due[0];
+    assert_eq!(
+        (first.delivered, first.deactivated, first.failed, first.pending),
+        (1, 1, 1, 1),
+        "{first:?}"
+    );
+    assert_eq!(first.failures.get("403"), Some(&1));
+    let rows = store.subscriptions(&alice, Some(&p)).await.unwrap();
+    let gone = rows.iter().find(|r| r.endpoint == endpoint(1)).unwrap();
+    assert!(!gone.active, "404/410 deactivates");
+    let retry = store.next_due("a").await.unwrap().expect("the retry");
+    assert!(retry > Duration::from_secs(3500), "{retry:?}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_retry_comes_due_after_its_delay() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let alice = user("alice");
+    store
+        .upsert_subscription(&package(), &alice, &subscription(&endpoint(1)), 50)
+        .await
+        .unwrap();
+    enqueue(&store, "n-1", &alice, "a").await;
+    let claimed = store.claim("a", 10).await.unwrap();
+    let batch = settled(&claimed, |_| Settled::Retry {
+        after: Duration::ZERO,
+    });
+    store.settle("a", &batch, 1).await.unwrap();
+    let again = store.claim("b", 10).await.unwrap();
+    assert_eq!(again.len(), 1, "due again, for anyone");
+    assert_eq!((again[0].attempts, again[0].tried), (1, true));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn settling_a_delivery_another_daemon_took_over_changes_nothing() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let alice = user("alice");
+    store
+        .upsert_subscription(&package(), &alice, &subscription(&endpoint(1)), 50)
+        .await
+        .unwrap();
+    enqueue(&store, "n-1", &alice, "a").await;
+    let by_a = store.claim("a", 10).await.unwrap();
+    // a's lease ends (as when a stops answering) and b takes the delivery.
+    store.release("a").await.unwrap();
+    let by_b = store.claim("b", 10).await.unwrap();
+    assert!(
+        store
+            .settle("a", &settled(&by_a, |_| Settled::Delivered), 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a's late answer counts for nothing"
+    );
+    let due = store
+        .settle("b", &settled(&by_b, |_| Settled::Delivered), 1)
+        .await
+        .unwrap();
+    assert_eq!((due[0].delivered, due[0].pending), (1, 0));
+    assert_eq!(store.pending_deliveries().await.unwrap(), 0);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_claiming_at_once_never_hold_the_same_delivery() {
+    const DELIVERIES: usize = 2_000;
+    let db = TestDatabase::create().await;
+    let store_a = store(&db).await;
+    let endpoints: Vec<String> = (0..DELIVERIES).map(endpoint).collect();
+    let rows: Vec<AxionRow> = endpoints
+        .iter()
+        .map(|e| AxionRow {
+            user: "many",
+            package: "crm",
+            endpoint: e,
+            p256dh: Some(P256DH),
+            auth: Some(AUTH),
+            created_at: Some("2025-01-01 00:00:00"),
+            active: Some("Y"),
+            ..AxionRow::default()
+        })
+        .collect();
+    db.insert_rows(&rows).await;
+    enqueue(&store_a, "n-1", &user("many"), "recorder").await;
+    store_a.release("recorder").await.unwrap();
+    let store_b = Store::open(&db.settings()).await.unwrap();
+    let claim_all = |store: Store, owner: &'static str| async move {
+        let mut seqs = Vec::new();
+        loop {
+            let claimed = store.claim(owner, 37).await.unwrap();
+            if claimed.is_empty() {
+                return seqs;
+            }
+            seqs.extend(claimed.iter().map(|c| c.seq));
+        }
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(claim_all(store_a.clone(), "a")),
+        tokio::spawn(claim_all(store_b.clone(), "b"))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let all: HashSet<i64> = a.iter().chain(&b).copied().collect();
+    assert_eq!(a.len() + b.len(), DELIVERIES, "a {} + b {}", a.len(), b.len());
+    assert_eq!(all.len(), DELIVERIES, "a delivery was held by both");
+    store_a.close().await;
+    store_b.close().await;
+}
+
+#[tokio::test]
+async fn a_send_id_seen_within_the_window_is_a_duplicate_with_its_unacknowledged_event() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let (p, alice) = (package(), user("alice"));
+    store
+        .upsert_subscription(&p, &alice, &subscription(&endpoint(1)), 50)
+        .await
+        .unwrap();
+    enqueue(&store, "n-1", &alice, "a").await;
+    match store.enqueue(&send("n-1", &alice, &p), "b").await.unwrap() {
+        Enqueued::Duplicate {
+            earlier,
+            unpublished_event,
+        } => {
+            assert_eq!(earlier.subscriptions, 1);
+            assert_eq!(unpublished_event.as_deref(), Some(&b"{\"title\":\"T\"}"[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+    store
+        .mark_published(&[Published::Event {
+            package: "crm".into(),
+            id: "n-1".into(),
+        }])
+        .await
+        .unwrap();
+    match store.enqueue(&send("n-1", &alice, &p), "b").await.unwrap() {
+        Enqueued::Duplicate {
+            unpublished_event, ..
+        } => assert_eq!(unpublished_event, None, "acknowledged"),
+        other => panic!("{other:?}"),
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn reports_and_events_never_acknowledged_are_taken_again_once() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let alice = user("alice");
+    store
+        .upsert_subscription(&package(), &alice, &subscription(&endpoint(1)), 50)
+        .await
+        .unwrap();
+    enqueue(&store, "n-1", &alice, "a").await;
+    let claimed = store.claim("a", 10).await.unwrap();
+    store
+        .settle("a", &settled(&claimed, |_| Settled::Delivered), 1_000)
+        .await
+        .unwrap();
+    let later = axion_push::report::now_ms() + 1;
+    let (reports, events) = store.take_unpublished(later, later).await.unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!((reports[0].id.as_str(), reports[0].delivered), ("n-1", 1));
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].target, "alice");
+    let (reports, events) = store.take_unpublished(later, later).await.unwrap();
+    assert!(reports.is_empty() && events.is_empty(), "taken once");
+    store
+        .mark_published(&[
+            Published::Report {
+                package: "crm".into(),
+                id: "n-1".into(),
+                is_final: true,
+            },
+            Published::Event {
+                package: "crm".into(),
+                id: "n-1".into(),
+            },
+        ])
+        .await
+        .unwrap();
+    let much_later = later + 3_600_000;
+    let (reports, events) = store.take_unpublished(much_later, much_later).await.unwrap();
+    assert!(reports.is_empty() && events.is_empty(), "acknowledged");
+    assert_eq!(store.purge_commands(much_later).await.unwrap(), 1);
+    store.close().await;
+}
