@@ -296,6 +296,10 @@ fn journal_is_stderr() -> bool {
 /// `config.local.yaml`) rather than found as `./config.yaml`.
 async fn serve(config: Config, asked_for: bool) -> Result<ExitCode> {
     let source = config.source.clone();
+    // Watched before anything starts: a SIGTERM that comes while the daemon
+    // starts (systemd stopping it, a test that saw it run) stops it as soon
+    // as it runs, instead of killing it on the spot.
+    let stop = stop_signals()?;
     let daemon = match Daemon::start(config).await {
         Ok(daemon) => daemon,
         Err(e) => return Err(with_local_settings_hint(e, source.as_deref(), asked_for)),
@@ -304,7 +308,7 @@ async fn serve(config: Config, asked_for: bool) -> Result<ExitCode> {
     crate::systemd::ready(&monitor.status_line());
     let stop_supervising = tokio_util::sync::CancellationToken::new();
     let supervisor = tokio::spawn(crate::systemd::supervise(monitor, stop_supervising.clone()));
-    wait_for_signal().await?;
+    stop.await;
     crate::systemd::stopping();
     stop_supervising.cancel();
     let _ = supervisor.await;
@@ -341,21 +345,24 @@ fn with_local_settings_hint(
     anyhow::anyhow!("{error:#}. {hint}")
 }
 
-async fn wait_for_signal() -> Result<()> {
+/// SIGTERM or SIGINT, watched from now on.
+fn stop_signals() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            r = tokio::signal::ctrl_c() => { r.context("cannot watch SIGINT")?; tracing::info!("SIGINT received"); }
-        }
+        let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        })
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot watch Ctrl-C")?;
-    Ok(())
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn check_config(path: Option<&std::path::Path>) -> ExitCode {
