@@ -10,49 +10,42 @@ mod process;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use harness::database::{AxionRow, TestDatabase};
 use harness::mosquitto::Mosquitto;
-use harness::{DatabaseLock, Harness, PushService, TestClient, WAIT};
-use process::{Serve, write_config_with};
+use harness::{Harness, PushService, TestClient, WAIT};
+use process::Serve;
 use serde_json::json;
 
-/// Writes `n` subscriptions of `user` straight into a fresh database, as
-/// years of browsers subscribing would have.
+/// Writes `n` subscriptions of `user` straight into the migrated
+/// database, as years of browsers subscribing would have.
 async fn seed_subscriptions(
-    db: &std::path::Path,
+    db: &TestDatabase,
     push: &PushService,
     user: &str,
     n: usize,
 ) -> Vec<harness::Browser> {
-    let settings = axion_push::config::DatabaseSettings {
-        url: format!("sqlite://{}", db.display()),
-        ..Default::default()
-    };
-    let store = axion_push::store::Store::open(&settings).await.unwrap();
+    let store = axion_push::store::Store::open(&db.settings())
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     store.close().await;
-    use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(&settings.url)
-        .await
-        .unwrap();
-    let mut tx = conn.begin().await.unwrap();
-    let mut browsers = Vec::with_capacity(n);
-    for i in 0..n {
-        let b = push.browser(&format!("{user}-{i}"));
-        sqlx::query(
-            "INSERT INTO def_notify_push_subscription \
-             (User, Package, Endpoint, KeysP256dh, KeysAuth, CreatedAt, Active) \
-             VALUES (?, 'crm', ?, ?, ?, CURRENT_TIMESTAMP, 'Y')",
-        )
-        .bind(user)
-        .bind(&b.endpoint)
-        .bind(&b.p256dh)
-        .bind(&b.auth)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        browsers.push(b);
-    }
-    tx.commit().await.unwrap();
+    let browsers: Vec<_> = (0..n)
+        .map(|i| push.browser(&format!("{user}-{i}")))
+        .collect();
+    let rows: Vec<AxionRow> = browsers
+        .iter()
+        .map(|b| AxionRow {
+            user,
+            package: "crm",
+            endpoint: &b.endpoint,
+            p256dh: Some(&b.p256dh),
+            auth: Some(&b.auth),
+            created_at: Some("2025-01-01 00:00:00"),
+            active: Some("Y"),
+            ..AxionRow::default()
+        })
+        .collect();
+    db.insert_rows(&rows).await;
     browsers
 }
 
@@ -88,23 +81,20 @@ async fn a_daemon_killed_mid_fan_out_delivers_to_every_subscription_after_restar
     const CONCURRENCY: usize = 64;
     harness::init_logging();
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::create().await;
     let push = PushService::start().await;
-    let browsers = seed_subscriptions(
-        &dir.path().join("axion-push.db"),
-        &push,
-        "many",
-        SUBSCRIPTIONS,
-    )
-    .await;
+    let browsers = seed_subscriptions(&db, &push, "many", SUBSCRIPTIONS).await;
     // Every answer takes a little while, so the kill lands mid-fan-out.
     for b in &browsers {
         push.script(b, [harness::Reply::slow(201, Duration::from_millis(20))]);
     }
-    let (config, port) = write_config_with(
+    let (config, port) = process::write_config_on(
+        &db.url,
         dir.path(),
         &push,
         "",
         &format!("    concurrency: {CONCURRENCY}\n"),
+        "",
     );
     let mut serve = Serve::start(&config);
     serve.wait_for("axion-push is running");
@@ -267,7 +257,7 @@ async fn commands_wait_out_a_database_outage_and_none_is_lost() {
     h.subscribe("crm", "alice", &b).await;
 
     let from = h.mqtt.count();
-    let lock = DatabaseLock::take(&h.config).await;
+    let lock = h.database.outage().await;
     for i in 0..COMMANDS {
         h.mqtt
             .publish(
@@ -284,7 +274,7 @@ async fn commands_wait_out_a_database_outage_and_none_is_lost() {
         .await;
     assert_eq!(down.json()["state"], "online", "the daemon stays up");
     let released_at = h.mqtt.count();
-    lock.release().await;
+    lock.end().await;
     h.mqtt
         .wait_for(
             released_at,
@@ -315,13 +305,11 @@ async fn commands_wait_out_a_database_outage_and_none_is_lost() {
     h.stop().await;
 }
 
-/// Waits until no delivery is left in the queue of the database at `db`.
-async fn wait_until_every_delivery_settled(db: &std::path::Path) {
-    let settings = axion_push::config::DatabaseSettings {
-        url: format!("sqlite://{}", db.display()),
-        ..Default::default()
-    };
-    let store = axion_push::store::Store::open(&settings).await.unwrap();
+/// Waits until no delivery is left in the queue of `db`.
+async fn wait_until_every_delivery_settled(db: &TestDatabase) {
+    let store = axion_push::store::Store::open(&db.settings())
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let pending = store.pending_deliveries().await.unwrap();
@@ -373,9 +361,16 @@ async fn reports_due_while_the_broker_is_away_are_published_after_a_kill_and_res
     harness::init_logging();
     let mut broker = Mosquitto::start(true).await;
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::create().await;
     let push = PushService::start().await;
-    let (config, _) =
-        process::write_config(dir.path(), &push, &format!("    url: {}", broker.url()));
+    let (config, _) = process::write_config_on(
+        &db.url,
+        dir.path(),
+        &push,
+        &format!("    url: {}", broker.url()),
+        "",
+        "",
+    );
     let service = service_on(&broker, "axion/crm/push/+/result").await;
     let mut serve = Serve::start(&config);
     serve.wait_for("axion-push is running");
@@ -396,7 +391,7 @@ async fn reports_due_while_the_broker_is_away_are_published_after_a_kill_and_res
     push.wait_for(SENDS, WAIT).await;
     broker.stop();
     // Every send finishes, and its report is due, while no broker runs.
-    wait_until_every_delivery_settled(&dir.path().join("axion-push.db")).await;
+    wait_until_every_delivery_settled(&db).await;
     serve.signal("-KILL");
     serve.wait();
 
@@ -421,11 +416,15 @@ async fn an_event_the_broker_never_took_is_published_after_a_kill_and_restart() 
     let broker = Mosquitto::start(false).await;
     let proxy = harness::proxy::Proxy::start(broker.addr).await;
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::create().await;
     let push = PushService::start().await;
-    let (config, _) = process::write_config(
+    let (config, _) = process::write_config_on(
+        &db.url,
         dir.path(),
         &push,
         &format!("    url: mqtt://{}", proxy.addr),
+        "",
+        "",
     );
     let service = service_on(&broker, "axion/crm/push/alice").await;
     let mut serve = Serve::start(&config);
@@ -499,17 +498,25 @@ async fn a_qos_0_flood_during_a_database_outage_stays_within_bounded_memory_and_
     harness::init_logging();
     let broker = Mosquitto::start(false).await;
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::create().await;
     let push = PushService::start().await;
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let (config, _) = process::write_config_sections(
+    // SQLite fails a write after busy_timeout; a server's outage cuts the
+    // daemon's connections.
+    let busy = match db.backend {
+        axion_push::store::Backend::Sqlite => "    busy_timeout: 200ms\n",
+        _ => "",
+    };
+    let (config, _) = process::write_config_on(
+        &db.url,
         dir.path(),
         &push,
         &format!("    url: {}", broker.url()),
         "",
-        &format!("    busy_timeout: 200ms\n  metrics:\n    listen: {metrics}"),
+        &format!("{busy}  metrics:\n    listen: {metrics}"),
     );
     let mut serve = Serve::start(&config);
     serve.wait_for("axion-push is running");
@@ -519,8 +526,7 @@ async fn a_qos_0_flood_during_a_database_outage_stays_within_bounded_memory_and_
         &["axion/crm/push/+/result".into()],
     )
     .await;
-    let db_url = format!("sqlite://{}", dir.path().join("axion-push.db").display());
-    let lock = DatabaseLock::take_url(&db_url).await;
+    let lock = db.outage().await;
 
     let mut options = rumqttc::MqttOptions::new("flood", "127.0.0.1", broker.addr.port());
     options.set_keep_alive(Duration::from_secs(30));
@@ -573,7 +579,7 @@ async fn a_qos_0_flood_during_a_database_outage_stays_within_bounded_memory_and_
         "peak RSS {peak} KiB, bound {PEAK_RSS_KIB} KiB"
     );
 
-    lock.release().await;
+    lock.end().await;
     for k in 0..SUBSCRIBES {
         let topic = format!("axion/crm/push/q{k}/result");
         let r = service

@@ -94,7 +94,12 @@ fn config_errors_never_repeat_a_password_or_key() {
 /// The database holds endpoints (capabilities) and browsers' auth secrets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_database_and_its_journal_are_readable_by_the_owner_only() {
-    let h = harness::Harness::start().await;
+    // An SQLite file of its own, whatever backend the other tests run on.
+    let h = harness::Harness::start_with(|c| {
+        let dir = c.settings.vapid_key_file.parent().unwrap().to_owned();
+        c.settings.database.url = format!("sqlite://{}", dir.join("axion-push.db").display());
+    })
+    .await;
     // A write, so that the write-ahead log holds something.
     h.subscribe("crm", "alice", &h.browser("b")).await;
     for name in ["axion-push.db", "axion-push.db-wal", "axion-push.db-shm"] {

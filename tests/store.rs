@@ -92,7 +92,11 @@ async fn migrating_twice_changes_nothing() {
     store.migrate().await.unwrap();
     let info = store.info().await.unwrap();
     assert_eq!(info.backend, db.backend);
-    assert_eq!(info.axion_table_missing_columns, Some(Vec::new()), "{info:?}");
+    assert_eq!(
+        info.axion_table_missing_columns,
+        Some(Vec::new()),
+        "{info:?}"
+    );
     store.close().await;
 }
 
@@ -138,7 +142,11 @@ async fn endpoints_that_differ_only_in_case_are_different_subscriptions() {
     assert_eq!(s.active, 2);
     assert!(store.deactivate(&p, &alice, upper).await.unwrap());
     let rows = store.subscriptions(&alice, Some(&p)).await.unwrap();
-    let active: Vec<_> = rows.iter().filter(|r| r.active).map(|r| r.endpoint.as_str()).collect();
+    let active: Vec<_> = rows
+        .iter()
+        .filter(|r| r.active)
+        .map(|r| r.endpoint.as_str())
+        .collect();
     assert_eq!(active, [lower]);
     store.close().await;
 }
@@ -167,7 +175,10 @@ async fn null_active_is_active_for_sending_listing_and_unsubscribing() {
     assert!(store.subscriptions(&alice, None).await.unwrap()[0].active);
     assert_eq!(enqueue(&store, "n-1", &alice, "a").await, 1);
     assert!(
-        store.deactivate(&package(), &alice, &endpoint(1)).await.unwrap(),
+        store
+            .deactivate(&package(), &alice, &endpoint(1))
+            .await
+            .unwrap(),
         "unsubscribe reaches a NULL row"
     );
     assert!(!store.subscriptions(&alice, None).await.unwrap()[0].active);
@@ -221,8 +232,16 @@ async fn a_row_without_a_creation_time_is_evicted_first() {
         .await
         .unwrap();
     let rows = store.subscriptions(&user("alice"), None).await.unwrap();
-    let active: HashSet<_> = rows.iter().filter(|r| r.active).map(|r| r.endpoint.clone()).collect();
-    assert_eq!(active, HashSet::from([endpoint(2), endpoint(3)]), "{rows:?}");
+    let active: HashSet<_> = rows
+        .iter()
+        .filter(|r| r.active)
+        .map(|r| r.endpoint.clone())
+        .collect();
+    assert_eq!(
+        active,
+        HashSet::from([endpoint(2), endpoint(3)]),
+        "{rows:?}"
+    );
     store.close().await;
 }
 
@@ -332,7 +351,12 @@ async fn settling_counts_each_outcome_and_makes_the_report_due() {
     assert_eq!(due.len(), 1, "every delivery tried once: the first report");
     let first = &due[0];
     assert_eq!(
-        (first.delivered, first.deactivated, first.failed, first.pending),
+        (
+            first.delivered,
+            first.deactivated,
+            first.failed,
+            first.pending
+        ),
         (1, 1, 1, 1),
         "{first:?}"
     );
@@ -436,7 +460,13 @@ async fn two_daemons_claiming_at_once_never_hold_the_same_delivery() {
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     let all: HashSet<i64> = a.iter().chain(&b).copied().collect();
-    assert_eq!(a.len() + b.len(), DELIVERIES, "a {} + b {}", a.len(), b.len());
+    assert_eq!(
+        a.len() + b.len(),
+        DELIVERIES,
+        "a {} + b {}",
+        a.len(),
+        b.len()
+    );
     assert_eq!(all.len(), DELIVERIES, "a delivery was held by both");
     store_a.close().await;
     store_b.close().await;
@@ -458,7 +488,10 @@ async fn a_send_id_seen_within_the_window_is_a_duplicate_with_its_unacknowledged
             unpublished_event,
         } => {
             assert_eq!(earlier.subscriptions, 1);
-            assert_eq!(unpublished_event.as_deref(), Some(&b"{\"title\":\"T\"}"[..]));
+            assert_eq!(
+                unpublished_event.as_deref(),
+                Some(&b"{\"title\":\"T\"}"[..])
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -516,7 +549,10 @@ async fn reports_and_events_never_acknowledged_are_taken_again_once() {
         .await
         .unwrap();
     let much_later = later + 3_600_000;
-    let (reports, events) = store.take_unpublished(much_later, much_later).await.unwrap();
+    let (reports, events) = store
+        .take_unpublished(much_later, much_later)
+        .await
+        .unwrap();
     assert!(reports.is_empty() && events.is_empty(), "acknowledged");
     assert_eq!(store.purge_commands(much_later).await.unwrap(), 1);
     store.close().await;

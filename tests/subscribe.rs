@@ -6,7 +6,7 @@ mod harness;
 use std::time::Duration;
 
 use axion_push::topics::Verb;
-use harness::{DatabaseLock, Harness, WAIT};
+use harness::{Harness, WAIT};
 use serde_json::json;
 
 async fn subscribe_raw(h: &Harness, user: &str, payload: &str) -> serde_json::Value {
@@ -153,7 +153,7 @@ async fn a_subscribe_during_a_database_outage_is_applied_when_it_ends() {
         .await;
     let b = h.browser("b");
     let from = h.mqtt.count();
-    let lock = DatabaseLock::take(&h.config).await;
+    let lock = h.database.outage().await;
     let topic = h.command_topic("crm", "alice", Verb::Subscribe);
     h.mqtt.publish(&topic, b.subscription().to_string()).await;
     h.mqtt
@@ -162,7 +162,7 @@ async fn a_subscribe_during_a_database_outage_is_applied_when_it_ends() {
         })
         .await;
     let released_at = h.mqtt.count();
-    lock.release().await;
+    lock.end().await;
     let result = h
         .mqtt
         .wait_for(from, "the subscribe's result", WAIT, |m| {
@@ -240,7 +240,7 @@ async fn an_unsubscribe_during_a_database_outage_is_applied_when_it_ends() {
     let b = h.browser("b");
     h.subscribe("crm", "alice", &b).await;
     let from = h.mqtt.count();
-    let lock = DatabaseLock::take(&h.config).await;
+    let lock = h.database.outage().await;
     let topic = h.command_topic("crm", "alice", Verb::Unsubscribe);
     h.mqtt
         .publish(&topic, json!({"endpoint": b.endpoint}).to_string())
@@ -250,7 +250,7 @@ async fn an_unsubscribe_during_a_database_outage_is_applied_when_it_ends() {
             m.topic == "axion/push/daemon/status" && m.json()["database"] == "unavailable"
         })
         .await;
-    lock.release().await;
+    lock.end().await;
     let result = h
         .mqtt
         .wait_for(from, "the unsubscribe's result", WAIT, |m| {

@@ -16,6 +16,7 @@ pub struct Alone {
     pub egress_tx: axion_push::report::Egress,
     pub wake: axion_push::delivery::Wake,
     pub store: axion_push::store::Store,
+    _database: super::database::TestDatabase,
     _dir: tempfile::TempDir,
 }
 
@@ -43,7 +44,9 @@ impl Alone {
         super::init_logging();
         let dir = tempfile::tempdir().unwrap();
         let push = super::PushService::start().await;
-        let config = super::test_config(dir.path(), &push);
+        let mut config = super::test_config(dir.path(), &push);
+        let database = super::database::TestDatabase::create().await;
+        config.settings.database.url = database.url.clone();
         let s = &config.settings;
         let store = Store::open(&s.database).await.unwrap();
         store.migrate().await.unwrap();
@@ -113,6 +116,7 @@ impl Alone {
             egress_tx: egress,
             wake,
             store,
+            _database: database,
             _dir: dir,
         }
     }

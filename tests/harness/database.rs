@@ -12,11 +12,14 @@ use axion_push::config::DatabaseSettings;
 use axion_push::store::Backend;
 
 pub struct TestDatabase {
+    /// What the daemon connects to: for a server, through a proxy that can
+    /// cut the daemon off (see [`TestDatabase::outage`]).
     pub url: String,
     pub backend: Backend,
     /// For a server database: the URL of its server (no database) and the
     /// database's name, to drop it.
     server: Option<(String, String)>,
+    proxy: Option<super::proxy::Proxy>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -41,18 +44,41 @@ impl TestDatabase {
                 url: format!("sqlite://{}", dir.path().join("axion-push.db").display()),
                 backend: Backend::Sqlite,
                 server: None,
+                proxy: None,
                 _dir: Some(dir),
             };
         };
         let server = server.trim_end_matches('/');
         let backend = Backend::of_url(server)
             .unwrap_or_else(|| panic!("AXION_PUSH_TEST_DATABASE={server}: not a database URL"));
-        let name = format!("axion_push_t_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let name = format!(
+            "axion_push_t_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        );
         admin(backend, server, &format!("CREATE DATABASE {name}")).await;
+        let mut through_proxy = url::Url::parse(server).expect("a server URL");
+        let upstream = tokio::net::lookup_host((
+            through_proxy.host_str().expect("a host"),
+            through_proxy
+                .port_or_known_default()
+                .unwrap_or(match backend {
+                    Backend::Postgres => 5432,
+                    _ => 3306,
+                }),
+        ))
+        .await
+        .unwrap()
+        .next()
+        .expect("the server's address");
+        let proxy = super::proxy::Proxy::start(upstream).await;
+        through_proxy.set_host(Some("127.0.0.1")).unwrap();
+        through_proxy.set_port(Some(proxy.addr.port())).unwrap();
+        through_proxy.set_path(&name);
         TestDatabase {
-            url: format!("{server}/{name}"),
+            url: through_proxy.to_string(),
             backend,
             server: Some((server.to_owned(), name)),
+            proxy: Some(proxy),
             _dir: None,
         }
     }
@@ -85,9 +111,18 @@ impl TestDatabase {
         if rows.is_empty() {
             return;
         }
-        let columns = ["User", "Package", "Module", "Endpoint", "KeysP256dh", "KeysAuth", "CreatedAt", "Active"]
-            .map(|c| self.ident(c))
-            .join(", ");
+        let columns = [
+            "User",
+            "Package",
+            "Module",
+            "Endpoint",
+            "KeysP256dh",
+            "KeysAuth",
+            "CreatedAt",
+            "Active",
+        ]
+        .map(|c| self.ident(c))
+        .join(", ");
         for chunk in rows.chunks(500) {
             let values: Vec<String> = chunk
                 .iter()
@@ -114,6 +149,56 @@ impl TestDatabase {
             ))
             .await;
         }
+    }
+}
+
+/// The database made unavailable to the daemon until [`Outage::end`]: on
+/// SQLite, another connection holds the write lock (the daemon's writes
+/// fail once its `busy_timeout` passes); on a server, the daemon's login is
+/// locked and its connections are closed.
+pub struct Outage {
+    sqlite: Option<sqlx::SqliteConnection>,
+    proxy: Option<std::net::SocketAddr>,
+    restore: Option<super::proxy::Restorer>,
+}
+
+impl TestDatabase {
+    pub async fn outage(&self) -> Outage {
+        use sqlx::Connection;
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                Outage {
+                    sqlite: Some(conn),
+                    proxy: None,
+                    restore: None,
+                }
+            }
+            _ => {
+                self.proxy.as_ref().expect("a server's proxy").cut();
+                Outage {
+                    sqlite: None,
+                    proxy: self.proxy.as_ref().map(|p| p.addr),
+                    restore: self.proxy.as_ref().map(|p| p.restorer()),
+                }
+            }
+        }
+    }
+}
+
+impl Outage {
+    pub async fn end(mut self) {
+        if let Some(conn) = &mut self.sqlite {
+            sqlx::query("ROLLBACK").execute(conn).await.unwrap();
+        }
+        if let Some(restore) = self.restore.take() {
+            restore.restore();
+        }
+        let _ = self.proxy;
     }
 }
 
@@ -152,7 +237,11 @@ impl Drop for TestDatabase {
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(admin(backend, &server, &format!("DROP DATABASE IF EXISTS {name}")));
+                .block_on(admin(
+                    backend,
+                    &server,
+                    &format!("DROP DATABASE IF EXISTS {name}"),
+                ));
         })
         .join();
     }
@@ -179,16 +268,22 @@ async fn execute(backend: Backend, url: &str, sql: &str) {
     let raw = || sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()));
     match backend {
         Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap_or_else(|e| fail(e));
+            let mut c = sqlx::SqliteConnection::connect(url)
+                .await
+                .unwrap_or_else(|e| fail(e));
             c.execute(raw()).await.unwrap_or_else(|e| fail(e));
         }
         Backend::MySql => {
             let url = url.replacen("mariadb://", "mysql://", 1);
-            let mut c = sqlx::MySqlConnection::connect(&url).await.unwrap_or_else(|e| fail(e));
+            let mut c = sqlx::MySqlConnection::connect(&url)
+                .await
+                .unwrap_or_else(|e| fail(e));
             c.execute(raw()).await.unwrap_or_else(|e| fail(e));
         }
         Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| fail(e));
+            let mut c = sqlx::PgConnection::connect(url)
+                .await
+                .unwrap_or_else(|e| fail(e));
             c.execute(raw()).await.unwrap_or_else(|e| fail(e));
         }
     }

@@ -41,6 +41,8 @@ pub fn init_logging() {
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
+    /// The daemon's database, on the backend the tests run on.
+    pub database: database::TestDatabase,
     pub push: PushService,
     pub mqtt: TestClient,
     pub config: Config,
@@ -95,6 +97,8 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let push = PushService::start().await;
         let mut config = test_config(dir.path(), &push);
+        let database = database::TestDatabase::create().await;
+        config.settings.database.url = database.url.clone();
         if let Some(url) = shared_broker() {
             // A broker shared with other runs: this test's own topic prefix.
             config.settings.mqtt.url = Some(url);
@@ -143,6 +147,7 @@ impl Harness {
         let topics = Topics::default();
         Harness {
             dir,
+            database,
             push,
             mqtt,
             config,
@@ -256,33 +261,27 @@ impl Harness {
         p256dh: &str,
         auth: &str,
     ) {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&self.config.settings.database.url)
-            .await
-            .unwrap();
-        sqlx::query(
-            "INSERT INTO def_notify_push_subscription \
-             (User, Package, Endpoint, KeysP256dh, KeysAuth, CreatedAt, Active) \
-             VALUES (?, ?, ?, ?, ?, CURRENT_TIMESTAMP, 'Y')",
-        )
-        .bind(user)
-        .bind(package)
-        .bind(endpoint)
-        .bind(p256dh)
-        .bind(auth)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        conn.close().await.unwrap();
+        self.database
+            .insert_rows(&[database::AxionRow {
+                user,
+                package,
+                endpoint,
+                p256dh: Some(p256dh),
+                auth: Some(auth),
+                created_at: Some("2025-01-01 00:00:00"),
+                active: Some("Y"),
+                ..database::AxionRow::default()
+            }])
+            .await;
     }
 
     pub fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().expect("the daemon is running")
     }
 
-    /// Stops the daemon; the returned directory keeps its files (database,
-    /// key) until it is dropped.
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    /// Stops the daemon; what it returns keeps its files (key, database)
+    /// until it is dropped.
+    pub async fn stop(mut self) -> (tempfile::TempDir, database::TestDatabase) {
         if let Some(daemon) = self.daemon.take() {
             tokio::time::timeout(WAIT, daemon.shutdown())
                 .await
@@ -292,7 +291,7 @@ impl Harness {
             forget_session(&self.config).await;
             self.clear_retained().await;
         }
-        self.dir
+        (self.dir, self.database)
     }
 
     /// Leaves no retained messages of this test on a shared broker.
@@ -358,30 +357,6 @@ fn broker_address(config: &Config, daemon: &Daemon) -> (String, u16) {
         ),
         (None, Some(broker)) => ("127.0.0.1".to_owned(), broker.listen.port()),
         (None, None) => unreachable!("no url means an embedded broker"),
-    }
-}
-
-/// Holds SQLite's write lock from a second connection, as another process
-/// would: the daemon's writes fail once its busy timeout passes.
-pub struct DatabaseLock(sqlx::SqliteConnection);
-
-impl DatabaseLock {
-    pub async fn take(config: &Config) -> DatabaseLock {
-        Self::take_url(&config.settings.database.url).await
-    }
-
-    pub async fn take_url(url: &str) -> DatabaseLock {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        DatabaseLock(conn)
-    }
-
-    pub async fn release(mut self) {
-        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
     }
 }
 

@@ -43,6 +43,19 @@ pub fn write_config_sections(
     delivery: &str,
     database: &str,
 ) -> (PathBuf, u16) {
+    let url = format!("sqlite://{}", dir.join("axion-push.db").display());
+    write_config_on(&url, dir, push, extra, delivery, database)
+}
+
+/// Like [`write_config_sections`], on the database at `database_url`.
+pub fn write_config_on(
+    database_url: &str,
+    dir: &Path,
+    push: &PushService,
+    extra: &str,
+    delivery: &str,
+    database: &str,
+) -> (PathBuf, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -61,7 +74,7 @@ axion_push:
   broker:
     listen: 127.0.0.1:{port}
   database:
-    url: sqlite://{db}
+    url: {database_url}
 {database}
   vapid_key_file: {key}
   delivery:
@@ -73,7 +86,6 @@ axion_push:
     allow_private_addresses: true
 "#,
         push_port = push.addr.port(),
-        db = dir.join("axion-push.db").display(),
         key = dir.join("vapid.pem").display(),
         ca = ca.display(),
     );

@@ -1,7 +1,9 @@
-//! A TCP proxy between the daemon and its broker that can hold back what the
-//! daemon sends — its events, results and acks — while the broker's
-//! messages still reach it: the moment just after the daemon recorded a
-//! command and before the broker heard back, made to last.
+//! A TCP proxy between the daemon and a server (its broker, its database)
+//! that can hold back what the daemon sends — its events, results and acks —
+//! while the server's messages still reach it (the moment just after the
+//! daemon recorded a command and before the broker heard back, made to
+//! last), or cut every connection and refuse new ones for a while (an
+//! outage, the server still running for everyone else).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +16,9 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// One flag per connection made so far: hold what its client sends.
     holds: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+    /// While set, connections are cut and new ones closed at once.
+    cut: Arc<AtomicBool>,
+    relays: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -22,18 +27,48 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let holds: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
-        let registry = holds.clone();
+        let cut = Arc::new(AtomicBool::new(false));
+        let relays: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (registry, is_cut, running) = (holds.clone(), cut.clone(), relays.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(broker) = TcpStream::connect(upstream).await else {
+                if is_cut.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
                 let hold = Arc::new(AtomicBool::new(false));
                 registry.lock().unwrap().push(hold.clone());
-                tokio::spawn(relay(client, broker, hold));
+                let relay = tokio::spawn(relay(client, server, hold));
+                running.lock().unwrap().push(relay.abort_handle());
             }
         });
-        Proxy { addr, holds, task }
+        Proxy {
+            addr,
+            holds,
+            cut,
+            relays,
+            task,
+        }
+    }
+
+    /// Closes every connection and refuses new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for relay in self.relays.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// A handle that ends a cut, kept apart from the proxy.
+    pub fn restorer(&self) -> Restorer {
+        Restorer(self.cut.clone())
     }
 
     /// From now on, what the clients connected so far send is kept here and
@@ -45,15 +80,26 @@ impl Proxy {
     }
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
+pub struct Restorer(Arc<AtomicBool>);
+
+impl Restorer {
+    pub fn restore(&self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
-async fn relay(client: TcpStream, broker: TcpStream, hold: Arc<AtomicBool>) {
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        for relay in self.relays.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+}
+
+async fn relay(client: TcpStream, server: TcpStream, hold: Arc<AtomicBool>) {
     let (mut client_rx, mut client_tx) = client.into_split();
-    let (mut broker_rx, mut broker_tx) = broker.into_split();
+    let (mut broker_rx, mut broker_tx) = server.into_split();
     let upstream = async {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
