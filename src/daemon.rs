@@ -324,6 +324,20 @@ impl Daemon {
 
         let store = Store::open(&settings.database).await?;
         store.migrate().await?;
+        let database = store.info().await?;
+        tracing::info!(
+            backend = database.backend.name(),
+            version = database.version,
+            url = crate::store::redact_url(&settings.database.url),
+            "database ready"
+        );
+        if !database.skip_locked {
+            tracing::warn!(
+                backend = database.backend.name(),
+                version = database.version,
+                "this database has no FOR UPDATE SKIP LOCKED (MariaDB 10.6 and MySQL 8 have it): only one daemon may use it"
+            );
+        }
         // Bound before anything else listens, so a taken port fails the
         // start at once, naming the key.
         let metrics_listener = match settings.metrics.listen {

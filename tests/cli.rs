@@ -269,6 +269,67 @@ fn migrate_creates_the_schema() {
     assert!(text(&out.stderr).contains("nobody has no subscriptions"));
 }
 
+/// check-config connects to the database the config names — on the
+/// backend the tests run on — and says what the daemon will find there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_reports_the_database_engine_and_axions_table() {
+    let db = harness::database::TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "base:\n  push: {{vapid_email: 'mailto:ops@example.com'}}\naxion_push:\n  database: {{url: '{}'}}\n",
+            db.url
+        ),
+    )
+    .unwrap();
+    let before = run(&["check-config", "--config", path.to_str().unwrap()]);
+    let stdout = text(&before.stdout);
+    assert!(
+        before.status.success(),
+        "{}{}",
+        stdout,
+        text(&before.stderr)
+    );
+    if db.backend != axion_push::store::Backend::Sqlite {
+        assert!(stdout.contains(db.backend.name()), "{stdout}");
+        assert!(stdout.contains("not there yet"), "{stdout}");
+    }
+    let out = run(&["migrate", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after = run(&["check-config", "--config", path.to_str().unwrap()]);
+    let stdout = text(&after.stdout);
+    assert!(stdout.contains(db.backend.name()), "{stdout}");
+    assert!(stdout.contains("present, with every column"), "{stdout}");
+    assert!(stdout.contains("several daemons may share"), "{stdout}");
+}
+
+/// An unreachable database is a problem naming its key, and its password
+/// is not shown.
+#[test]
+fn check_config_names_a_database_it_cannot_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "base:\n  push: {{vapid_email: 'mailto:ops@example.com'}}\naxion_push:\n  database: {{url: 'postgres://axion:hunter2@127.0.0.1:{port}/axion'}}\n"
+        ),
+    )
+    .unwrap();
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("axion_push.database.url"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_and_test_push_deliver_and_report() {
     let Served {

@@ -130,7 +130,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let config_path = cli.config.as_deref();
     match cli.verb {
-        Action::CheckConfig => return Ok(check_config(config_path)),
+        Action::CheckConfig => return Ok(check_config(config_path).await),
         Action::GenerateVapid { email } => return generate_vapid(&email),
         _ => {}
     }
@@ -345,6 +345,68 @@ fn with_local_settings_hint(
     anyhow::anyhow!("{error:#}. {hint}")
 }
 
+/// Connects to the configured database (without changing it) and says what
+/// the daemon will find there: the engine and its version, Axion's table,
+/// and whether several daemons may share it. An SQLite file that does not
+/// exist yet is not created.
+async fn check_database(
+    settings: &crate::config::DatabaseSettings,
+) -> std::result::Result<(), crate::config::Problem> {
+    use crate::store::{Backend, redact_url};
+    let problem = |message: String| crate::config::Problem {
+        path: "axion_push.database.url".into(),
+        message,
+    };
+    let url = redact_url(&settings.url);
+    if Backend::of_url(&settings.url) == Some(Backend::Sqlite) {
+        let file = settings
+            .url
+            .trim_start_matches("sqlite://")
+            .split('?')
+            .next()
+            .unwrap_or_default();
+        if !std::path::Path::new(file).exists() {
+            println!("  database: SQLite, {url} (created at first start)");
+            return Ok(());
+        }
+    }
+    let store = Store::open(settings)
+        .await
+        .map_err(|e| problem(e.to_string()))?;
+    let info = store.info().await;
+    store.close().await;
+    let info = info.map_err(|e| problem(format!("{url}: {e}")))?;
+    println!(
+        "  database: {} {} at {url}",
+        info.backend.name(),
+        info.version
+    );
+    match &info.axion_table_missing_columns {
+        None => println!(
+            "  def_notify_push_subscription: not there yet; `axion-push migrate` or the first start creates it"
+        ),
+        Some(missing) if missing.is_empty() => {
+            println!("  def_notify_push_subscription: present, with every column the daemon uses")
+        }
+        Some(missing) => {
+            return Err(problem(format!(
+                "{url}: def_notify_push_subscription lacks the columns {}; the daemon never alters Axion's table",
+                missing.join(", ")
+            )));
+        }
+    }
+    if info.skip_locked {
+        println!("  several daemons may share this database (claims skip locked rows)");
+    } else {
+        println!(
+            "  warning: {} {} has no FOR UPDATE SKIP LOCKED (MariaDB 10.6, MySQL 8 have it): only one daemon may use this database",
+            info.backend.name(),
+            info.version
+        );
+    }
+    Ok(())
+}
+
 /// SIGTERM or SIGINT, watched from now on.
 fn stop_signals() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
@@ -365,7 +427,7 @@ fn stop_signals() -> Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-fn check_config(path: Option<&std::path::Path>) -> ExitCode {
+async fn check_config(path: Option<&std::path::Path>) -> ExitCode {
     use crate::config::Problem;
     let (file, _) = locate(path);
     let warn = |warnings: &[Problem]| {
@@ -435,7 +497,10 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
                     identity.key.public_key()
                 );
             }
-            ExitCode::SUCCESS
+            match check_database(&config.settings.database).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(problem) => report(&[problem], &[]),
+            }
         }
         Err(ConfigError::Invalid {
             problems, warnings, ..

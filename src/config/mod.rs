@@ -839,19 +839,29 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         let mut db = own.section("database");
         let d = &mut s.database;
         db.field_with("url", &mut d.url, |url: String| {
-            let scheme = url.split(':').next().unwrap_or_default();
-            match scheme {
-                "sqlite" => Ok(url),
-                "mysql" | "mariadb" | "postgres" | "postgresql" => Err(format!(
-                    "the {scheme} backend is not available in this build yet; use sqlite://PATH"
-                )),
-                _ => Err(format!(
-                    "'{}' is not a database URL (sqlite://PATH)",
+            let Some(backend) = crate::store::Backend::of_url(&url) else {
+                return Err(format!(
+                    "'{}' is not a database URL: sqlite://PATH, mysql://USER@HOST/DB \
+                     (or mariadb://), postgres://USER@HOST/DB (or postgresql://)",
                     masked_url(&url)
-                )),
+                ));
+            };
+            if backend != crate::store::Backend::Sqlite && url::Url::parse(&url).is_err() {
+                return Err(format!("'{}' is not a URL", masked_url(&url)));
             }
+            Ok(url)
         });
         db.field_with("busy_timeout", &mut d.busy_timeout, duration);
+        // SQLite's own: a server database has its own lock timeouts, and a
+        // setting that silently does nothing would mislead.
+        if crate::store::Backend::of_url(&d.url).is_some_and(|b| b != crate::store::Backend::Sqlite)
+            && d.busy_timeout != DatabaseSettings::default().busy_timeout
+        {
+            db.problem(
+                "busy_timeout",
+                "applies to SQLite only; remove it for a MariaDB/MySQL or PostgreSQL database",
+            );
+        }
         db.field_with("max_connections", &mut d.max_connections, |n: u32| {
             if n == 0 {
                 Err("must be at least 1".into())
@@ -1231,10 +1241,32 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_backends_are_named() {
-        let p = problems("axion_push:\n  database: {url: 'mysql://root@localhost/test'}\n");
+    fn every_backend_is_chosen_by_its_url_and_others_are_refused() {
+        for url in [
+            "sqlite://axion-push.db",
+            "mysql://root@localhost/axion",
+            "mariadb://root@localhost/axion",
+            "postgres://axion@db.example/axion",
+            "postgresql://axion@db.example/axion",
+        ] {
+            assert!(
+                problems(&format!("axion_push:\n  database: {{url: '{url}'}}\n")).is_empty(),
+                "{url}"
+            );
+        }
+        let p = problems("axion_push:\n  database: {url: 'redis://u:hunter2@h/0'}\n");
         assert_eq!(p[0].path, "axion_push.database.url");
-        assert!(p[0].message.contains("mysql"), "{}", p[0].message);
+        assert!(!p[0].message.contains("hunter2"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn sqlites_busy_timeout_is_refused_on_a_server_database() {
+        let p = problems("axion_push:\n  database: {url: 'postgres://a@h/db', busy_timeout: 1s}\n");
+        assert_eq!(p[0].path, "axion_push.database.busy_timeout");
+        assert!(
+            problems("axion_push:\n  database: {url: 'sqlite://x.db', busy_timeout: 1s}\n")
+                .is_empty()
+        );
     }
 
     #[test]
