@@ -15,6 +15,11 @@
 //! A workload is a row of [`workloads`]; [`configure`] holds every setting
 //! a run needs beyond the tests' defaults.
 //!
+//! Then the same fan-out on each database of `--backends` (default: SQLite
+//! only), e.g. `--backends sqlite,mysql://root@127.0.0.1:3306,postgres://postgres@127.0.0.1:5432`:
+//! one send to 10,000 subscriptions written straight into Axion's table,
+//! as pushes/s and as the ratio to SQLite's figure of the same run.
+//!
 //! Run: `cargo bench --bench fanout`; `cargo bench --bench fanout -- --smoke`
 //! is a run of seconds that only proves the benchmark works (`.ci/run`).
 
@@ -25,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use axion_push::config::Config;
 use harness::Harness;
+use harness::database::{AxionRow, TestDatabase};
 use serde_json::json;
 
 /// How much a run measures.
@@ -152,6 +158,72 @@ async fn pushes_per_second(workload: &Workload, concurrency: usize) -> f64 {
     rates[rates.len() / 2]
 }
 
+/// The databases to compare, from `--backends a,b,c`: `sqlite` or a server
+/// URL without a database name.
+fn backends() -> Vec<Option<String>> {
+    let args: Vec<String> = std::env::args().collect();
+    let list = args
+        .iter()
+        .position(|a| a == "--backends")
+        .and_then(|i| args.get(i + 1))
+        .map_or("sqlite", String::as_str);
+    list.split(',')
+        .map(|b| (b != "sqlite").then(|| b.to_owned()))
+        .collect()
+}
+
+/// Pushes per second of one send to `subscriptions` subscriptions on the
+/// database at `server` (SQLite when `None`): the median of `sends`.
+async fn fan_out_on(server: Option<&str>, subscriptions: usize, sends: usize) -> (String, f64) {
+    let database = TestDatabase::create_on(server).await;
+    let name = database.backend.name().to_owned();
+    let workload = Workload {
+        answers: "instant answers",
+        subscriptions,
+        latency: None,
+        sends,
+    };
+    // Straight to the server, not through the tests' proxy.
+    let direct = database.direct_url.clone();
+    let h = Harness::start_on(database, None, |c| {
+        configure(c, &workload, 256);
+        c.settings.database.url = direct;
+    })
+    .await;
+    h.push.accept_unchecked(None);
+    let browsers: Vec<_> = (0..subscriptions)
+        .map(|i| h.browser(&format!("b{i}")))
+        .collect();
+    let rows: Vec<AxionRow> = browsers
+        .iter()
+        .map(|b| AxionRow {
+            user: "alice",
+            package: "bench",
+            endpoint: &b.endpoint,
+            p256dh: Some(&b.p256dh),
+            auth: Some(&b.auth),
+            created_at: Some("2025-01-01 00:00:00"),
+            active: Some("Y"),
+            ..AxionRow::default()
+        })
+        .collect();
+    h.database.insert_rows(&rows).await;
+    h.send("bench", "alice", json!({"title": "Warm-up"})).await;
+    let mut rates = Vec::new();
+    for _ in 0..sends {
+        let started = Instant::now();
+        let result = h
+            .send("bench", "alice", json!({"title": "Benchmark"}))
+            .await;
+        let elapsed = started.elapsed();
+        assert_eq!(result["delivered"], subscriptions, "{result}");
+        rates.push(subscriptions as f64 / elapsed.as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    h.stop().await;
+    (name, rates[rates.len() / 2])
+}
+
 fn main() {
     let scale = Scale::from_args();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -179,5 +251,27 @@ fn main() {
             baseline,
             ours / baseline
         );
+    }
+    let (subscriptions, sends) = match scale {
+        Scale::Full => (10_000, 3),
+        Scale::Smoke => (SMOKE_SUBSCRIPTIONS, 1),
+    };
+    println!("one send to {subscriptions} subscriptions, by database, median pushes/s");
+    let mut sqlite = None;
+    for server in backends() {
+        let (name, rate) = runtime.block_on(fan_out_on(server.as_deref(), subscriptions, sends));
+        let per_push = 1e6 / rate;
+        let against = match sqlite {
+            None => {
+                sqlite = Some(rate);
+                String::new()
+            }
+            Some(first) => format!(
+                "   {:.2}× the first, {:+.0} µs per push",
+                rate / first,
+                per_push - 1e6 / first
+            ),
+        };
+        println!("{name:<16} {rate:>8.0}/s   {per_push:>6.0} µs per push{against}");
     }
 }

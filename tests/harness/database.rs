@@ -15,6 +15,8 @@ pub struct TestDatabase {
     /// What the daemon connects to: for a server, through a proxy that can
     /// cut the daemon off (see [`TestDatabase::outage`]).
     pub url: String,
+    /// The same database without the proxy (benchmarks).
+    pub direct_url: String,
     pub backend: Backend,
     /// For a server database: the URL of its server (no database) and the
     /// database's name, to drop it.
@@ -40,8 +42,10 @@ impl TestDatabase {
     pub async fn create_on(server: Option<&str>) -> TestDatabase {
         let Some(server) = server else {
             let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("axion-push.db").display());
             return TestDatabase {
-                url: format!("sqlite://{}", dir.path().join("axion-push.db").display()),
+                direct_url: url.clone(),
+                url,
                 backend: Backend::Sqlite,
                 server: None,
                 proxy: None,
@@ -76,6 +80,7 @@ impl TestDatabase {
         through_proxy.set_path(&name);
         TestDatabase {
             url: through_proxy.to_string(),
+            direct_url: format!("{server}/{name}"),
             backend,
             server: Some((server.to_owned(), name)),
             proxy: Some(proxy),

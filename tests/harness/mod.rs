@@ -93,11 +93,20 @@ impl Harness {
         observer: Option<std::net::SocketAddr>,
         tweak: impl FnOnce(&mut Config),
     ) -> Harness {
+        let database = database::TestDatabase::create().await;
+        Self::start_on(database, observer, tweak).await
+    }
+
+    /// Like [`Harness::start_observed_at`], on `database`.
+    pub async fn start_on(
+        database: database::TestDatabase,
+        observer: Option<std::net::SocketAddr>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Harness {
         init_logging();
         let dir = tempfile::tempdir().unwrap();
         let push = PushService::start().await;
         let mut config = test_config(dir.path(), &push);
-        let database = database::TestDatabase::create().await;
         config.settings.database.url = database.url.clone();
         if let Some(url) = shared_broker() {
             // A broker shared with other runs: this test's own topic prefix.
