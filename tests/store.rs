@@ -557,3 +557,24 @@ async fn reports_and_events_never_acknowledged_are_taken_again_once() {
     assert_eq!(store.purge_commands(much_later).await.unwrap(), 1);
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_database_password_is_never_shown_in_an_error() {
+    for scheme in ["mysql", "postgres"] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let settings = axion_push::config::DatabaseSettings {
+            url: format!("{scheme}://axion:hunter2@127.0.0.1:{port}/axion"),
+            ..Default::default()
+        };
+        let error = match Store::open(&settings).await {
+            Ok(_) => panic!("nothing listens on {port}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(!error.contains("hunter2"), "{error}");
+        assert!(error.contains("127.0.0.1"), "{error}");
+    }
+}
