@@ -795,9 +795,12 @@ async fn serve_warns_when_the_file_with_the_private_key_is_readable_by_others() 
     serve.wait_for("axion-push is running");
 }
 
-/// At the most verbose level, over a subscribe, a send and a stop, the log
-/// holds neither the VAPID private key, the MQTT password, a browser's auth
-/// secret, nor a whole endpoint (a capability: whoever has it can push).
+/// At the most verbose level, over subscribes, a send to browsers whose
+/// pushes meet every kind of failure (a refusal, a 5xx, a gone
+/// subscription, a broken connection, an unreachable push service, keys that
+/// cannot be used) and a stop, the log holds neither the VAPID private key,
+/// the MQTT password, a browser's auth secret, nor an endpoint's path (an
+/// endpoint is a capability: whoever has it can push).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_log_at_any_level() {
     let dir = tempfile::tempdir().unwrap();
@@ -808,6 +811,21 @@ async fn no_secret_reaches_the_log_at_any_level() {
         &push,
         &format!("    username: axion\n    password: {password}"),
     );
+    // A push service that refuses every connection.
+    let unreachable_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let yaml = yaml.replace(
+        &format!("allow_ports: [443, {}]", push.addr.port()),
+        &format!(
+            "allow_ports: [443, {}, {unreachable_port}]",
+            push.addr.port()
+        ),
+    );
+    std::fs::write(&config, yaml).unwrap();
     let private_key = put_private_key(&config);
 
     // Every target, the embedded broker and sqlx included.
@@ -815,24 +833,77 @@ async fn no_secret_reaches_the_log_at_any_level() {
         Serve::start_with_env(&config, &[("RUST_LOG", "trace,rumqttd=trace,sqlx=trace")]);
     serve.wait_for("axion-push is running");
     let browser = push.browser("b");
+    let failing: Vec<(harness::Browser, Option<harness::Reply>)> = vec![
+        (
+            push.browser("refused-3f2a"),
+            Some(harness::Reply::status(403)),
+        ),
+        (
+            push.browser("failing-9c1e"),
+            Some(harness::Reply::status(503)),
+        ),
+        (push.browser("gone-41d7"), Some(harness::Reply::status(410))),
+        (
+            push.browser("dropped-77b0"),
+            Some(harness::Reply::dropped()),
+        ),
+    ];
+    let mut unreachable = push.browser("unreachable-5e8d");
+    unreachable.endpoint = format!("https://127.0.0.1:{unreachable_port}/push/unreachable-5e8d");
     // The daemon's login is the embedded broker's only account.
     let mqtt =
         TestClient::connect_as("127.0.0.1", port, ("axion", password), &["axion/#".into()]).await;
-    mqtt.publish(
-        "axion/crm/push/alice/subscribe",
-        browser.subscription().to_string(),
-    )
-    .await;
+    let mut everyone = vec![browser.clone(), unreachable.clone()];
+    for (b, reply) in &failing {
+        push.script(b, reply.clone());
+        everyone.push(b.clone());
+    }
+    for (i, b) in everyone.iter().enumerate() {
+        let from = mqtt.count();
+        mqtt.publish(
+            "axion/crm/push/alice/subscribe",
+            json!({"id": format!("sub-{i}"), "endpoint": b.endpoint,
+                   "keys": {"p256dh": b.p256dh, "auth": b.auth}})
+            .to_string(),
+        )
+        .await;
+        let r = mqtt
+            .wait_for(from, "the subscribe's result", WAIT, |m| {
+                m.topic == "axion/crm/push/alice/result"
+                    && m.json()["id"] == format!("sub-{i}").as_str()
+            })
+            .await
+            .json();
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    // A row another program wrote, with keys that cannot be used.
+    let unusable = "https://127.0.0.1:1/push/unusable-0b6c";
+    {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.path().join("axion-push.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO def_notify_push_subscription (User, Package, Endpoint, KeysP256dh, KeysAuth, Active) \
+             VALUES ('alice', 'crm', ?, 'not-a-key', 'x', 'Y')",
+        )
+        .bind(unusable)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
     mqtt.publish(
         "axion/crm/push/alice/send",
         json!({"id": "logged", "title": "T"}).to_string(),
     )
     .await;
-    mqtt.wait_for(0, "the send's result", WAIT, |m| {
-        m.topic == "axion/crm/push/alice/result" && m.json()["id"] == "logged"
-    })
-    .await;
-    assert_eq!(push.wait_for(1, WAIT).await.len(), 1);
+    let first = mqtt
+        .wait_for(0, "the send's first result", WAIT, |m| {
+            m.topic == "axion/crm/push/alice/result" && m.json()["id"] == "logged"
+        })
+        .await
+        .json();
+    assert_eq!(first["delivered"], 1, "{first}");
+    assert_eq!(first["failures"]["keys"], 1, "{first}");
     serve.signal("-TERM");
     let log = serve.log.all();
     assert!(serve.wait().success());
@@ -846,10 +917,28 @@ async fn no_secret_reaches_the_log_at_any_level() {
         ("the VAPID private key", private_key.as_str()),
         ("the MQTT password", password),
         ("the browser's auth secret", browser.auth.as_str()),
-        ("the whole endpoint", browser.endpoint.as_str()),
     ] {
         if let Some(line) = log.iter().find(|l| l.contains(secret)) {
             panic!("{what} is in the log: {line}");
+        }
+    }
+    let unusable_path = unusable.rsplit_once(':').unwrap().1.trim_start_matches("1");
+    for path in everyone
+        .iter()
+        .map(|b| {
+            b.endpoint
+                .rsplit_once(':')
+                .unwrap()
+                .1
+                .split_once('/')
+                .unwrap()
+                .1
+                .to_owned()
+        })
+        .chain([unusable_path.trim_start_matches('/').to_owned()])
+    {
+        if let Some(line) = log.iter().find(|l| l.contains(&path)) {
+            panic!("an endpoint ({path}) is in the log: {line}");
         }
     }
 }

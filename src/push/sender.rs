@@ -175,7 +175,9 @@ impl PushClient {
         }
         let response = match request.send().await {
             Ok(response) => response,
-            Err(e) => return self.network_failure(&origin, &e),
+            // reqwest names the request's URL in its errors: the endpoint, a
+            // capability, which must reach no log, report or metric.
+            Err(e) => return self.network_failure(&origin, &e.without_url()),
         };
         let outcome = status::classify(response.status(), response.headers(), SystemTime::now());
         match outcome {
