@@ -353,10 +353,14 @@ async fn with_a_token_secret_only_a_token_for_that_user_subscribes() {
         (Some(token_for("crm", "bob")), "not valid for this user"),
         (Some(token_for("hr", "alice")), "not valid for this user"),
         (
-            Some(format!("99999999999.{}", "A".repeat(43))),
+            Some(format!("v2.99999999999.{}", "A".repeat(43))),
             "not valid for this user",
         ),
-        (Some("12.forged!".into()), "not of the form"),
+        (
+            Some(format!("99999999999.{}", "A".repeat(43))),
+            "older v1 format",
+        ),
+        (Some("v2.12.forged!".into()), "not of the form"),
     ] {
         let r = subscribe_raw(&h, "alice", &with_token(token)).await;
         assert_eq!(r["ok"], false, "{r}");
@@ -386,5 +390,69 @@ async fn with_a_token_secret_only_a_token_for_that_user_subscribes() {
         )
         .await;
     assert_eq!(r["deactivated"], 1, "{r}");
+    h.stop().await;
+}
+
+/// v1 joined package, user and expiry with newlines while names could
+/// contain them: a token for (`crm`, `a\nb`) was accepted for (`crm\na`,
+/// `b`). Names with control characters are refused now, and v2 tokens
+/// length-prefix their fields (see `token.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_one_split_of_names_does_not_pass_for_another() {
+    let h = Harness::start_with(|c| {
+        c.settings.subscribe_token_secret = Some(harness::secret(TOKEN_SECRET));
+    })
+    .await;
+    let expires = axion_push::report::now_ms() / 1000 + 3600;
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, TOKEN_SECRET.as_bytes());
+    let signed = format!("axion-push subscribe v1\ncrm\na\nb\n{expires}");
+    let tag = aws_lc_rs::hmac::sign(&key, signed.as_bytes());
+    use base64::Engine as _;
+    let v1 = format!(
+        "{expires}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+    );
+    let b = h.browser("b");
+    let mut sub = b.subscription();
+    sub["token"] = json!(v1);
+    let r = h
+        .command("axion/crm\na/push/b/subscribe", sub.to_string().as_bytes())
+        .await;
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("control character"),
+        "{r}"
+    );
+    h.mqtt.flush().await;
+    assert!(
+        h.subscription_rows("b").await.is_empty(),
+        "nothing recorded"
+    );
+    h.stop().await;
+}
+
+/// A token valid until 2343 was accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_valid_for_centuries_is_refused() {
+    let h = Harness::start_with(|c| {
+        c.settings.subscribe_token_secret = Some(harness::secret(TOKEN_SECRET));
+    })
+    .await;
+    let key = axion_push::token::TokenKey::new(TOKEN_SECRET);
+    let year_2343 = 11_661_000_000;
+    let token = key.issue(
+        &axion_push::model::Package::parse("crm").unwrap(),
+        &axion_push::model::User::parse("alice").unwrap(),
+        year_2343,
+    );
+    let b = h.browser("b");
+    let mut sub = b.subscription();
+    sub["token"] = json!(token);
+    let r = subscribe_raw(&h, "alice", &sub.to_string()).await;
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("longer than 7 days"),
+        "{r}"
+    );
     h.stop().await;
 }

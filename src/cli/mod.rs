@@ -97,7 +97,7 @@ enum Action {
         user: String,
         #[arg(long, default_value = DEFAULT_PACKAGE)]
         package: String,
-        /// How long it stays valid, e.g. 15m, 24h
+        /// How long it stays valid, e.g. 15m, 24h (at most 7 days)
         #[arg(long, default_value = "24h")]
         valid: humantime::Duration,
     },
@@ -199,6 +199,12 @@ fn subscribe_token(
     };
     let user = crate::model::User::parse(user)?;
     let package = crate::model::Package::parse(package)?;
+    if valid.as_secs() > crate::token::MAX_LIFETIME_SECS {
+        anyhow::bail!(
+            "--valid may be at most {}: the daemon refuses longer-lived tokens",
+            crate::token::MAX_LIFETIME
+        );
+    }
     let expires = crate::report::now_ms() / 1000 + valid.as_secs();
     println!(
         "{}",

@@ -16,6 +16,7 @@ import logging
 import ssl
 import threading
 import time
+import unicodedata
 import uuid
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -40,12 +41,15 @@ CONNECT_TIMEOUT = 5.0
 
 
 def check_level(kind: str, name: Any) -> str:
-    """A topic level: non-empty text without `/`, `+`, `#` (DESIGN §2)."""
+    """A topic level: non-empty text without `/`, `+`, `#` (DESIGN §2) or
+    control characters (the daemon refuses them: they forge log lines)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"{kind} must be a non-empty string, not {name!r}")
     bad = [c for c in "/+#" if c in name]
     if bad:
         raise ValueError(f"{kind} {name!r} must not contain {' '.join(bad)}")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise ValueError(f"{kind} {name!r} must not contain control characters")
     return name
 
 
