@@ -380,10 +380,20 @@ class AxionPush:
         payload = self._with_token({"endpoint": endpoint}, package, user)
         return self.request(package, user, "unsubscribe", payload, timeout)
 
-    def list(self, user: str, package: str = DEFAULT_PACKAGE, all: bool = False, timeout=None) -> dict:
-        """`list`: the report's ``items`` are the subscriptions, without keys.
-        The daemon asks no token for it (and refuses unknown fields)."""
-        payload = {"all": True} if all else {}
+    def list(
+        self, user: str, package: str = DEFAULT_PACKAGE, all: bool = False, endpoints: bool = True, timeout=None
+    ) -> dict:
+        """`list`: the report's ``items`` are the subscriptions, without keys:
+        ``subscription`` (a stable id ``unsubscribe`` also takes),
+        ``origin``, ``module``, ``user_agent``, ``created_at``, ``active``,
+        and ``endpoint`` with ``endpoints`` (a service may ask for them,
+        a browser may not)."""
+        payload: Dict[str, Any] = {}
+        if all:
+            payload["all"] = True
+        if endpoints:
+            payload["endpoints"] = True
+        self._with_token(payload, package, user)
         return self.request(package, user, "list", payload, timeout)
 
     def members(
