@@ -135,6 +135,32 @@ fn check_config_lists_every_problem_with_its_key_path() {
     }
 }
 
+/// The embedded WebSocket listener speaks plain `ws`: off loopback it
+/// needs tokens (an error without) and a TLS proxy in front (a note).
+#[test]
+fn check_config_says_a_public_websocket_listener_needs_tokens_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let base = "base:\n  push:\n    vapid_email: mailto:a@example.com\naxion_push:\n  vapid_key_file: v.pem\n  broker:\n    websocket_listen: 0.0.0.0:8083\n    websocket_origins: [https://app.example.com]\n";
+    std::fs::write(&path, base).unwrap();
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("axion_push.broker.websocket_listen"), "{err}");
+    assert!(err.contains("subscribe_token_secret"), "{err}");
+
+    let secret = "  subscribe_token_secret: 0123456789abcdef0123456789abcdef\n";
+    std::fs::write(&path, format!("{base}{secret}")).unwrap();
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("note: axion_push.broker.websocket_listen"),
+        "{said}"
+    );
+    assert!(said.contains("TLS reverse proxy"), "{said}");
+}
+
 #[test]
 fn a_missing_config_file_that_was_asked_for_is_an_error() {
     let out = run(&["check-config", "--config", "/nonexistent/axion.yaml"]);

@@ -185,7 +185,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// What a host application does for its logged-in user, for scripts and
-/// tests: prints a token `subscribe`/`unsubscribe` accept.
+/// tests: prints a token the browser login, `subscribe`, `unsubscribe` and
+/// `list` accept.
 fn subscribe_token(
     config: &Config,
     user: &str,
@@ -368,6 +369,9 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
                     "  {package}: VAPID public key {}",
                     identity.key.public_key()
                 );
+            }
+            for note in config.notes() {
+                println!("  note: {note}");
             }
             ExitCode::SUCCESS
         }
