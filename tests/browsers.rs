@@ -449,3 +449,43 @@ async fn an_idle_socket_does_not_hold_up_a_login() {
     );
     h.stop().await;
 }
+
+/// v1 joined package, user and expiry with newlines while names could
+/// contain them: a token for (`crm`, `a\nb`) was accepted for (`crm\na`,
+/// `b`). Names with control characters are refused now, and v2 tokens
+/// length-prefix their fields (see `token.rs`). Here, not with the other
+/// token tests in `subscribe.rs`: those also run on Mosquitto, which
+/// refuses such a topic itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_one_split_of_names_does_not_pass_for_another() {
+    let h = Harness::start_with(|c| {
+        c.settings.subscribe_token_secret = Some(harness::secret(SECRET));
+    })
+    .await;
+    let expires = axion_push::report::now_ms() / 1000 + 3600;
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let signed = format!("axion-push subscribe v1\ncrm\na\nb\n{expires}");
+    let tag = aws_lc_rs::hmac::sign(&key, signed.as_bytes());
+    use base64::Engine as _;
+    let v1 = format!(
+        "{expires}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+    );
+    let b = h.browser("b");
+    let mut sub = b.subscription();
+    sub["token"] = json!(v1);
+    let r = h
+        .command("axion/crm\na/push/b/subscribe", sub.to_string().as_bytes())
+        .await;
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("control character"),
+        "{r}"
+    );
+    h.mqtt.flush().await;
+    assert!(
+        h.subscription_rows("b").await.is_empty(),
+        "nothing recorded"
+    );
+    h.stop().await;
+}
