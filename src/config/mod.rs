@@ -407,10 +407,12 @@ pub struct Settings {
     pub limits: Limits,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
-    /// `subscribe_token_secret`: when set, `subscribe` and `unsubscribe`
-    /// must carry a `token` the host application issued for that user and
-    /// package with this secret (see `token`). Default `null`: any client
-    /// that may publish a command may subscribe as anyone.
+    /// `subscribe_token_secret`: when set, browsers log in to the embedded
+    /// broker's WebSocket listener with a token the host application
+    /// issued for their user and package with this secret (see `token`),
+    /// and `subscribe`, `unsubscribe` and `list` must carry one. At least
+    /// 32 characters. Default `null`: any client that may publish a command
+    /// may subscribe as anyone.
     pub subscribe_token_secret: Option<Secret>,
 }
 
