@@ -345,15 +345,31 @@ impl Daemon {
             None => None,
         };
 
+        for note in config.notes() {
+            tracing::warn!(key = note.path, "{}", note.message);
+        }
+        let stats = Arc::new(Stats::default());
+        let subscribe_tokens = settings
+            .subscribe_token_secret
+            .as_ref()
+            .map(|secret| Arc::new(crate::token::TokenKey::new(secret.expose())));
         let broker = match settings.mqtt.url {
             Some(_) => None,
             None => {
-                let own = settings.mqtt.username.as_deref().map(|user| {
-                    let password = settings.mqtt.password.as_ref().map_or("", |p| p.expose());
-                    (user, password)
-                });
-                let accounts = broker::accounts(&settings.broker, own);
-                Some(broker::start(&settings.broker, accounts).await?)
+                let own = settings
+                    .mqtt
+                    .username
+                    .as_deref()
+                    .zip(settings.mqtt.password.as_ref());
+                let gate = broker::Gate {
+                    logins: broker::Logins {
+                        accounts: broker::accounts(&settings.broker, own),
+                        tokens: subscribe_tokens.clone(),
+                    },
+                    topics: Topics::new(settings.mqtt.topic_prefix.clone()),
+                    stats: stats.clone(),
+                };
+                Some(broker::start(&settings.broker, gate).await?)
             }
         };
 
@@ -362,7 +378,6 @@ impl Daemon {
         let topics = Topics::new(settings.mqtt.topic_prefix.clone());
         let (egress, egress_rx) = Egress::channel(EGRESS_CAPACITY);
         let health = Health::default();
-        let stats = Arc::new(Stats::default());
         let signers = Arc::new(VapidSigners::new(&vapid));
         let instance = settings.mqtt.client_id.clone();
         let owner = lease_owner(&instance);
@@ -418,18 +433,25 @@ impl Daemon {
             policy,
             max_command_bytes: settings.limits.max_command_bytes,
             max_subscriptions_per_user: settings.limits.max_subscriptions_per_user,
-            subscribe_tokens: settings
-                .subscribe_token_secret
-                .as_ref()
-                .map(|secret| Arc::new(crate::token::TokenKey::new(secret.expose()))),
+            subscribe_tokens,
             default_ttl: settings.delivery.default_ttl,
             dedup_window: settings.delivery.dedup_window,
         });
 
+        // On the embedded broker the daemon talks to rumqttd directly, with
+        // the internal login: no client can crowd it out of the gateway.
+        let own_mqtt = match &broker {
+            Some(embedded) => crate::config::MqttSettings {
+                username: Some(embedded.internal_login.0.clone()),
+                password: Some(embedded.internal_login.1.clone()),
+                ..settings.mqtt.clone()
+            },
+            None => settings.mqtt.clone(),
+        };
         let session = Session {
             options: mqtt::options(
-                &settings.mqtt,
-                broker.map(|b| b.listen),
+                &own_mqtt,
+                broker.as_ref().map(|b| b.internal),
                 &settings.mqtt.client_id,
             )?,
             ingress_filter: topics.ingress_filter(settings.mqtt.shared_group.as_deref()),
@@ -519,8 +541,8 @@ impl Daemon {
     }
 
     /// The embedded broker, if this daemon runs one.
-    pub fn embedded_broker(&self) -> Option<EmbeddedBroker> {
-        self.broker
+    pub fn embedded_broker(&self) -> Option<&EmbeddedBroker> {
+        self.broker.as_ref()
     }
 
     pub fn vapid(&self) -> &VapidRegistry {
@@ -635,7 +657,8 @@ mod tests {
             "axion_push:\n  mqtt: {url: 'mqtt://svc:pw@broker:1883'}\n".to_owned(),
             "axion_push:\n  mqtt: {username: svc, password: pw}\n".to_owned(),
             "axion_push:\n  subscribe_token_secret: 0123456789abcdef0123456789abcdef\n".to_owned(),
-            "axion_push:\n  mqtt: {username: svc}\n  broker: {users: {svc: pw}}\n".to_owned(),
+            "axion_push:\n  mqtt: {username: axion, password: pw}\n  broker: {users: {svc: pw2}}\n"
+                .to_owned(),
         ] {
             assert!(config_file(&yaml), "{yaml}");
         }

@@ -22,7 +22,9 @@
 //! - [`store`]: every SQL statement; the Axion table, groups, and the
 //!   durable delivery queue.
 //! - [`push`]: encryption, VAPID, payload, endpoint policy, HTTP, outcomes.
-//! - [`broker`]: the embedded rumqttd broker.
+//! - [`broker`]: the embedded rumqttd broker behind our gateway, which
+//!   checks every login, confines each browser to its own user's topics
+//!   (built with `topics`) and bounds connections.
 //! - [`metrics`]: the optional Prometheus endpoint, reading `stats`, the
 //!   queue's depth and the broker and database states.
 //! - [`systemd`]: READY, WATCHDOG, STATUS and STOPPING for `Type=notify`.

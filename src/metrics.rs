@@ -37,7 +37,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_REQUEST: usize = 8 * 1024;
 
 /// Every metric name the endpoint serves.
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 13] = [
     "axion_push_commands_total",
     "axion_push_commands_rejected_total",
     "axion_push_commands_dropped_total",
@@ -49,6 +49,8 @@ pub const NAMES: [&str; 11] = [
     "axion_push_delivery_duration_seconds",
     "axion_push_broker_connected",
     "axion_push_database_available",
+    "axion_push_broker_refusals_total",
+    "axion_push_broker_connections",
 ];
 
 /// What a scrape reads.
@@ -254,6 +256,30 @@ pub async fn render(sources: &Sources) -> String {
         "axion_push_database_available {}",
         u8::from(sources.health.is_available())
     );
+    header(
+        &mut out,
+        "axion_push_broker_refusals_total",
+        "counter",
+        "What the embedded broker's gateway refused, by reason (login, origin, address_cap, timeout, protocol, will, publish, retain, subscribe, endpoints, rate).",
+    );
+    for (reason, n) in stats.gateway.refusals() {
+        let _ = writeln!(
+            out,
+            "axion_push_broker_refusals_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    header(
+        &mut out,
+        "axion_push_broker_connections",
+        "gauge",
+        "Open connections on the embedded broker's listeners (mqtt, websocket).",
+    );
+    for (listener, n) in stats.gateway.connections() {
+        let _ = writeln!(
+            out,
+            "axion_push_broker_connections{{listener=\"{listener}\"}} {n}"
+        );
+    }
     out
 }
 

@@ -31,6 +31,10 @@ pub enum ModelError {
         name: String,
         ch: char,
     },
+    /// The name is not repeated: it would carry the control character
+    /// into the result and the log.
+    #[error("{kind} contains a control character (U+{code:04X}), which names may not contain")]
+    ControlChar { kind: &'static str, code: u32 },
     #[error("{kind} is {len} characters long; at most {MAX_NAME_LEN} are allowed")]
     NameTooLong { kind: &'static str, len: usize },
     #[error(
@@ -57,7 +61,15 @@ fn check_level(kind: &'static str, name: &str) -> Result<(), ModelError> {
     if name.is_empty() {
         return Err(ModelError::EmptyName { kind });
     }
-    if let Some(ch) = name.chars().find(|c| matches!(c, '+' | '#' | '/' | '\0')) {
+    // Control characters would forge log lines and make one name look
+    // like another (a newline was a field separator in v1 tokens).
+    if let Some(ch) = name.chars().find(|c| c.is_control()) {
+        return Err(ModelError::ControlChar {
+            kind,
+            code: u32::from(ch),
+        });
+    }
+    if let Some(ch) = name.chars().find(|c| matches!(c, '+' | '#' | '/')) {
         return Err(ModelError::BadNameChar {
             kind,
             name: name.to_owned(),
@@ -368,6 +380,25 @@ mod tests {
             assert!(Package::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(User::parse("alice").unwrap().as_str(), "alice");
+    }
+
+    #[test]
+    fn names_refuse_control_characters_without_repeating_them() {
+        for name in [
+            "a\nb",
+            "a\rb",
+            "tab\t",
+            "nul\0",
+            "esc\u{1b}[31m",
+            "del\u{7f}",
+            "c1\u{85}",
+        ] {
+            let e = User::parse(name).unwrap_err();
+            assert!(matches!(e, ModelError::ControlChar { .. }), "{name:?}: {e}");
+            assert!(!e.to_string().contains(name), "{e}");
+            assert!(Package::parse(name).is_err(), "{name:?}");
+            assert!(Group::parse(name).is_err(), "{name:?}");
+        }
     }
 
     #[test]

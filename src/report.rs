@@ -57,12 +57,22 @@ pub struct ResultReport {
 }
 
 /// One subscription as `list` reports it: the row of
-/// `def_notify_push_subscription` without `KeysP256dh` and `KeysAuth`, which
-/// never go on the bus.
+/// `def_notify_push_subscription` without `KeysP256dh` and `KeysAuth`,
+/// which never go on the bus, and without the endpoint unless a service
+/// asked for it (an endpoint is a capability: whoever holds it can wake
+/// that browser).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ListedSubscription {
-    pub endpoint: String,
+    /// A stable id of the subscription, derived from its package and
+    /// endpoint; `unsubscribe` takes it instead of the endpoint.
+    pub subscription: String,
+    /// The push service's origin, e.g. `https://fcm.googleapis.com`.
+    pub origin: String,
+    /// The whole endpoint, only when the command asked with
+    /// `"endpoints": true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     pub module: Option<String>,
     pub user_agent: Option<String>,
     /// As stored (`CreatedAt`), e.g. `2026-11-27 23:05:21`.

@@ -33,6 +33,9 @@ pub struct Stats {
     pub pushes: PushCounters,
     /// From a push request's start to its answer (or its failure).
     pub latency: Histogram,
+    /// What the embedded broker's gateway refused, and its open
+    /// connections.
+    pub gateway: GatewayCounters,
 }
 
 impl Stats {
@@ -167,6 +170,115 @@ impl PushCounters {
         }
         out.sort();
         out
+    }
+}
+
+/// Why the embedded broker's gateway refused a connection or a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A login that is not an account, not a valid token, or of the wrong
+    /// kind for the listener.
+    Login,
+    /// A WebSocket handshake from a web origin not in `websocket_origins`.
+    Origin,
+    /// More WebSocket connections from one address than allowed.
+    AddressCap,
+    /// No login within `connect_timeout`.
+    Timeout,
+    /// Not MQTT 3.1.1, or a broken packet.
+    Protocol,
+    /// A browser's CONNECT with a Last Will.
+    Will,
+    /// A browser publishing outside its own subscribe, unsubscribe and list.
+    Publish,
+    /// A browser's retained publish.
+    Retain,
+    /// A browser subscribing beyond its own topics.
+    Subscribe,
+    /// A browser asking `list` for whole endpoints.
+    Endpoints,
+    /// A browser publishing faster than its rate limit.
+    Rate,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 11] = [
+        Refusal::Login,
+        Refusal::Origin,
+        Refusal::AddressCap,
+        Refusal::Timeout,
+        Refusal::Protocol,
+        Refusal::Will,
+        Refusal::Publish,
+        Refusal::Retain,
+        Refusal::Subscribe,
+        Refusal::Endpoints,
+        Refusal::Rate,
+    ];
+
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Login => "login",
+            Refusal::Origin => "origin",
+            Refusal::AddressCap => "address_cap",
+            Refusal::Timeout => "timeout",
+            Refusal::Protocol => "protocol",
+            Refusal::Will => "will",
+            Refusal::Publish => "publish",
+            Refusal::Retain => "retain",
+            Refusal::Subscribe => "subscribe",
+            Refusal::Endpoints => "endpoints",
+            Refusal::Rate => "rate",
+        }
+    }
+}
+
+/// The embedded broker's listeners, as a metrics label.
+pub const LISTENER_LABELS: [&str; 2] = ["mqtt", "websocket"];
+
+/// The gateway's counters: refusals by reason, open connections by
+/// listener (see [`LISTENER_LABELS`]).
+#[derive(Debug, Default)]
+pub struct GatewayCounters {
+    refused: [AtomicU64; Refusal::ALL.len()],
+    open: [AtomicU64; LISTENER_LABELS.len()],
+}
+
+impl GatewayCounters {
+    pub fn refused(&self, why: Refusal) {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `listener` indexes [`LISTENER_LABELS`].
+    pub fn opened(&self, listener: usize) {
+        self.open[listener].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn closed(&self, listener: usize) {
+        self.open[listener].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// `(reason, count)` for every reason.
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        Refusal::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.as_str(),
+                    self.refused[*r as usize].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    /// `(listener, open connections)`.
+    pub fn connections(&self) -> Vec<(&'static str, u64)> {
+        LISTENER_LABELS
+            .iter()
+            .zip(&self.open)
+            .map(|(l, c)| (*l, c.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 

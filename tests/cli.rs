@@ -156,6 +156,32 @@ fn check_config_lists_every_problem_with_its_key_path() {
     }
 }
 
+/// The embedded WebSocket listener speaks plain `ws`: off loopback it
+/// needs tokens (an error without) and a TLS proxy in front (a note).
+#[test]
+fn check_config_says_a_public_websocket_listener_needs_tokens_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let base = "base:\n  push:\n    vapid_email: mailto:a@example.com\naxion_push:\n  vapid_key_file: v.pem\n  broker:\n    websocket_listen: 0.0.0.0:8083\n    websocket_origins: [https://app.example.com]\n";
+    std::fs::write(&path, base).unwrap();
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("axion_push.broker.websocket_listen"), "{err}");
+    assert!(err.contains("subscribe_token_secret"), "{err}");
+
+    let secret = "  subscribe_token_secret: 0123456789abcdef0123456789abcdef\n";
+    std::fs::write(&path, format!("{base}{secret}")).unwrap();
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("note: axion_push.broker.websocket_listen"),
+        "{said}"
+    );
+    assert!(said.contains("TLS reverse proxy"), "{said}");
+}
+
 #[test]
 fn check_config_warns_about_a_section_spelt_almost_like_axion_push() {
     let dir = tempfile::tempdir().unwrap();
@@ -972,7 +998,8 @@ fn subscribe_token_prints_a_token_the_daemon_accepts() {
         axion_push::model::Package::parse("crm").unwrap(),
         axion_push::model::User::parse("alice").unwrap(),
     );
-    assert_eq!(key.verify(Some(&token), &crm, &alice, now), Ok(()));
+    let expires = key.verify(Some(&token), &crm, &alice, now).unwrap();
+    assert!((now + 3599..=now + 3601).contains(&expires), "{expires}");
     assert!(
         key.verify(Some(&token), &crm, &alice, now + 3601).is_err(),
         "valid one hour"
@@ -1005,7 +1032,7 @@ fn subscribe_token_takes_a_plain_number_of_seconds_as_config_durations_do() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let token = text(&out.stdout).trim().to_owned();
-    let expires: u64 = token.split('.').next().unwrap().parse().unwrap();
+    let expires: u64 = token.split('.').nth(1).unwrap().parse().unwrap();
     let after = axion_push::report::now_ms() / 1000;
     assert!(
         (before + 15..=after + 15).contains(&expires),

@@ -176,7 +176,10 @@ async fn serve_warns_about_every_file_holding_a_secret_that_others_may_read() {
             "broker accounts",
             &[
                 ("  broker:\n", "  broker:\n    users: {svc: svc-password}\n"),
-                ("  mqtt:\n", "  mqtt:\n    username: axion\n"),
+                (
+                    "  mqtt:\n",
+                    "  mqtt:\n    username: axion\n    password: daemon-password\n",
+                ),
             ],
             &["config.yaml"],
         ),

@@ -353,10 +353,14 @@ async fn with_a_token_secret_only_a_token_for_that_user_subscribes() {
         (Some(token_for("crm", "bob")), "not valid for this user"),
         (Some(token_for("hr", "alice")), "not valid for this user"),
         (
-            Some(format!("99999999999.{}", "A".repeat(43))),
+            Some(format!("v2.99999999999.{}", "A".repeat(43))),
             "not valid for this user",
         ),
-        (Some("12.forged!".into()), "not of the form"),
+        (
+            Some(format!("99999999999.{}", "A".repeat(43))),
+            "older v1 format",
+        ),
+        (Some("v2.12.forged!".into()), "not of the form"),
     ] {
         let r = subscribe_raw(&h, "alice", &with_token(token)).await;
         assert_eq!(r["ok"], false, "{r}");
@@ -386,5 +390,31 @@ async fn with_a_token_secret_only_a_token_for_that_user_subscribes() {
         )
         .await;
     assert_eq!(r["deactivated"], 1, "{r}");
+    h.stop().await;
+}
+
+/// A token valid until 2343 was accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_valid_for_centuries_is_refused() {
+    let h = Harness::start_with(|c| {
+        c.settings.subscribe_token_secret = Some(harness::secret(TOKEN_SECRET));
+    })
+    .await;
+    let key = axion_push::token::TokenKey::new(TOKEN_SECRET);
+    let year_2343 = 11_661_000_000;
+    let token = key.issue(
+        &axion_push::model::Package::parse("crm").unwrap(),
+        &axion_push::model::User::parse("alice").unwrap(),
+        year_2343,
+    );
+    let b = h.browser("b");
+    let mut sub = b.subscription();
+    sub["token"] = json!(token);
+    let r = subscribe_raw(&h, "alice", &sub.to_string()).await;
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("longer than 7 days"),
+        "{r}"
+    );
     h.stop().await;
 }

@@ -18,11 +18,14 @@
 //   This is the production default: a browser that may publish to the broker
 //   could subscribe itself for any user. A URL also lets the service worker
 //   hand over a replacement subscription when no page is open.
-// - `mqtt`: MQTT over WebSocket straight to the broker (the embedded
-//   broker's `websocket_listen`), for demos, intranets, and brokers whose
-//   ACLs limit each login to its own user's topics. It loads mqtt.js (npm
-//   `mqtt`) with `import('mqtt')`, so the page needs an import map or a
-//   bundler for it, or passes the module as `mqtt.library`.
+// - `mqtt`: MQTT over WebSocket straight to the broker. The page logs in
+//   as `{package}/{user}` with its subscribe token (`token`) as the
+//   password, which the embedded broker's `websocket_listen` accepts: it
+//   confines the connection to that user's topics (on Mosquitto with the
+//   shipped ACL, pass the user's own account as `mqtt.username` and
+//   `mqtt.password`). It loads mqtt.js (npm `mqtt`) with `import('mqtt')`,
+//   so the page needs an import map or a bundler for it, or passes the
+//   module as `mqtt.library`.
 //
 // The VAPID public key is `vapidPublicKey` when given, else the retained
 // `axion/{package}/push/vapid` (falling back to `axion/push/vapid`) read over
@@ -46,8 +49,8 @@ export class AxionPushError extends Error {
   /**
    * @param {string} code one of: unsupported, insecure-context,
    *   permission-denied, permission-dismissed, no-vapid-key, no-channel,
-   *   broker-unreachable, push-service-unreachable, no-answer, rejected,
-   *   relay-failed, failed
+   *   broker-unreachable, login-refused, push-service-unreachable,
+   *   no-answer, rejected, relay-failed, failed
    */
   constructor(code, message, options) {
     super(message, options);
@@ -133,7 +136,11 @@ export class AxionPush {
    * @param {string} [options.vapidPublicKey] base64url; read over MQTT when absent
    * @param {string|Function} [options.relay] the backend that records subscriptions
    * @param {{url: string, username?: string, password?: string, topicPrefix?: string, library?: object}} [options.mqtt]
-   * @param {string|Function} [options.token] a subscribe token, when the daemon requires one
+   *   the login is `{package}/{user}` with `token` as the password unless
+   *   username/password are given
+   * @param {string|Function} [options.token] a subscribe token, when the
+   *   daemon requires one: the MQTT login's password, and sent with every
+   *   command
    * @param {string} [options.module] recorded with the subscription
    * @param {number} [options.timeout=15000] ms to wait for the daemon's answer
    * @param {number} [options.pushServiceTimeout=20000] ms to wait for the
@@ -429,8 +436,14 @@ export class AxionPush {
     }
   }
 
+  /** The subscribe token: the `token` option, or what its function returns. */
+  async #token() {
+    const { token } = this.options;
+    return typeof token === 'function' ? token() : token;
+  }
+
   async #deliverSubscription(subscription) {
-    const token = typeof this.options.token === 'function' ? await this.options.token() : this.options.token;
+    const token = await this.#token();
     const message = {
       ...subscription.toJSON(),
       user_agent: navigator.userAgent,
@@ -517,21 +530,35 @@ export class AxionPush {
       );
     }
     const library = settings.library || (await loadMqtt());
+    // The browser login: who this page is for, proven by its token.
+    const username = settings.username || `${this.options.package}/${this.options.user}`;
+    const password = settings.username ? settings.password : await this.#token();
     return new Promise((resolve, reject) => {
       const client = library.connect(settings.url, {
         clientId: `axion-push-web-${newId()}`,
         clean: true,
         reconnectPeriod: 0,
         connectTimeout: this.options.timeout,
-        username: settings.username,
-        password: settings.password,
+        username,
+        password: password || undefined,
       });
       const fail = (error) => {
         client.end(true);
+        // CONNACK 4 (bad user name or password), 5 (not authorized).
+        if (error && (error.code === 4 || error.code === 5)) {
+          reject(
+            new AxionPushError(
+              'login-refused',
+              'The notification server did not accept this page’s sign-in: its token is missing, wrong or has expired. Reload the page and try again; if it keeps happening, tell the site’s administrator.',
+              { cause: error },
+            ),
+          );
+          return;
+        }
         reject(
           new AxionPushError(
             'broker-unreachable',
-            `Could not reach the notification server at ${settings.url}: ${error ? error.message : 'the connection closed'}.`,
+            `Could not reach the notification server at ${settings.url}: ${error ? error.message : 'the connection closed'}. It may be down, or not accept pages from this site.`,
             { cause: error },
           ),
         );
@@ -548,8 +575,11 @@ export class AxionPush {
 
   /** Publishes a command and waits for the daemon's result report. */
   async #publish(verb, message) {
+    const token = await this.#token();
     const client = await this.#connect();
     const id = newId();
+    const command = { ...message, id };
+    if (token) command.token = token;
     const base = `${this.options.package}/push/${this.options.user}`;
     const resultTopic = this.#topic(`${base}/result`);
     try {
@@ -582,7 +612,7 @@ export class AxionPush {
         });
         client.subscribe(resultTopic, { qos: 1 }, (error) => {
           if (error) return reject(new AxionPushError('failed', `Could not listen for the answer: ${error.message}`));
-          client.publish(this.#topic(`${base}/${verb}`), JSON.stringify({ ...message, id }), { qos: 1 }, (e) => {
+          client.publish(this.#topic(`${base}/${verb}`), JSON.stringify(command), { qos: 1 }, (e) => {
             if (e) reject(new AxionPushError('failed', `Could not send the ${verb} request: ${e.message}`));
           });
         });

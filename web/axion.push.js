@@ -40,9 +40,10 @@
   // How a subscription reaches the daemon, by the attribute that selects
   // it; the first one the tag has is used. A channel that cannot fetch the
   // daemon's VAPID key itself needs data-vapid-public-key. MQTT over
-  // WebSocket (axion-push.js's `mqtt` option) is not offered here yet: a
-  // browser may publish on the broker only once the broker limits each
-  // login to its own user's topics; it will be one more entry.
+  // WebSocket (axion-push.js's `mqtt` option, logged in as the user with
+  // data-token) is not offered here yet: it needs mqtt.js as a module, and
+  // a page without a build step has no import map for it; it will be one
+  // more entry.
   const CHANNELS = [
     {
       attribute: 'relay',

@@ -100,7 +100,7 @@ enum Action {
         user: String,
         #[arg(long, default_value = DEFAULT_PACKAGE)]
         package: String,
-        /// How long it stays valid: 15m, 24h, or a number of seconds
+        /// How long it stays valid: 15m, 24h, or a number of seconds (at most 7 days)
         #[arg(long, default_value = "24h", value_parser = crate::config::parse_duration)]
         valid: Duration,
     },
@@ -193,7 +193,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// What a host application does for its logged-in user, for scripts and
-/// tests: prints a token `subscribe`/`unsubscribe` accept.
+/// tests: prints a token the browser login, `subscribe`, `unsubscribe` and
+/// `list` accept.
 fn subscribe_token(
     config: &Config,
     user: &str,
@@ -213,6 +214,12 @@ fn subscribe_token(
     };
     let user = crate::model::User::parse(user)?;
     let package = crate::model::Package::parse(package)?;
+    if valid.as_secs() > crate::token::MAX_LIFETIME_SECS {
+        anyhow::bail!(
+            "--valid may be at most {}: the daemon refuses longer-lived tokens",
+            crate::token::MAX_LIFETIME
+        );
+    }
     let expires = crate::report::now_ms() / 1000 + valid.as_secs();
     println!(
         "{}",
@@ -496,6 +503,9 @@ async fn check_config(path: Option<&std::path::Path>) -> ExitCode {
                     "  {package}: VAPID public key {}",
                     identity.key.public_key()
                 );
+            }
+            for note in config.notes() {
+                println!("  note: {note}");
             }
             match check_database(&config.settings.database).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -89,7 +89,7 @@ pub struct ProcessorParts {
     pub policy: EndpointPolicy,
     pub max_command_bytes: usize,
     pub max_subscriptions_per_user: usize,
-    /// Set when subscribe and unsubscribe must carry a token.
+    /// Set when subscribe, unsubscribe and list must carry a token.
     pub subscribe_tokens: Option<Arc<crate::token::TokenKey>>,
     pub default_ttl: u32,
     pub dedup_window: Duration,
@@ -290,7 +290,7 @@ fn command_id(value: &serde_json::Value) -> Result<String, CommandError> {
 }
 
 /// With subscribe tokens on, checks the payload's `token` for `user` in
-/// `package`.
+/// `package` (`subscribe`, `unsubscribe` and `list` carry one).
 fn check_token(
     inner: &ProcessorParts,
     value: &serde_json::Value,
@@ -302,7 +302,8 @@ fn check_token(
     };
     let now = crate::report::now_ms() / 1000;
     let token = value.get("token").and_then(serde_json::Value::as_str);
-    Ok(key.verify(token, package, user, now)?)
+    key.verify(token, package, user, now)?;
+    Ok(())
 }
 
 /// Parses a JSON object payload, with a message naming the verb.

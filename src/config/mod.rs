@@ -213,22 +213,49 @@ impl Default for MqttSettings {
 }
 
 /// `axion_push.broker`: the embedded broker, used when `mqtt.url` is null.
+///
+/// Both listeners are the daemon's own gateway in front of rumqttd (see
+/// `broker`): `listen` takes service logins, `websocket_listen` browser
+/// logins confined to their own user.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    /// `listen`: MQTT over TCP. Default `127.0.0.1:1883` (loopback only).
+    /// `listen`: MQTT over TCP, for services and the command line. Default
+    /// `127.0.0.1:1883` (loopback only). Another address needs an account
+    /// in `users` (or `mqtt.username`).
     pub listen: SocketAddr,
     /// `websocket_listen`: MQTT over WebSocket for browsers, e.g.
-    /// `127.0.0.1:8083`. Default `null` (off).
+    /// `127.0.0.1:8083`. Default `null` (off). A browser logs in as
+    /// `{package}/{user}` with its subscribe token as the password. Another
+    /// address than loopback needs `subscribe_token_secret`, and a TLS
+    /// reverse proxy in front (the listener speaks plain `ws`).
     pub websocket_listen: Option<SocketAddr>,
+    /// `websocket_origins`: the web origins (`https://app.example.com`)
+    /// whose pages may open the WebSocket listener; a browser's handshake
+    /// from any other origin is refused with 403. A client sending no
+    /// `Origin` (not a browser) is let through to log in. Default: none.
+    pub websocket_origins: Vec<String>,
     /// `max_payload_bytes`: the largest message the broker accepts; a client
     /// publishing more is disconnected by the broker. Default 1048576.
     pub max_payload_bytes: usize,
-    /// `users`: accounts (`name: password`) the broker accepts. With none
-    /// and no `mqtt.username`, anyone who reaches the listener may connect
-    /// (it is loopback by default). With any, or with `mqtt.username` set,
-    /// every client must log in; the daemon's own `mqtt` account is
-    /// accepted too. Default: none.
+    /// `users`: service accounts (`name: password`) the broker accepts on
+    /// `listen`. With none and no `mqtt.username`, anyone who reaches that
+    /// listener may connect (it is loopback by default). With any, or with
+    /// `mqtt.username` set, every service must log in; the daemon's own
+    /// `mqtt` account is accepted too. Passwords may not be empty. Default:
+    /// none.
     pub users: BTreeMap<String, Secret>,
+    /// `max_connections`: open connections on both listeners together;
+    /// beyond, new ones wait until one closes. Default 1000 (each takes
+    /// three file descriptors: see `LimitNOFILE` in the systemd unit).
+    pub max_connections: usize,
+    /// `websocket_max_per_address`: open WebSocket connections from one IP
+    /// address; beyond, new ones are closed at once. Default 32. Behind a
+    /// reverse proxy every browser comes from the proxy's address: raise it
+    /// there, and cap per client in the proxy.
+    pub websocket_max_per_address: usize,
+    /// `connect_timeout`: how long a new connection may take to log in (the
+    /// WebSocket handshake included) before it is closed. Default `5s`.
+    pub connect_timeout: Duration,
 }
 
 impl Default for BrokerSettings {
@@ -236,8 +263,12 @@ impl Default for BrokerSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             websocket_listen: None,
+            websocket_origins: Vec::new(),
             max_payload_bytes: 1024 * 1024,
             users: BTreeMap::new(),
+            max_connections: 1000,
+            websocket_max_per_address: 32,
+            connect_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -417,10 +448,12 @@ pub struct Settings {
     pub limits: Limits,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
-    /// `subscribe_token_secret`: when set, `subscribe` and `unsubscribe`
-    /// must carry a `token` the host application issued for that user and
-    /// package with this secret (see `token`). Default `null`: any client
-    /// that may publish a command may subscribe as anyone.
+    /// `subscribe_token_secret`: when set, browsers log in to the embedded
+    /// broker's WebSocket listener with a token the host application
+    /// issued for their user and package with this secret (see `token`),
+    /// and `subscribe`, `unsubscribe` and `list` must carry one. At least
+    /// 32 characters. Default `null`: any client that may publish a command
+    /// may subscribe as anyone.
     pub subscribe_token_secret: Option<Secret>,
 }
 
@@ -555,6 +588,40 @@ impl Config {
         }
     }
 
+    /// Advice that is not an error: what `check-config` prints below "OK"
+    /// and the daemon logs as a warning at start.
+    pub fn notes(&self) -> Vec<Problem> {
+        let s = &self.settings;
+        let mut notes = Vec::new();
+        let Some(ws) = s.broker.websocket_listen.filter(|_| s.mqtt.url.is_none()) else {
+            return notes;
+        };
+        let path = "axion_push.broker.websocket_listen";
+        if !ws.ip().is_loopback() {
+            notes.push(Problem::new(
+                path,
+                format!(
+                    "{ws} is reachable from other hosts, and the listener speaks plain ws: put it behind a TLS reverse proxy \
+                     and give browsers its wss:// address"
+                ),
+            ));
+        }
+        if s.subscribe_token_secret.is_none() {
+            notes.push(Problem::new(
+                path,
+                "without axion_push.subscribe_token_secret a browser may log in as any {package}/{user} (each is still \
+                 confined to that user's topics): fine for a demo on this machine, not for real users",
+            ));
+        }
+        if s.broker.websocket_origins.is_empty() {
+            notes.push(Problem::new(
+                "axion_push.broker.websocket_origins",
+                "is empty: no web page may open the WebSocket listener; list the origin of your site, e.g. https://app.example.com",
+            ));
+        }
+        notes
+    }
+
     fn origin(&self) -> String {
         self.source
             .as_ref()
@@ -641,6 +708,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| {
         format!("'{text}' is not a duration like 15m, 10s or 500ms, or a number of seconds ({e})")
     })
+}
+
+/// A web origin as browsers send it in `Origin`: `scheme://host[:port]`,
+/// lower case, without a default port or a path.
+fn web_origin(text: &str) -> Result<String, String> {
+    let url = Url::parse(text.trim())
+        .map_err(|e| format!("'{text}' is not an origin like https://app.example.com ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!(
+            "'{text}' is not an http(s) origin like https://app.example.com"
+        ));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "'{text}' has a path: an origin is only scheme://host[:port]"
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 fn positive(n: usize) -> Result<usize, String> {
@@ -773,10 +858,23 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
                 Ok(id)
             }
         });
-        mqtt.field("username", &mut m.username);
+        mqtt.field_with("username", &mut m.username, |u: Option<String>| match u {
+            Some(u) if u.is_empty() => Err("must not be empty (null: no login)".to_owned()),
+            u => Ok(u),
+        });
         mqtt.field_with("password", &mut m.password, |raw: serde_json::Value| {
             Ok(secret_text(raw)?.map(Secret::new))
         });
+        match (&m.username, &m.password) {
+            (Some(_), None) => mqtt.problem(
+                "password",
+                "is missing: a username without a password would let anyone log in with that name",
+            ),
+            (_, Some(p)) if p.expose().is_empty() => {
+                mqtt.problem("password", "must not be empty");
+            }
+            _ => {}
+        }
         mqtt.field_with(
             "shared_group",
             &mut m.shared_group,
@@ -798,11 +896,27 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         mqtt.field("ca_file", &mut m.ca_file);
         mqtt.finish();
     }
+    // Read before `broker`, whose WebSocket listener depends on it.
+    own.field_with(
+        "subscribe_token_secret",
+        &mut s.subscribe_token_secret,
+        |raw: serde_json::Value| match secret_text(raw)? {
+            Some(secret) if secret.chars().count() < MIN_TOKEN_SECRET => Err(format!(
+                "must be at least {MIN_TOKEN_SECRET} characters (e.g. `openssl rand -base64 32`)"
+            )),
+            secret => Ok(secret.map(Secret::new)),
+        },
+    );
     {
         let mut broker = own.section("broker");
         let b = &mut s.broker;
         broker.field("listen", &mut b.listen);
         broker.field("websocket_listen", &mut b.websocket_listen);
+        broker.field_with(
+            "websocket_origins",
+            &mut b.websocket_origins,
+            |origins: Vec<String>| origins.iter().map(|o| web_origin(o)).collect(),
+        );
         broker.field_with("max_payload_bytes", &mut b.max_payload_bytes, positive);
         broker.field_with("users", &mut b.users, |raw: serde_json::Value| {
             let users = match raw {
@@ -818,6 +932,14 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
             if users.keys().any(String::is_empty) {
                 return Err("a user name is empty".into());
             }
+            if let Some(user) = users.keys().find(|u| u.contains('/')) {
+                return Err(format!(
+                    "'{user}' contains '/': names with '/' are browser logins ({{package}}/{{user}})"
+                ));
+            }
+            if let Some((user, _)) = users.iter().find(|(_, p)| p.as_str() == Some("")) {
+                return Err(format!("the password of '{user}' is empty"));
+            }
             users
                 .into_iter()
                 .map(|(user, password)| match secret_text(password) {
@@ -827,10 +949,53 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
                 })
                 .collect()
         });
-        if !b.users.is_empty() && s.mqtt.url.is_none() && s.mqtt.username.is_none() {
+        broker.field_with("max_connections", &mut b.max_connections, positive);
+        broker.field_with(
+            "websocket_max_per_address",
+            &mut b.websocket_max_per_address,
+            positive,
+        );
+        broker.field_with("connect_timeout", &mut b.connect_timeout, |text| {
+            let d = duration(text)?;
+            if d.is_zero() {
+                Err("must be longer than 0s".to_owned())
+            } else {
+                Ok(d)
+            }
+        });
+        let embedded = s.mqtt.url.is_none();
+        if embedded && !b.users.is_empty() && s.mqtt.username.is_none() {
             broker.problem(
                 "users",
                 "the embedded broker then requires a login: set axion_push.mqtt.username and password (for the daemon and the command line)",
+            );
+        }
+        if embedded
+            && !b.listen.ip().is_loopback()
+            && b.users.is_empty()
+            && s.mqtt.username.is_none()
+        {
+            broker.problem(
+                "listen",
+                format!(
+                    "{} is not a loopback address, and the broker has no accounts: anyone who reaches it could publish commands. \
+                     Add service accounts in axion_push.broker.users (and axion_push.mqtt.username and password for the daemon), \
+                     or listen on 127.0.0.1",
+                    b.listen
+                ),
+            );
+        }
+        if embedded
+            && let Some(ws) = b.websocket_listen
+            && !ws.ip().is_loopback()
+            && s.subscribe_token_secret.is_none()
+        {
+            broker.problem(
+                "websocket_listen",
+                format!(
+                    "{ws} is not a loopback address: browsers there must prove who they are, so set axion_push.subscribe_token_secret \
+                     (and put the listener behind a TLS reverse proxy: it speaks plain ws)"
+                ),
             );
         }
         broker.finish();
@@ -872,16 +1037,6 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         db.finish();
     }
     own.field("vapid_key_file", &mut s.vapid_key_file);
-    own.field_with(
-        "subscribe_token_secret",
-        &mut s.subscribe_token_secret,
-        |raw: serde_json::Value| match secret_text(raw)? {
-            Some(secret) if secret.chars().count() < MIN_TOKEN_SECRET => Err(format!(
-                "must be at least {MIN_TOKEN_SECRET} characters (e.g. `openssl rand -base64 32`)"
-            )),
-            secret => Ok(secret.map(Secret::new)),
-        },
-    );
     {
         let mut delivery = own.section("delivery");
         let d = &mut s.delivery;
@@ -1027,6 +1182,13 @@ mod tests {
         assert_eq!(s.broker.listen, d.broker.listen);
         assert_eq!(s.broker.websocket_listen, d.broker.websocket_listen);
         assert_eq!(s.broker.max_payload_bytes, d.broker.max_payload_bytes);
+        assert_eq!(s.broker.websocket_origins, d.broker.websocket_origins);
+        assert_eq!(s.broker.max_connections, d.broker.max_connections);
+        assert_eq!(
+            s.broker.websocket_max_per_address,
+            d.broker.websocket_max_per_address
+        );
+        assert_eq!(s.broker.connect_timeout, d.broker.connect_timeout);
         assert!(s.broker.users.is_empty());
         assert!(s.subscribe_token_secret.is_none());
         assert_eq!(s.database.url, d.database.url);
@@ -1288,6 +1450,134 @@ mod tests {
         )
         .unwrap();
         assert!(c.settings.metrics.allow_remote);
+    }
+
+    #[test]
+    fn no_login_may_have_an_empty_password() {
+        assert_eq!(
+            paths("axion_push:\n  mqtt: {username: svc}\n"),
+            ["axion_push.mqtt.password"]
+        );
+        assert_eq!(
+            paths("axion_push:\n  mqtt: {username: svc, password: ''}\n"),
+            ["axion_push.mqtt.password"]
+        );
+        assert_eq!(
+            paths("axion_push:\n  mqtt: {username: '', password: x}\n"),
+            ["axion_push.mqtt.username"]
+        );
+        let problems = problems(
+            "axion_push:\n  mqtt: {username: me, password: pw}\n  broker:\n    users: {bob: ''}\n",
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "axion_push.broker.users");
+        assert!(
+            problems[0].message.contains("'bob' is empty"),
+            "{problems:?}"
+        );
+        assert_eq!(
+            paths(
+                "axion_push:\n  mqtt: {username: me, password: pw}\n  broker:\n    users: {crm/alice: pw}\n"
+            ),
+            ["axion_push.broker.users"]
+        );
+    }
+
+    #[test]
+    fn a_listener_off_loopback_needs_accounts_and_a_browser_listener_tokens() {
+        assert_eq!(
+            paths("axion_push:\n  broker: {listen: '0.0.0.0:1883'}\n"),
+            ["axion_push.broker.listen"]
+        );
+        assert!(
+            Config::from_yaml(
+                "axion_push:\n  mqtt: {username: me, password: pw}\n  broker: {listen: '0.0.0.0:1883', users: {svc: pw}}\n",
+                "t"
+            )
+            .is_ok()
+        );
+        // An external broker: the embedded one's settings do not matter.
+        assert!(
+            Config::from_yaml(
+                "axion_push:\n  mqtt: {url: 'mqtt://b:1883'}\n  broker: {listen: '0.0.0.0:1883'}\n",
+                "t"
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            paths("axion_push:\n  broker: {websocket_listen: '0.0.0.0:8083'}\n"),
+            ["axion_push.broker.websocket_listen"]
+        );
+        let c = Config::from_yaml(
+            "axion_push:\n  subscribe_token_secret: 0123456789abcdef0123456789abcdef\n  broker: {websocket_listen: '0.0.0.0:8083', websocket_origins: ['https://app.example.com']}\n",
+            "t",
+        )
+        .unwrap();
+        let notes = c.notes();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].message.contains("TLS reverse proxy"), "{notes:?}");
+    }
+
+    #[test]
+    fn websocket_origins_are_origins() {
+        let c = Config::from_yaml(
+            "axion_push:\n  broker: {websocket_origins: ['HTTPS://App.Example.com:443', 'http://localhost:8080']}\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.settings.broker.websocket_origins,
+            ["https://app.example.com", "http://localhost:8080"]
+        );
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/page",
+            "ftp://x",
+            "*",
+        ] {
+            assert_eq!(
+                paths(&format!(
+                    "axion_push:\n  broker: {{websocket_origins: ['{bad}']}}\n"
+                )),
+                ["axion_push.broker.websocket_origins"],
+                "{bad}"
+            );
+        }
+        let demo = Config::from_yaml(
+            "axion_push:\n  broker: {websocket_listen: '127.0.0.1:8083'}\n",
+            "t",
+        )
+        .unwrap();
+        let notes: Vec<_> = demo.notes().into_iter().map(|n| n.path).collect();
+        assert_eq!(
+            notes,
+            [
+                "axion_push.broker.websocket_listen",
+                "axion_push.broker.websocket_origins"
+            ]
+        );
+    }
+
+    #[test]
+    fn broker_limits_have_modest_defaults() {
+        let b = BrokerSettings::default();
+        assert_eq!(b.max_connections, 1000);
+        assert_eq!(b.websocket_max_per_address, 32);
+        assert_eq!(b.connect_timeout, Duration::from_secs(5));
+        let c = Config::from_yaml(
+            "axion_push:\n  broker: {max_connections: 50, websocket_max_per_address: 4, connect_timeout: 2s}\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.settings.broker.max_connections, 50);
+        assert_eq!(c.settings.broker.connect_timeout, Duration::from_secs(2));
+        assert_eq!(
+            paths("axion_push:\n  broker: {max_connections: 0, connect_timeout: 0s}\n"),
+            [
+                "axion_push.broker.max_connections",
+                "axion_push.broker.connect_timeout"
+            ]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod alone;
+pub mod browser_login;
 pub mod database;
 pub mod mosquitto;
 pub mod mqtt_client;

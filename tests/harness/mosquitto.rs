@@ -101,6 +101,48 @@ impl Mosquitto {
         broker
     }
 
+    /// Starts a broker with `config` (written to `dir/mosquitto.conf`) that
+    /// listens on `addr`: a test's own settings, such as the shipped ones.
+    pub async fn start_configured(
+        dir: tempfile::TempDir,
+        config: &str,
+        addr: SocketAddr,
+    ) -> Mosquitto {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
+        let mut broker = Mosquitto {
+            addr,
+            tls_addr: None,
+            dir,
+            child: None,
+        };
+        broker.spawn().await;
+        broker
+    }
+
+    /// A free loopback address for a broker to listen on.
+    pub fn free_addr() -> SocketAddr {
+        free_port()
+    }
+
+    /// Writes a password file with `accounts` (`mosquitto_passwd -b`).
+    pub fn password_file(path: &std::path::Path, accounts: &[(&str, &str)]) {
+        std::fs::write(path, "").unwrap();
+        for (user, password) in accounts {
+            let status = Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg(path)
+                .args([user, password])
+                .status()
+                .expect("mosquitto_passwd (Debian package mosquitto) runs");
+            assert!(status.success(), "mosquitto_passwd failed");
+        }
+    }
+
     async fn spawn(&mut self) {
         let child = Command::new(binary())
             .arg("-c")

@@ -42,6 +42,11 @@ function settings() {
   return { broker: $('broker').value.trim(), package: $('package').value.trim(), user: $('user').value.trim() };
 }
 
+/** The token field: a secret of the moment, never remembered or taken from the link. */
+function token() {
+  return $('token').value.trim() || undefined;
+}
+
 // One AxionPush per setting: each listens for the service worker's
 // "subscription replaced" message and hands the new one over.
 const clients = new Map();
@@ -50,7 +55,7 @@ function client() {
   localStorage.setItem('axion-push-demo', JSON.stringify(s));
   const key = JSON.stringify(s);
   if (!clients.has(key)) {
-    clients.set(key, new AxionPush({ package: s.package, user: s.user, mqtt: { url: s.broker }, onchange: show }));
+    clients.set(key, new AxionPush({ package: s.package, user: s.user, mqtt: { url: s.broker }, token, onchange: show }));
   }
   return clients.get(key);
 }

@@ -35,13 +35,17 @@ export class Daemon {
    * @param {string} dir the daemon's working directory
    * @param {string} caPath the push service's CA
    * @param {number} pushPort the push service's HTTPS port (endpoints must use an allowed port)
+   * @param {{origins?: string[], tokenSecret?: string}} [options] the web
+   *   origins whose pages may open the WebSocket listener, and a
+   *   `subscribe_token_secret` (browsers then log in with a token)
    */
-  static async start(dir, caPath, pushPort) {
+  static async start(dir, caPath, pushPort, { origins = [], tokenSecret } = {}) {
     const binary = daemonBinary();
     if (!existsSync(binary)) {
       throw new Error(`no axion-push binary at ${binary}: run \`cargo build\` or set AXION_PUSH_BIN`);
     }
     const daemon = new Daemon(dir, binary);
+    daemon.requiresTokens = Boolean(tokenSecret);
     daemon.port = await freePort();
     daemon.wsPort = await freePort();
     daemon.configPath = join(dir, 'config.yaml');
@@ -57,7 +61,8 @@ axion_push:
   broker:
     listen: 127.0.0.1:${daemon.port}
     websocket_listen: 127.0.0.1:${daemon.wsPort}
-  database:
+    websocket_origins: ${JSON.stringify(origins)}
+${tokenSecret ? `  subscribe_token_secret: ${tokenSecret}\n` : ''}  database:
     url: sqlite://${join(dir, 'axion-push.db')}
   vapid_key_file: ${join(dir, 'vapid.pem')}
   delivery:
@@ -203,6 +208,17 @@ axion_push:
     } finally {
       client.end(true);
     }
+  }
+
+  /**
+   * A subscribe token for `user` in `pkg`, as the host application issues
+   * it (`axion-push subscribe-token`); undefined when the daemon requires
+   * none.
+   */
+  async token(pkg, user) {
+    if (!this.requiresTokens) return undefined;
+    const { stdout } = await this.run('subscribe-token', user, '--package', pkg, '--valid', '1h');
+    return stdout.trim();
   }
 
   /** Runs an axion-push subcommand against this daemon's config; resolves with its output. */

@@ -1,6 +1,7 @@
 // The whole path in a real browser: Firefox ESR, headless, subscribes on the
 // demo page through axion-push.js; the subscription reaches the daemon over
-// MQTT-over-WebSocket; `axion-push test-push` sends; Firefox decrypts the
+// MQTT-over-WebSocket, the page logged in as its user with a subscribe token
+// (the confined browser login); `axion-push test-push` sends; Firefox decrypts the
 // daemon's bytes (its ack says so); the service worker shows the
 // notification; a click on it opens its page.
 //
@@ -19,6 +20,8 @@ import { startStack, stopStack } from './stack.js';
 const PACKAGE = 'demo';
 const USER = 'firefox-user';
 const WAIT_MS = 30000;
+/** The daemon requires subscribe tokens: browsers log in with one. */
+const TOKEN_SECRET = 'a-secret-the-host-app-shares-with-axion-push';
 
 let stack;
 let push;
@@ -29,7 +32,7 @@ let page;
 let openedPage;
 
 before(async () => {
-  stack = await startStack('firefox', { 'POST /api/push-subscription': relay });
+  stack = await startStack('firefox', { 'POST /api/push-subscription': relay }, { tokenSecret: TOKEN_SECRET });
   ({ push, daemon, web } = stack);
   browser = await launchFirefox(push);
   page = await browser.newPage();
@@ -55,18 +58,22 @@ async function relay(body) {
 }
 
 async function relayToDaemon(request) {
+  // The backend mints the token for the user it signed in, as the Python
+  // client does.
+  const token = await daemon.token(request.package, request.user);
   if (request.action === 'subscribe') {
     if (request.old_endpoint) {
-      await daemon.command(request.package, request.user, 'unsubscribe', { endpoint: request.old_endpoint });
+      await daemon.command(request.package, request.user, 'unsubscribe', { endpoint: request.old_endpoint, token });
     }
     const report = await daemon.command(request.package, request.user, 'subscribe', {
       ...request.subscription,
       user_agent: request.user_agent,
+      token,
     });
     return report.ok ? { status: 204 } : { status: 422, json: report };
   }
   if (request.action === 'unsubscribe') {
-    await daemon.command(request.package, request.user, 'unsubscribe', { endpoint: request.endpoint });
+    await daemon.command(request.package, request.user, 'unsubscribe', { endpoint: request.endpoint, token });
     return { status: 204 };
   }
   return { status: 400, json: { error: `unknown action ${request.action}` } };
@@ -186,6 +193,8 @@ test('the demo page subscribes Firefox through axion-push.js, and the daemon rec
   await page.waitForFunction(() => document.querySelector('#state').dataset.state === 'unsubscribed', {
     timeout: WAIT_MS,
   });
+  // What the host app would put into the page for its signed-in user.
+  await page.type('#token', await daemon.token(PACKAGE, USER));
   await page.click('#subscribe');
   await page.waitForFunction(
     () => ['subscribed', 'blocked', 'unsupported'].includes(document.querySelector('#state').dataset.state) ||
@@ -352,6 +361,12 @@ async function subscriptions(user = USER) {
 
 test('when the push service forgets Firefox, the service worker subscribes again and the next push arrives', async () => {
   const [old] = await subscriptions();
+  // The service worker asks the focused page to hand the new subscription
+  // over; a host app renders the user's token into each of its pages.
+  const token = await daemon.token(PACKAGE, USER);
+  for (const open of await browser.pages()) {
+    if (open.url().includes('/demo/') && open !== page) await open.type('#token', token);
+  }
   const registered = push.waitFor('register', () => true, 'a new register from Firefox', WAIT_MS);
   const { report } = await daemon.nextResult(PACKAGE, USER, (r) => r.command === 'subscribe');
   push.dropAllSubscriptions();
@@ -461,6 +476,7 @@ test('a daemon that publishes no VAPID key is reported in words', async () => {
     package: PACKAGE,
     user: 'nobody',
     mqtt: { url: daemon.websocketUrl, topicPrefix: 'no-daemon-here/' },
+    token: await daemon.token(PACKAGE, 'nobody'),
     timeout: 1000,
   });
   assert.equal(error?.code, 'no-vapid-key', JSON.stringify(error));
@@ -468,9 +484,24 @@ test('a daemon that publishes no VAPID key is reported in words', async () => {
 });
 
 test('a subscription the daemon refuses is reported with the daemon\'s reason', async () => {
-  const error = await subscribeError({ package: PACKAGE, user: 'u'.repeat(300), mqtt: { url: daemon.websocketUrl } });
+  const error = await subscribeError({
+    package: PACKAGE,
+    user: 'nobody',
+    module: 'm'.repeat(300),
+    mqtt: { url: daemon.websocketUrl },
+    token: await daemon.token(PACKAGE, 'nobody'),
+  });
   assert.equal(error?.code, 'rejected', JSON.stringify(error));
-  assert.match(error.message, /^The notification server refused to subscribe: .*user/);
+  assert.match(error.message, /^The notification server refused to subscribe: module is longer than 255 characters/);
+});
+
+test('a page whose token the daemon refuses is told so in words', async () => {
+  for (const token of [undefined, await daemon.token(PACKAGE, 'someone-else')]) {
+    const error = await subscribeError({ package: PACKAGE, user: 'nobody', mqtt: { url: daemon.websocketUrl }, token });
+    assert.equal(error?.code, 'login-refused', JSON.stringify(error));
+    assert.equal(error.name, 'AxionPushError');
+    assert.match(error.message, /did not accept this page’s sign-in: its token is missing, wrong or has expired/);
+  }
 });
 
 test('the demo page says in words when notifications are blocked for the site', async () => {

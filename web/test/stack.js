@@ -1,6 +1,7 @@
 // Everything a browser test talks to, started together: a temporary
-// directory, the test push service, the daemon trusting it, and web/ served
-// on loopback (with the host app's `routes`, see serveWeb).
+// directory, the test push service, web/ served on loopback (with the host
+// app's `routes`, see serveWeb), and the daemon trusting the push service
+// and admitting the site's pages (optionally requiring subscribe tokens).
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,12 +10,16 @@ import { Daemon } from './daemon.js';
 import { PushService } from './push-service.js';
 import { serveWeb } from './static.js';
 
-export async function startStack(name, routes) {
+export async function startStack(name, routes, { tokenSecret } = {}) {
   const stack = { dir: mkdtempSync(join(tmpdir(), `axion-push-${name}-`)) };
   try {
     stack.push = await PushService.start(stack.dir);
-    stack.daemon = await Daemon.start(stack.dir, stack.push.caPath, new URL(stack.push.origin).port);
+    // The site first: its pages are the only ones the WebSocket listener admits.
     stack.web = await serveWeb(routes);
+    stack.daemon = await Daemon.start(stack.dir, stack.push.caPath, new URL(stack.push.origin).port, {
+      origins: [stack.web.origin],
+      tokenSecret,
+    });
   } catch (error) {
     await stopStack(stack);
     throw error;

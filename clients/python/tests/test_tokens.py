@@ -40,9 +40,23 @@ def test_a_token_minted_here_is_the_one_the_daemon_issues(token_daemon):
     )
     assert run.returncode == 0, run.stderr
     issued = run.stdout.strip()
-    expires = int(re.fullmatch(r"(\d+)\.[A-Za-z0-9_-]+", issued).group(1))
+    expires = int(re.fullmatch(r"v2\.(\d+)\.[A-Za-z0-9_-]+", issued).group(1))
     assert subscribe_token(SECRET, "crm", "alice", expires) == issued
     assert subscribe_token(SECRET, "crm", "bob", expires) != issued
+
+
+def test_the_signed_bytes_are_the_daemons_byte_for_byte():
+    # The same vector as `the_signed_bytes_are_length_prefixed_fields` in
+    # src/token.rs.
+    assert subscribe_token(SECRET, "crm", "alice", 1000) == "v2.1000.a7w_Vk9K72lPm07Dcm1H5wJ-htvPDQlEs_r_rngYWrQ"
+    # Length prefixes: the split between package and user is signed too.
+    assert subscribe_token(SECRET, "a", "bc", 1000) != subscribe_token(SECRET, "ab", "c", 1000)
+
+
+@pytest.mark.parametrize("package, user", [("crm", "a\nb"), ("crm\na", "b"), ("crm", "tab\t")])
+def test_names_with_control_characters_get_no_token(package, user):
+    with pytest.raises(ValueError, match="control character"):
+        subscribe_token(SECRET, package, user, 1000)
 
 
 def test_the_old_functions_work_with_the_secret_set(token_shim, push_service, user, caplog_client):

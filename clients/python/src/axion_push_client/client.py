@@ -16,6 +16,7 @@ import logging
 import ssl
 import threading
 import time
+import unicodedata
 import uuid
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -40,12 +41,15 @@ CONNECT_TIMEOUT = 5.0
 
 
 def check_level(kind: str, name: Any) -> str:
-    """A topic level: non-empty text without `/`, `+`, `#` (DESIGN §2)."""
+    """A topic level: non-empty text without `/`, `+`, `#` (DESIGN §2) or
+    control characters (the daemon refuses them: they forge log lines)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"{kind} must be a non-empty string, not {name!r}")
     bad = [c for c in "/+#" if c in name]
     if bad:
         raise ValueError(f"{kind} {name!r} must not contain {' '.join(bad)}")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise ValueError(f"{kind} {name!r} must not contain control characters")
     return name
 
 
@@ -376,10 +380,20 @@ class AxionPush:
         payload = self._with_token({"endpoint": endpoint}, package, user)
         return self.request(package, user, "unsubscribe", payload, timeout)
 
-    def list(self, user: str, package: str = DEFAULT_PACKAGE, all: bool = False, timeout=None) -> dict:
-        """`list`: the report's ``items`` are the subscriptions, without keys.
-        The daemon asks no token for it (and refuses unknown fields)."""
-        payload = {"all": True} if all else {}
+    def list(
+        self, user: str, package: str = DEFAULT_PACKAGE, all: bool = False, endpoints: bool = True, timeout=None
+    ) -> dict:
+        """`list`: the report's ``items`` are the subscriptions, without keys:
+        ``subscription`` (a stable id ``unsubscribe`` also takes),
+        ``origin``, ``module``, ``user_agent``, ``created_at``, ``active``,
+        and ``endpoint`` with ``endpoints`` (a service may ask for them,
+        a browser may not)."""
+        payload: Dict[str, Any] = {}
+        if all:
+            payload["all"] = True
+        if endpoints:
+            payload["endpoints"] = True
+        self._with_token(payload, package, user)
         return self.request(package, user, "list", payload, timeout)
 
     def members(
