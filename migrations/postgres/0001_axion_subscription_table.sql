@@ -10,10 +10,9 @@
 -- index on ("Package", "Endpoint") only comes with a table created here.
 DO $$
 BEGIN
-  IF NOT EXISTS (
-    SELECT 1 FROM information_schema.tables
-    WHERE table_schema = current_schema() AND table_name = 'def_notify_push_subscription'
-  ) THEN
+  -- Looked up in the catalog, not information_schema, which hides tables
+  -- the daemon's role has no privilege on.
+  IF to_regclass(quote_ident(current_schema()) || '.def_notify_push_subscription') IS NULL THEN
     CREATE TABLE IF NOT EXISTS def_notify_push_subscription (
       "User" char(255) NOT NULL,
       "Package" char(255) NOT NULL,
