@@ -1,0 +1,726 @@
+//! The PostgreSQL statements of the delivery queue.
+//!
+//! A claim is one `UPDATE … WHERE "Seq" = ANY(ARRAY(SELECT … FOR UPDATE
+//! SKIP LOCKED)) RETURNING`: it moves the rows' `NextAt` a lease ahead on
+//! the database's clock and marks them as ours, skipping rows another
+//! daemon is claiming at that moment rather than waiting for them. A row
+//! another claim took since the statement began is locked in its new
+//! version, which no longer matches, so two daemons never hold the same
+//! delivery.
+//!
+//! Every other statement that touches several deliveries (renewing,
+//! releasing, settling) locks them first in `Seq` order, and settling then
+//! updates commands in key order, so daemons working at once wait for each
+//! other instead of deadlocking. Settling removes or reschedules only rows
+//! still ours, so a delivery whose lease ran out is counted once, by
+//! whoever settled it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+use super::{Postgres, classify};
+use crate::store::queue::{
+    Claimed, CommandState, Enqueued, NewSend, Published, QueuedMessage, Recipients, Settled,
+    Settlement, UnpublishedEvent, tally,
+};
+use crate::store::{HOLD, LEASE, StoreError, held_by, millis, to_i64, to_u64};
+
+/// Milliseconds since the epoch on the database's clock. The statement's
+/// start rather than `now()`, the transaction's: a long transaction does
+/// not make a lease shorter or a hold run out early. And not
+/// `clock_timestamp()`: that changes row by row and, being volatile, keeps
+/// the `NextAt` index out of a claim.
+macro_rules! now_ms {
+    () => {
+        "(EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::bigint"
+    };
+}
+
+/// Records a send in one statement (one round trip, one commit: the
+/// command's hot path). Given the subscriptions it reaches (`recipients`,
+/// below), it inserts the command with their count, or replaces one with
+/// the same id that is older than the de-duplication window (`$13`),
+/// finished and published — dropping that one's failure counts — and
+/// queues one delivery per subscription, held for the recording daemon.
+/// It answers with the count when the send was recorded, nothing when its
+/// id is a duplicate. A daemon recording the same id at the same moment
+/// waits for the first to commit, then finds it too recent to replace.
+///
+/// `$1` package, `$2` id, `$3` target, `$4` accepted at, `$5` expires at,
+/// `$6` payload, `$7` TTL, `$8` urgency, `$9` topic, `$10` members, `$11`
+/// digest, `$12` event, `$13` duplicates after, `$14` hold in ms, `$15`
+/// held for, `$16` the user or group. With no subscription, the final
+/// report is due at once.
+macro_rules! enqueue {
+    ($recipients:expr) => {
+        concat!(
+            "WITH recipients AS (",
+            $recipients,
+            "), \
+             cleared AS ( \
+                DELETE FROM axion_push_command_failure \
+                WHERE \"Package\" = $1 AND \"CommandId\" = $2 \
+                AND EXISTS (SELECT 1 FROM axion_push_command c \
+                            WHERE c.\"Package\" = $1 AND c.\"Id\" = $2 \
+                            AND c.\"AcceptedAt\" < $13 AND c.\"Pending\" = 0 \
+                            AND c.\"ReportedAt\" IS NULL AND c.\"EventAt\" IS NULL)), \
+             command AS ( \
+                INSERT INTO axion_push_command \
+                    (\"Package\", \"Id\", \"Target\", \"AcceptedAt\", \"ExpiresAt\", \"Payload\", \
+                     \"Ttl\", \"Urgency\", \"Topic\", \"Members\", \"Digest\", \"Event\", \
+                     \"EventAt\", \"Subscriptions\", \"Untried\", \"Pending\", \"Reported\", \
+                     \"ReportedAt\") \
+                SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $4, n, n, n, \
+                    CASE WHEN n = 0 THEN 2 ELSE 0 END, CASE WHEN n = 0 THEN $4 END \
+                FROM (SELECT COUNT(*) AS n FROM recipients) counted \
+                ON CONFLICT (\"Package\", \"Id\") DO UPDATE SET \
+                    \"Target\" = EXCLUDED.\"Target\", \"AcceptedAt\" = EXCLUDED.\"AcceptedAt\", \
+                    \"ExpiresAt\" = EXCLUDED.\"ExpiresAt\", \"Payload\" = EXCLUDED.\"Payload\", \
+                    \"Ttl\" = EXCLUDED.\"Ttl\", \"Urgency\" = EXCLUDED.\"Urgency\", \
+                    \"Topic\" = EXCLUDED.\"Topic\", \"Members\" = EXCLUDED.\"Members\", \
+                    \"Digest\" = EXCLUDED.\"Digest\", \"Event\" = EXCLUDED.\"Event\", \
+                    \"EventAt\" = EXCLUDED.\"EventAt\", \
+                    \"Subscriptions\" = EXCLUDED.\"Subscriptions\", \
+                    \"Untried\" = EXCLUDED.\"Untried\", \"Pending\" = EXCLUDED.\"Pending\", \
+                    \"Delivered\" = 0, \"Failed\" = 0, \"Deactivated\" = 0, \"Expired\" = 0, \
+                    \"Reported\" = EXCLUDED.\"Reported\", \"Published\" = 0, \
+                    \"ReportedAt\" = EXCLUDED.\"ReportedAt\" \
+                WHERE axion_push_command.\"AcceptedAt\" < $13 \
+                    AND axion_push_command.\"Pending\" = 0 \
+                    AND axion_push_command.\"ReportedAt\" IS NULL \
+                    AND axion_push_command.\"EventAt\" IS NULL \
+                RETURNING \"Subscriptions\"), \
+             queued AS ( \
+                INSERT INTO axion_push_delivery \
+                    (\"Package\", \"CommandId\", \"User\", \"Endpoint\", \"KeysP256dh\", \
+                     \"KeysAuth\", \"NextAt\", \"LeasedBy\") \
+                SELECT r.\"Package\", $2, r.\"User\", r.\"Endpoint\", r.\"KeysP256dh\", \
+                    r.\"KeysAuth\", ",
+            now_ms!(),
+            " + $14, $15 \
+                FROM recipients r WHERE EXISTS (SELECT 1 FROM command)) \
+             SELECT \"Subscriptions\" FROM command"
+        )
+    };
+}
+
+/// A user's active subscriptions. Axion's `char(255)` values lose their
+/// padding on the way into our `varchar` columns.
+const ENQUEUE_USER: &str = enqueue!(
+    "SELECT \"Package\", \"User\", \"Endpoint\", \"KeysP256dh\", \"KeysAuth\" \
+     FROM def_notify_push_subscription \
+     WHERE \"Package\" = $1::bpchar AND \"User\" = $16::bpchar \
+        AND (\"Active\" = 'Y' OR \"Active\" IS NULL)"
+);
+
+/// The active subscriptions of a group's members.
+const ENQUEUE_GROUP: &str = enqueue!(
+    "SELECT s.\"Package\", s.\"User\", s.\"Endpoint\", s.\"KeysP256dh\", s.\"KeysAuth\" \
+     FROM axion_push_group_member m \
+     JOIN def_notify_push_subscription s \
+        ON s.\"Package\" = m.\"Package\"::bpchar AND s.\"User\" = m.\"User\"::bpchar \
+     WHERE m.\"Package\" = $1 AND m.\"GroupName\" = $16 \
+        AND (s.\"Active\" = 'Y' OR s.\"Active\" IS NULL)"
+);
+
+/// The event of an earlier command, while the broker has not acknowledged it.
+const UNPUBLISHED_EVENT: &str = "\
+    SELECT \"Event\" FROM axion_push_command \
+    WHERE \"Package\" = $1 AND \"Id\" = $2 AND \"Event\" IS NOT NULL";
+
+/// The send a redelivered message without an id was recorded as, if any.
+const SAME_DIGEST: &str = "\
+    SELECT \"Id\" FROM axion_push_command \
+    WHERE \"Package\" = $1 AND \"Digest\" = $2 AND \"AcceptedAt\" >= $3 \
+    ORDER BY \"AcceptedAt\" DESC LIMIT 1";
+
+macro_rules! state_columns {
+    () => {
+        "\"Package\", \"Id\", \"Target\", \"Members\", \"Subscriptions\", \"Pending\", \
+         \"Delivered\", \"Failed\", \"Deactivated\", \"Expired\""
+    };
+}
+
+const STATE: &str = concat!(
+    "SELECT ",
+    state_columns!(),
+    " FROM axion_push_command WHERE \"Package\" = $1 AND \"Id\" = $2"
+);
+
+const FAILURES: &str = "\
+    SELECT \"Cause\", \"Count\" FROM axion_push_command_failure \
+    WHERE \"Package\" = $1 AND \"CommandId\" = $2";
+
+const MESSAGE: &str = "\
+    SELECT \"Payload\", \"Ttl\", \"Urgency\", \"Topic\", \"ExpiresAt\" FROM axion_push_command \
+    WHERE \"Package\" = $1 AND \"Id\" = $2";
+
+/// Due rows, and rows held for the claiming daemon, oldest first; rows
+/// another transaction has locked are skipped, not waited for. The rows
+/// are chosen and locked first, as one array (`= ANY(ARRAY(…))`), so the
+/// update finds them by primary key however large the queue.
+const CLAIM: &str = concat!(
+    "UPDATE axion_push_delivery SET \"NextAt\" = ",
+    now_ms!(),
+    " + $1, \"LeasedBy\" = $2 \
+     WHERE \"Seq\" = ANY(ARRAY( \
+        SELECT \"Seq\" FROM axion_push_delivery \
+        WHERE \"NextAt\" <= ",
+    now_ms!(),
+    " OR \"LeasedBy\" = $3 \
+        ORDER BY \"NextAt\", \"Seq\" LIMIT $4 FOR UPDATE SKIP LOCKED)) \
+     RETURNING \"Seq\", \"Package\", \"CommandId\", \"User\", \"Endpoint\", \"KeysP256dh\", \
+        \"KeysAuth\", \"Attempts\", \"Tried\""
+);
+
+const NEXT_DUE: &str = concat!(
+    "SELECT MIN(\"NextAt\") - ",
+    now_ms!(),
+    " FROM axion_push_delivery"
+);
+const PENDING: &str = "SELECT COUNT(*) FROM axion_push_delivery";
+
+const RENEW: &str = concat!(
+    "UPDATE axion_push_delivery d SET \"NextAt\" = ",
+    now_ms!(),
+    " + $1 \
+     FROM (SELECT \"Seq\" FROM axion_push_delivery WHERE \"LeasedBy\" = $2 \
+           ORDER BY \"Seq\" FOR UPDATE) l \
+     WHERE d.\"Seq\" = l.\"Seq\""
+);
+
+const RELEASE: &str = concat!(
+    "UPDATE axion_push_delivery d SET \"NextAt\" = ",
+    now_ms!(),
+    ", \"LeasedBy\" = NULL \
+     FROM (SELECT \"Seq\" FROM axion_push_delivery WHERE \"LeasedBy\" IN ($1, $2) \
+           ORDER BY \"Seq\" FOR UPDATE) l \
+     WHERE d.\"Seq\" = l.\"Seq\""
+);
+
+/// Deliveries that left the queue, among `$2`, still leased by `$1`.
+const DELETE_FINISHED: &str = "\
+    DELETE FROM axion_push_delivery d \
+    USING (SELECT \"Seq\" FROM axion_push_delivery WHERE \"LeasedBy\" = $1 AND \"Seq\" = ANY($2) \
+           ORDER BY \"Seq\" FOR UPDATE) l \
+    WHERE d.\"Seq\" = l.\"Seq\" \
+    RETURNING d.\"Seq\"";
+
+/// Deliveries to try again: `Seq` `$2`, due `$3` ms from now, `$4` requests
+/// more made for it; only those still leased by `$1`.
+const RESCHEDULE: &str = concat!(
+    "UPDATE axion_push_delivery d SET \"NextAt\" = ",
+    now_ms!(),
+    " + v.after, \"LeasedBy\" = NULL, \"Tried\" = true, \
+        \"Attempts\" = d.\"Attempts\" + v.attempted \
+     FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS v(seq, after, attempted), \
+          (SELECT \"Seq\" FROM axion_push_delivery \
+           WHERE \"LeasedBy\" = $1 AND \"Seq\" = ANY($2) ORDER BY \"Seq\" FOR UPDATE) l \
+     WHERE d.\"Seq\" = v.seq AND d.\"Seq\" = l.\"Seq\" \
+     RETURNING d.\"Seq\""
+);
+
+const DEACTIVATE_GONE: &str = "\
+    UPDATE def_notify_push_subscription SET \"Active\" = 'N' \
+    WHERE \"User\" = $1::bpchar AND \"Package\" = $2::bpchar AND \"Endpoint\" = $3 \
+        AND (\"Active\" = 'Y' OR \"Active\" IS NULL)";
+
+/// Counts what a batch settled for one command, and answers with the
+/// command's progress and whether its next result report is due: every
+/// delivery tried once (the first result), or none left in the queue (the
+/// final one).
+const COUNT_SETTLED: &str = concat!(
+    "UPDATE axion_push_command SET \"Untried\" = \"Untried\" - $1, \
+        \"Pending\" = \"Pending\" - $2, \"Delivered\" = \"Delivered\" + $3, \
+        \"Failed\" = \"Failed\" + $4, \"Deactivated\" = \"Deactivated\" + $5, \
+        \"Expired\" = \"Expired\" + $6 \
+     WHERE \"Package\" = $7 AND \"Id\" = $8 \
+     RETURNING ",
+    state_columns!(),
+    ", (\"Untried\" <= 0 AND \"Reported\" = 0) OR (\"Pending\" <= 0 AND \"Reported\" < 2) \
+        AS \"Due\""
+);
+
+/// A command's failures by cause (`$3`), counts `$4`, in one statement.
+const COUNT_FAILURES: &str = "\
+    INSERT INTO axion_push_command_failure (\"Package\", \"CommandId\", \"Cause\", \"Count\") \
+    SELECT $1, $2, f.cause, f.count FROM unnest($3::text[], $4::bigint[]) AS f(cause, count) \
+    ON CONFLICT (\"Package\", \"CommandId\", \"Cause\") \
+    DO UPDATE SET \"Count\" = axion_push_command_failure.\"Count\" + EXCLUDED.\"Count\"";
+
+/// The report is due and handed to the broker at `$1`.
+const MARK_REPORTED: &str = "\
+    UPDATE axion_push_command SET \"Reported\" = CASE WHEN \"Pending\" <= 0 THEN 2 ELSE 1 END, \
+        \"ReportedAt\" = $1 \
+    WHERE \"Package\" = $2 AND \"Id\" = $3";
+
+/// The broker acknowledged report `$1` (1 first, 2 final); once every due
+/// report is acknowledged nothing is left to publish again.
+const MARK_REPORT_PUBLISHED: &str = "\
+    UPDATE axion_push_command SET \"Published\" = GREATEST(\"Published\", $1), \
+        \"ReportedAt\" = CASE WHEN GREATEST(\"Published\", $1) >= \"Reported\" THEN NULL \
+                              ELSE \"ReportedAt\" END \
+    WHERE \"Package\" = $2 AND \"Id\" = $3";
+
+const MARK_EVENT_PUBLISHED: &str = "\
+    UPDATE axion_push_command SET \"Event\" = NULL, \"EventAt\" = NULL \
+    WHERE \"Package\" = $1 AND \"Id\" = $2";
+
+/// Reports handed to the broker before `$2` and still not acknowledged:
+/// taken to be handed again now (`$1`). A daemon taking them at the same
+/// moment waits for the row, then finds it handed after `$2`: two daemons
+/// do not both republish them.
+const TAKE_UNPUBLISHED_REPORTS: &str = "\
+    UPDATE axion_push_command c SET \"ReportedAt\" = $1 \
+    FROM (SELECT \"Package\", \"Id\" FROM axion_push_command WHERE \"ReportedAt\" < $2 \
+          ORDER BY \"Package\", \"Id\" FOR UPDATE) t \
+    WHERE c.\"Package\" = t.\"Package\" AND c.\"Id\" = t.\"Id\" \
+    RETURNING c.\"Package\", c.\"Id\", c.\"Target\", c.\"Members\", c.\"Subscriptions\", \
+        c.\"Pending\", c.\"Delivered\", c.\"Failed\", c.\"Deactivated\", c.\"Expired\"";
+
+const TAKE_UNPUBLISHED_EVENTS: &str = "\
+    UPDATE axion_push_command c SET \"EventAt\" = $1 \
+    FROM (SELECT \"Package\", \"Id\" FROM axion_push_command WHERE \"EventAt\" < $2 \
+          ORDER BY \"Package\", \"Id\" FOR UPDATE) t \
+    WHERE c.\"Package\" = t.\"Package\" AND c.\"Id\" = t.\"Id\" \
+    RETURNING c.\"Package\", c.\"Id\", c.\"Target\", c.\"Event\"";
+
+/// Finished and published: these only keep their ids for the
+/// de-duplication window.
+const PURGE_FAILURES: &str = "\
+    DELETE FROM axion_push_command_failure WHERE (\"Package\", \"CommandId\") IN \
+        (SELECT \"Package\", \"Id\" FROM axion_push_command WHERE \"AcceptedAt\" < $1 \
+         AND \"Pending\" <= 0 AND \"ReportedAt\" IS NULL AND \"EventAt\" IS NULL)";
+
+const PURGE_COMMANDS: &str = "\
+    DELETE FROM axion_push_command WHERE \"AcceptedAt\" < $1 AND \"Pending\" <= 0 \
+        AND \"ReportedAt\" IS NULL AND \"EventAt\" IS NULL";
+
+impl Postgres {
+    pub(in crate::store) async fn enqueue(
+        &self,
+        send: &NewSend<'_>,
+        owner: &str,
+    ) -> Result<Enqueued, StoreError> {
+        let cutoff = to_i64(send.duplicate_after_ms);
+        if let (true, Some(digest)) = (send.redelivered, send.digest) {
+            let earlier: Option<String> = sqlx::query_scalar(SAME_DIGEST)
+                .bind(send.package.as_str())
+                .bind(digest)
+                .bind(cutoff)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+            if let Some(id) = earlier {
+                return self.duplicate(send.package.as_str(), &id).await;
+            }
+        }
+        let accepted = to_i64(send.accepted_ms);
+        let expires = accepted.saturating_add(i64::from(send.ttl) * 1000);
+        let (sql, to) = match send.recipients {
+            Recipients::User(user) => (ENQUEUE_USER, user.as_str()),
+            Recipients::Group(group) => (ENQUEUE_GROUP, group.as_str()),
+        };
+        let queued: Option<i64> = sqlx::query_scalar(sql)
+            .bind(send.package.as_str())
+            .bind(send.id)
+            .bind(send.target)
+            .bind(accepted)
+            .bind(expires)
+            .bind(send.payload)
+            .bind(i64::from(send.ttl))
+            .bind(send.urgency)
+            .bind(send.topic)
+            .bind(send.members.map(to_i64))
+            .bind(send.digest)
+            .bind(send.event)
+            .bind(cutoff)
+            .bind(millis(HOLD))
+            .bind(held_by(owner))
+            .bind(to)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        let Some(queued) = queued else {
+            return self.duplicate(send.package.as_str(), send.id).await;
+        };
+        Ok(Enqueued::New {
+            subscriptions: to_u64(queued),
+        })
+    }
+
+    /// The answer for a send seen before: the earlier one's progress, and
+    /// its event if the broker has not acknowledged that yet.
+    async fn duplicate(&self, package: &str, id: &str) -> Result<Enqueued, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        let earlier = state(&mut conn, package, id).await?.unwrap_or_default();
+        let unpublished_event = sqlx::query_scalar(UNPUBLISHED_EVENT)
+            .bind(package)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(classify)?;
+        Ok(Enqueued::Duplicate {
+            earlier,
+            unpublished_event,
+        })
+    }
+
+    pub(in crate::store) async fn queued_message(
+        &self,
+        package: &str,
+        id: &str,
+    ) -> Result<Option<QueuedMessage>, StoreError> {
+        /// Payload, Ttl, Urgency, Topic, ExpiresAt.
+        type MessageRow = (Vec<u8>, i64, String, Option<String>, i64);
+        let row: Option<MessageRow> = sqlx::query_as(MESSAGE)
+            .bind(package)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(
+            row.map(|(payload, ttl, urgency, topic, expires)| QueuedMessage {
+                payload,
+                ttl: ttl.try_into().unwrap_or_default(),
+                urgency,
+                topic,
+                expires_ms: to_u64(expires),
+            }),
+        )
+    }
+
+    pub(in crate::store) async fn claim(
+        &self,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let rows = sqlx::query(CLAIM)
+            .bind(millis(LEASE))
+            .bind(owner)
+            .bind(held_by(owner))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        let get = |e: sqlx::Error| StoreError::Query(e.to_string());
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok(Claimed {
+                    seq: row.try_get("Seq").map_err(get)?,
+                    package: row.try_get("Package").map_err(get)?,
+                    command_id: row.try_get("CommandId").map_err(get)?,
+                    user: row.try_get("User").map_err(get)?,
+                    endpoint: row.try_get("Endpoint").map_err(get)?,
+                    p256dh: row.try_get("KeysP256dh").map_err(get)?,
+                    auth: row.try_get("KeysAuth").map_err(get)?,
+                    attempts: row
+                        .try_get::<i64, _>("Attempts")
+                        .map_err(get)?
+                        .try_into()
+                        .unwrap_or_default(),
+                    tried: row.try_get("Tried").map_err(get)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // RETURNING gives no order; keep the queue's.
+        claimed.sort_by_key(|c| c.seq);
+        Ok(claimed)
+    }
+
+    pub(in crate::store) async fn next_due(
+        &self,
+        _owner: &str,
+    ) -> Result<Option<Duration>, StoreError> {
+        let next: Option<i64> = sqlx::query_scalar(NEXT_DUE)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(next.map(|ms| Duration::from_millis(to_u64(ms))))
+    }
+
+    pub(in crate::store) async fn pending_deliveries(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(PENDING)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(to_u64(count))
+    }
+
+    pub(in crate::store) async fn renew(&self, owner: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(RENEW)
+            .bind(millis(LEASE))
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?
+            .rows_affected())
+    }
+
+    pub(in crate::store) async fn release(&self, owner: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(RELEASE)
+            .bind(owner)
+            .bind(held_by(owner))
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?
+            .rows_affected())
+    }
+
+    pub(in crate::store) async fn settle(
+        &self,
+        owner: &str,
+        batch: &[Settlement],
+        now_ms: u64,
+    ) -> Result<Vec<CommandState>, StoreError> {
+        let mut finished: Vec<i64> = Vec::new();
+        // Seq, delay in ms, requests made (1) or not (0), as three arrays.
+        let mut again: Vec<(i64, i64, i64)> = Vec::new();
+        for s in batch {
+            match s.settled {
+                Settled::Retry { after } => again.push((s.claimed.seq, millis(after), 1)),
+                Settled::Deferred { after } => again.push((s.claimed.seq, millis(after), 0)),
+                _ => finished.push(s.claimed.seq),
+            }
+        }
+        again.sort_unstable();
+        let (again_seq, again_after, again_attempted): (Vec<i64>, Vec<i64>, Vec<i64>) =
+            again.into_iter().fold(
+                Default::default(),
+                |(mut s, mut a, mut n), (seq, after, attempted)| {
+                    s.push(seq);
+                    a.push(after);
+                    n.push(attempted);
+                    (s, a, n)
+                },
+            );
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut ours: HashSet<i64> = HashSet::with_capacity(batch.len());
+        if !finished.is_empty() {
+            let seqs: Vec<i64> = sqlx::query_scalar(DELETE_FINISHED)
+                .bind(owner)
+                .bind(&finished)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+            ours.extend(seqs);
+        }
+        if !again_seq.is_empty() {
+            let seqs: Vec<i64> = sqlx::query_scalar(RESCHEDULE)
+                .bind(owner)
+                .bind(&again_seq)
+                .bind(&again_after)
+                .bind(&again_attempted)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+            ours.extend(seqs);
+        }
+        let (tallies, gone) = tally(batch, &ours);
+        for claimed in gone {
+            sqlx::query(DEACTIVATE_GONE)
+                .bind(&claimed.user)
+                .bind(&claimed.package)
+                .bind(&claimed.endpoint)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        let mut due = Vec::new();
+        for ((package, id), tally) in &tallies {
+            let row = sqlx::query(COUNT_SETTLED)
+                .bind(tally.tried)
+                .bind(tally.settled)
+                .bind(tally.delivered)
+                .bind(tally.failed)
+                .bind(tally.deactivated)
+                .bind(tally.expired)
+                .bind(*package)
+                .bind(*id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+            if !tally.failures.is_empty() {
+                let (causes, counts): (Vec<&str>, Vec<i64>) = tally
+                    .failures
+                    .iter()
+                    .map(|(cause, count)| (cause.as_str(), *count))
+                    .unzip();
+                sqlx::query(COUNT_FAILURES)
+                    .bind(*package)
+                    .bind(*id)
+                    .bind(causes)
+                    .bind(counts)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            let Some(row) = row else { continue };
+            let is_due: bool = row
+                .try_get("Due")
+                .map_err(|e| StoreError::Query(e.to_string()))?;
+            if !is_due {
+                continue;
+            }
+            let mut state = state_from_row(&row)?;
+            state.failures = failures(&mut tx, package, id).await?;
+            sqlx::query(MARK_REPORTED)
+                .bind(to_i64(now_ms))
+                .bind(*package)
+                .bind(*id)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            due.push(state);
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(due)
+    }
+
+    pub(in crate::store) async fn mark_published(
+        &self,
+        published: &[Published],
+    ) -> Result<(), StoreError> {
+        let key = |p: &&Published| match p {
+            Published::Report { package, id, .. } | Published::Event { package, id } => {
+                (package.clone(), id.clone())
+            }
+        };
+        // Commands in key order, as settling updates them.
+        let mut published: Vec<&Published> = published.iter().collect();
+        published.sort_by_key(key);
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        for p in published {
+            match p {
+                Published::Report {
+                    package,
+                    id,
+                    is_final,
+                } => sqlx::query(MARK_REPORT_PUBLISHED)
+                    .bind(if *is_final { 2_i64 } else { 1 })
+                    .bind(package)
+                    .bind(id),
+                Published::Event { package, id } => {
+                    sqlx::query(MARK_EVENT_PUBLISHED).bind(package).bind(id)
+                }
+            }
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    pub(in crate::store) async fn take_unpublished(
+        &self,
+        before_ms: u64,
+        now_ms: u64,
+    ) -> Result<(Vec<CommandState>, Vec<UnpublishedEvent>), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let rows = sqlx::query(TAKE_UNPUBLISHED_REPORTS)
+            .bind(to_i64(now_ms))
+            .bind(to_i64(before_ms))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let mut reports = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut state = state_from_row(row)?;
+            state.failures = failures(&mut tx, &state.package, &state.id).await?;
+            reports.push(state);
+        }
+        let events = sqlx::query_as(TAKE_UNPUBLISHED_EVENTS)
+            .bind(to_i64(now_ms))
+            .bind(to_i64(before_ms))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(|(package, id, target, event)| UnpublishedEvent {
+                package,
+                id,
+                target,
+                event,
+            })
+            .collect();
+        tx.commit().await.map_err(classify)?;
+        Ok((reports, events))
+    }
+
+    pub(in crate::store) async fn purge_commands(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query(PURGE_FAILURES)
+            .bind(to_i64(before_ms))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let purged = sqlx::query(PURGE_COMMANDS)
+            .bind(to_i64(before_ms))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?
+            .rows_affected();
+        tx.commit().await.map_err(classify)?;
+        Ok(purged)
+    }
+}
+
+fn state_from_row(row: &PgRow) -> Result<CommandState, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Query(e.to_string());
+    let count = |name: &str| -> Result<u64, StoreError> {
+        row.try_get::<i64, _>(name).map(to_u64).map_err(get)
+    };
+    Ok(CommandState {
+        package: row.try_get("Package").map_err(get)?,
+        id: row.try_get("Id").map_err(get)?,
+        target: row.try_get("Target").map_err(get)?,
+        members: row
+            .try_get::<Option<i64>, _>("Members")
+            .map_err(get)?
+            .map(to_u64),
+        subscriptions: count("Subscriptions")?,
+        pending: count("Pending")?,
+        delivered: count("Delivered")?,
+        failed: count("Failed")?,
+        deactivated: count("Deactivated")?,
+        expired: count("Expired")?,
+        failures: BTreeMap::new(),
+    })
+}
+
+async fn state(
+    conn: &mut PgConnection,
+    package: &str,
+    id: &str,
+) -> Result<Option<CommandState>, StoreError> {
+    let Some(row) = sqlx::query(STATE)
+        .bind(package)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(classify)?
+    else {
+        return Ok(None);
+    };
+    let mut state = state_from_row(&row)?;
+    state.failures = failures(conn, package, id).await?;
+    Ok(Some(state))
+}
+
+async fn failures(
+    conn: &mut PgConnection,
+    package: &str,
+    id: &str,
+) -> Result<BTreeMap<String, u64>, StoreError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(FAILURES)
+        .bind(package)
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(classify)?;
+    Ok(rows.into_iter().map(|(c, n)| (c, to_u64(n))).collect())
+}
