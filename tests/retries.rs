@@ -35,11 +35,11 @@ async fn retryable_answers_are_retried_until_delivered() {
         .send("crm", "erin", json!({"id": "flaky", "title": "T"}))
         .await;
     assert_eq!(first["ok"], true);
-    assert_eq!(
-        first["queued"],
-        cases.len(),
-        "every one waits for a retry: {first}"
-    );
+    // The first report comes once every delivery was tried once — the
+    // timed-out one last, so quick retries of the others may be in already.
+    assert_eq!(first["failed"], 0, "none refused: {first}");
+    assert_eq!(first["deactivated"], 0, "none gone: {first}");
+    assert!(first["queued"].as_u64() > Some(0), "a retry waits: {first}");
 
     let last = h.final_result("crm", "erin", "flaky").await;
     assert_eq!(last["delivered"], cases.len(), "{last}");

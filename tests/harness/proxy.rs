@@ -32,17 +32,19 @@ impl Proxy {
         let (registry, is_cut, running) = (holds.clone(), cut.clone(), relays.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                if is_cut.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
+                // Checked under the lock `cut` drains the relays with, after
+                // raising the flag: a connection is either refused here or
+                // registered before the drain, never missed by it.
+                let mut relays = running.lock().unwrap();
+                if is_cut.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let hold = Arc::new(AtomicBool::new(false));
                 registry.lock().unwrap().push(hold.clone());
-                let relay = tokio::spawn(relay(client, server, hold));
-                running.lock().unwrap().push(relay.abort_handle());
+                relays.push(tokio::spawn(relay(client, server, hold)).abort_handle());
             }
         });
         Proxy {
