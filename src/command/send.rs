@@ -91,9 +91,12 @@ pub(super) async fn apply(
                 target = %route.target,
                 "send dropped as a duplicate of an earlier one with the same id"
             );
-            if let Some(event) = unpublished_event {
-                // The daemon that recorded it may have died before the
-                // broker took its event.
+            if let Some(event) = unpublished_event.filter(|_| redelivered) {
+                // The broker delivers the command again: the daemon that
+                // recorded it may have died before the broker took its
+                // event. (A service sending the same id twice gets no
+                // second event; an acknowledgement still being recorded
+                // looks unacknowledged for a moment.)
                 publish_event(
                     &inner.egress,
                     &inner.topics,
