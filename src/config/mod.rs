@@ -841,8 +841,8 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         db.field_with("url", &mut d.url, |url: String| {
             let scheme = url.split(':').next().unwrap_or_default();
             match scheme {
-                "sqlite" => Ok(url),
-                "mysql" | "mariadb" | "postgres" | "postgresql" => Err(format!(
+                "sqlite" | "mysql" | "mariadb" => Ok(url),
+                "postgres" | "postgresql" => Err(format!(
                     "the {scheme} backend is not available in this build yet; use sqlite://PATH"
                 )),
                 _ => Err(format!(
