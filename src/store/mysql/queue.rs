@@ -535,19 +535,31 @@ impl MySql {
                 .map_err(classify)?;
         }
         for chunk in again.chunks(CHUNK) {
+            // A derived table of (Seq, Delay, Attempted), one row each,
+            // cast so that every server types the parameters as integers.
             let mut q = QueryBuilder::<Db>::new("UPDATE axion_push_delivery d JOIN (");
             for (n, (seq, after, attempted)) in chunk.iter().enumerate() {
-                q.push(if n == 0 {
-                    "SELECT "
+                let (seq_as, delay_as, attempted_as) = if n == 0 {
+                    (" AS Seq", " AS Delay", " AS Attempted")
                 } else {
-                    " UNION ALL SELECT "
-                })
-                .push_bind(*seq)
-                .push(if n == 0 { " AS Seq, " } else { ", " })
-                .push_bind(*after)
-                .push(if n == 0 { " AS Delay, " } else { ", " })
-                .push_bind(*attempted)
-                .push(if n == 0 { " AS Attempted" } else { "" });
+                    ("", "", "")
+                };
+                q.push(if n == 0 {
+                    "SELECT CAST("
+                } else {
+                    " UNION ALL SELECT CAST("
+                });
+                q.push_bind(*seq)
+                    .push(" AS SIGNED)")
+                    .push(seq_as)
+                    .push(", CAST(");
+                q.push_bind(*after)
+                    .push(" AS SIGNED)")
+                    .push(delay_as)
+                    .push(", CAST(");
+                q.push_bind(*attempted)
+                    .push(" AS SIGNED)")
+                    .push(attempted_as);
             }
             q.push(concat!(
                 ") v ON d.Seq = v.Seq SET d.NextAt = ",
@@ -561,7 +573,12 @@ impl MySql {
                 .await
                 .map_err(classify)?;
         }
-        let (tallies, gone) = tally(batch, &ours);
+        let (tallies, mut gone) = tally(batch, &ours);
+        // Axion's rows in key order too: two daemons may settle deliveries
+        // to the same browsers.
+        gone.sort_by(|a, b| {
+            (&a.user, &a.package, &a.endpoint).cmp(&(&b.user, &b.package, &b.endpoint))
+        });
         for claimed in gone {
             sqlx::query(DEACTIVATE_GONE)
                 .bind(&claimed.user)
