@@ -338,22 +338,27 @@ async fn a_user_of_255_characters_subscribes_and_is_sent_to() {
     store.close().await;
 }
 
-/// Waits until a statement of the database's own waits for a row lock.
-async fn a_statement_waits_for_a_lock(conn: &mut MySqlConnection) {
+/// Waits until the store runs a statement on the command's key (removing
+/// an old command of that id, or inserting its own): neither can end while
+/// another transaction holds the key. (The process list, not `innodb_trx`,
+/// whose cache is refreshed only when left unread for a while.)
+async fn the_command_key_is_waited_for(conn: &mut MySqlConnection) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'",
+        let running: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.processlist \
+             WHERE DB = DATABASE() AND (INFO LIKE 'INSERT INTO axion_push_command %' \
+                 OR INFO LIKE 'DELETE FROM axion_push_command %')",
         )
         .fetch_one(&mut *conn)
         .await
         .unwrap();
-        if waiting > 0 {
+        if running > 0 {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no statement waited for the lock"
+            "the store never ran a statement on the command's key"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -395,7 +400,7 @@ async fn a_send_recorded_by_another_daemon_at_the_same_moment_is_a_duplicate() {
         }
     });
     let mut watcher = admin(&db).await;
-    a_statement_waits_for_a_lock(&mut watcher).await;
+    the_command_key_is_waited_for(&mut watcher).await;
     other_tx.commit().await.unwrap();
     let recorded = recording.await.unwrap();
     assert!(
