@@ -1232,9 +1232,16 @@ mod tests {
 
     #[test]
     fn unavailable_backends_are_named() {
-        let p = problems("axion_push:\n  database: {url: 'mysql://root@localhost/test'}\n");
+        let p = problems("axion_push:\n  database: {url: 'postgres://u@localhost/test'}\n");
         assert_eq!(p[0].path, "axion_push.database.url");
-        assert!(p[0].message.contains("mysql"), "{}", p[0].message);
+        assert!(p[0].message.contains("postgres"), "{}", p[0].message);
+        for url in [
+            "mysql://root@localhost/test",
+            "mariadb://root@localhost/test",
+        ] {
+            let yaml = format!("axion_push:\n  database: {{url: '{url}'}}\n");
+            assert!(Config::from_yaml(&yaml, "t").is_ok(), "{url}");
+        }
     }
 
     #[test]
