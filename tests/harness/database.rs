@@ -242,13 +242,49 @@ impl Drop for TestDatabase {
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(admin(
-                    backend,
-                    &server,
-                    &format!("DROP DATABASE IF EXISTS {name}"),
-                ));
+                .block_on(async {
+                    if backend == Backend::MySql {
+                        end_mysql_sessions(&server, &name).await;
+                    }
+                    // PostgreSQL ends the sessions still using it itself.
+                    let force = if backend == Backend::Postgres {
+                        " WITH (FORCE)"
+                    } else {
+                        ""
+                    };
+                    admin(
+                        backend,
+                        &server,
+                        &format!("DROP DATABASE IF EXISTS {name}{force}"),
+                    )
+                    .await;
+                });
         })
         .join();
+    }
+}
+
+/// Ends the connections still using database `name`. A test that failed
+/// mid-transaction leaves its pool's connections holding locks, and nothing
+/// runs their rollback once the test is over: MariaDB's `DROP DATABASE`
+/// would wait for them for good.
+async fn end_mysql_sessions(server: &str, name: &str) {
+    use sqlx::Connection;
+    let url = server.replacen("mariadb://", "mysql://", 1);
+    let Ok(mut c) = sqlx::MySqlConnection::connect(&url).await else {
+        return;
+    };
+    let sessions: Vec<u64> = sqlx::query_scalar(
+        "SELECT ID FROM information_schema.processlist WHERE DB = ? AND ID <> CONNECTION_ID()",
+    )
+    .bind(name)
+    .fetch_all(&mut c)
+    .await
+    .unwrap_or_default();
+    for id in sessions {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("KILL CONNECTION {id}")))
+            .execute(&mut c)
+            .await;
     }
 }
 

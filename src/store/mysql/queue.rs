@@ -1,0 +1,866 @@
+//! The MariaDB/MySQL statements of the delivery queue.
+//!
+//! Neither server has `UPDATE … RETURNING`, so a claim is a transaction:
+//! lock the rows to take (`FOR UPDATE SKIP LOCKED`: rows another daemon is
+//! claiming are passed over, not waited for), then move their `NextAt` a
+//! lease ahead on the database's clock and mark them as ours. Settling locks
+//! the batch's rows still ours in `Seq` order, then removes or reschedules
+//! them with one statement each, and updates the commands in key order, so
+//! two daemons settling at once take their locks in the same order.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use sqlx::mysql::MySqlRow;
+use sqlx::{MySql as Db, MySqlConnection, QueryBuilder, Row};
+
+use super::{DUPLICATE_KEY, MySql, active, classify, error_number, exact};
+use crate::store::queue::{
+    Claimed, CommandState, Enqueued, NewSend, Published, QueuedMessage, Recipients, Settled,
+    Settlement, UnpublishedEvent, tally,
+};
+use crate::store::{HOLD, LEASE, StoreError, held_by, millis, to_i64, to_u64};
+
+/// Milliseconds since the epoch on the database's clock, whatever the
+/// session's time zone (`UNIX_TIMESTAMP(NOW())` would read a local time
+/// twice in the hour a clock goes back).
+macro_rules! now_ms {
+    () => {
+        "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(3)) DIV 1000 AS SIGNED)"
+    };
+}
+
+/// Removes a command with the same id that is older than the
+/// de-duplication window, finished and published, so the new one can take
+/// its place; a command that is not is left alone, and the insert below
+/// then finds it.
+const REMOVE_REPLACEABLE: &str = "\
+    DELETE FROM axion_push_command WHERE Package = ? AND Id = ? AND AcceptedAt < ? \
+        AND Pending = 0 AND ReportedAt IS NULL AND EventAt IS NULL";
+
+const CLEAR_FAILURES: &str =
+    "DELETE FROM axion_push_command_failure WHERE Package = ? AND CommandId = ?";
+
+/// Fails with a duplicate key (1062) when the id is taken: by a command
+/// within the window, or by another daemon recording the same send this
+/// very moment (the insert waits for its transaction, then fails).
+const INSERT_COMMAND: &str = "\
+    INSERT INTO axion_push_command \
+        (Package, Id, Target, AcceptedAt, ExpiresAt, Payload, Ttl, Urgency, Topic, Members, \
+         Digest, Event, EventAt) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// The event of an earlier command, while the broker has not acknowledged it.
+const UNPUBLISHED_EVENT: &str =
+    "SELECT Event FROM axion_push_command WHERE Package = ? AND Id = ? AND Event IS NOT NULL";
+
+/// The send a redelivered message without an id was recorded as, if any.
+const SAME_DIGEST: &str = "\
+    SELECT Id FROM axion_push_command \
+    WHERE Package = ? AND Digest = ? AND AcceptedAt >= ? \
+    ORDER BY AcceptedAt DESC LIMIT 1";
+
+/// One delivery per active subscription, held for the recording daemon.
+const ENQUEUE_USER: &str = concat!(
+    "INSERT INTO axion_push_delivery \
+        (Package, CommandId, User, Endpoint, KeysP256dh, KeysAuth, NextAt, LeasedBy) \
+     SELECT ?, ?, ?, Endpoint, KeysP256dh, KeysAuth, ",
+    now_ms!(),
+    " + ?, ? FROM def_notify_push_subscription WHERE ",
+    exact!("Package"),
+    " AND ",
+    exact!("User"),
+    " AND ",
+    active!()
+);
+
+/// The same for every member of a group. `s.User = m.User` compares under
+/// the member table's `utf8mb4_bin` (a binary collation wins over the
+/// other column's), so a member reaches their own rows only.
+const ENQUEUE_GROUP: &str = concat!(
+    "INSERT INTO axion_push_delivery \
+        (Package, CommandId, User, Endpoint, KeysP256dh, KeysAuth, NextAt, LeasedBy) \
+     SELECT ?, ?, m.User, s.Endpoint, s.KeysP256dh, s.KeysAuth, ",
+    now_ms!(),
+    " + ?, ? \
+     FROM axion_push_group_member m \
+     JOIN def_notify_push_subscription s ON s.User = m.User AND s.Package = m.Package \
+     WHERE m.Package = ? AND m.GroupName = ? AND (s.Active IS NULL OR CAST(s.Active AS BINARY) = 'Y')"
+);
+
+/// With no delivery, the final report is due at once. (MySQL assigns left
+/// to right; none of these reads a column assigned before it.)
+const SET_COUNTS: &str = "\
+    UPDATE axion_push_command SET Subscriptions = ?, Untried = ?, Pending = ?, \
+        Reported = CASE WHEN ? = 0 THEN 2 ELSE 0 END, \
+        ReportedAt = CASE WHEN ? = 0 THEN AcceptedAt END \
+    WHERE Package = ? AND Id = ?";
+
+const STATE: &str = "\
+    SELECT Package, Id, Target, Members, Subscriptions, Pending, Delivered, Failed, \
+        Deactivated, Expired \
+    FROM axion_push_command WHERE Package = ? AND Id = ?";
+
+const FAILURES: &str = "\
+    SELECT Cause, Count FROM axion_push_command_failure WHERE Package = ? AND CommandId = ? \
+    ORDER BY Cause";
+
+const MESSAGE: &str = "\
+    SELECT Payload, Ttl, Urgency, Topic, ExpiresAt FROM axion_push_command \
+    WHERE Package = ? AND Id = ?";
+
+/// A claim's rows: first those due, oldest first, straight from the
+/// `(NextAt)` index; then those held for the claiming daemon and not due
+/// yet, from the `(LeasedBy, NextAt)` index. Reading in index order with a
+/// `LIMIT` locks only the rows taken.
+macro_rules! claim {
+    ($where:expr, $lock:literal) => {
+        concat!(
+            "SELECT Seq, Package, CommandId, User, Endpoint, KeysP256dh, KeysAuth, Attempts, Tried \
+             FROM axion_push_delivery WHERE ",
+            $where,
+            " ORDER BY NextAt, Seq LIMIT ? ",
+            $lock
+        )
+    };
+}
+const CLAIM_DUE: &str = claim!(concat!("NextAt <= ", now_ms!()), "FOR UPDATE SKIP LOCKED");
+const CLAIM_HELD: &str = claim!(
+    concat!("LeasedBy = ? AND NextAt > ", now_ms!()),
+    "FOR UPDATE SKIP LOCKED"
+);
+/// The same on a server without `SKIP LOCKED`: claims wait for each other.
+const CLAIM_DUE_WAITING: &str = claim!(concat!("NextAt <= ", now_ms!()), "FOR UPDATE");
+const CLAIM_HELD_WAITING: &str = claim!(
+    concat!("LeasedBy = ? AND NextAt > ", now_ms!()),
+    "FOR UPDATE"
+);
+
+const NEXT_DUE: &str = concat!(
+    "SELECT MIN(NextAt) - ",
+    now_ms!(),
+    " FROM axion_push_delivery"
+);
+const PENDING: &str = "SELECT COUNT(*) FROM axion_push_delivery";
+
+const RENEW: &str = concat!(
+    "UPDATE axion_push_delivery SET NextAt = ",
+    now_ms!(),
+    " + ? WHERE LeasedBy = ?"
+);
+
+const RELEASE: &str = concat!(
+    "UPDATE axion_push_delivery SET NextAt = ",
+    now_ms!(),
+    ", LeasedBy = NULL WHERE LeasedBy IN (?, ?)"
+);
+
+const DEACTIVATE_GONE: &str = concat!(
+    "UPDATE def_notify_push_subscription SET Active = 'N' WHERE ",
+    exact!("User"),
+    " AND ",
+    exact!("Package"),
+    " AND ",
+    exact!("Endpoint"),
+    " AND ",
+    active!()
+);
+
+const COUNT_SETTLED: &str = "\
+    UPDATE axion_push_command SET Untried = Untried - ?, Pending = Pending - ?, \
+        Delivered = Delivered + ?, Failed = Failed + ?, Deactivated = Deactivated + ?, \
+        Expired = Expired + ? \
+    WHERE Package = ? AND Id = ?";
+
+/// (The count twice: `VALUES()` is deprecated in MySQL.)
+const COUNT_FAILURE: &str = "\
+    INSERT INTO axion_push_command_failure (Package, CommandId, Cause, Count) \
+    VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE Count = Count + ?";
+
+/// The command's state when its next result is due: every delivery tried
+/// once (the first result), or none left in the queue (the final one).
+const DUE_REPORT: &str = "\
+    SELECT Package, Id, Target, Members, Subscriptions, Pending, Delivered, Failed, \
+        Deactivated, Expired \
+    FROM axion_push_command WHERE Package = ? AND Id = ? \
+        AND ((Untried <= 0 AND Reported = 0) OR (Pending <= 0 AND Reported < 2))";
+
+/// The report is due and handed to the broker at `?`.
+const MARK_REPORTED: &str = "\
+    UPDATE axion_push_command SET Reported = CASE WHEN Pending <= 0 THEN 2 ELSE 1 END, \
+        ReportedAt = ? \
+    WHERE Package = ? AND Id = ?";
+
+/// The broker acknowledged report `?` (1 first, 2 final); once every due
+/// report is acknowledged nothing is left to publish again. `ReportedAt`
+/// first: MySQL assigns left to right.
+const MARK_REPORT_PUBLISHED: &str = "\
+    UPDATE axion_push_command \
+    SET ReportedAt = CASE WHEN GREATEST(Published, ?) >= Reported THEN NULL ELSE ReportedAt END, \
+        Published = GREATEST(Published, ?) \
+    WHERE Package = ? AND Id = ?";
+
+const MARK_EVENT_PUBLISHED: &str = "\
+    UPDATE axion_push_command SET Event = NULL, EventAt = NULL WHERE Package = ? AND Id = ?";
+
+/// Reports handed to the broker before `?` and still not acknowledged,
+/// locked to be marked as handed again now: another daemon taking them at
+/// the same moment skips them (or, without `SKIP LOCKED`, waits and then
+/// finds them taken), so they are not republished twice.
+const UNPUBLISHED_REPORTS: &str = "\
+    SELECT Package, Id, Target, Members, Subscriptions, Pending, Delivered, Failed, \
+        Deactivated, Expired \
+    FROM axion_push_command WHERE ReportedAt < ? ORDER BY Package, Id FOR UPDATE SKIP LOCKED";
+const UNPUBLISHED_REPORTS_WAITING: &str = "\
+    SELECT Package, Id, Target, Members, Subscriptions, Pending, Delivered, Failed, \
+        Deactivated, Expired \
+    FROM axion_push_command WHERE ReportedAt < ? ORDER BY Package, Id FOR UPDATE";
+const UNPUBLISHED_EVENTS: &str = "\
+    SELECT Package, Id, Target, Event FROM axion_push_command \
+    WHERE EventAt < ? ORDER BY Package, Id FOR UPDATE SKIP LOCKED";
+const UNPUBLISHED_EVENTS_WAITING: &str = "\
+    SELECT Package, Id, Target, Event FROM axion_push_command \
+    WHERE EventAt < ? ORDER BY Package, Id FOR UPDATE";
+
+/// Finished and published: these only keep their ids for the
+/// de-duplication window.
+const PURGE_FAILURES: &str = "\
+    DELETE f FROM axion_push_command_failure f \
+    JOIN axion_push_command c ON c.Package = f.Package AND c.Id = f.CommandId \
+    WHERE c.AcceptedAt < ? AND c.Pending <= 0 AND c.ReportedAt IS NULL AND c.EventAt IS NULL";
+
+const PURGE_COMMANDS: &str = "\
+    DELETE FROM axion_push_command WHERE AcceptedAt < ? AND Pending <= 0 \
+        AND ReportedAt IS NULL AND EventAt IS NULL";
+
+/// Rows per statement built from a list: a prepared statement takes at
+/// most 65,535 parameters. Such statements are not cached per connection,
+/// their text changes with the list's length.
+const CHUNK: usize = 1000;
+
+impl MySql {
+    /// Records a send. The id is checked by inserting it: a duplicate key
+    /// means the id is taken, and leaves the transaction open to read the
+    /// earlier command. Two daemons recording the same id at once end with
+    /// one command: the second insert waits for the first transaction and
+    /// then fails on its key.
+    pub(in crate::store) async fn enqueue(
+        &self,
+        send: &NewSend<'_>,
+        owner: &str,
+    ) -> Result<Enqueued, StoreError> {
+        self.record(send, owner).await.map_err(classify)
+    }
+
+    async fn record(&self, send: &NewSend<'_>, owner: &str) -> Result<Enqueued, sqlx::Error> {
+        let package = send.package.as_str();
+        let cutoff = to_i64(send.duplicate_after_ms);
+        let mut tx = self.pool.begin().await?;
+        if let (true, Some(digest)) = (send.redelivered, send.digest) {
+            let earlier: Option<String> = sqlx::query_scalar(SAME_DIGEST)
+                .bind(package)
+                .bind(digest)
+                .bind(cutoff)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(id) = earlier {
+                let duplicate = duplicate(&mut tx, package, &id).await?;
+                tx.rollback().await?;
+                return Ok(duplicate);
+            }
+        }
+        let replaced = sqlx::query(REMOVE_REPLACEABLE)
+            .bind(package)
+            .bind(send.id)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if replaced > 0 {
+            sqlx::query(CLEAR_FAILURES)
+                .bind(package)
+                .bind(send.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let accepted = to_i64(send.accepted_ms);
+        let expires = accepted.saturating_add(i64::from(send.ttl) * 1000);
+        let inserted = sqlx::query(INSERT_COMMAND)
+            .bind(package)
+            .bind(send.id)
+            .bind(send.target)
+            .bind(accepted)
+            .bind(expires)
+            .bind(send.payload)
+            .bind(i64::from(send.ttl))
+            .bind(send.urgency)
+            .bind(send.topic)
+            .bind(send.members.map(to_i64))
+            .bind(send.digest)
+            .bind(send.event)
+            .bind(accepted)
+            .execute(&mut *tx)
+            .await;
+        match inserted {
+            Err(e) if error_number(&e) == Some(DUPLICATE_KEY) => {
+                // Only this statement failed; the transaction reads on.
+                let duplicate = duplicate(&mut tx, package, send.id).await?;
+                tx.rollback().await?;
+                return Ok(duplicate);
+            }
+            inserted => inserted?,
+        };
+        let hold = millis(HOLD);
+        let held = held_by(owner);
+        let queued = match send.recipients {
+            Recipients::User(user) => sqlx::query(ENQUEUE_USER)
+                .bind(package)
+                .bind(send.id)
+                .bind(user.as_str())
+                .bind(hold)
+                .bind(&held)
+                .bind(package)
+                .bind(package)
+                .bind(user.as_str())
+                .bind(user.as_str()),
+            Recipients::Group(group) => sqlx::query(ENQUEUE_GROUP)
+                .bind(package)
+                .bind(send.id)
+                .bind(hold)
+                .bind(&held)
+                .bind(package)
+                .bind(group.as_str()),
+        }
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let queued_i64 = to_i64(queued);
+        sqlx::query(SET_COUNTS)
+            .bind(queued_i64)
+            .bind(queued_i64)
+            .bind(queued_i64)
+            .bind(queued_i64)
+            .bind(queued_i64)
+            .bind(package)
+            .bind(send.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Enqueued::New {
+            subscriptions: queued,
+        })
+    }
+
+    pub(in crate::store) async fn queued_message(
+        &self,
+        package: &str,
+        id: &str,
+    ) -> Result<Option<QueuedMessage>, StoreError> {
+        /// Payload, Ttl, Urgency, Topic, ExpiresAt.
+        type MessageRow = (Vec<u8>, i64, String, Option<String>, i64);
+        let row: Option<MessageRow> = sqlx::query_as(MESSAGE)
+            .bind(package)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(
+            row.map(|(payload, ttl, urgency, topic, expires)| QueuedMessage {
+                payload,
+                ttl: ttl.try_into().unwrap_or_default(),
+                urgency,
+                topic,
+                expires_ms: to_u64(expires),
+            }),
+        )
+    }
+
+    pub(in crate::store) async fn claim(
+        &self,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (due, held) = if self.skip_locked {
+            (CLAIM_DUE, CLAIM_HELD)
+        } else {
+            (CLAIM_DUE_WAITING, CLAIM_HELD_WAITING)
+        };
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut rows = sqlx::query(due)
+            .bind(to_i64(limit as u64))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if rows.len() < limit {
+            let more = sqlx::query(held)
+                .bind(held_by(owner))
+                .bind(to_i64((limit - rows.len()) as u64))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+            rows.extend(more);
+        }
+        let mut claimed = rows
+            .iter()
+            .map(claimed_from_row)
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        claimed.sort_by_key(|c| c.seq);
+        // A row due by the time the second statement ran is in both.
+        claimed.dedup_by_key(|c| c.seq);
+        if claimed.is_empty() {
+            tx.rollback().await.map_err(classify)?;
+            return Ok(claimed);
+        }
+        for chunk in claimed.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Db>::new(concat!(
+                "UPDATE axion_push_delivery SET NextAt = ",
+                now_ms!(),
+                " + "
+            ));
+            q.push_bind(millis(LEASE))
+                .push(", LeasedBy = ")
+                .push_bind(owner)
+                .push(" WHERE Seq IN (");
+            let mut list = q.separated(", ");
+            for c in chunk {
+                list.push_bind(c.seq);
+            }
+            q.push(")");
+            q.build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(claimed)
+    }
+
+    pub(in crate::store) async fn next_due(
+        &self,
+        _owner: &str,
+    ) -> Result<Option<Duration>, StoreError> {
+        let next: Option<i64> = sqlx::query_scalar(NEXT_DUE)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(next.map(|ms| Duration::from_millis(to_u64(ms))))
+    }
+
+    pub(in crate::store) async fn pending_deliveries(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(PENDING)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(to_u64(count))
+    }
+
+    pub(in crate::store) async fn renew(&self, owner: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(RENEW)
+            .bind(millis(LEASE))
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?
+            .rows_affected())
+    }
+
+    pub(in crate::store) async fn release(&self, owner: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(RELEASE)
+            .bind(owner)
+            .bind(held_by(owner))
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?
+            .rows_affected())
+    }
+
+    pub(in crate::store) async fn settle(
+        &self,
+        owner: &str,
+        batch: &[Settlement],
+        now_ms: u64,
+    ) -> Result<Vec<CommandState>, StoreError> {
+        let mut seqs: Vec<i64> = batch.iter().map(|s| s.claimed.seq).collect();
+        // Rows in one order for every daemon.
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        // Locked through the primary key, so in `Seq` order.
+        let mut ours: HashSet<i64> = HashSet::with_capacity(batch.len());
+        for chunk in seqs.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Db>::new(
+                "SELECT Seq FROM axion_push_delivery FORCE INDEX (PRIMARY) WHERE LeasedBy = ",
+            );
+            q.push_bind(owner).push(" AND Seq IN (");
+            let mut list = q.separated(", ");
+            for seq in chunk {
+                list.push_bind(*seq);
+            }
+            q.push(") ORDER BY Seq FOR UPDATE");
+            let locked: Vec<i64> = q
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+            ours.extend(locked);
+        }
+        let mut finished: Vec<i64> = Vec::new();
+        // (Seq, delay in ms, 1 if a request was made)
+        let mut again: Vec<(i64, i64, i64)> = Vec::new();
+        for s in batch.iter().filter(|s| ours.contains(&s.claimed.seq)) {
+            match s.settled {
+                Settled::Retry { after } => again.push((s.claimed.seq, millis(after), 1)),
+                Settled::Deferred { after } => again.push((s.claimed.seq, millis(after), 0)),
+                _ => finished.push(s.claimed.seq),
+            }
+        }
+        finished.sort_unstable();
+        again.sort_unstable();
+        for chunk in finished.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Db>::new("DELETE FROM axion_push_delivery WHERE Seq IN (");
+            let mut list = q.separated(", ");
+            for seq in chunk {
+                list.push_bind(*seq);
+            }
+            q.push(")");
+            q.build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        for chunk in again.chunks(CHUNK) {
+            // A derived table of (Seq, Delay, Attempted), one row each,
+            // cast so that every server types the parameters as integers.
+            let mut q = QueryBuilder::<Db>::new("UPDATE axion_push_delivery d JOIN (");
+            for (n, (seq, after, attempted)) in chunk.iter().enumerate() {
+                let (seq_as, delay_as, attempted_as) = if n == 0 {
+                    (" AS Seq", " AS Delay", " AS Attempted")
+                } else {
+                    ("", "", "")
+                };
+                q.push(if n == 0 {
+                    "SELECT CAST("
+                } else {
+                    " UNION ALL SELECT CAST("
+                });
+                q.push_bind(*seq)
+                    .push(" AS SIGNED)")
+                    .push(seq_as)
+                    .push(", CAST(");
+                q.push_bind(*after)
+                    .push(" AS SIGNED)")
+                    .push(delay_as)
+                    .push(", CAST(");
+                q.push_bind(*attempted)
+                    .push(" AS SIGNED)")
+                    .push(attempted_as);
+            }
+            q.push(concat!(
+                ") v ON d.Seq = v.Seq SET d.NextAt = ",
+                now_ms!(),
+                " + v.Delay, d.LeasedBy = NULL, d.Tried = 1, \
+                 d.Attempts = d.Attempts + v.Attempted"
+            ));
+            q.build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        let (tallies, mut gone) = tally(batch, &ours);
+        // Axion's rows in key order too: two daemons may settle deliveries
+        // to the same browsers.
+        gone.sort_by(|a, b| {
+            (&a.user, &a.package, &a.endpoint).cmp(&(&b.user, &b.package, &b.endpoint))
+        });
+        for claimed in gone {
+            sqlx::query(DEACTIVATE_GONE)
+                .bind(&claimed.user)
+                .bind(&claimed.user)
+                .bind(&claimed.package)
+                .bind(&claimed.package)
+                .bind(&claimed.endpoint)
+                .bind(&claimed.endpoint)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        let mut due = Vec::new();
+        for ((package, id), tally) in &tallies {
+            sqlx::query(COUNT_SETTLED)
+                .bind(tally.tried)
+                .bind(tally.settled)
+                .bind(tally.delivered)
+                .bind(tally.failed)
+                .bind(tally.deactivated)
+                .bind(tally.expired)
+                .bind(*package)
+                .bind(*id)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            for (cause, count) in &tally.failures {
+                sqlx::query(COUNT_FAILURE)
+                    .bind(*package)
+                    .bind(*id)
+                    .bind(cause)
+                    .bind(*count)
+                    .bind(*count)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            let row = sqlx::query(DUE_REPORT)
+                .bind(*package)
+                .bind(*id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+            if let Some(row) = row {
+                let mut state = state_from_row(&row)?;
+                state.failures = failures(&mut tx, package, id).await.map_err(classify)?;
+                sqlx::query(MARK_REPORTED)
+                    .bind(to_i64(now_ms))
+                    .bind(*package)
+                    .bind(*id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                due.push(state);
+            }
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(due)
+    }
+
+    pub(in crate::store) async fn mark_published(
+        &self,
+        published: &[Published],
+    ) -> Result<(), StoreError> {
+        // Commands in key order, as settling updates them.
+        let mut published: Vec<&Published> = published.iter().collect();
+        published.sort_by(|a, b| key(a).cmp(&key(b)));
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        for p in published {
+            match p {
+                Published::Report {
+                    package,
+                    id,
+                    is_final,
+                } => {
+                    let report = if *is_final { 2_i64 } else { 1 };
+                    sqlx::query(MARK_REPORT_PUBLISHED)
+                        .bind(report)
+                        .bind(report)
+                        .bind(package)
+                        .bind(id)
+                }
+                Published::Event { package, id } => {
+                    sqlx::query(MARK_EVENT_PUBLISHED).bind(package).bind(id)
+                }
+            }
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    pub(in crate::store) async fn take_unpublished(
+        &self,
+        before_ms: u64,
+        now_ms: u64,
+    ) -> Result<(Vec<CommandState>, Vec<UnpublishedEvent>), StoreError> {
+        let (reports_sql, events_sql) = if self.skip_locked {
+            (UNPUBLISHED_REPORTS, UNPUBLISHED_EVENTS)
+        } else {
+            (UNPUBLISHED_REPORTS_WAITING, UNPUBLISHED_EVENTS_WAITING)
+        };
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let rows = sqlx::query(reports_sql)
+            .bind(to_i64(before_ms))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let mut reports = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut state = state_from_row(row)?;
+            state.failures = failures(&mut tx, &state.package, &state.id)
+                .await
+                .map_err(classify)?;
+            reports.push(state);
+        }
+        let keys: Vec<(&str, &str)> = reports
+            .iter()
+            .map(|r| (r.package.as_str(), r.id.as_str()))
+            .collect();
+        mark_handed(&mut tx, "ReportedAt", &keys, now_ms).await?;
+        let events: Vec<UnpublishedEvent> = sqlx::query_as(events_sql)
+            .bind(to_i64(before_ms))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(|(package, id, target, event)| UnpublishedEvent {
+                package,
+                id,
+                target,
+                event,
+            })
+            .collect();
+        let keys: Vec<(&str, &str)> = events
+            .iter()
+            .map(|e| (e.package.as_str(), e.id.as_str()))
+            .collect();
+        mark_handed(&mut tx, "EventAt", &keys, now_ms).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok((reports, events))
+    }
+
+    pub(in crate::store) async fn purge_commands(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query(PURGE_FAILURES)
+            .bind(to_i64(before_ms))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let purged = sqlx::query(PURGE_COMMANDS)
+            .bind(to_i64(before_ms))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?
+            .rows_affected();
+        tx.commit().await.map_err(classify)?;
+        Ok(purged)
+    }
+}
+
+fn key(p: &Published) -> (&str, &str) {
+    match p {
+        Published::Report { package, id, .. } | Published::Event { package, id } => {
+            (package.as_str(), id.as_str())
+        }
+    }
+}
+
+/// Sets `column` (`ReportedAt` or `EventAt`) to `now_ms` for the commands
+/// `keys` names, which the transaction has locked.
+async fn mark_handed(
+    conn: &mut MySqlConnection,
+    column: &'static str,
+    keys: &[(&str, &str)],
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    for chunk in keys.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Db>::new(format!("UPDATE axion_push_command SET {column} = "));
+        q.push_bind(to_i64(now_ms))
+            .push(" WHERE (Package, Id) IN (");
+        let mut list = q.separated(", ");
+        for (package, id) in chunk {
+            list.push("(")
+                .push_bind_unseparated(*package)
+                .push_unseparated(", ")
+                .push_bind_unseparated(*id)
+                .push_unseparated(")");
+        }
+        q.push(")");
+        q.build()
+            .persistent(false)
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+    }
+    Ok(())
+}
+
+fn claimed_from_row(row: &MySqlRow) -> Result<Claimed, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Query(e.to_string());
+    Ok(Claimed {
+        seq: row.try_get("Seq").map_err(get)?,
+        package: row.try_get("Package").map_err(get)?,
+        command_id: row.try_get("CommandId").map_err(get)?,
+        user: row.try_get("User").map_err(get)?,
+        endpoint: row.try_get("Endpoint").map_err(get)?,
+        p256dh: row.try_get("KeysP256dh").map_err(get)?,
+        auth: row.try_get("KeysAuth").map_err(get)?,
+        attempts: row
+            .try_get::<i64, _>("Attempts")
+            .map_err(get)?
+            .try_into()
+            .unwrap_or_default(),
+        tried: row.try_get::<i64, _>("Tried").map_err(get)? != 0,
+    })
+}
+
+/// The answer for a send seen before: the earlier one's progress, and its
+/// event if the broker has not acknowledged that yet.
+async fn duplicate(
+    conn: &mut MySqlConnection,
+    package: &str,
+    id: &str,
+) -> Result<Enqueued, sqlx::Error> {
+    let earlier = match sqlx::query(STATE)
+        .bind(package)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    {
+        Some(row) => {
+            let mut state = state_from_row(&row).map_err(|e| sqlx::Error::Decode(e.into()))?;
+            state.failures = failures(&mut *conn, package, id).await?;
+            state
+        }
+        None => CommandState::default(),
+    };
+    let unpublished_event = sqlx::query_scalar(UNPUBLISHED_EVENT)
+        .bind(package)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(Enqueued::Duplicate {
+        earlier,
+        unpublished_event,
+    })
+}
+
+fn state_from_row(row: &MySqlRow) -> Result<CommandState, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Query(e.to_string());
+    let count = |name: &str| -> Result<u64, StoreError> {
+        row.try_get::<i64, _>(name).map(to_u64).map_err(get)
+    };
+    Ok(CommandState {
+        package: row.try_get("Package").map_err(get)?,
+        id: row.try_get("Id").map_err(get)?,
+        target: row.try_get("Target").map_err(get)?,
+        members: row
+            .try_get::<Option<i64>, _>("Members")
+            .map_err(get)?
+            .map(to_u64),
+        subscriptions: count("Subscriptions")?,
+        pending: count("Pending")?,
+        delivered: count("Delivered")?,
+        failed: count("Failed")?,
+        deactivated: count("Deactivated")?,
+        expired: count("Expired")?,
+        failures: BTreeMap::new(),
+    })
+}
+
+async fn failures(
+    conn: &mut MySqlConnection,
+    package: &str,
+    id: &str,
+) -> Result<BTreeMap<String, u64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(FAILURES)
+        .bind(package)
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.into_iter().map(|(c, n)| (c, to_u64(n))).collect())
+}
