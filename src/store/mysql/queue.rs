@@ -31,12 +31,11 @@ macro_rules! now_ms {
 }
 
 /// Removes a command with the same id that is older than the
-/// de-duplication window, finished and published, so the new one can take
-/// its place; a command that is not is left alone, and the insert below
-/// then finds it.
+/// de-duplication window and finished, so the new one can take its place; a
+/// command that is not is left alone, and the insert below then finds it.
 const REMOVE_REPLACEABLE: &str = "\
     DELETE FROM axion_push_command WHERE Package = ? AND Id = ? AND AcceptedAt < ? \
-        AND Pending = 0 AND ReportedAt IS NULL AND EventAt IS NULL";
+        AND Pending = 0";
 
 const CLEAR_FAILURES: &str =
     "DELETE FROM axion_push_command_failure WHERE Package = ? AND CommandId = ?";

@@ -65,8 +65,7 @@ macro_rules! enqueue {
                 WHERE \"Package\" = $1 AND \"CommandId\" = $2 \
                 AND EXISTS (SELECT 1 FROM axion_push_command c \
                             WHERE c.\"Package\" = $1 AND c.\"Id\" = $2 \
-                            AND c.\"AcceptedAt\" < $13 AND c.\"Pending\" = 0 \
-                            AND c.\"ReportedAt\" IS NULL AND c.\"EventAt\" IS NULL)), \
+                            AND c.\"AcceptedAt\" < $13 AND c.\"Pending\" = 0)), \
              command AS ( \
                 INSERT INTO axion_push_command \
                     (\"Package\", \"Id\", \"Target\", \"AcceptedAt\", \"ExpiresAt\", \"Payload\", \
@@ -90,8 +89,6 @@ macro_rules! enqueue {
                     \"ReportedAt\" = EXCLUDED.\"ReportedAt\" \
                 WHERE axion_push_command.\"AcceptedAt\" < $13 \
                     AND axion_push_command.\"Pending\" = 0 \
-                    AND axion_push_command.\"ReportedAt\" IS NULL \
-                    AND axion_push_command.\"EventAt\" IS NULL \
                 RETURNING \"Subscriptions\"), \
              queued AS ( \
                 INSERT INTO axion_push_delivery \

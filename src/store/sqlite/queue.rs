@@ -29,12 +29,12 @@ macro_rules! now_ms {
 const CLEAR_OLD_FAILURES: &str = "\
     DELETE FROM axion_push_command_failure WHERE Package = ? AND CommandId = ? \
     AND EXISTS (SELECT 1 FROM axion_push_command c WHERE c.Package = ? AND c.Id = ? \
-                AND c.AcceptedAt < ? AND c.Pending = 0 \
-                AND c.ReportedAt IS NULL AND c.EventAt IS NULL)";
+                AND c.AcceptedAt < ? AND c.Pending = 0)";
 
 /// Inserts the command, or replaces one with the same id that is older than
-/// the de-duplication window, finished and published; otherwise changes
-/// nothing.
+/// the de-duplication window and finished; otherwise changes nothing. (What
+/// the old one left unacknowledged by the broker after a whole window is
+/// given up with it.)
 const INSERT_COMMAND: &str = "\
     INSERT INTO axion_push_command \
         (Package, Id, Target, AcceptedAt, ExpiresAt, Payload, Ttl, Urgency, Topic, Members, \
@@ -47,8 +47,7 @@ const INSERT_COMMAND: &str = "\
         Digest = excluded.Digest, Event = excluded.Event, EventAt = excluded.EventAt, \
         Subscriptions = 0, Untried = 0, Pending = 0, Delivered = 0, Failed = 0, \
         Deactivated = 0, Expired = 0, Reported = 0, Published = 0, ReportedAt = NULL \
-    WHERE axion_push_command.AcceptedAt < ? AND axion_push_command.Pending = 0 \
-        AND axion_push_command.ReportedAt IS NULL AND axion_push_command.EventAt IS NULL";
+    WHERE axion_push_command.AcceptedAt < ? AND axion_push_command.Pending = 0";
 
 /// The event of an earlier command, while the broker has not acknowledged it.
 const UNPUBLISHED_EVENT: &str =
