@@ -188,6 +188,7 @@ test('the daemon takes over Axion\'s database and config.yaml: the same key, the
     origins: [stack.web.origin],
     databaseUrl: db.url,
     vapidPrivateKey: VAPID_PRIVATE_KEY,
+    vapidPublicKey: VAPID_PUBLIC_KEY,
   });
   assert.equal(await stack.daemon.vapidPublicKey(), VAPID_PUBLIC_KEY, 'the daemon publishes another key than config.yaml\'s');
 
