@@ -4,12 +4,18 @@
 // the work is done by axion-push.js, the ES module beside it, loaded on the
 // first call.
 //
-// One line in the page template configures it, on its own tag:
+// One line in the page template configures it, on its own tag, with a
+// relay (the host app's URL) or a broker (MQTT over WebSocket):
 //
 //   <script src="/resource.web/javascript/axion.push.js"
 //           data-package="crm" data-user="{{ user }}"
 //           data-relay="/push/subscription"
 //           data-vapid-public-key="{{ base.push.vapid_public_key }}"></script>
+//
+//   <script src="/resource.web/javascript/axion.push.js"
+//           data-package="crm" data-user="{{ user }}"
+//           data-broker="wss://push.example.com/mqtt"
+//           data-token="{{ subscribe_token }}"></script>
 //
 //   <button onclick="axion_push_subscribe()">Notify me</button>
 //
@@ -18,9 +24,17 @@
 //                           (see axion-push.js: {"action", "package", "user",
 //                           "subscription", "user_agent", "module", "token"}),
 //                           whose handler calls ObjNotifyPush.subscribe()
-// data-vapid-public-key     the daemon's public key (base64url)
+// data-broker               or: the broker's MQTT-over-WebSocket URL (the
+//                           embedded broker's websocket_listen); the page
+//                           logs in as {package}/{user} with data-token and
+//                           reads the daemon's key there
+// data-vapid-public-key     the daemon's public key (base64url); needed with
+//                           data-relay
 // data-token                a subscribe token for the user, when the daemon
-//                           requires one (optional)
+//                           requires one: with data-broker, the login's password
+// data-mqtt-js              with data-broker: where mqtt.js's browser build
+//                           (npm mqtt, dist/mqtt.esm.js) is [mqtt.esm.js
+//                           beside this script]
 // data-module               the Axion module recorded with the subscription (optional)
 // data-service-worker       the service worker's URL [/service-worker.js]
 // data-scope                its scope [the service worker's directory]
@@ -39,16 +53,26 @@
 
   // How a subscription reaches the daemon, by the attribute that selects
   // it; the first one the tag has is used. A channel that cannot fetch the
-  // daemon's VAPID key itself needs data-vapid-public-key. MQTT over
-  // WebSocket (axion-push.js's `mqtt` option, logged in as the user with
-  // data-token) is not offered here yet: it needs mqtt.js as a module, and
-  // a page without a build step has no import map for it; it will be one
-  // more entry.
+  // daemon's VAPID key itself needs data-vapid-public-key; `complete` adds
+  // what the channel loads before axion-push.js can use it.
   const CHANNELS = [
     {
       attribute: 'relay',
       needsVapidKey: true,
       options: (data) => ({ relay: data.relay }),
+    },
+    {
+      // MQTT over WebSocket, logged in as {package}/{user} with data-token
+      // (axion-push.js's `mqtt` option). axion-push.js would import('mqtt'),
+      // which a page without an import map cannot resolve: mqtt.js's browser
+      // build is loaded here, by URL, and handed over as `mqtt.library`.
+      attribute: 'broker',
+      needsVapidKey: false,
+      options: (data) => ({ mqtt: { url: data.broker } }),
+      complete: async (options, data) => {
+        const mqtt = await importBeside(data.mqttJs, 'mqtt.esm.js');
+        return { ...options, mqtt: { ...options.mqtt, library: mqtt.default || mqtt } };
+      },
     },
   ];
 
@@ -61,23 +85,29 @@
     }
   }
 
-  let loading = null;
+  const imported = new Map();
 
-  function load() {
-    if (!loading) {
-      const data = script ? script.dataset : {};
-      const base = script && script.src ? script.src : document.baseURI;
-      const url = new URL(data.axionPushJs || 'axion-push.js', base).href;
-      loading = import(url).catch((error) => {
-        loading = null; // a later call tries again
+  /** The ES module at `url` (relative to this script) or `file` beside it, imported once. */
+  function importBeside(url, file) {
+    const base = script && script.src ? script.src : document.baseURI;
+    const href = new URL(url || file, base).href;
+    if (!imported.has(href)) {
+      const importing = import(href).catch((error) => {
+        imported.delete(href); // a later call tries again
         throw new LoadError(
           'failed',
-          `Notifications cannot be set up: the page could not load ${url} (${error && error.message}).`,
+          `Notifications cannot be set up: the page could not load ${href} (${error && error.message}).`,
           { cause: error },
         );
       });
+      imported.set(href, importing);
     }
-    return loading;
+    return imported.get(href);
+  }
+
+  /** axion-push.js: AxionPush and AxionPushError. */
+  function load() {
+    return importBeside(script ? script.dataset.axionPushJs : undefined, 'axion-push.js');
   }
 
   /** axion-push.js's options from the tag's data- attributes, read at each call. */
@@ -111,10 +141,18 @@
 
   async function run(action) {
     const { AxionPush, AxionPushError } = await load();
-    const options = optionsFrom(script ? script.dataset : {}, AxionPushError);
+    const data = script ? script.dataset : {};
+    const options = optionsFrom(data, AxionPushError);
     const key = JSON.stringify(options);
-    if (!instances.has(key)) instances.set(key, new AxionPush(options));
-    return instances.get(key)[action]();
+    if (!instances.has(key)) {
+      const channel = CHANNELS.find((c) => data[c.attribute]);
+      const making = (async () => new AxionPush(channel.complete ? await channel.complete(options, data) : options))();
+      instances.set(key, making);
+      making.catch(() => {
+        if (instances.get(key) === making) instances.delete(key); // a later call tries again
+      });
+    }
+    return (await instances.get(key))[action]();
   }
 
   /** Asks for permission, subscribes this browser and hands the subscription over. */

@@ -6,6 +6,8 @@
 #   AXION_PUSH_BIN=/path/to/axion-push  use that binary instead of building
 #   FIREFOX_BIN, CHROMIUM_BIN           other browser binaries
 #   KEEP_TEST_DIR=1                     keep each test's directory (daemon log)
+#   AXION_PUSH_TEST_MARIADB=mysql://…   the MariaDB server of the migration test
+#                                       [mysql://root@127.0.0.1:3306]
 # Extra arguments go to `node --test` (e.g. test/firefox.test.js).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

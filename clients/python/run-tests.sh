@@ -7,6 +7,8 @@
 #   AXION_PUSH_BIN=/path/to/axion-push  use that binary instead of building
 #   PYTHON=python3.11                   the interpreter for the virtualenvs
 #   AXION_PUSH_PAHO="2"                 only these paho-mqtt lines (1.6, 2)
+#   AXION_PUSH_TEST_MARIADB=mysql://…   the MariaDB server of the migration test
+#                                       [mysql://root@127.0.0.1:3306]; it fails without one
 # Extra arguments go to pytest (e.g. -k group -x).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

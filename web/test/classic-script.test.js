@@ -209,7 +209,7 @@ async function subscribeError(query) {
 test('a page set up wrongly rejects with an AxionPushError that says so', async () => {
   const noRelay = await subscribeError('relay=');
   assert.deepEqual([noRelay.name, noRelay.code], ['AxionPushError', 'no-channel']);
-  assert.match(noRelay.message, /not set up correctly on this page \(its axion\.push\.js tag names no data-relay\)/);
+  assert.match(noRelay.message, /not set up correctly on this page \(its axion\.push\.js tag names no data-relay or data-broker\)/);
 
   const noKey = await subscribeError('vapid-public-key=');
   assert.deepEqual([noKey.name, noKey.code], ['AxionPushError', 'no-vapid-key']);

@@ -1,7 +1,8 @@
 // The real axion-push daemon for the browser tests: a temporary directory
-// with its config.yaml and SQLite database, the embedded broker on free
-// loopback ports (MQTT and MQTT over WebSocket for the page), and the test
-// push service allowed explicitly (its CA, loopback addresses).
+// with its config.yaml and SQLite database (or a database the test names),
+// the embedded broker on free loopback ports (MQTT and MQTT over WebSocket
+// for the page), and the test push service allowed explicitly (its CA,
+// loopback addresses).
 
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -35,11 +36,14 @@ export class Daemon {
    * @param {string} dir the daemon's working directory
    * @param {string} caPath the push service's CA
    * @param {number} pushPort the push service's HTTPS port (endpoints must use an allowed port)
-   * @param {{origins?: string[], tokenSecret?: string}} [options] the web
-   *   origins whose pages may open the WebSocket listener, and a
-   *   `subscribe_token_secret` (browsers then log in with a token)
+   * @param {{origins?: string[], tokenSecret?: string, databaseUrl?: string,
+   *   vapidPrivateKey?: string, vapidPublicKey?: string}} [options] the web
+   *   origins whose pages may open the WebSocket listener, a
+   *   `subscribe_token_secret` (browsers then log in with a token), the
+   *   database (default: SQLite in `dir`), and `base.push`'s key pair as an
+   *   installation's config.yaml has it (default: generated at first start)
    */
-  static async start(dir, caPath, pushPort, { origins = [], tokenSecret } = {}) {
+  static async start(dir, caPath, pushPort, { origins = [], tokenSecret, databaseUrl, vapidPrivateKey, vapidPublicKey } = {}) {
     const binary = daemonBinary();
     if (!existsSync(binary)) {
       throw new Error(`no axion-push binary at ${binary}: run \`cargo build\` or set AXION_PUSH_BIN`);
@@ -49,11 +53,16 @@ export class Daemon {
     daemon.port = await freePort();
     daemon.wsPort = await freePort();
     daemon.configPath = join(dir, 'config.yaml');
+    // A PEM key pasted into config.yaml as a block, as py_vapid users do.
+    const key = [
+      ...(vapidPrivateKey ? ['vapid_private_key: |', ...vapidPrivateKey.trim().split('\n').map((l) => `  ${l}`)] : []),
+      ...(vapidPublicKey ? [`vapid_public_key: ${vapidPublicKey}`] : []),
+    ].map((line) => `    ${line}\n`).join('');
     writeFileSync(
       daemon.configPath,
       `base:
   push:
-    vapid_email: mailto:tests@example.com
+${key}    vapid_email: mailto:tests@example.com
 axion_push:
   mqtt:
     url: null
@@ -63,7 +72,7 @@ axion_push:
     websocket_listen: 127.0.0.1:${daemon.wsPort}
     websocket_origins: ${JSON.stringify(origins)}
 ${tokenSecret ? `  subscribe_token_secret: ${tokenSecret}\n` : ''}  database:
-    url: sqlite://${join(dir, 'axion-push.db')}
+    url: ${databaseUrl || `sqlite://${join(dir, 'axion-push.db')}`}
   vapid_key_file: ${join(dir, 'vapid.pem')}
   delivery:
     request_timeout: 5s

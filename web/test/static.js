@@ -21,8 +21,9 @@ const TYPES = {
 
 /**
  * `routes` maps "METHOD /path" to a handler `(body, req) => {status, json?}`
- * for the host app's own endpoints (a relay backend, say), or
- * `{status, html}` for a page the host app renders.
+ * for the host app's own endpoints (a relay backend, say), `{status, html}`
+ * for a page the host app renders, or `{status, file}` for a file of the
+ * disk served at another path (a site's own layout).
  */
 export async function serveWeb(routes = {}) {
   const server = http.createServer(async (req, res) => {
@@ -32,7 +33,12 @@ export async function serveWeb(routes = {}) {
       const chunks = [];
       for await (const chunk of req) chunks.push(chunk);
       try {
-        const { status, json, html } = await route(Buffer.concat(chunks).toString('utf8'), req);
+        const { status, json, html, file } = await route(Buffer.concat(chunks).toString('utf8'), req);
+        if (file !== undefined) {
+          const type = TYPES[extname(file)] || 'application/octet-stream';
+          res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' }).end(await readFile(file));
+          return undefined;
+        }
         if (html !== undefined) {
           res.writeHead(status, { 'content-type': TYPES['.html'], 'cache-control': 'no-store' }).end(html);
           return undefined;

@@ -1,6 +1,7 @@
 """The real `axion-push` daemon for the tests: a temporary directory, its
-SQLite database, the embedded broker on a free loopback port, and the
-loopback push service allowed explicitly (its CA, private addresses)."""
+SQLite database (or a database the test names), the embedded broker on a
+free loopback port, and the loopback push service allowed explicitly (its
+CA, private addresses)."""
 
 from __future__ import annotations
 
@@ -44,16 +45,21 @@ def write_config(
     prefix: str = "",
     extra: str = "",
     push_port: int = 443,
+    database_url: Optional[str] = None,
+    base_push: str = "",
 ) -> Path:
     """A config.yaml in the daemon's layout; the client reads the same file.
-    `extra`: more keys of the `axion_push` section, as YAML lines."""
+    `extra`: more keys of the `axion_push` section, as YAML lines;
+    `base_push`: more keys of `base.push` (an installation's VAPID key);
+    `database_url`: the daemon's database instead of SQLite in `directory`."""
     path = directory / "config.yaml"
     extra = "".join(f"  {line}\n" for line in extra.splitlines())
+    base_push = "".join(f"    {line}\n" for line in base_push.splitlines())
     path.write_text(
         f"""\
 base:
   push:
-    vapid_email: mailto:tests@example.com
+{base_push}    vapid_email: mailto:tests@example.com
 axion_push:
   mqtt:
     url: {broker_url or "null"}
@@ -62,7 +68,7 @@ axion_push:
   broker:
     listen: 127.0.0.1:{port}
   database:
-    url: sqlite://{directory / "axion-push.db"}
+    url: {database_url or f"sqlite://{directory / 'axion-push.db'}"}
   vapid_key_file: {directory / "vapid.pem"}
   delivery:
     request_timeout: 5s
@@ -85,7 +91,8 @@ class Daemon:
     """`broker_port` set: the daemon uses that external broker (e.g. the
     machine's Mosquitto) under `prefix`; otherwise its embedded broker.
     `extra`: more `axion_push` keys for its config.yaml; `push_port`: the
-    loopback push service's port, which the endpoint policy must allow."""
+    loopback push service's port, which the endpoint policy must allow;
+    `database_url`, `base_push`: see `write_config`."""
 
     def __init__(
         self,
@@ -95,6 +102,8 @@ class Daemon:
         prefix: str = "",
         extra: str = "",
         push_port: int = 443,
+        database_url: Optional[str] = None,
+        base_push: str = "",
     ):
         self.directory = directory
         self.external = broker_port is not None
@@ -103,7 +112,7 @@ class Daemon:
         self.client_id = f"axion-push-{uuid.uuid4()}"
         url = f"mqtt://127.0.0.1:{broker_port}" if self.external else None
         self.config_path = write_config(
-            directory, self.port, ca_path, self.client_id, url, prefix, extra, push_port
+            directory, self.port, ca_path, self.client_id, url, prefix, extra, push_port, database_url, base_push
         )
         self.log_path = directory / "daemon.log"
         self.process: Optional[subprocess.Popen] = None
