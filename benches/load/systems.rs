@@ -146,12 +146,27 @@ fn start_daemon(
         client_id: Some(client_id.clone()),
         database: None,
     };
-    let online = setup
-        .rt
-        .block_on(setup.generator.wait_for_state(&client_id, "online", START));
+    // Online, or exited (a config or database it cannot use), or neither in
+    // time.
+    let deadline = Instant::now() + START;
+    let (online, exited) = loop {
+        let announced = setup.rt.block_on(setup.generator.wait_for_state(
+            &client_id,
+            "online",
+            Duration::from_millis(200),
+        ));
+        let exited = running.child.try_wait().ok().flatten();
+        if announced || exited.is_some() || Instant::now() > deadline {
+            break (announced, exited);
+        }
+    };
     if !online {
         let why = format!(
-            "axion-push did not announce itself online within {START:?}; {}",
+            "axion-push {} {}",
+            exited.map_or(
+                format!("did not announce itself online within {START:?};"),
+                |status| { format!("exited ({status}) before it was online;") }
+            ),
             running.log_tail()
         );
         stop(setup, running);
