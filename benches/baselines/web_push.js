@@ -16,12 +16,13 @@ const webPush = require('web-push');
 const SENDS = 'axion/+/push/+/send';
 
 function options() {
+  // `--name=value` (a base64url key may start with `-`).
   const args = process.argv.slice(2);
   const option = (name, fallback) => {
-    const i = args.indexOf(`--${name}`);
-    if (i >= 0 && i + 1 < args.length) return args[i + 1];
+    const given = args.find((a) => a.startsWith(`--${name}=`));
+    if (given !== undefined) return given.slice(name.length + 3);
     if (fallback !== undefined) return fallback;
-    throw new Error(`--${name} is required`);
+    throw new Error(`--${name}=… is required`);
   };
   return {
     broker: option('broker'),

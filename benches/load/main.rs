@@ -283,33 +283,54 @@ pub struct Outcome {
     pub system: System,
     /// `None`: SQLite.
     pub database: Option<String>,
-    pub result: Result<Vec<Figures>, String>,
+    /// The runs measured: all those planned, unless it failed.
+    pub runs: Vec<Figures>,
+    pub planned: usize,
+    pub failure: Option<String>,
 }
 
-/// Starts `system`, warms it up, measures `runs` runs and stops it.
+/// Starts `system`, warms it up, measures the workload's runs and stops
+/// it; a failure keeps the runs measured before it.
 fn series(
     setup: &mut Setup,
     workload: &Workload,
     system: System,
     group: &Group,
     database: Option<&str>,
-) -> Result<Vec<Figures>, String> {
-    let runs = if system.is_baseline() {
+) -> Outcome {
+    eprintln!(
+        "{} · {}{}",
+        workload.key,
+        system.name(),
+        database.map_or(String::new(), |d| format!(" · {d}"))
+    );
+    let planned = if system.is_baseline() {
         workload.baseline_runs
     } else {
         workload.runs
     };
-    let sut = systems::start(setup, system, group, database)?;
+    let mut outcome = Outcome {
+        workload: workload.key,
+        system,
+        database: database.map(str::to_owned),
+        runs: Vec::new(),
+        planned,
+        failure: None,
+    };
+    let sut = match systems::start(setup, system, group, database) {
+        Ok(sut) => sut,
+        Err(e) => {
+            eprintln!("  failed: {e}");
+            outcome.failure = Some(e);
+            return outcome;
+        }
+    };
     let measured = (|| {
         measure::run(setup, &sut, group, workload.warm_up, Pace::Burst)?;
-        let mut all = Vec::new();
-        for n in 1..=runs {
+        for n in 1..=planned {
             let figures = measure::run(setup, &sut, group, workload.sends, workload.pace)?;
             eprintln!(
-                "  {} · {} · {}run {n}/{runs}: {:.0} pushes/s, {:.3} ms CPU per push{}",
-                workload.key,
-                system.name(),
-                database.map_or(String::new(), |d| format!("{d} · ")),
+                "  run {n}/{planned}: {:.0} pushes/s, {:.3} ms CPU per push{}",
                 figures.pushes_per_second,
                 figures.cpu_ms_per_push,
                 figures.latency.map_or(String::new(), |l| format!(
@@ -317,12 +338,16 @@ fn series(
                     l.p99, l.p999
                 )),
             );
-            all.push(figures);
+            outcome.runs.push(figures);
         }
-        Ok(all)
+        Ok(())
     })();
+    if let Err(e) = measured {
+        eprintln!("  failed: {e}");
+        outcome.failure = Some(e);
+    }
     systems::stop(setup, sut);
-    measured
+    outcome
 }
 
 fn main() {
@@ -407,45 +432,21 @@ fn main() {
     let mut outcomes = Vec::new();
     for workload in &workloads {
         for &system in &workload.systems {
-            eprintln!("{} · {}", workload.key, system.name());
-            let result = series(
-                &mut setup,
-                workload,
-                system,
-                group_of(workload.audience),
-                None,
-            );
-            if let Err(e) = &result {
-                eprintln!("  failed: {e}");
-            }
-            outcomes.push(Outcome {
-                workload: workload.key,
-                system,
-                database: None,
-                result,
-            });
+            let group = group_of(workload.audience);
+            outcomes.push(series(&mut setup, workload, system, group, None));
         }
     }
     if !options.servers.is_empty() {
         let many = many_sends(&sizes, &options, vec![System::AxionPush]);
+        let group = singles.as_ref().expect("the singles were made");
         for server in &options.servers {
-            eprintln!("{} · axion-push · {server}", many.key);
-            let result = series(
+            outcomes.push(series(
                 &mut setup,
                 &many,
                 System::AxionPush,
-                singles.as_ref().expect("the singles were made"),
+                group,
                 Some(server),
-            );
-            if let Err(e) = &result {
-                eprintln!("  failed: {e}");
-            }
-            outcomes.push(Outcome {
-                workload: many.key,
-                system: System::AxionPush,
-                database: Some(server.clone()),
-                result,
-            });
+            ));
         }
     }
 
@@ -467,7 +468,7 @@ fn main() {
     if let Err(e) = std::fs::write(&report_file, &text) {
         eprintln!("could not write {}: {e}", report_file.display());
     }
-    if outcomes.iter().any(|o| o.result.is_err()) {
+    if outcomes.iter().any(|o| o.failure.is_some()) {
         eprintln!("some runs failed (see above)");
         std::process::exit(1);
     }

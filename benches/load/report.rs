@@ -38,20 +38,20 @@ enum Better {
     Lower,
 }
 
-/// The series of `workload` by `system` on `database`: not run (`None`),
-/// failed, or its runs.
+/// The series of `workload` by `system` on `database`, if it ran.
 fn series<'a>(
     outcomes: &'a [Outcome],
     workload: &str,
     system: System,
     database: Option<&str>,
-) -> Option<&'a Result<Vec<Figures>, String>> {
+) -> Option<&'a Outcome> {
     outcomes
         .iter()
         .find(|o| o.workload == workload && o.system == system && o.database.as_deref() == database)
-        .map(|o| &o.result)
 }
 
+/// A measure over a series' runs: not run (`None`), no run measured
+/// (`Err`), or the spread of the runs that were.
 fn spread(
     outcomes: &[Outcome],
     workload: &str,
@@ -59,10 +59,8 @@ fn spread(
     database: Option<&str>,
     measure: Measure,
 ) -> Option<Result<Spread, ()>> {
-    series(outcomes, workload, system, database).map(|result| match result {
-        Ok(runs) => Spread::of(runs.iter().filter_map(measure)).ok_or(()),
-        Err(_) => Err(()),
-    })
+    series(outcomes, workload, system, database)
+        .map(|o| Spread::of(o.runs.iter().filter_map(measure)).ok_or(()))
 }
 
 /// `12,345`.
@@ -207,12 +205,20 @@ pub fn render(c: &Context) -> String {
     let _ = writeln!(w, "|---|---|---|---|---|---|");
     let mut row = |label: String, workload: &str, measure: Measure, better: Better| {
         let get = |system| spread(o, workload, system, None, measure);
+        // A series that failed part way shows the runs before, marked.
+        let shown = |system| {
+            let failed = series(o, workload, system, None).is_some_and(|s| s.failure.is_some());
+            match get(system) {
+                Some(Ok(_)) if failed => format!("{} (failed after)", cell(get(system))),
+                _ => cell(get(system)),
+            }
+        };
         let _ = writeln!(
             w,
             "| {label} | {} | {} | {} | {} | {} |",
-            cell(get(Python)),
-            cell(get(Node)),
-            cell(get(AxionPush)),
+            shown(Python),
+            shown(Node),
+            shown(AxionPush),
             ratio(get(AxionPush), get(Python), better),
             ratio(get(AxionPush), get(Node), better),
         );
@@ -316,33 +322,42 @@ pub fn render(c: &Context) -> String {
             Some(database) => format!("{} on {database}", outcome.system.name()),
             None => outcome.system.name().to_owned(),
         };
-        match &outcome.result {
-            Err(e) => {
-                let first = e.lines().next().unwrap_or_default();
-                let _ = writeln!(
-                    w,
-                    "| {} | {system} | failed: {first} |||||||||",
-                    outcome.workload
-                );
-            }
-            Ok(runs) => {
-                let get =
-                    |measure: Measure| cell(Spread::of(runs.iter().filter_map(measure)).map(Ok));
-                let _ = writeln!(
-                    w,
-                    "| {} | {system} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    outcome.workload,
-                    runs.len(),
-                    get(PUSHES),
-                    get(CPU),
-                    get(OTHERS),
-                    get(RSS),
-                    get(P50),
-                    get(P99),
-                    get(P999),
-                    get(MAX),
-                );
-            }
+        let runs = &outcome.runs;
+        let get = |measure: Measure| match Spread::of(runs.iter().filter_map(measure)) {
+            Some(spread) => cell(Some(Ok(spread))),
+            None => "—".into(),
+        };
+        let count = match outcome.failure {
+            Some(_) => format!("{} of {}, failed", runs.len(), outcome.planned),
+            None => runs.len().to_string(),
+        };
+        let _ = writeln!(
+            w,
+            "| {} | {system} | {count} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            outcome.workload,
+            get(PUSHES),
+            get(CPU),
+            get(OTHERS),
+            get(RSS),
+            get(P50),
+            get(P99),
+            get(P999),
+            get(MAX),
+        );
+    }
+    let failures: Vec<&Outcome> = o.iter().filter(|x| x.failure.is_some()).collect();
+    if !failures.is_empty() {
+        let _ = writeln!(w);
+        let _ = writeln!(w, "Failed (figures above are of the runs before):");
+        for f in failures {
+            let why = f.failure.as_deref().unwrap_or_default();
+            let _ = writeln!(
+                w,
+                "- {} · {}: {}",
+                f.workload,
+                f.system.name(),
+                why.lines().next().unwrap_or_default()
+            );
         }
     }
 

@@ -123,6 +123,11 @@ fn start_daemon(
         daemon_config(setup, &client_id, &database.direct_url, n),
     )
     .unwrap();
+    // It holds the VAPID key: the daemon warns about a file others can read.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let log = dir.join(format!("axion-push-{n}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_axion-push"))
         .args(["serve", "--config"])
@@ -240,19 +245,18 @@ fn start_baseline(
             c.arg(baselines.scripts.join("web_push.js"))
                 .env("NODE_PATH", &baselines.node_modules)
                 .env("NODE_EXTRA_CA_CERTS", &setup.push.ca_pem)
-                .args(["--in-flight", "64"]);
+                .arg("--in-flight=64");
             c
         }
     };
     let log = setup.dir.path().join(format!("baseline-{n}.log"));
+    // `--name=value`: a base64url key may start with `-`.
     let mut child = command
-        .arg("--broker")
-        .arg(setup.broker.addr.to_string())
-        .arg("--subscriptions")
-        .arg(group.file())
-        .args(["--vapid-private-key", &setup.vapid.private_raw])
-        .args(["--vapid-public-key", &setup.vapid.public])
-        .args(["--vapid-email", setup.vapid.email])
+        .arg(format!("--broker={}", setup.broker.addr))
+        .arg(format!("--subscriptions={}", group.file().display()))
+        .arg(format!("--vapid-private-key={}", setup.vapid.private_raw))
+        .arg(format!("--vapid-public-key={}", setup.vapid.public))
+        .arg(format!("--vapid-email={}", setup.vapid.email))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -276,10 +280,14 @@ fn start_baseline(
         client_id: None,
         database: None,
     };
-    if ready.recv_timeout(START).is_err() {
+    if let Err(e) = ready.recv_timeout(START) {
         let why = format!(
-            "{} was not ready within {START:?}; {}",
+            "{} {}; {}",
             system.name(),
+            match e {
+                mpsc::RecvTimeoutError::Timeout => format!("was not ready within {START:?}"),
+                mpsc::RecvTimeoutError::Disconnected => "exited before it was ready".into(),
+            },
             running.log_tail()
         );
         stop(setup, running);
