@@ -22,7 +22,7 @@
 //! benchmark itself): the Python module's design, paho-mqtt + pywebpush one
 //! push at a time, and node's `web-push` with 64 requests in flight.
 //!
-//! Run: `cargo bench --bench load` (about a quarter of an hour). Options:
+//! Run: `cargo bench --bench load` (about 25 minutes on 2 cores). Options:
 //! `--smoke` (a run of seconds that proves everything still works; `.ci/run`;
 //! without the baselines unless `--baselines` is given too),
 //! `--skip-100k`, `--no-baselines`, `--runs N`, `--only KEY,…` (workload

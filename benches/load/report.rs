@@ -183,6 +183,11 @@ pub fn render(c: &Context) -> String {
         "- each figure: the median of the runs (min–max); CPU from /proc/PID/stat, \
          memory from VmHWM; \"others\" is the broker, the push service and the load generator"
     );
+    let _ = writeln!(
+        w,
+        "- \"vs\": how many times better axion-push's median is (more pushes/s; less CPU, \
+         memory or latency); below 1, worse"
+    );
     if c.broker_inflight != crate::broker::MOSQUITTO_DEFAULT_INFLIGHT {
         let _ = writeln!(
             w,
