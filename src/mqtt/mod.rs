@@ -361,7 +361,9 @@ async fn drive(
     loop {
         // Handed only here, between two polls: see the outbox's notes.
         if connected {
-            for out in outbox.hand() {
+            let handing = outbox.hand();
+            let count = handing.len();
+            for (i, out) in handing.into_iter().enumerate() {
                 if client
                     .try_publish(
                         out.topic,
@@ -371,9 +373,11 @@ async fn drive(
                     )
                     .is_err()
                 {
-                    // The request channel has room for the whole window;
-                    // it fails only when the event loop is gone.
-                    return;
+                    // The request channel is full (acks share it; this task
+                    // owns the event loop, so it is never closed): what did
+                    // not fit goes back, and is handed after the next event.
+                    outbox.give_back(count - i);
+                    break;
                 }
             }
         }
@@ -454,12 +458,14 @@ async fn drive(
                 let _ = intake.acks.send(AckEvent::Reset);
                 // Subscribing again when the broker kept the session is
                 // harmless, and covers a filter changed since the last run.
-                if client
-                    .try_subscribe(session.ingress_filter.clone(), QoS::AtLeastOnce)
-                    .is_err()
-                {
-                    return;
-                }
+                // Queued on the event loop itself, ahead of everything: the
+                // request channel may be full of acks at this moment.
+                eventloop
+                    .pending
+                    .push_front(rumqttc::Request::Subscribe(rumqttc::Subscribe::new(
+                        session.ingress_filter.clone(),
+                        QoS::AtLeastOnce,
+                    )));
             }
             Ok(Event::Incoming(Incoming::SubAck(ack))) => {
                 let granted = ack

@@ -100,6 +100,16 @@ impl Outbox {
         now
     }
 
+    /// The last `n` messages handed did not reach rumqttc: they wait again,
+    /// first, in their order.
+    pub(super) fn give_back(&mut self, n: usize) {
+        for _ in 0..n {
+            if let Some(entry) = self.handed.pop_back() {
+                self.waiting.push_front(entry);
+            }
+        }
+    }
+
     /// rumqttc wrote a publish with packet id `pkid`.
     pub(super) fn written(&mut self, pkid: u16) {
         if pkid == 0 || self.awaiting.contains_key(&pkid) {
@@ -259,5 +269,14 @@ mod tests {
         let (mut o, _) = outbox_with(&["result"]);
         o.push_first(out("vapid"));
         assert_eq!(topics(&o.hand()), ["vapid", "result"]);
+    }
+
+    #[test]
+    fn what_rumqttc_could_not_take_is_handed_again_in_order() {
+        let (mut o, _) = outbox_with(&["a", "b", "c"]);
+        assert_eq!(topics(&o.hand()), ["a", "b", "c"]);
+        o.give_back(2);
+        o.written(1);
+        assert_eq!(topics(&o.hand()), ["b", "c"]);
     }
 }
