@@ -17,7 +17,10 @@
 // data-relay                the host app's URL the subscription is POSTed to
 //                           (see axion-push.js: {"action", "package", "user",
 //                           "subscription", "user_agent", "module", "token"}),
-//                           whose handler calls ObjNotifyPush.subscribe()
+//                           whose handler calls ObjNotifyPush.subscribe() and
+//                           answers a refusal with the daemon's `code` (a
+//                           browser another user subscribed then makes a
+//                           fresh subscription: see axion-push.js)
 // data-vapid-public-key     the daemon's public key (base64url)
 // data-token                a subscribe token for the user, when the daemon
 //                           requires one (optional)
