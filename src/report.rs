@@ -24,6 +24,10 @@ pub struct ResultReport {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Beside some `error`s, what a client can act on: `endpoint-taken`
+    /// (the browser's endpoint is another user's; make a new one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     /// Active subscriptions the command concerned (for subscribe: the
     /// user's active subscriptions afterwards).
     pub subscriptions: u64,

@@ -216,6 +216,175 @@ async fn null_active_is_taken_over_when_another_user_subscribes_the_browser() {
     store.close().await;
 }
 
+/// `(user, active)` of every row for `endpoint` in `crm` among `users`.
+async fn holders(store: &Store, users: &[&str], endpoint: &str) -> Vec<(String, bool)> {
+    let mut found = Vec::new();
+    for name in users {
+        for row in store
+            .subscriptions(&user(name), Some(&package()))
+            .await
+            .unwrap()
+        {
+            if row.endpoint == endpoint {
+                found.push((row.user.trim_end().to_owned(), row.active));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn an_endpoint_active_for_another_user_is_not_taken_when_takeover_is_refused() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let (p, alice, bob) = (package(), user("alice"), user("bob"));
+    let e = endpoint(1);
+    store
+        .upsert_subscription(&p, &alice, &subscription(&e), 50)
+        .await
+        .unwrap();
+    let refused = store
+        .upsert_subscription_unless_taken(&p, &bob, &subscription(&e), 50)
+        .await
+        .unwrap();
+    assert_eq!(refused, None);
+    assert_eq!(
+        holders(&store, &["alice", "bob"], &e).await,
+        [("alice".to_owned(), true)]
+    );
+    // Her own endpoint, again: hers to update.
+    let again = store
+        .upsert_subscription_unless_taken(&p, &alice, &subscription(&e), 50)
+        .await
+        .unwrap()
+        .expect("alice's own endpoint");
+    assert_eq!((again.active, again.taken_from_others), (1, 0));
+    // Not active any more (her push service said 410): anyone's.
+    assert!(store.deactivate(&p, &alice, &e).await.unwrap());
+    let taken = store
+        .upsert_subscription_unless_taken(&p, &bob, &subscription(&e), 50)
+        .await
+        .unwrap()
+        .expect("an endpoint nobody has active");
+    assert_eq!((taken.active, taken.taken_from_others), (1, 0));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn refusing_takeover_compares_exactly_and_counts_null_active_as_active() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let (p, bob) = (package(), user("bob"));
+    // Written by older software: Active NULL.
+    null_active_row(&db, "alice", &endpoint(1), "2025-01-01 00:00:00").await;
+    let refused = store
+        .upsert_subscription_unless_taken(&p, &bob, &subscription(&endpoint(1)), 50)
+        .await
+        .unwrap();
+    assert_eq!(refused, None, "a NULL Active row is active");
+    assert!(
+        store.subscriptions(&user("alice"), None).await.unwrap()[0].active,
+        "nothing changed"
+    );
+
+    // "Bob" is another user than "bob", whatever the table's collation.
+    store
+        .upsert_subscription(&p, &user("Bob"), &subscription(&endpoint(2)), 50)
+        .await
+        .unwrap();
+    let refused = store
+        .upsert_subscription_unless_taken(&p, &bob, &subscription(&endpoint(2)), 50)
+        .await
+        .unwrap();
+    assert_eq!(refused, None, "Bob's browser went to bob");
+
+    // Another package's row, or another endpoint that collates equal, is
+    // not this one.
+    let hr = Package::parse("hr").unwrap();
+    let lower = "https://fcm.googleapis.com/fcm/send/abc";
+    let upper = "https://fcm.googleapis.com/fcm/send/ABC";
+    store
+        .upsert_subscription(&hr, &user("carol"), &subscription(lower), 50)
+        .await
+        .unwrap();
+    store
+        .upsert_subscription(&p, &user("carol"), &subscription(upper), 50)
+        .await
+        .unwrap();
+    let mine = store
+        .upsert_subscription_unless_taken(&p, &bob, &subscription(lower), 50)
+        .await
+        .unwrap()
+        .expect("nobody has this endpoint in crm");
+    assert_eq!(mine.taken_from_others, 0);
+    let carols = store.subscriptions(&user("carol"), None).await.unwrap();
+    assert!(carols.iter().all(|r| r.active), "{carols:?}");
+    store.close().await;
+}
+
+/// Each answer gives the endpoint's lock back at once: a lock left with a
+/// pooled connection (MariaDB/MySQL's named locks outlive transactions)
+/// would hold up the next daemon's subscribe of that endpoint.
+#[tokio::test]
+async fn the_endpoints_lock_is_given_back_after_a_subscribe_and_after_a_refusal() {
+    let db = TestDatabase::create().await;
+    let (a, b) = (store(&db).await, store(&db).await);
+    let e = endpoint(1);
+    let subscribe = |store: &Store, name: &'static str| {
+        let (store, e) = (store.clone(), e.clone());
+        async move {
+            let (p, who, s) = (package(), user(name), subscription(&e));
+            let subscribing = store.upsert_subscription_unless_taken(&p, &who, &s, 50);
+            tokio::time::timeout(Duration::from_secs(5), subscribing)
+                .await
+                .unwrap_or_else(|_| panic!("{name} waited for the endpoint's lock"))
+                .unwrap()
+        }
+    };
+    assert!(subscribe(&a, "alice").await.is_some());
+    assert_eq!(subscribe(&b, "bob").await, None);
+    assert_eq!(subscribe(&a, "bob").await, None);
+    assert!(subscribe(&b, "alice").await.is_some());
+    a.close().await;
+    b.close().await;
+}
+
+/// Two daemons subscribing one new endpoint for two users at once: without
+/// the endpoint's lock both checks pass (neither sees the other's row
+/// before it commits) and both users end up with the browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_subscribing_one_endpoint_at_once_cannot_both_have_it() {
+    const ROUNDS: usize = 30;
+    let db = TestDatabase::create().await;
+    let (store_a, store_b) = (store(&db).await, store(&db).await);
+    let subscribe = |store: Store, name: &'static str, e: String| async move {
+        store
+            .upsert_subscription_unless_taken(&package(), &user(name), &subscription(&e), 50)
+            .await
+            .unwrap()
+    };
+    for round in 0..ROUNDS {
+        let e = endpoint(1000 + round);
+        let (a, b) = tokio::join!(
+            tokio::spawn(subscribe(store_a.clone(), "alice", e.clone())),
+            tokio::spawn(subscribe(store_b.clone(), "bob", e.clone()))
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let active: Vec<_> = holders(&store_a, &["alice", "bob"], &e)
+            .await
+            .into_iter()
+            .filter(|(_, active)| *active)
+            .collect();
+        assert_eq!(
+            (a.is_some() as usize + b.is_some() as usize, active.len()),
+            (1, 1),
+            "round {round}: alice {a:?}, bob {b:?}, active {active:?}"
+        );
+    }
+    store_a.close().await;
+    store_b.close().await;
+}
+
 #[tokio::test]
 async fn null_active_counts_toward_the_per_user_limit() {
     let db = TestDatabase::create().await;

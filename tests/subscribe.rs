@@ -76,6 +76,8 @@ async fn subscribing_again_updates_the_keys_instead_of_adding_a_row() {
     h.stop().await;
 }
 
+/// Without subscribe tokens nothing is authenticated: whoever may publish
+/// a subscribe may name any user, and the browser goes with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_belongs_to_the_user_who_subscribed_it_last() {
     let h = Harness::start().await;
@@ -415,6 +417,119 @@ async fn a_token_valid_for_centuries_is_refused() {
     assert!(
         r["error"].as_str().unwrap().contains("longer than 7 days"),
         "{r}"
+    );
+    h.stop().await;
+}
+
+/// A subscribe with `token` added, as a page that logged in as `user` sends it.
+async fn subscribe_with_token(
+    h: &Harness,
+    user: &str,
+    browser: &harness::Browser,
+) -> serde_json::Value {
+    let mut sub = browser.subscription();
+    sub["token"] = json!(token_for("crm", user));
+    subscribe_raw(h, user, &sub.to_string()).await
+}
+
+fn with_tokens(c: &mut axion_push::config::Config) {
+    c.settings.subscribe_token_secret = Some(harness::secret(TOKEN_SECRET));
+}
+
+/// The endpoint's rows, `(user, active)`, in the package.
+async fn holders(h: &Harness, users: &[&str], endpoint: &str) -> Vec<(String, bool)> {
+    let mut found = Vec::new();
+    for user in users {
+        for row in h.subscription_rows(user).await {
+            if row.endpoint == endpoint && row.package == "crm" {
+                found.push((row.user.trim_end().to_owned(), row.active));
+            }
+        }
+    }
+    found
+}
+
+/// Mallory learned alice's endpoint and subscribes it with his own valid
+/// token: today's takeover would move it to him and deactivate hers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_a_users_own_token_does_not_take_another_users_browser() {
+    let h = Harness::start_with(with_tokens).await;
+    let alices = h.browser("alices-laptop");
+    let r = subscribe_with_token(&h, "alice", &alices).await;
+    assert_eq!(r["ok"], true, "{r}");
+
+    let r = subscribe_with_token(&h, "mallory", &alices).await;
+    assert_eq!(r["ok"], false, "mallory took alice's browser: {r}");
+    assert_eq!(r["code"], "endpoint-taken", "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains("active for another user of the package")
+            && error.contains("pushManager.subscribe()"),
+        "{r}"
+    );
+    assert!(!error.contains("alice"), "the refusal names the owner: {r}");
+    assert_eq!(
+        holders(&h, &["alice", "mallory"], &alices.endpoint).await,
+        [("alice".to_owned(), true)],
+        "nothing changed"
+    );
+
+    let sent = h
+        .send("crm", "alice", json!({"title": "Still yours"}))
+        .await;
+    assert_eq!(sent["delivered"], 1, "{sent}");
+    assert_eq!(h.push.received_by(&alices).len(), 1);
+    let sent = h.send("crm", "mallory", json!({"title": "Stolen"})).await;
+    assert_eq!(sent["subscriptions"], 0, "{sent}");
+
+    // Alice herself subscribes it again as before (new keys, say).
+    let r = subscribe_with_token(&h, "alice", &h.browser("alices-laptop")).await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r.get("code").is_none(), "{r}");
+    h.stop().await;
+}
+
+/// A shared computer changing hands with tokens on: bob's page is refused
+/// alice's endpoint, makes a fresh push subscription and subscribes that.
+/// Alice's row stays until her push service says the endpoint is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_a_shared_browser_changes_hands_with_a_new_subscription() {
+    let h = Harness::start_with(with_tokens).await;
+    let shared = h.browser("shared-pc");
+    assert_eq!(subscribe_with_token(&h, "alice", &shared).await["ok"], true);
+
+    let r = subscribe_with_token(&h, "bob", &shared).await;
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["code"], "endpoint-taken", "{r}");
+    assert_eq!(
+        holders(&h, &["alice", "bob"], &shared.endpoint).await,
+        [("alice".to_owned(), true)],
+        "alice keeps it"
+    );
+
+    // PushSubscription.unsubscribe(), then pushManager.subscribe(): a new endpoint.
+    let fresh = h.browser("shared-pc-again");
+    let r = subscribe_with_token(&h, "bob", &fresh).await;
+    assert_eq!(
+        (&r["ok"], &r["subscriptions"]),
+        (&json!(true), &json!(1)),
+        "{r}"
+    );
+    let sent = h.send("crm", "bob", json!({"title": "For bob"})).await;
+    assert_eq!(sent["delivered"], 1, "{sent}");
+    assert_eq!(h.push.received_by(&fresh).len(), 1);
+
+    // The browser dropped alice's subscription: her push service answers 410.
+    h.push.script(&shared, [harness::Reply::status(410)]);
+    let sent = h.send("crm", "alice", json!({"title": "For alice"})).await;
+    assert_eq!(
+        (&sent["delivered"], &sent["deactivated"]),
+        (&json!(0), &json!(1)),
+        "{sent}"
+    );
+    assert_eq!(
+        holders(&h, &["alice", "bob"], &shared.endpoint).await,
+        [("alice".to_owned(), false)]
     );
     h.stop().await;
 }

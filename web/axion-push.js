@@ -17,7 +17,11 @@
 //   is and publishes the subscription on `axion/{package}/push/{user}/subscribe`.
 //   This is the production default: a browser that may publish to the broker
 //   could subscribe itself for any user. A URL also lets the service worker
-//   hand over a replacement subscription when no page is open.
+//   hand over a replacement subscription when no page is open. A refusal
+//   is an error status; when the daemon's result said `"code":
+//   "endpoint-taken"`, the answer's JSON body carries that `code` (the
+//   result report itself will do), or a function relay throws an error with
+//   that `code`.
 // - `mqtt`: MQTT over WebSocket straight to the broker. The page logs in
 //   as `{package}/{user}` with its subscribe token (`token`) as the
 //   password, which the embedded broker's `websocket_listen` accepts: it
@@ -33,6 +37,14 @@
 //
 // Every failure is an AxionPushError whose `code` says what went wrong and
 // whose `message` says it in words a person understands.
+//
+// A browser someone else subscribed before (a shared computer: alice used
+// it, bob signs in) keeps alice's subscription until the daemon hears of
+// it. Where the daemon requires subscribe tokens it refuses to move that
+// endpoint to bob (`endpoint-taken`): subscribe() then drops it in the
+// browser, makes a fresh subscription and hands that over for bob, once.
+// Alice's push service soon answers 404/410 for the old endpoint, and the
+// daemon deactivates her row.
 
 const RESULT_TIMEOUT_MS = 15000;
 /**
@@ -44,13 +56,15 @@ const PUSH_SERVICE_TIMEOUT_MS = 20000;
 /** How long to wait for a package's own VAPID key once the shared one came. */
 const PACKAGE_KEY_GRACE_MS = 300;
 const DELIVERED_PREFIX = 'axion-push:delivered:';
+/** The daemon's `code` for an endpoint that is another user's. */
+const ENDPOINT_TAKEN = 'endpoint-taken';
 
 export class AxionPushError extends Error {
   /**
    * @param {string} code one of: unsupported, insecure-context,
    *   permission-denied, permission-dismissed, no-vapid-key, no-channel,
    *   broker-unreachable, login-refused, push-service-unreachable,
-   *   no-answer, rejected, relay-failed, failed
+   *   no-answer, rejected, endpoint-taken, relay-failed, failed
    */
   constructor(code, message, options) {
     super(message, options);
@@ -217,19 +231,8 @@ export class AxionPush {
       await subscription.unsubscribe();
       subscription = null;
     }
-    if (!subscription) {
-      try {
-        subscription = await this.#withinPushServiceTimeout(
-          registration.pushManager.subscribe({
-            userVisibleOnly: true,
-            applicationServerKey: base64urlToBytes(key),
-          }),
-        );
-      } catch (error) {
-        throw this.#subscribeError(error);
-      }
-    }
-    await this.#deliverSubscription(subscription);
+    if (!subscription) subscription = await this.#newSubscription(registration, key);
+    subscription = await this.#handOver(registration, key, subscription);
     await this.#tellWorker(registration, this.#workerSettings(key, subscription));
     return this.status();
   }
@@ -272,7 +275,10 @@ export class AxionPush {
     const registration = await this.#registration();
     const subscription = registration ? await registration.pushManager.getSubscription() : null;
     if (subscription && this.#delivered() !== subscription.endpoint) {
-      await this.#deliverSubscription(subscription);
+      const current = subscription.options && subscription.options.applicationServerKey;
+      const key = current ? bytesToBase64url(current) : await this.#vapidKey();
+      const handed = await this.#handOver(registration, key, subscription);
+      if (handed !== subscription) await this.#tellWorker(registration, this.#workerSettings(key, handed));
     }
     return this.status();
   }
@@ -319,6 +325,50 @@ export class AxionPush {
         { cause: error },
       );
     }
+  }
+
+  /** A new subscription from the browser's push service. */
+  async #newSubscription(registration, key) {
+    try {
+      return await this.#withinPushServiceTimeout(
+        registration.pushManager.subscribe({
+          userVisibleOnly: true,
+          applicationServerKey: base64urlToBytes(key),
+        }),
+      );
+    } catch (error) {
+      throw this.#subscribeError(error);
+    }
+  }
+
+  /**
+   * Hands `subscription` over; when its endpoint is another user's, drops
+   * it in the browser and hands over a fresh one instead, once. Resolves
+   * with the subscription handed over.
+   */
+  async #handOver(registration, key, subscription) {
+    try {
+      await this.#deliverSubscription(subscription);
+      return subscription;
+    } catch (error) {
+      if (!(error instanceof AxionPushError) || error.code !== ENDPOINT_TAKEN) throw error;
+    }
+    // This browser's subscription is still someone else's on the server.
+    // Dropped here, it is gone at the push service too, which answers the
+    // daemon 404/410 for it from now on.
+    await subscription.unsubscribe();
+    const fresh = await this.#newSubscription(registration, key);
+    try {
+      await this.#deliverSubscription(fresh);
+    } catch (error) {
+      if (!(error instanceof AxionPushError) || error.code !== ENDPOINT_TAKEN) throw error;
+      throw new AxionPushError(
+        ENDPOINT_TAKEN,
+        `This browser was subscribed for another account on this site, so it made a new subscription for you, but the notification server refused that one too (${error.message}). Try again; if it keeps happening, tell the site’s administrator.`,
+        { cause: error },
+      );
+    }
+    return fresh;
   }
 
   #sameKey(subscription, key) {
@@ -502,15 +552,22 @@ export class AxionPush {
         body: JSON.stringify(request),
       });
       if (!response.ok) {
-        const detail = (await response.text()).slice(0, 200);
-        throw new Error(`it answered ${response.status}${detail ? `: ${detail}` : ''}`);
+        const text = await response.text();
+        const detail = text.slice(0, 200);
+        const error = new Error(`it answered ${response.status}${detail ? `: ${detail}` : ''}`);
+        try {
+          error.code = JSON.parse(text).code;
+        } catch (_) {
+          // Not JSON: no code.
+        }
+        throw error;
       }
       return undefined;
     } catch (error) {
       if (error instanceof AxionPushError) throw error;
       throw new AxionPushError(
-        'relay-failed',
-        `The app’s server did not accept the subscription: ${error.message}`,
+        error && error.code === ENDPOINT_TAKEN ? ENDPOINT_TAKEN : 'relay-failed',
+        `The app’s server did not accept the subscription: ${error && error.message}`,
         { cause: error },
       );
     }
@@ -619,7 +676,7 @@ export class AxionPush {
       });
       if (!result.ok) {
         throw new AxionPushError(
-          'rejected',
+          result.code === ENDPOINT_TAKEN ? ENDPOINT_TAKEN : 'rejected',
           `The notification server refused to ${verb}: ${result.error || 'no reason given'}.`,
         );
       }

@@ -23,7 +23,10 @@
 // data-relay                the host app's URL the subscription is POSTed to
 //                           (see axion-push.js: {"action", "package", "user",
 //                           "subscription", "user_agent", "module", "token"}),
-//                           whose handler calls ObjNotifyPush.subscribe()
+//                           whose handler calls ObjNotifyPush.subscribe() and
+//                           answers a refusal with the daemon's `code` (a
+//                           browser another user subscribed then makes a
+//                           fresh subscription: see axion-push.js)
 // data-broker               or: the broker's MQTT-over-WebSocket URL (the
 //                           embedded broker's websocket_listen); the page
 //                           logs in as {package}/{user} with data-token and

@@ -51,6 +51,26 @@ pub enum CommandError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Token(#[from] crate::token::TokenError),
+    /// With subscribe tokens on, a token proves who the user is, not whose
+    /// browser the endpoint is: an endpoint active for another user of the
+    /// package stays theirs.
+    #[error(
+        "the endpoint is active for another user of the package, and a token does not move it: \
+         make a new push subscription in the browser (PushSubscription.unsubscribe(), \
+         then pushManager.subscribe()) and subscribe that"
+    )]
+    EndpointTaken,
+}
+
+impl CommandError {
+    /// A machine-readable reason, the result's `code`, for refusals a
+    /// client can act on.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            CommandError::EndpointTaken => Some("endpoint-taken"),
+            _ => None,
+        }
+    }
 }
 
 /// What became of a message.
@@ -179,7 +199,10 @@ impl Processor {
                 Stats::add(&inner.stats.rejected, 1);
                 inner.stats.by_verb.add(levels.verb);
                 inner.stats.rejected_by_verb.add(levels.verb);
-                let report = ResultReport::rejected(id, levels.verb, text);
+                let report = ResultReport {
+                    code: error.code().map(str::to_owned),
+                    ..ResultReport::rejected(id, levels.verb, text)
+                };
                 inner.publish_result(reply_to, &report, answered).await;
                 Handled::Done
             }

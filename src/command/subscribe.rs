@@ -96,15 +96,24 @@ pub(super) async fn apply(
     payload: &[u8],
 ) -> Result<ResultReport, CommandError> {
     let (id, subscription) = parse(inner, package, user, payload)?;
-    let recorded = inner
-        .store
-        .upsert_subscription(
-            package,
-            user,
-            &subscription,
-            inner.max_subscriptions_per_user,
-        )
-        .await?;
+    let max = inner.max_subscriptions_per_user;
+    let recorded = if inner.subscribe_tokens.is_some() {
+        // A token proves who the user is, not that the browser is theirs:
+        // mallory's own token must not move alice's endpoint to him. A
+        // shared browser changing hands makes a new push subscription.
+        inner
+            .store
+            .upsert_subscription_unless_taken(package, user, &subscription, max)
+            .await?
+            .ok_or(CommandError::EndpointTaken)?
+    } else {
+        // Nothing is authenticated: the browser belongs to whoever
+        // subscribed it last (a shared computer changing hands).
+        inner
+            .store
+            .upsert_subscription(package, user, &subscription, max)
+            .await?
+    };
     tracing::info!(
         command_id = id,
         package = %package,

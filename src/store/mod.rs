@@ -158,6 +158,18 @@ pub struct StoredSubscription {
     pub active: bool,
 }
 
+/// Whether recording a subscription may move its endpoint away from other
+/// users of the package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// A browser belongs to the account that subscribed it last: the other
+    /// users' rows for the endpoint are deactivated.
+    Allowed,
+    /// An endpoint active for another user stays theirs, and nothing is
+    /// recorded.
+    Refused,
+}
+
 /// What recording a subscription changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscribed {
@@ -240,7 +252,8 @@ impl Store {
     }
 
     /// Records a subscription as active; beyond `max_active` active ones
-    /// for the user in the package, the oldest are deactivated.
+    /// for the user in the package, the oldest are deactivated. Other
+    /// users' rows for the endpoint are deactivated ([`Takeover::Allowed`]).
     pub async fn upsert_subscription(
         &self,
         package: &Package,
@@ -248,7 +261,25 @@ impl Store {
         subscription: &Subscription,
         max_active: usize,
     ) -> Result<Subscribed, StoreError> {
-        on_backend!(self, b => b.upsert_subscription(package, user, subscription, max_active).await)
+        let recorded = on_backend!(self, b => b.upsert_subscription(
+            package, user, subscription, max_active, Takeover::Allowed).await)?;
+        Ok(recorded.expect("a subscription that may take over is always recorded"))
+    }
+
+    /// Like [`Store::upsert_subscription`], unless the endpoint is active
+    /// for another user of the package: then nothing changes, and `None`
+    /// says so ([`Takeover::Refused`]). The check and the upsert are one
+    /// transaction, with the endpoint locked meanwhile, so two users
+    /// subscribing one endpoint at once cannot both pass the check.
+    pub async fn upsert_subscription_unless_taken(
+        &self,
+        package: &Package,
+        user: &User,
+        subscription: &Subscription,
+        max_active: usize,
+    ) -> Result<Option<Subscribed>, StoreError> {
+        on_backend!(self, b => b.upsert_subscription(
+            package, user, subscription, max_active, Takeover::Refused).await)
     }
 
     /// Sets Active = 'N' for one endpoint of a user; false if nothing was
@@ -390,6 +421,25 @@ pub(crate) fn missing_columns(columns: &[String]) -> Option<Vec<String>> {
             .map(|c| (*c).to_owned())
             .collect(),
     )
+}
+
+/// A SHA-256 digest of a package and an endpoint, naming the endpoint's
+/// lock on a server database (a number on PostgreSQL, a name on
+/// MariaDB/MySQL). The same on every machine and in every version, so all
+/// daemons sharing a database take the same lock; each field comes with its
+/// length, so none slides into the other.
+pub(crate) fn endpoint_lock_key(package: &str, endpoint: &str) -> [u8; 32] {
+    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for field in [package, endpoint] {
+        let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+        digest.update(&len.to_be_bytes());
+        digest.update(field.as_bytes());
+    }
+    digest
+        .finish()
+        .as_ref()
+        .try_into()
+        .expect("a SHA-256 digest is 32 bytes")
 }
 
 /// The owner a new send's deliveries are held for until it claims them.

@@ -15,6 +15,8 @@ import { startStack, stopStack } from './stack.js';
 const PACKAGE = 'crm';
 const USER = 'axion-page-user';
 const WAIT_MS = 30000;
+/** The daemon requires subscribe tokens; the relay makes its own, as ObjNotifyPush does. */
+const TOKEN_SECRET = 'a-secret-the-host-app-shares-with-axion-push';
 
 let stack;
 let push;
@@ -28,11 +30,15 @@ let vapidPublicKey;
 const relayed = new EventEmitter();
 
 before(async () => {
-  stack = await startStack('classic', {
-    'GET /tickets/page.html': renderPage,
-    'POST /push/subscription': relay,
-    'POST /push/broken': async () => ({ status: 503, json: { error: 'database down' } }),
-  });
+  stack = await startStack(
+    'classic',
+    {
+      'GET /tickets/page.html': renderPage,
+      'POST /push/subscription': relay,
+      'POST /push/broken': async () => ({ status: 503, json: { error: 'database down' } }),
+    },
+    { tokenSecret: TOKEN_SECRET },
+  );
   ({ push, daemon, web } = stack);
   vapidPublicKey = await daemon.vapidPublicKey();
   browser = await launchFirefox(push);
@@ -79,22 +85,26 @@ function renderPage(_, req) {
 
 /**
  * The host app's relay handler: it would check who is signed in and call
- * ObjNotifyPush.subscribe(user, package, subscription_json, user_agent,
- * module=…), which publishes this subscribe command.
+ * ObjNotifyPush.subscribe_result(user, package, subscription_json,
+ * user_agent, module=…), which publishes this subscribe command with a
+ * token it makes for the user, and answer a refusal with the daemon's
+ * `code` (clients/python/examples/subscription_relay.py).
  */
 async function relay(body) {
   const request = JSON.parse(body);
   relayed.emit('request', request);
+  const token = await daemon.token(request.package, request.user);
   if (request.action === 'subscribe') {
     const report = await daemon.command(request.package, request.user, 'subscribe', {
       ...request.subscription,
       user_agent: request.user_agent,
       module: request.module,
+      token,
     });
-    return report.ok ? { status: 204 } : { status: 422, json: report };
+    return report.ok ? { status: 204 } : { status: report.code ? 409 : 422, json: { error: report.error, code: report.code } };
   }
   if (request.action === 'unsubscribe') {
-    await daemon.command(request.package, request.user, 'unsubscribe', { endpoint: request.endpoint });
+    await daemon.command(request.package, request.user, 'unsubscribe', { endpoint: request.endpoint, token });
     return { status: 204 };
   }
   return { status: 400, json: { error: `unknown action ${request.action}` } };
@@ -115,8 +125,8 @@ function nextRelayed(test, what) {
   return promise;
 }
 
-async function subscriptions() {
-  const { stdout } = await daemon.run('subscriptions', USER, '--package', PACKAGE, '--json');
+async function subscriptions(user = USER) {
+  const { stdout } = await daemon.run('subscriptions', user, '--package', PACKAGE, '--json');
   return stdout.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line));
 }
 
@@ -228,4 +238,37 @@ test('a relay that fails rejects with relay-failed and its answer', async () => 
   const error = await subscribeError('relay=/push/broken');
   assert.deepEqual([error.name, error.code], ['AxionPushError', 'relay-failed']);
   assert.match(error.message, /The app’s server did not accept the subscription: it answered 503: .*database down/);
+});
+
+test('a page whose browser another user subscribed makes a fresh subscription when the daemon refuses that one', async () => {
+  // A shared computer: ann subscribed this Firefox, then ben signs in.
+  await page.goto(`${web.origin}/tickets/page.html?user=ann`);
+  const ann = await call('axion_push_subscribe');
+  assert.equal(ann.error, undefined, JSON.stringify(ann.error));
+  const annEndpoint = ann.value.endpoint;
+  const annChannel = annEndpoint.split('/').pop();
+
+  await page.goto(`${web.origin}/tickets/page.html?user=ben`);
+  const refused = nextRelayed((r) => r.action === 'subscribe' && r.user === 'ben', 'ben\'s subscribe');
+  const dropped = push.waitFor('unregister', (u) => u.channelID === annChannel, 'unregister of ann\'s subscription', WAIT_MS);
+  const registered = push.waitFor('register', () => true, 'a register for ben', WAIT_MS);
+  const ben = await call('axion_push_subscribe');
+  assert.equal(ben.error, undefined, JSON.stringify(ben.error));
+  assert.equal(ben.value.state, 'subscribed', JSON.stringify(ben.value));
+  assert.equal((await refused).subscription.endpoint, annEndpoint, 'the relay was first given ann\'s endpoint');
+  await dropped;
+  const { channelID } = await registered;
+  const benEndpoint = `${push.origin}/wpush/${channelID}`;
+  assert.equal(ben.value.endpoint, benEndpoint);
+  const active = async (user) => (await subscriptions(user)).filter((r) => r.active).map((r) => r.endpoint);
+  assert.deepEqual(await active('ben'), [benEndpoint]);
+  assert.deepEqual(await active('ann'), [annEndpoint], 'ann\'s row stays until a push finds it gone');
+
+  const acked = push.waitFor('ack', (a) => a.channelID === channelID, 'ack of ben\'s push', WAIT_MS);
+  const toBen = await daemon.command(PACKAGE, 'ben', 'send', { title: 'For ben' });
+  assert.equal(toBen.delivered, 1, JSON.stringify(toBen));
+  assert.equal((await acked).code, 100);
+  const toAnn = await daemon.command(PACKAGE, 'ann', 'send', { title: 'For ann' });
+  assert.deepEqual([toAnn.delivered, toAnn.deactivated], [0, 1], JSON.stringify(toAnn));
+  assert.deepEqual(await active('ann'), []);
 });

@@ -525,3 +525,134 @@ test('the demo page says in words when notifications are blocked for the site', 
     })()`);
   }
 });
+
+/** Drops whatever push subscription Firefox holds, so the next test starts from none. */
+async function dropBrowserSubscription() {
+  const channelID = await page.evaluate(async () => {
+    const registration = await navigator.serviceWorker.ready;
+    const subscription = await registration.pushManager.getSubscription();
+    if (!subscription) return null;
+    await subscription.unsubscribe();
+    return subscription.endpoint.split('/').pop();
+  });
+  return channelID;
+}
+
+function activeEndpoints(rows) {
+  return rows.filter((r) => r.active).map((r) => r.endpoint);
+}
+
+/**
+ * A shared computer changing hands with tokens on: alice subscribed this
+ * Firefox, bob signs in on it and subscribes. The daemon refuses to move
+ * alice's endpoint to bob; his page drops that subscription, makes a fresh
+ * one and hands it over. Alice's row stays until her push service answers
+ * 410 for the dropped endpoint.
+ */
+async function checkHandOver({ first, second, subscribeAs }) {
+  await dropBrowserSubscription();
+  await subscribeAs(first);
+  const [firstEndpoint] = activeEndpoints(await subscriptions(first));
+  assert.ok(firstEndpoint, `${first} has no active subscription`);
+  const firstChannel = firstEndpoint.split('/').pop();
+
+  const { report: refusal } = await daemon.nextResult(PACKAGE, second, (r) => r.command === 'subscribe' && !r.ok);
+  const dropped = push.waitFor('unregister', (u) => u.channelID === firstChannel, `unregister of ${first}'s subscription`, WAIT_MS);
+  const registered = push.waitFor('register', () => true, `a new register for ${second}`, WAIT_MS);
+  const status = await subscribeAs(second);
+  const refused = await refusal;
+  assert.equal(refused.code, 'endpoint-taken', JSON.stringify(refused));
+  await dropped;
+  const { channelID } = await registered;
+  const secondEndpoint = `${push.origin}/wpush/${channelID}`;
+  assert.notEqual(secondEndpoint, firstEndpoint);
+  assert.equal(status.endpoint, secondEndpoint, JSON.stringify(status));
+  assert.deepEqual(activeEndpoints(await subscriptions(second)), [secondEndpoint]);
+  assert.deepEqual(activeEndpoints(await subscriptions(first)), [firstEndpoint], `${first}'s row stays until a push finds it gone`);
+
+  const acked = push.waitFor('ack', (a) => a.channelID === channelID, `ack of ${second}'s push`, WAIT_MS);
+  const toSecond = await daemon.command(PACKAGE, second, 'send', { title: `For ${second}` });
+  assert.equal(toSecond.delivered, 1, JSON.stringify(toSecond));
+  assert.equal((await acked).code, 100);
+
+  const toFirst = await daemon.command(PACKAGE, first, 'send', { title: `For ${first}` });
+  assert.deepEqual([toFirst.delivered, toFirst.deactivated], [0, 1], JSON.stringify(toFirst));
+  assert.ok(
+    push.requests.some((r) => r.channelID === firstChannel && r.status === 410),
+    `the push service did not answer 410 for ${first}'s old endpoint`,
+  );
+  assert.deepEqual(activeEndpoints(await subscriptions(first)), []);
+  return { firstEndpoint, secondEndpoint };
+}
+
+test('over MQTT, a browser alice subscribed is refused to bob, whose page makes a fresh subscription that receives', async () => {
+  await page.goto(`${web.origin}/demo/`);
+  await page.waitForFunction(() => !['checking', 'working'].includes(document.querySelector('#state').dataset.state), {
+    timeout: WAIT_MS,
+  });
+  // The demo page signs in as `user` with that user's token and subscribes.
+  const subscribeAs = async (user) => {
+    for (const [field, value] of [['broker', daemon.websocketUrl], ['package', PACKAGE], ['user', user], ['token', await daemon.token(PACKAGE, user)]]) {
+      await page.$eval(`#${field}`, (el, v) => {
+        el.value = v;
+      }, value);
+    }
+    await page.click('#subscribe');
+    await page.waitForFunction(
+      () => document.querySelector('#state').dataset.state !== 'working' && !document.querySelector('#subscribe').disabled,
+      { timeout: WAIT_MS },
+    );
+    const problem = await page.$eval('#problem', (el) => (el.hidden ? null : el.textContent));
+    assert.equal(problem, null, `the page reports a problem: ${problem}`);
+    const state = await pageState();
+    assert.equal(state.state, 'subscribed', state.text);
+    assert.match(state.text, new RegExp(`Subscribed as “${user}” in “${PACKAGE}”`));
+    return page.evaluate(async () => {
+      const registration = await navigator.serviceWorker.ready;
+      return { endpoint: (await registration.pushManager.getSubscription()).endpoint };
+    });
+  };
+  await checkHandOver({ first: 'alice', second: 'bob', subscribeAs });
+});
+
+test('through a relay, a browser carol subscribed is refused to dave, whose page makes a fresh subscription that receives', async () => {
+  const key = await daemon.vapidPublicKey();
+  const subscribeAs = (user) =>
+    page.evaluate(
+      async (options) => {
+        const { AxionPush } = await import('/axion-push.js');
+        return new AxionPush(options).subscribe();
+      },
+      { package: PACKAGE, user, relay: '/api/push-subscription', vapidPublicKey: key },
+    );
+  const refusedByRelay = nextRelayed((r) => r.action === 'subscribe' && r.user === 'dave', 'dave\'s first subscribe');
+  const { firstEndpoint } = await checkHandOver({ first: 'carol', second: 'dave', subscribeAs });
+  assert.equal((await refusedByRelay).subscription.endpoint, firstEndpoint, 'the relay was first given carol\'s endpoint');
+});
+
+test('a fresh subscription refused again is reported in words, after one try', async () => {
+  const key = await daemon.vapidPublicKey();
+  const outcome = await page.evaluate(
+    async (options) => {
+      const { AxionPush } = await import('/axion-push.js');
+      const endpoints = [];
+      // A relay function that says every endpoint is another user's.
+      const relay = async (request) => {
+        if (request.action !== 'subscribe') return;
+        endpoints.push(request.subscription.endpoint);
+        throw Object.assign(new Error('it is another user’s'), { code: 'endpoint-taken' });
+      };
+      try {
+        await new AxionPush({ ...options, relay }).subscribe();
+        return { endpoints };
+      } catch (error) {
+        return { endpoints, name: error.name, code: error.code, message: error.message };
+      }
+    },
+    { package: PACKAGE, user: 'erin', vapidPublicKey: key },
+  );
+  assert.equal(outcome.code, 'endpoint-taken', JSON.stringify(outcome));
+  assert.equal(outcome.endpoints.length, 2, 'one fresh subscription, not more');
+  assert.notEqual(outcome.endpoints[0], outcome.endpoints[1]);
+  assert.match(outcome.message, /^This browser was subscribed for another account on this site, so it made a new subscription for you, but the notification server refused that one too/);
+});

@@ -10,23 +10,32 @@ to the URL in the script tag's `data-relay`, with the page's cookies:
 The handler takes the user from the session, never from the body (a page
 could name anyone), and hands the rest to ObjNotifyPush. `token` needs no
 handling: with `subscribe_token_secret` set, ObjNotifyPush makes its own.
-Answer 204 when this returns True, an error status otherwise (the page's
-promise then rejects with `relay-failed`).
+Answer with the status and JSON body this returns. A refusal carries the
+daemon's `code` when it has one: `endpoint-taken` (with subscribe tokens
+on, the browser's subscription is still another user's, on a computer
+they shared) makes the page drop that subscription, make a new one and
+post it again. Any other error status makes the page's promise reject
+with `relay-failed`.
 """
 
 import ObjNotifyPush
 
 
 def push_subscription(body, signed_in_user):
-    """True when axion-push recorded the change."""
+    """(HTTP status, JSON body or None) for the page."""
     if body.get("action") == "subscribe":
-        return ObjNotifyPush.subscribe(
+        result = ObjNotifyPush.subscribe_result(
             signed_in_user,
             body["package"],
             body["subscription"],
             user_agent=body.get("user_agent"),
             module=body.get("module"),
         )
+        if result.get("ok"):
+            return 204, None
+        return 409 if result.get("code") else 422, {"error": result.get("error"), "code": result.get("code")}
     if body.get("action") == "unsubscribe":
-        return ObjNotifyPush.unsubscribe(signed_in_user, body["package"], body["endpoint"])
-    return False
+        if ObjNotifyPush.unsubscribe(signed_in_user, body["package"], body["endpoint"]):
+            return 204, None
+        return 422, {"error": "axion-push did not accept the unsubscribe"}
+    return 400, {"error": f"unknown action {body.get('action')!r}"}

@@ -30,6 +30,7 @@ from axion_push_client.objnotifypush import (
     send_push_to_group,
     set_group_members,
     subscribe,
+    subscribe_result,
     unsubscribe,
 )
 
@@ -41,6 +42,7 @@ class ObjNotifyPush:
     send_push = staticmethod(send_push)
     send_push_to_group = staticmethod(send_push_to_group)
     subscribe = staticmethod(subscribe)
+    subscribe_result = staticmethod(subscribe_result)
     unsubscribe = staticmethod(unsubscribe)
     get_subscriptions = staticmethod(get_subscriptions)
     set_group_members = staticmethod(set_group_members)

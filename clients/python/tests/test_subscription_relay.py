@@ -23,7 +23,7 @@ def test_the_relay_records_the_pages_subscription_for_the_signed_in_user(shim, p
         "subscription": browser.subscription(), "user_agent": "Mozilla/5.0 Firefox/153",
         "module": "tickets", "token": "from-the-template",
     }
-    assert relay.push_subscription(subscribe, user) is True
+    assert relay.push_subscription(subscribe, user) == (204, None)
     [row] = shim.get_subscriptions(user, "crm")
     assert (row["Endpoint"], row["UserAgent"], row["Module"]) == (browser.endpoint, "Mozilla/5.0 Firefox/153", "tickets")
     assert shim.get_subscriptions("someone-else", "crm") == []
@@ -31,6 +31,15 @@ def test_the_relay_records_the_pages_subscription_for_the_signed_in_user(shim, p
     push_service.wait_for(browser)
 
     unsubscribe = {"action": "unsubscribe", "package": "crm", "user": user, "endpoint": browser.endpoint}
-    assert relay.push_subscription(unsubscribe, user) is True
+    assert relay.push_subscription(unsubscribe, user) == (204, None)
     assert shim.get_subscriptions(user, "crm") == []
-    assert relay.push_subscription({"action": "resubscribe"}, user) is False
+    assert relay.push_subscription({"action": "resubscribe"}, user)[0] == 400
+
+
+def test_a_refused_subscription_is_answered_with_the_daemons_reason(shim, push_service, user):
+    relay = load_example()
+    subscription = push_service.browser("page").subscription()
+    del subscription["keys"]
+    status, answer = relay.push_subscription({"action": "subscribe", "package": "crm", "subscription": subscription}, user)
+    assert (status, answer["code"]) == (422, None)
+    assert "keys is missing" in answer["error"]

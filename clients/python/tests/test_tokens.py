@@ -91,6 +91,42 @@ def test_without_the_daemons_secret_subscribe_is_refused(token_daemon, push_serv
         objnotifypush.client().close()
 
 
+def test_another_users_browser_is_refused_with_the_daemons_code(token_daemon, token_shim, push_service, user, caplog_client):
+    alice, bob = f"{user}-alice", f"{user}-bob"
+    shared = push_service.browser("shared")
+    assert token_shim.subscribe(alice, "crm", shared.subscription()) is True
+
+    # bob's own token does not move alice's browser to him.
+    assert token_shim.subscribe(bob, "crm", shared.subscription()) is False
+    assert "active for another user of the package" in caplog_client.text
+    assert "(endpoint-taken)" in caplog_client.text
+    result = token_shim.subscribe_result(bob, "crm", shared.subscription())
+    assert (result["ok"], result["code"]) == (False, "endpoint-taken")
+    from test_subscription_relay import load_example
+
+    status, answer = load_example().push_subscription(
+        {"action": "subscribe", "package": "crm", "subscription": shared.subscription()}, bob
+    )
+    assert (status, answer["code"]) == (409, "endpoint-taken")
+    token_shim.configure(config=str(token_daemon.config_path), timeout=15, raise_errors=True)
+    try:
+        with pytest.raises(objnotifypush.AxionPushRejected) as refused:
+            token_shim.subscribe(bob, "crm", shared.subscription())
+        assert refused.value.code == "endpoint-taken"
+    finally:
+        token_shim.configure(config=str(token_daemon.config_path), timeout=15)
+    assert [r["Endpoint"] for r in token_shim.get_subscriptions(alice, "crm")] == [shared.endpoint]
+    assert token_shim.get_subscriptions(bob, "crm") == []
+
+    # The page makes a new subscription for bob.
+    fresh = push_service.browser("shared-again")
+    assert token_shim.subscribe_result(bob, "crm", fresh.subscription())["ok"] is True
+    assert token_shim.send_push(bob, "For bob", "", package="crm") is True
+    assert push_service.wait_for(fresh)[0].payload["title"] == "For bob"
+    assert token_shim.send_push(alice, "For alice", "", package="crm") is True
+    assert push_service.wait_for(shared)[0].payload["title"] == "For alice"
+
+
 def test_the_secret_never_shows_in_the_settings(token_daemon):
     settings = config.load(token_daemon.config_path)
     assert settings.subscribe_token_secret == SECRET

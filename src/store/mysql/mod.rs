@@ -23,11 +23,12 @@ use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions, MySqlRow};
-use sqlx::{AssertSqlSafe, Executor, MySqlPool, Row, SqlSafeStr};
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, MySqlPool, Row, SqlSafeStr};
 
 use super::{
-    Backend, DatabaseInfo, MembersChange, StoreError, StoredSubscription, Subscribed,
-    missing_columns, redact_url,
+    Backend, DatabaseInfo, MembersChange, StoreError, StoredSubscription, Subscribed, Takeover,
+    endpoint_lock_key, missing_columns, redact_url,
 };
 use crate::config::DatabaseSettings;
 use crate::model::{Group, Package, Subscription, User};
@@ -184,6 +185,23 @@ macro_rules! active {
     };
 }
 pub(super) use {active, exact};
+
+/// Whether another user of the package has the endpoint active. (A scan
+/// of Axion's table, as below.)
+const ENDPOINT_ACTIVE_FOR_OTHERS: &str = concat!(
+    "SELECT COUNT(*) FROM def_notify_push_subscription WHERE ",
+    exact!("Package"),
+    " AND ",
+    exact!("Endpoint"),
+    " AND User <> ? COLLATE utf8mb4_bin AND ",
+    active!()
+);
+
+/// Takes and gives back an endpoint's named lock (see [`EndpointLock`]).
+/// `GET_LOCK` waits as long as a row lock does, then answers 0; 1 is
+/// taken, NULL an error (the statement killed).
+const LOCK_ENDPOINT: &str = "SELECT GET_LOCK(?, 10)";
+const UNLOCK_ENDPOINT: &str = "SELECT RELEASE_LOCK(?)";
 
 /// Deactivates the other users' rows for a browser: it belongs to the
 /// account that subscribed it last. (No index of Axion's starts with
@@ -376,11 +394,36 @@ impl MySql {
         user: &User,
         s: &Subscription,
         max_active: usize,
-    ) -> Result<Subscribed, StoreError> {
+        takeover: Takeover,
+    ) -> Result<Option<Subscribed>, StoreError> {
         let (package, user, endpoint) = (package.as_str(), user.as_str(), s.endpoint.as_str());
         let (p256dh, auth) = (s.keys.p256dh_text(), s.keys.auth_text());
         let (module, user_agent) = (s.module.as_deref(), s.user_agent.as_deref());
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        // Refusing to take the endpoint from others: its lock is held from
+        // the check to the commit. (An error on the way closes the
+        // connection, and the lock with it.)
+        let mut lock = match takeover {
+            Takeover::Allowed => None,
+            Takeover::Refused => Some(EndpointLock::take(&self.pool, package, endpoint).await?),
+        };
+        let mut pooled;
+        let conn: &mut MySqlConnection = match &mut lock {
+            Some(lock) => lock.connection(),
+            None => {
+                pooled = self.pool.acquire().await.map_err(classify)?;
+                &mut pooled
+            }
+        };
+        let mut tx = conn.begin().await.map_err(classify)?;
+        if takeover == Takeover::Refused
+            && endpoint_active_for_others(&mut tx, package, user, endpoint).await?
+        {
+            tx.rollback().await.map_err(classify)?;
+            if let Some(lock) = lock {
+                lock.release().await;
+            }
+            return Ok(None);
+        }
         let taken = sqlx::query(DEACTIVATE_ENDPOINT_FOR_OTHERS)
             .bind(package)
             .bind(package)
@@ -452,11 +495,14 @@ impl MySql {
             .await
             .map_err(classify)?;
         tx.commit().await.map_err(classify)?;
-        Ok(Subscribed {
+        if let Some(lock) = lock {
+            lock.release().await;
+        }
+        Ok(Some(Subscribed {
             active: active.try_into().unwrap_or_default(),
             taken_from_others: taken,
             evicted,
-        })
+        }))
     }
 
     pub(super) async fn deactivate(
@@ -561,6 +607,93 @@ impl MySql {
 
     pub(super) async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Whether another user of the package has `endpoint` active.
+async fn endpoint_active_for_others(
+    conn: &mut MySqlConnection,
+    package: &str,
+    user: &str,
+    endpoint: &str,
+) -> Result<bool, StoreError> {
+    let others: i64 = sqlx::query_scalar(ENDPOINT_ACTIVE_FOR_OTHERS)
+        .bind(package)
+        .bind(package)
+        .bind(endpoint)
+        .bind(endpoint)
+        .bind(user)
+        .fetch_one(conn)
+        .await
+        .map_err(classify)?;
+    Ok(others > 0)
+}
+
+/// An endpoint's named lock (`GET_LOCK`), held by the session of one pooled
+/// connection: with no index of its own on `Endpoint` in Axion's table, no
+/// row or gap lock can keep two users' first subscribes of one endpoint
+/// apart, and a locking scan would wait for every row anyone holds. A named
+/// lock is not transactional: it outlives commit and rollback, and a
+/// connection back in the pool would keep it. So it is released on purpose,
+/// and a connection whose release did not happen (an error, a cancelled
+/// command) is closed instead of returned: the server drops its session's
+/// locks with it.
+struct EndpointLock {
+    conn: Option<PoolConnection<sqlx::MySql>>,
+    name: String,
+}
+
+impl EndpointLock {
+    async fn take(
+        pool: &MySqlPool,
+        package: &str,
+        endpoint: &str,
+    ) -> Result<EndpointLock, StoreError> {
+        let key = endpoint_lock_key(package, endpoint);
+        let hex: String = key[..20].iter().map(|b| format!("{b:02x}")).collect();
+        let conn = pool.acquire().await.map_err(classify)?;
+        let mut lock = EndpointLock {
+            conn: Some(conn),
+            // At most 64 characters, server-wide.
+            name: format!("axion-push {hex}"),
+        };
+        let taken: Option<i64> = sqlx::query_scalar(LOCK_ENDPOINT)
+            .bind(lock.name.clone())
+            .fetch_one(lock.connection())
+            .await
+            .map_err(classify)?;
+        if taken != Some(1) {
+            return Err(StoreError::Unavailable(
+                "another subscribe of the same endpoint held its lock for 10 s".into(),
+            ));
+        }
+        Ok(lock)
+    }
+
+    fn connection(&mut self) -> &mut MySqlConnection {
+        self.conn
+            .as_mut()
+            .expect("the connection is held until released")
+    }
+
+    /// Gives the lock back, and the connection to the pool; if that fails,
+    /// the connection is closed, which gives the lock back too.
+    async fn release(mut self) {
+        let released = sqlx::query_scalar::<_, Option<i64>>(UNLOCK_ENDPOINT)
+            .bind(self.name.clone())
+            .fetch_one(self.connection())
+            .await;
+        if released.is_ok() {
+            self.conn = None;
+        }
+    }
+}
+
+impl Drop for EndpointLock {
+    fn drop(&mut self) {
+        if let Some(conn) = &mut self.conn {
+            conn.close_on_drop();
+        }
     }
 }
 

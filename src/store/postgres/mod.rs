@@ -23,8 +23,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, PgPool, Row, SqlSafeStr};
 
 use super::{
-    Backend, DatabaseInfo, MembersChange, StoreError, StoredSubscription, Subscribed,
-    missing_columns, redact_url,
+    Backend, DatabaseInfo, MembersChange, StoreError, StoredSubscription, Subscribed, Takeover,
+    endpoint_lock_key, missing_columns, redact_url,
 };
 use crate::config::DatabaseSettings;
 use crate::model::{Group, Package, Subscription, User};
@@ -134,6 +134,25 @@ const UPSERT_SUBSCRIPTION: &str = "\
         \"Module\" = EXCLUDED.\"Module\", \"KeysP256dh\" = EXCLUDED.\"KeysP256dh\", \
         \"KeysAuth\" = EXCLUDED.\"KeysAuth\", \"UserAgent\" = EXCLUDED.\"UserAgent\", \
         \"Active\" = 'Y'";
+
+/// Whether another user of the package has the endpoint active.
+const ENDPOINT_ACTIVE_FOR_OTHERS: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM def_notify_push_subscription \
+     WHERE \"Package\" = $1::bpchar AND \"Endpoint\" = $2 AND \"User\" <> $3::bpchar AND ",
+    active!(),
+    ")"
+);
+
+/// Holds the endpoint's lock until the transaction ends, so subscribes of
+/// one endpoint take turns: the check above must see the rows another
+/// subscribe is inserting, which READ COMMITTED only shows once they are
+/// committed (no row lock exists yet to wait for). The two-key form is
+/// another key space than sqlx's migration lock; `$1` names ours, `$2`
+/// is the endpoint's hash.
+const LOCK_ENDPOINT: &str = "SELECT pg_advisory_xact_lock($1, $2)";
+
+/// The first key of [`LOCK_ENDPOINT`]: "axps".
+const ENDPOINT_LOCK_SPACE: i32 = 0x6178_7073;
 
 const DEACTIVATE_ENDPOINT_FOR_OTHERS: &str = concat!(
     "UPDATE def_notify_push_subscription SET \"Active\" = 'N' \
@@ -259,8 +278,22 @@ impl Postgres {
         user: &User,
         s: &Subscription,
         max_active: usize,
-    ) -> Result<Subscribed, StoreError> {
+        takeover: Takeover,
+    ) -> Result<Option<Subscribed>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
+        if takeover == Takeover::Refused {
+            let key = endpoint_lock_key(package.as_str(), s.endpoint.as_str());
+            sqlx::query(LOCK_ENDPOINT)
+                .bind(ENDPOINT_LOCK_SPACE)
+                .bind(i32::from_be_bytes([key[0], key[1], key[2], key[3]]))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            if endpoint_active_for_others(&mut tx, package, user, s.endpoint.as_str()).await? {
+                tx.rollback().await.map_err(classify)?;
+                return Ok(None);
+            }
+        }
         let taken = sqlx::query(DEACTIVATE_ENDPOINT_FOR_OTHERS)
             .bind(package.as_str())
             .bind(s.endpoint.as_str())
@@ -297,11 +330,11 @@ impl Postgres {
             .await
             .map_err(classify)?;
         tx.commit().await.map_err(classify)?;
-        Ok(Subscribed {
+        Ok(Some(Subscribed {
             active: active.try_into().unwrap_or_default(),
             taken_from_others: taken,
             evicted,
-        })
+        }))
     }
 
     pub(super) async fn deactivate(
@@ -408,6 +441,22 @@ fn sorted_names(users: &[User]) -> Vec<&str> {
     let mut names: Vec<&str> = users.iter().map(User::as_str).collect();
     names.sort_unstable();
     names
+}
+
+/// Whether another user of the package has `endpoint` active.
+async fn endpoint_active_for_others(
+    conn: &mut sqlx::PgConnection,
+    package: &Package,
+    user: &User,
+    endpoint: &str,
+) -> Result<bool, StoreError> {
+    sqlx::query_scalar(ENDPOINT_ACTIVE_FOR_OTHERS)
+        .bind(package.as_str())
+        .bind(endpoint)
+        .bind(user.as_str())
+        .fetch_one(conn)
+        .await
+        .map_err(classify)
 }
 
 fn subscription_from_row(row: &PgRow) -> Result<StoredSubscription, StoreError> {

@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr, SqlitePool};
 
 use super::{
-    Backend, DatabaseInfo, MembersChange, StoreError, StoredSubscription, Subscribed,
+    Backend, DatabaseInfo, MembersChange, StoreError, StoredSubscription, Subscribed, Takeover,
     missing_columns, redact_url,
 };
 use crate::config::DatabaseSettings;
@@ -103,6 +103,14 @@ const UPSERT_SUBSCRIPTION: &str = "\
     ON CONFLICT (User, Package, Endpoint) DO UPDATE SET \
         Module = excluded.Module, KeysP256dh = excluded.KeysP256dh, \
         KeysAuth = excluded.KeysAuth, UserAgent = excluded.UserAgent, Active = 'Y'";
+
+/// Whether another user of the package has the endpoint active.
+const ENDPOINT_ACTIVE_FOR_OTHERS: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM def_notify_push_subscription \
+     WHERE Package = ? AND Endpoint = ? AND User <> ? AND ",
+    active!(),
+    ")"
+);
 
 const DEACTIVATE_ENDPOINT_FOR_OTHERS: &str = concat!(
     "UPDATE def_notify_push_subscription SET Active = 'N' \
@@ -225,8 +233,21 @@ impl Sqlite {
         user: &User,
         s: &Subscription,
         max_active: usize,
-    ) -> Result<Subscribed, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        takeover: Takeover,
+    ) -> Result<Option<Subscribed>, StoreError> {
+        // IMMEDIATE: the write lock from the start, so the check below sees
+        // every other subscribe's rows and none comes in before ours.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
+        if takeover == Takeover::Refused
+            && endpoint_active_for_others(&mut tx, package, user, s.endpoint.as_str()).await?
+        {
+            tx.rollback().await.map_err(classify)?;
+            return Ok(None);
+        }
         let taken = sqlx::query(DEACTIVATE_ENDPOINT_FOR_OTHERS)
             .bind(package.as_str())
             .bind(s.endpoint.as_str())
@@ -265,11 +286,11 @@ impl Sqlite {
             .await
             .map_err(classify)?;
         tx.commit().await.map_err(classify)?;
-        Ok(Subscribed {
+        Ok(Some(Subscribed {
             active: active.try_into().unwrap_or_default(),
             taken_from_others: taken,
             evicted,
-        })
+        }))
     }
 
     pub(super) async fn deactivate(
@@ -370,6 +391,22 @@ impl Sqlite {
     pub(super) async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Whether another user of the package has `endpoint` active.
+async fn endpoint_active_for_others(
+    conn: &mut sqlx::SqliteConnection,
+    package: &Package,
+    user: &User,
+    endpoint: &str,
+) -> Result<bool, StoreError> {
+    sqlx::query_scalar(ENDPOINT_ACTIVE_FOR_OTHERS)
+        .bind(package.as_str())
+        .bind(endpoint)
+        .bind(user.as_str())
+        .fetch_one(conn)
+        .await
+        .map_err(classify)
 }
 
 fn subscription_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredSubscription, StoreError> {

@@ -27,3 +27,11 @@ class AxionPushRejected(AxionPushError):
     @property
     def error(self) -> str:
         return str(self.report.get("error", ""))
+
+    @property
+    def code(self) -> Optional[str]:
+        """The report's ``code`` when the refusal has one a client can act
+        on: ``endpoint-taken`` (the browser's endpoint is another user's;
+        the browser makes a new subscription and subscribes that)."""
+        code = self.report.get("code")
+        return code if isinstance(code, str) else None

@@ -14,6 +14,9 @@ Errors, as callers of the old module expect them:
   caller falls back (to ObjSms, say) on ``False``.
 - ``subscribe``, ``unsubscribe`` and the group helpers return ``True`` when
   the daemon accepted the command and ``False`` otherwise.
+  ``subscribe_result`` is ``subscribe`` answering with the daemon's result
+  report instead, for a relay that passes a refusal's ``code`` on to the
+  page (``endpoint-taken``: the browser makes a new subscription).
 - Every ``False`` has its reason on the ``axion_push_client`` logger: the
   daemon's ``error`` when it refused the command, what became of the
   pushes, or "cannot reach the MQTT broker…" / "no answer … within N s"
@@ -43,6 +46,7 @@ __all__ = [
     "send_push",
     "send_push_to_group",
     "subscribe",
+    "subscribe_result",
     "unsubscribe",
     "get_subscriptions",
     "set_group_members",
@@ -104,27 +108,34 @@ def client() -> AxionPush:
         return _client
 
 
-def _accepted(what: str, run, reached: Callable[[str, dict], bool] = lambda what, report: True) -> bool:
-    """Runs a request; True if the daemon accepted it and ``reached`` says
-    so of its report, else False and a log."""
+def _answer(what: str, run) -> dict:
+    """Runs a request; its result report, or one with ``ok`` false and the
+    reason in ``error`` when it could not be made. A refusal is logged."""
     try:
         report = run()
     except AxionPushError as e:
         if _raise_errors:
             raise
         log.error("%s failed: %s", what, e)
-        return False
+        return {"ok": False, "error": str(e)}
     except ValueError as e:  # a name that cannot be a topic level
         if _raise_errors:
             raise
         log.error("%s refused: %s", what, e)
-        return False
+        return {"ok": False, "error": str(e)}
     if not report.get("ok"):
         if _raise_errors:
             raise AxionPushRejected(f"{what} refused: {report.get('error')}", report)
-        log.warning("%s refused by axion-push: %s", what, report.get("error"))
-        return False
-    return reached(what, report)
+        code = report.get("code")
+        log.warning("%s refused by axion-push: %s%s", what, report.get("error"), f" ({code})" if code else "")
+    return report
+
+
+def _accepted(what: str, run, reached: Callable[[str, dict], bool] = lambda what, report: True) -> bool:
+    """Runs a request; True if the daemon accepted it and ``reached`` says
+    so of its report, else False and a log."""
+    report = _answer(what, run)
+    return bool(report.get("ok")) and reached(what, report)
 
 
 def _notification(title: Any, body: Any, url: Any, options: Dict[str, Any]) -> dict:
@@ -196,7 +207,27 @@ def subscribe(
 ) -> bool:
     """Records a browser's ``PushSubscription`` (its JSON text or the dict)
     for ``user`` with Active = 'Y'. False (and a log) when it is refused:
-    not JSON, no endpoint, bad keys, an endpoint outside the daemon's policy."""
+    not JSON, no endpoint, bad keys, an endpoint outside the daemon's policy,
+    or, with subscribe tokens on, an endpoint active for another user (see
+    :func:`subscribe_result`)."""
+    return bool(subscribe_result(user, package, subscription_json, user_agent, module).get("ok"))
+
+
+def subscribe_result(
+    user: str,
+    package: str,
+    subscription_json: Union[str, bytes, dict],
+    user_agent: Optional[str] = None,
+    module: Optional[str] = None,
+) -> dict:
+    """Like :func:`subscribe`, answering with the daemon's result report:
+    ``ok``, and for a refusal ``error`` and, when the browser can act on
+    it, ``code``. ``endpoint-taken``: with subscribe tokens on, the
+    endpoint is active for another user of the package (a shared browser
+    changing hands); the browser makes a new subscription and subscribes
+    that, as ``axion-push.js`` does when its relay answers with this
+    ``code``. A subscription refused before it reaches the daemon, or a
+    daemon that does not answer, gives ``ok`` false and ``error``."""
     what = f"subscribe for {user!r} in {package!r}"
     if isinstance(subscription_json, (str, bytes, bytearray)):
         try:
@@ -205,15 +236,15 @@ def subscribe(
             if _raise_errors:
                 raise ValueError(f"{what}: subscription_json is not JSON: {e}") from e
             log.warning("%s refused: subscription_json is not JSON: %s", what, e)
-            return False
+            return {"ok": False, "error": f"subscription_json is not JSON: {e}"}
     else:
         subscription = subscription_json
     if not isinstance(subscription, dict):
         if _raise_errors:
             raise ValueError(f"{what}: subscription_json must be a JSON object")
         log.warning("%s refused: subscription_json must be a JSON object", what)
-        return False
-    return _accepted(
+        return {"ok": False, "error": "subscription_json must be a JSON object"}
+    return _answer(
         what,
         lambda: client().subscribe(user, subscription, package, user_agent=user_agent, module=module),
     )
