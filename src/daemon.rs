@@ -454,7 +454,7 @@ impl Daemon {
                 broker.as_ref().map(|b| b.internal),
                 &settings.mqtt.client_id,
             )?,
-            ingress_filter: topics.ingress_filter(settings.mqtt.shared_group.as_deref()),
+            ingress_filters: topics.ingress_filters(settings.mqtt.shared_group.as_deref()),
             announcements: announcements(&topics, &vapid, &instance),
             farewell: Outgoing {
                 topic: topics.status(),

@@ -120,14 +120,23 @@ impl Topics {
         }
     }
 
-    /// The one filter the daemon subscribes to: every verb of every package
-    /// and target. Unknown verbs must reach the daemon to be answered.
-    pub fn ingress_filter(&self, shared_group: Option<&str>) -> String {
-        let filter = format!("{}axion/+/push/+/+", self.prefix);
-        match shared_group {
-            Some(group) => format!("$share/{group}/{filter}"),
-            None => filter,
-        }
+    /// The filters the daemon subscribes to: one per verb, for every package
+    /// and target. Not `axion/+/push/+/+`: MQTT 3.1.1 has no "no local",
+    /// and that filter would bring every result report the daemon publishes
+    /// back to it — on a stream of sends, a third of its broker traffic.
+    /// The price: a command with a verb the daemon does not know reaches no
+    /// one and is not answered.
+    pub fn ingress_filters(&self, shared_group: Option<&str>) -> Vec<String> {
+        Verb::ALL
+            .iter()
+            .map(|verb| {
+                let filter = format!("{}axion/+/push/+/{}", self.prefix, verb.as_str());
+                match shared_group {
+                    Some(group) => format!("$share/{group}/{filter}"),
+                    None => filter,
+                }
+            })
+            .collect()
     }
 
     /// Splits a topic of the ingress shape; `None` for anything else.
@@ -321,10 +330,10 @@ mod tests {
     #[test]
     fn a_prefix_applies_to_every_topic_both_ways() {
         let t = Topics::new("test-7/");
-        assert_eq!(t.ingress_filter(None), "test-7/axion/+/push/+/+");
+        assert_eq!(t.ingress_filters(None)[0], "test-7/axion/+/push/+/send");
         assert_eq!(
-            t.ingress_filter(Some("axion-push")),
-            "$share/axion-push/test-7/axion/+/push/+/+"
+            t.ingress_filters(Some("axion-push"))[0],
+            "$share/axion-push/test-7/axion/+/push/+/send"
         );
         assert!(t.levels("axion/crm/push/alice/send").is_none());
         let levels = t.levels("test-7/axion/crm/push/alice/send").unwrap();
@@ -338,5 +347,25 @@ mod tests {
         let levels = t.levels("axion/crm/push/vapid/send").unwrap();
         assert!(levels.route().is_err());
         assert_eq!(t.reply_topic(&levels), "axion/crm/push/vapid/result");
+    }
+
+    #[test]
+    fn the_daemon_subscribes_to_each_verb_and_never_to_its_own_results() {
+        let filters = Topics::default().ingress_filters(None);
+        assert_eq!(
+            filters,
+            [
+                "axion/+/push/+/send",
+                "axion/+/push/+/subscribe",
+                "axion/+/push/+/unsubscribe",
+                "axion/+/push/+/members",
+                "axion/+/push/+/list",
+            ]
+        );
+        assert!(
+            filters
+                .iter()
+                .all(|f| !f.ends_with("/result") && !f.ends_with('+'))
+        );
     }
 }

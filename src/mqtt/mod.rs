@@ -151,8 +151,8 @@ pub fn network_options() -> NetworkOptions {
 /// What the daemon's session publishes besides results.
 pub struct Session {
     pub options: MqttOptions,
-    /// The ingress filter, subscribed on every connect.
-    pub ingress_filter: String,
+    /// The ingress filters, subscribed on every connect.
+    pub ingress_filters: Vec<String>,
     /// Retained messages published on every connect (VAPID keys, status).
     pub announcements: Vec<Outgoing>,
     /// The status published on a clean stop, also set as the Last Will.
@@ -460,12 +460,14 @@ async fn drive(
                 // harmless, and covers a filter changed since the last run.
                 // Queued on the event loop itself, ahead of everything: the
                 // request channel may be full of acks at this moment.
-                eventloop
-                    .pending
-                    .push_front(rumqttc::Request::Subscribe(rumqttc::Subscribe::new(
-                        session.ingress_filter.clone(),
-                        QoS::AtLeastOnce,
-                    )));
+                eventloop.pending.push_front(rumqttc::Request::Subscribe(
+                    rumqttc::Subscribe::new_many(
+                        session
+                            .ingress_filters
+                            .iter()
+                            .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)),
+                    ),
+                ));
             }
             Ok(Event::Incoming(Incoming::SubAck(ack))) => {
                 let granted = ack
@@ -473,7 +475,7 @@ async fn drive(
                     .iter()
                     .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure));
                 if granted {
-                    tracing::info!(filter = session.ingress_filter, "subscribed to commands");
+                    tracing::info!(filters = ?session.ingress_filters, "subscribed to commands");
                     subscribed.send_replace(true);
                     // "online" once commands can reach the daemon.
                     for out in session.announcements.iter().rev() {
@@ -481,7 +483,7 @@ async fn drive(
                     }
                 } else {
                     tracing::error!(
-                        filter = session.ingress_filter,
+                        filters = ?session.ingress_filters,
                         "the broker refused the subscription to commands (check its ACLs)"
                     );
                 }
