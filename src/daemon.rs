@@ -25,7 +25,7 @@ use crate::backoff::Backoff;
 use crate::broker::{self, EmbeddedBroker};
 use crate::command::{Processor, ProcessorParts};
 use crate::config::{Config, VapidPrivateKey, VapidRegistry};
-use crate::delivery::{self, EngineParts, HandOff, Ledger, Wake};
+use crate::delivery::{self, EngineParts, HandOff, Ledger, Messages, Wake};
 use crate::mqtt::{self, Lifecycle, Session};
 use crate::push::{EndpointPolicy, PushClient, VapidSigners};
 use crate::report::{Egress, Outgoing};
@@ -391,6 +391,7 @@ impl Daemon {
             lifecycle.hard_stop.clone(),
         );
         let hand_off = HandOff::default();
+        let messages = Messages::default();
         let engine = TaskTracker::new();
         let engine_stop = delivery::Stop::default();
         delivery::spawn(
@@ -403,6 +404,7 @@ impl Daemon {
                 egress: egress.clone(),
                 ledger: ledger.clone(),
                 hand_off: hand_off.clone(),
+                messages: messages.clone(),
                 owner: owner.clone(),
                 concurrency: settings.delivery.concurrency,
                 retry: Backoff {
@@ -426,6 +428,7 @@ impl Daemon {
             wake,
             ledger,
             hand_off,
+            messages,
             owner: owner.clone(),
             health,
             stats,

@@ -19,7 +19,7 @@ mod unsubscribe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::delivery::{HandOff, Ledger, Wake};
+use crate::delivery::{HandOff, Ledger, Messages, Wake};
 use crate::model::{ModelError, Target};
 use crate::notification::NotificationError;
 use crate::push::{EndpointPolicy, PayloadTooLarge, PolicyError, VapidSigners};
@@ -101,6 +101,8 @@ pub struct ProcessorParts {
     pub ledger: Ledger,
     /// Holds a send's pushes until its event is handed to egress.
     pub hand_off: HandOff,
+    /// Where a recorded send's message waits for the engine.
+    pub messages: Messages,
     /// Whose a new send's deliveries are: this process (the engine's owner).
     pub owner: String,
     pub health: Health,

@@ -6,7 +6,9 @@
 //! redelivery of the same command (same `id`) is answered `duplicate`.
 
 use super::{Applied, CommandError, Processor, new_id};
-use crate::delivery::{self, publish_event};
+use std::sync::Arc;
+
+use crate::delivery::{self, Prepared, publish_event};
 use crate::model::{Group, Target};
 use crate::notification::Notification;
 use crate::push::payload;
@@ -115,6 +117,21 @@ pub(super) async fn apply(
         }
         Enqueued::New { subscriptions } => subscriptions,
     };
+    if subscriptions > 0 {
+        // The engine takes it from here rather than reading it back.
+        inner.messages.put(
+            route.package.as_str(),
+            &notification.id,
+            Arc::new(Prepared {
+                payload: Arc::from(web_push),
+                ttl: notification.ttl,
+                urgency: notification.urgency,
+                topic: notification.topic.as_deref().map(Arc::from),
+                expires_ms: accepted_ms.saturating_add(u64::from(notification.ttl) * 1000),
+                signer: inner.signers.for_package(&route.package).clone(),
+            }),
+        );
+    }
 
     // The event goes out before any push is attempted: live listeners hear
     // of the notification first, and a broken push service cannot delay them.

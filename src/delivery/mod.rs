@@ -17,8 +17,8 @@
 mod breaker;
 mod hand_off;
 mod ledger;
+mod messages;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
 use crate::model::{Endpoint, Package, SubscriptionKeys, Target, User};
-use crate::notification::Urgency;
-use crate::push::{Message, Outcome, PushClient, PushError, VapidSigner, VapidSigners};
+use crate::push::{Message, Outcome, PushClient, PushError, VapidSigners};
 use crate::report::{Egress, Outgoing, ResultReport, now_ms};
 use crate::stats::Stats;
 use crate::store::{
@@ -40,6 +39,7 @@ use crate::topics::Topics;
 pub use breaker::{Admit, Breakers, THRESHOLD};
 pub use hand_off::{HandOff, Marked};
 pub use ledger::{Ledger, publish_event};
+pub use messages::{Messages, Prepared};
 
 /// Rows claimed per query.
 const CLAIM_BATCH: usize = 256;
@@ -53,8 +53,6 @@ const SETTLE_LINGER: Duration = Duration::from_millis(2);
 const IDLE_POLL: Duration = Duration::from_secs(2);
 /// How often finished sends past the de-duplication window are forgotten.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
-/// Messages kept in memory, for the commands being delivered.
-const MESSAGE_CACHE: usize = 1024;
 /// Retrying statements while the database is unavailable.
 const DATABASE_RETRY: Backoff = Backoff {
     initial: Duration::from_millis(100),
@@ -73,6 +71,8 @@ pub struct EngineParts {
     pub ledger: Ledger,
     /// Sends whose event is not handed to egress yet: their pushes wait.
     pub hand_off: HandOff,
+    /// The messages of recent sends, as the command stage rendered them.
+    pub messages: Messages,
     /// Whose leases are whose: unique to this process (see
     /// `daemon::lease_owner`).
     pub owner: String,
@@ -129,18 +129,6 @@ pub fn spawn(parts: EngineParts, wake: Wake, stop: Stop, tracker: &TaskTracker) 
     });
 }
 
-/// A message ready to encrypt, shared by its command's deliveries.
-struct Loaded {
-    payload: Arc<[u8]>,
-    ttl: u32,
-    urgency: Urgency,
-    topic: Option<Arc<str>>,
-    expires_ms: u64,
-    signer: Arc<VapidSigner>,
-}
-
-type Messages = HashMap<(String, String), Option<Arc<Loaded>>>;
-
 /// A settlement on its way to the recorder, with the slot its row held: the
 /// slot is freed only once the settlement is written, so requests in flight
 /// plus settlements not yet written never exceed `concurrency`. That is the
@@ -164,7 +152,6 @@ async fn claim(
     started_ms: u64,
 ) {
     let breakers = Arc::new(Breakers::new(parts.retry, parts.pause_max));
-    let mut messages = Messages::new();
     let mut requests = JoinSet::new();
     let mut outage: u32 = 0;
 
@@ -229,9 +216,6 @@ async fn claim(
             idle(&parts, &wake, &stop.claiming).await;
             continue;
         }
-        if messages.len() > MESSAGE_CACHE {
-            messages.clear();
-        }
         for row in claimed {
             // Every claimed row holds a slot until its settlement is
             // written, whether it is sent or put off: memory stays bounded
@@ -250,7 +234,7 @@ async fn claim(
                     permit,
                 ));
             };
-            let message = match message_for(&parts, &mut messages, &row).await {
+            let message = match message_for(&parts, &row).await {
                 Ok(message) => message,
                 Err(e) => {
                     // Put it back; the claim loop waits out the outage.
@@ -383,12 +367,10 @@ async fn idle(parts: &EngineParts, wake: &Wake, stop: &CancellationToken) {
 
 async fn message_for(
     parts: &EngineParts,
-    messages: &mut Messages,
     row: &Claimed,
-) -> Result<Option<Arc<Loaded>>, crate::store::StoreError> {
-    let key = (row.package.clone(), row.command_id.clone());
-    if let Some(found) = messages.get(&key) {
-        return Ok(found.clone());
+) -> Result<Option<Arc<Prepared>>, crate::store::StoreError> {
+    if let Some(found) = parts.messages.get(&row.package, &row.command_id) {
+        return Ok(Some(found));
     }
     let loaded = parts
         .store
@@ -399,7 +381,7 @@ async fn message_for(
                 Ok(package) => parts.signers.for_package(&package).clone(),
                 Err(_) => parts.signers.default_signer().clone(),
             };
-            Arc::new(Loaded {
+            Arc::new(Prepared {
                 payload: Arc::from(m.payload),
                 ttl: m.ttl,
                 urgency: serde_json::from_value(serde_json::Value::String(m.urgency))
@@ -409,7 +391,11 @@ async fn message_for(
                 signer,
             })
         });
-    messages.insert(key, loaded.clone());
+    if let Some(loaded) = &loaded {
+        parts
+            .messages
+            .put(&row.package, &row.command_id, loaded.clone());
+    }
     Ok(loaded)
 }
 
@@ -440,7 +426,7 @@ pub type Attempt = Result<Outcome, NotSent>;
 
 /// Rows written by older software are decoded here, at their first use; a
 /// row that cannot be used is a failed delivery, never a crash.
-async fn send_one(client: &PushClient, row: &Claimed, message: &Loaded) -> Attempt {
+async fn send_one(client: &PushClient, row: &Claimed, message: &Prepared) -> Attempt {
     let endpoint = Endpoint::parse(&row.endpoint).map_err(|_| NotSent::Endpoint)?;
     let keys = SubscriptionKeys::parse(
         row.p256dh.as_deref().unwrap_or_default(),
@@ -505,7 +491,7 @@ fn health(attempt: &Attempt) -> breaker::Health {
 }
 
 /// What an attempt means for the queue.
-fn settle_as(retry: &Backoff, row: &Claimed, message: &Loaded, attempt: Attempt) -> Settled {
+fn settle_as(retry: &Backoff, row: &Claimed, message: &Prepared, attempt: Attempt) -> Settled {
     match attempt {
         Ok(Outcome::Delivered) => Settled::Delivered,
         Ok(Outcome::Gone(_)) => Settled::Gone,

@@ -63,6 +63,7 @@ impl Alone {
             tokio_util::sync::CancellationToken::new(),
         );
         let hand_off = delivery::HandOff::default();
+        let messages = delivery::Messages::default();
         let engine = tokio_util::task::TaskTracker::new();
         let stop = delivery::Stop::default();
         delivery::spawn(
@@ -75,6 +76,7 @@ impl Alone {
                 egress: egress.clone(),
                 ledger: ledger.clone(),
                 hand_off: hand_off.clone(),
+                messages: messages.clone(),
                 owner: "engine-alone".into(),
                 concurrency: 8,
                 retry: Backoff {
@@ -96,6 +98,7 @@ impl Alone {
             wake: wake.clone(),
             ledger,
             hand_off,
+            messages,
             owner: "engine-alone".into(),
             health: Health::default(),
             stats: Default::default(),
