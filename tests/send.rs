@@ -385,3 +385,103 @@ async fn no_push_goes_out_before_its_event_is_handed_to_the_mqtt_side() {
     );
     alone.stop().await;
 }
+
+/// Commands that arrive together are handled together — consecutive sends
+/// recorded in one transaction — and still each as if alone: a subscribe
+/// takes effect before a send behind it, a malformed send fails alone, the
+/// same id twice is a duplicate, and every answer comes in arrival order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_handled_together_keep_their_order_and_fail_alone() {
+    use axion_push::command::Inbound;
+    let mut alone = harness::alone::Alone::with_egress(64).await;
+    let mut egress = alone.egress.take().unwrap();
+    let alice = alone.push.browser("alice-phone");
+    let bob = alone.push.browser("bob-phone");
+    let subscribe_alice = alice.subscription().to_string();
+    let subscribe_bob = bob.subscription().to_string();
+    let messages = [
+        Inbound {
+            topic: "axion/crm/push/alice/subscribe",
+            payload: subscribe_alice.as_bytes(),
+            redelivered: false,
+        },
+        Inbound {
+            topic: "axion/crm/push/alice/send",
+            payload: br#"{"id":"a-1","title":"first"}"#,
+            redelivered: false,
+        },
+        Inbound {
+            topic: "axion/crm/push/alice/send",
+            payload: br#"{"id":"a-2","title":"second"}"#,
+            redelivered: false,
+        },
+        Inbound {
+            topic: "axion/crm/push/alice/send",
+            payload: br#"{"id":"bad","body":"no title"}"#,
+            redelivered: false,
+        },
+        Inbound {
+            topic: "axion/crm/push/alice/send",
+            payload: br#"{"id":"a-1","title":"again"}"#,
+            redelivered: false,
+        },
+        Inbound {
+            topic: "axion/crm/push/bob/subscribe",
+            payload: subscribe_bob.as_bytes(),
+            redelivered: false,
+        },
+        Inbound {
+            topic: "axion/crm/push/bob/send",
+            payload: br#"{"id":"b-1","title":"for bob"}"#,
+            redelivered: false,
+        },
+    ];
+    let handled = alone
+        .processor
+        .handle_many(&messages, |_| axion_push::report::Receipt::none())
+        .await;
+    assert_eq!(handled, messages.len());
+    let mut answers = Vec::new();
+    while let Ok(publication) = egress.try_recv() {
+        if publication.out.topic.ends_with("/result") {
+            let r: serde_json::Value = serde_json::from_slice(&publication.out.payload).unwrap();
+            answers.push((r["command"].as_str().unwrap().to_owned(), r));
+        }
+    }
+    let commands: Vec<&str> = answers.iter().map(|(c, _)| c.as_str()).collect();
+    // Sends with deliveries are answered by the engine later; here: the
+    // subscribes, the refusal and the duplicate, in arrival order.
+    assert_eq!(
+        commands,
+        ["subscribe", "send", "send", "subscribe"],
+        "{answers:?}"
+    );
+    assert_eq!(answers[1].1["id"], "bad");
+    assert_eq!(answers[1].1["ok"], false);
+    assert_eq!(answers[2].1["id"], "a-1");
+    assert_eq!(answers[2].1["duplicate"], true);
+    // Each subscribe took effect before the sends behind it.
+    let pushed = alone.push.wait_for(3, WAIT).await;
+    let mut titles: Vec<(String, String)> = pushed
+        .iter()
+        .map(|r| {
+            (
+                r.browser.clone(),
+                r.payload.as_ref().unwrap()["notification"]["title"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    titles.sort();
+    assert_eq!(
+        titles,
+        [
+            ("alice-phone".to_owned(), "first".to_owned()),
+            ("alice-phone".to_owned(), "second".to_owned()),
+            ("bob-phone".to_owned(), "for bob".to_owned()),
+        ]
+    );
+    alone.stop().await;
+}

@@ -764,3 +764,51 @@ async fn a_database_password_is_never_shown_in_an_error() {
         assert!(error.contains("127.0.0.1"), "{error}");
     }
 }
+
+#[tokio::test]
+async fn several_sends_are_recorded_at_once_as_one_after_the_other_would_be() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let (p, alice, bob, carol) = (package(), user("alice"), user("bob"), user("carol"));
+    for n in 0..2 {
+        store
+            .upsert_subscription(&p, &alice, &subscription(&endpoint(n)), 50)
+            .await
+            .unwrap();
+    }
+    null_active_row(&db, "carol", &endpoint(9), "2025-01-01 00:00:00").await;
+    enqueue(&store, "seen", &alice, "a").await;
+    let batch = [
+        send("to-alice", &alice, &p),
+        send("to-bob", &bob, &p),
+        send("seen", &alice, &p),
+        send("to-carol", &carol, &p),
+    ];
+    let enqueued = store.enqueue_many(&batch, "a").await.unwrap();
+    assert_eq!(enqueued[0], Enqueued::New { subscriptions: 2 });
+    assert_eq!(enqueued[1], Enqueued::New { subscriptions: 0 });
+    assert!(
+        matches!(&enqueued[2], Enqueued::Duplicate { earlier, .. } if earlier.subscriptions == 2),
+        "{:?}",
+        enqueued[2]
+    );
+    assert_eq!(enqueued[3], Enqueued::New { subscriptions: 1 });
+    let claimed = store.claim("a", 100).await.unwrap();
+    let mut per_send: std::collections::BTreeMap<&str, usize> = Default::default();
+    for c in &claimed {
+        *per_send.entry(c.command_id.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        per_send,
+        [("seen", 2), ("to-alice", 2), ("to-carol", 1)].into(),
+        "{claimed:?}"
+    );
+    // bob's send reached nobody: its final report is due at once.
+    let later = axion_push::report::now_ms() + 1;
+    let (reports, _) = store.take_unpublished(later, later).await.unwrap();
+    assert_eq!(
+        reports.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["to-bob"]
+    );
+    store.close().await;
+}

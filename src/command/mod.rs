@@ -73,6 +73,18 @@ impl CommandError {
     }
 }
 
+/// A message as the MQTT client received it.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    /// MQTT's DUP flag.
+    pub redelivered: bool,
+}
+
+/// Sends to users recorded together at most, in one transaction.
+const BATCH: usize = 256;
+
 /// What became of a message.
 #[derive(Debug)]
 pub enum Handled {
@@ -157,18 +169,7 @@ impl Processor {
         match self.apply(&levels, payload, redelivered).await {
             Ok(applied) => {
                 inner.health.ok();
-                Stats::add(&inner.stats.commands, 1);
-                inner.stats.by_verb.add(levels.verb);
-                match applied {
-                    Applied::Report(report) => {
-                        inner.publish_result(reply_to, &report, answered).await;
-                    }
-                    Applied::Recorded(report, published) => {
-                        answered.confirm();
-                        inner.publish_result(reply_to, &report, published).await;
-                    }
-                    Applied::Queued => answered.confirm(),
-                }
+                inner.answer(levels.verb, reply_to, applied, answered).await;
                 Handled::Done
             }
             Err(CommandError::Store(error)) if error.is_transient() => {
@@ -209,6 +210,99 @@ impl Processor {
                 Handled::Done
             }
         }
+    }
+
+    /// Handles `messages` in arrival order, and returns how many it handled:
+    /// all of them, or those before the first the database could not take
+    /// (that one and the rest are to be handled again later). Consecutive
+    /// sends to users are recorded together, in one transaction, their
+    /// answers and acknowledgements still in order; `answered(k)` is the
+    /// receipt for message `k` (see [`Processor::handle_message`]).
+    pub async fn handle_many(
+        &self,
+        messages: &[Inbound<'_>],
+        mut answered: impl FnMut(usize) -> Receipt,
+    ) -> usize {
+        let inner = &self.inner;
+        let mut i = 0;
+        while i < messages.len() {
+            let mut run: Vec<(send::Ready, String)> = Vec::new();
+            let mut keys = std::collections::HashSet::new();
+            while i + run.len() < messages.len() && run.len() < BATCH {
+                let Some((ready, reply_to)) = self.batchable_send(&messages[i + run.len()]).await
+                else {
+                    break;
+                };
+                let (package, id) = ready.key();
+                if !keys.insert((package.to_owned(), id.to_owned())) {
+                    break;
+                }
+                run.push((ready, reply_to));
+            }
+            if run.is_empty() {
+                let m = &messages[i];
+                match self
+                    .handle_message(m.topic, m.payload, m.redelivered, answered(i))
+                    .await
+                {
+                    Handled::Done => i += 1,
+                    Handled::Unavailable(_) => return i,
+                }
+                continue;
+            }
+            let count = run.len();
+            let (sends, replies): (Vec<_>, Vec<_>) = run.into_iter().unzip();
+            match send::apply_many(self, sends).await {
+                Ok(applied) => {
+                    inner.health.ok();
+                    for (k, (applied, reply_to)) in applied.into_iter().zip(replies).enumerate() {
+                        inner
+                            .answer(Verb::Send.as_str(), reply_to, applied, answered(i + k))
+                            .await;
+                    }
+                    i += count;
+                }
+                Err(error) if error.is_transient() => {
+                    inner.health.failed(&error, "handling a command");
+                    return i;
+                }
+                Err(error) => {
+                    // One of them the database refuses: each alone, so that
+                    // only that one fails.
+                    tracing::warn!(error = %error, sends = count, "recording sends together failed; recording them one by one");
+                    for (k, m) in messages.iter().enumerate().skip(i).take(count) {
+                        if let Handled::Unavailable(_) = self
+                            .handle_message(m.topic, m.payload, m.redelivered, answered(k))
+                            .await
+                        {
+                            return k;
+                        }
+                    }
+                    i += count;
+                }
+            }
+        }
+        messages.len()
+    }
+
+    /// A send to one user that may be recorded with others, parsed and
+    /// rendered, with its result topic; `None` for any other message (and
+    /// for a send that does not parse: it is answered on its own).
+    async fn batchable_send(&self, m: &Inbound<'_>) -> Option<(send::Ready, String)> {
+        let inner = &self.inner;
+        let levels = inner.topics.levels(m.topic)?;
+        if levels.is_result() || m.payload.len() > inner.max_command_bytes {
+            return None;
+        }
+        let route = levels.route().ok()?;
+        if route.verb != Verb::Send || !matches!(route.target, Target::User(_)) {
+            return None;
+        }
+        let reply_to = inner.topics.reply_topic(&levels);
+        let ready = send::prepare(self, route, m.payload, m.redelivered)
+            .await
+            .ok()?;
+        ready.is_batchable().then_some((ready, reply_to))
     }
 
     async fn apply(
@@ -270,6 +364,22 @@ enum Applied {
 }
 
 impl ProcessorParts {
+    /// Counts an applied command and publishes its answer, if it has one.
+    async fn answer(&self, verb: &str, reply_to: String, applied: Applied, answered: Receipt) {
+        Stats::add(&self.stats.commands, 1);
+        self.stats.by_verb.add(verb);
+        match applied {
+            Applied::Report(report) => {
+                self.publish_result(reply_to, &report, answered).await;
+            }
+            Applied::Recorded(report, published) => {
+                answered.confirm();
+                self.publish_result(reply_to, &report, published).await;
+            }
+            Applied::Queued => answered.confirm(),
+        }
+    }
+
     async fn publish_result(&self, topic: String, report: &ResultReport, receipt: Receipt) {
         let out = Outgoing {
             topic,

@@ -8,20 +8,75 @@
 use super::{Applied, CommandError, Processor, new_id};
 use std::sync::Arc;
 
-use crate::delivery::{self, Prepared, publish_event};
-use crate::model::{Group, Target};
+use crate::delivery::{self, Marked, Prepared, publish_event};
+use crate::model::{Group, Target, User};
 use crate::notification::Notification;
 use crate::push::payload;
 use crate::report::{Event, now_ms};
-use crate::store::{Enqueued, NewSend, Published, Recipients};
+use crate::store::{Enqueued, NewSend, Published, Recipients, StoreError};
 use crate::topics::Route;
 
-pub(super) async fn apply(
+/// A send parsed and rendered, ready to record.
+pub(super) struct Ready {
+    route: Route,
+    notification: Notification,
+    /// For a send without an `id` of its own: its topic and payload hashed.
+    digest: Option<String>,
+    redelivered: bool,
+    accepted_ms: u64,
+    web_push: Vec<u8>,
+    /// Who the event goes to: the user, or the group's members now.
+    users: Vec<User>,
+    group: Option<Group>,
+    event: bytes::Bytes,
+    target: String,
+}
+
+impl Ready {
+    /// Whether it may be recorded together with others (see
+    /// `Store::enqueue_many`): to one user, and not a redelivery recognised
+    /// by its content.
+    pub(super) fn is_batchable(&self) -> bool {
+        self.group.is_none() && !(self.redelivered && self.digest.is_some())
+    }
+
+    pub(super) fn key(&self) -> (&str, &str) {
+        (self.route.package.as_str(), &self.notification.id)
+    }
+
+    fn new_send<'a>(&'a self, window: std::time::Duration) -> NewSend<'a> {
+        let window_ms: u64 = window.as_millis().try_into().unwrap_or(u64::MAX);
+        let recipients = match (&self.route.target, &self.group) {
+            (_, Some(group)) => Recipients::Group(group),
+            (Target::User(user), None) => Recipients::User(user),
+            (Target::Group(group), None) => Recipients::Group(group),
+        };
+        NewSend {
+            package: &self.route.package,
+            id: &self.notification.id,
+            target: &self.target,
+            recipients,
+            members: self.group.as_ref().map(|_| self.users.len() as u64),
+            accepted_ms: self.accepted_ms,
+            payload: &self.web_push,
+            ttl: self.notification.ttl,
+            urgency: self.notification.urgency.as_header(),
+            topic: self.notification.topic.as_deref(),
+            duplicate_after_ms: self.accepted_ms.saturating_sub(window_ms),
+            digest: self.digest.as_deref(),
+            redelivered: self.redelivered,
+            event: &self.event,
+        }
+    }
+}
+
+/// Parses and renders a send; a group's members are read here.
+pub(super) async fn prepare(
     processor: &Processor,
     route: Route,
     payload: &[u8],
     redelivered: bool,
-) -> Result<Applied, CommandError> {
+) -> Result<Ready, CommandError> {
     let inner = &processor.inner;
     let mut generated = false;
     let notification = Notification::parse(payload, inner.default_ttl, || {
@@ -35,12 +90,10 @@ pub(super) async fn apply(
     let accepted_ms = now_ms();
     // Rendered once per command and only encrypted per subscription.
     let web_push = payload::render(&notification, accepted_ms)?;
-
-    let (users, recipients, group) = match &route.target {
-        Target::User(user) => (vec![user.clone()], Recipients::User(user), None),
+    let (users, group) = match &route.target {
+        Target::User(user) => (vec![user.clone()], None),
         Target::Group(group) => (
             inner.store.members(&route.package, group).await?,
-            Recipients::Group(group),
             Some(group.clone()),
         ),
     };
@@ -50,38 +103,82 @@ pub(super) async fn apply(
         group: group.as_ref().map(Group::as_str),
     }
     .to_json();
-    let window_ms: u64 = inner
-        .dedup_window
-        .as_millis()
-        .try_into()
-        .unwrap_or(u64::MAX);
     let target = route.target.to_string();
+    Ok(Ready {
+        route,
+        notification,
+        digest,
+        redelivered,
+        accepted_ms,
+        web_push,
+        users,
+        group,
+        event,
+        target,
+    })
+}
+
+pub(super) async fn apply(
+    processor: &Processor,
+    route: Route,
+    payload: &[u8],
+    redelivered: bool,
+) -> Result<Applied, CommandError> {
+    let inner = &processor.inner;
+    let ready = prepare(processor, route, payload, redelivered).await?;
     // Until the event is handed to egress, no push of this send goes out.
-    let marked = inner
-        .hand_off
-        .mark(route.package.as_str(), &notification.id);
+    let marked = inner.hand_off.mark(ready.key().0, ready.key().1);
     let enqueued = inner
         .store
-        .enqueue(
-            &NewSend {
-                package: &route.package,
-                id: &notification.id,
-                target: &target,
-                recipients,
-                members: group.as_ref().map(|_| users.len() as u64),
-                accepted_ms,
-                payload: &web_push,
-                ttl: notification.ttl,
-                urgency: notification.urgency.as_header(),
-                topic: notification.topic.as_deref(),
-                duplicate_after_ms: accepted_ms.saturating_sub(window_ms),
-                digest: digest.as_deref(),
-                redelivered,
-                event: &event,
-            },
-            &inner.owner,
-        )
+        .enqueue(&ready.new_send(inner.dedup_window), &inner.owner)
         .await?;
+    Ok(finish(processor, ready, enqueued, marked).await)
+}
+
+/// Records `sends` together (see `Ready::is_batchable`; their ids distinct)
+/// in one transaction, then finishes each in order.
+pub(super) async fn apply_many(
+    processor: &Processor,
+    sends: Vec<Ready>,
+) -> Result<Vec<Applied>, StoreError> {
+    let inner = &processor.inner;
+    let marked: Vec<Marked> = sends
+        .iter()
+        .map(|s| inner.hand_off.mark(s.key().0, s.key().1))
+        .collect();
+    let new_sends: Vec<NewSend<'_>> = sends
+        .iter()
+        .map(|s| s.new_send(inner.dedup_window))
+        .collect();
+    let enqueued = inner.store.enqueue_many(&new_sends, &inner.owner).await?;
+    drop(new_sends);
+    let mut applied = Vec::with_capacity(sends.len());
+    for ((ready, enqueued), marked) in sends.into_iter().zip(enqueued).zip(marked) {
+        applied.push(finish(processor, ready, enqueued, marked).await);
+    }
+    Ok(applied)
+}
+
+/// What becomes of a recorded send: its event handed to egress (after which
+/// its pushes may go), its message handed to the engine, its answer.
+async fn finish(
+    processor: &Processor,
+    ready: Ready,
+    enqueued: Enqueued,
+    marked: Marked,
+) -> Applied {
+    let inner = &processor.inner;
+    let Ready {
+        route,
+        notification,
+        redelivered,
+        accepted_ms,
+        web_push,
+        users,
+        group,
+        event,
+        ..
+    } = ready;
     let subscriptions = match enqueued {
         Enqueued::Duplicate {
             earlier,
@@ -113,7 +210,7 @@ pub(super) async fn apply(
             let mut report = delivery::report(&earlier);
             report.id = notification.id.clone();
             report.duplicate = true;
-            return Ok(Applied::Report(report));
+            return Applied::Report(report);
         }
         Enqueued::New { subscriptions } => subscriptions,
     };
@@ -162,10 +259,10 @@ pub(super) async fn apply(
         });
         let mut report = crate::report::ResultReport::accepted(notification.id, "send");
         report.members = group.as_ref().map(|_| users.len() as u64);
-        return Ok(Applied::Recorded(report, published));
+        return Applied::Recorded(report, published);
     }
     inner.wake.notify();
-    Ok(Applied::Queued)
+    Applied::Queued
 }
 
 /// SHA-256 of the command's package, target and payload, base64url.

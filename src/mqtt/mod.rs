@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
-use crate::command::{Handled, Processor};
+use crate::command::{self, Processor};
 use crate::config::MqttSettings;
 use crate::report::{Outgoing, Publication, Receipt};
 use crate::stats::Stats;
@@ -69,6 +69,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const QOS0_BACKLOG: usize = 10_000;
 const QOS0_BACKLOG_BYTES: usize = 16 << 20;
 const DROP_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// Commands taken from the intake at once, at most.
+const DISPATCH_BATCH: usize = 256;
 
 /// Handling a command again while the database is unavailable.
 const DATABASE_RETRY: Backoff = Backoff {
@@ -555,49 +558,61 @@ async fn dispatch(
     backlog: Arc<Backlog>,
     intake: CancellationToken,
 ) {
+    // Whatever has arrived is handled together: consecutive sends are then
+    // recorded in one transaction (see `Processor::handle_many`).
+    let mut pending: Vec<Inbound> = Vec::new();
+    let mut attempt: u32 = 0;
     loop {
-        let inbound = tokio::select! {
-            () = intake.cancelled() => break,
-            inbound = commands.recv() => match inbound {
-                Some(inbound) => inbound,
-                None => break,
-            },
-        };
-        let mut attempt: u32 = 0;
-        loop {
-            // Acknowledged once its answer is: a crash before that and the
-            // broker delivers the command again.
-            let answered = match inbound.seq {
-                Some(seq) => {
-                    let acks = acks.clone();
-                    Receipt::new(move || {
-                        let _ = acks.send(AckEvent::Done(seq));
-                    })
-                }
-                None => Receipt::none(),
-            };
-            match processor
-                .handle_message(
-                    &inbound.topic,
-                    &inbound.payload,
-                    inbound.redelivered,
-                    answered,
-                )
-                .await
-            {
-                Handled::Done => break,
-                Handled::Unavailable(_) => {
-                    // Stopping: it stays unacknowledged for the next run.
-                    tokio::select! {
-                        () = intake.cancelled() => return,
-                        () = tokio::time::sleep(DATABASE_RETRY.delay(attempt)) => {}
-                    }
-                    attempt = attempt.saturating_add(1);
-                }
+        if pending.is_empty() {
+            tokio::select! {
+                () = intake.cancelled() => break,
+                inbound = commands.recv() => match inbound {
+                    Some(inbound) => pending.push(inbound),
+                    None => break,
+                },
             }
         }
-        if inbound.seq.is_none() {
-            backlog.release(inbound.payload.len());
+        while pending.len() < DISPATCH_BATCH
+            && let Ok(inbound) = commands.try_recv()
+        {
+            pending.push(inbound);
+        }
+        let messages: Vec<command::Inbound<'_>> = pending
+            .iter()
+            .map(|m| command::Inbound {
+                topic: &m.topic,
+                payload: &m.payload,
+                redelivered: m.redelivered,
+            })
+            .collect();
+        // Acknowledged once its answer is: a crash before that and the
+        // broker delivers the command again.
+        let answered = |k: usize| match pending[k].seq {
+            Some(seq) => {
+                let acks = acks.clone();
+                Receipt::new(move || {
+                    let _ = acks.send(AckEvent::Done(seq));
+                })
+            }
+            None => Receipt::none(),
+        };
+        let handled = processor.handle_many(&messages, answered).await;
+        drop(messages);
+        for done in pending.drain(..handled) {
+            if done.seq.is_none() {
+                backlog.release(done.payload.len());
+            }
+        }
+        if pending.is_empty() {
+            attempt = 0;
+        } else {
+            // The database is unavailable: the rest stay unacknowledged
+            // and are handled again (when stopping, by the next run).
+            tokio::select! {
+                () = intake.cancelled() => return,
+                () = tokio::time::sleep(DATABASE_RETRY.delay(attempt)) => {}
+            }
+            attempt = attempt.saturating_add(1);
         }
     }
 }

@@ -323,6 +323,17 @@ impl Store {
         on_backend!(self, b => b.enqueue(send, owner).await)
     }
 
+    /// Records several sends at once, as [`Store::enqueue`] would one after
+    /// the other, in one transaction: each to one user, their ids distinct,
+    /// none a redelivery without an id of its own (those go one by one).
+    pub async fn enqueue_many(
+        &self,
+        sends: &[NewSend<'_>],
+        owner: &str,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        on_backend!(self, b => b.enqueue_many(sends, owner).await)
+    }
+
     /// The message of a recorded send.
     pub async fn queued_message(
         &self,

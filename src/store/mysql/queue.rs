@@ -238,6 +238,19 @@ const PURGE_COMMANDS: &str = "\
 const CHUNK: usize = 1000;
 
 impl MySql {
+    /// Records `sends` one after the other (see `Store::enqueue_many`).
+    pub(in crate::store) async fn enqueue_many(
+        &self,
+        sends: &[NewSend<'_>],
+        owner: &str,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        let mut enqueued = Vec::with_capacity(sends.len());
+        for send in sends {
+            enqueued.push(self.enqueue(send, owner).await?);
+        }
+        Ok(enqueued)
+    }
+
     /// Records a send. The id is checked by inserting it: a duplicate key
     /// means the id is taken, and leaves the transaction open to read the
     /// earlier command. Two daemons recording the same id at once end with

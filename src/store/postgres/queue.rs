@@ -297,6 +297,19 @@ const PURGE_COMMANDS: &str = "\
         AND \"ReportedAt\" IS NULL AND \"EventAt\" IS NULL";
 
 impl Postgres {
+    /// Records `sends` one after the other (see `Store::enqueue_many`).
+    pub(in crate::store) async fn enqueue_many(
+        &self,
+        sends: &[NewSend<'_>],
+        owner: &str,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        let mut enqueued = Vec::with_capacity(sends.len());
+        for send in sends {
+            enqueued.push(self.enqueue(send, owner).await?);
+        }
+        Ok(enqueued)
+    }
+
     pub(in crate::store) async fn enqueue(
         &self,
         send: &NewSend<'_>,

@@ -7,7 +7,7 @@
 //! reschedules only rows still ours, so a delivery whose lease ran out is
 //! counted once, by whoever settled it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite as Db, SqliteConnection};
@@ -275,6 +275,164 @@ impl Sqlite {
         Ok(Enqueued::New {
             subscriptions: queued,
         })
+    }
+
+    /// Records `sends` — each to one user, their ids distinct, none a
+    /// redelivery without an id of its own — in one transaction, with a
+    /// handful of statements for the whole batch: the commands, the old
+    /// failures of ids reused after the window, the deliveries, the counts.
+    pub(in crate::store) async fn enqueue_many(
+        &self,
+        sends: &[NewSend<'_>],
+        owner: &str,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        let Some(first) = sends.first() else {
+            return Ok(Vec::new());
+        };
+        let window = to_i64(first.accepted_ms.saturating_sub(first.duplicate_after_ms));
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+
+        let mut commands = QueryBuilder::<Db>::new(
+            "INSERT INTO axion_push_command \
+                (Package, Id, Target, AcceptedAt, ExpiresAt, Payload, Ttl, Urgency, Topic, \
+                 Members, Digest, Event, EventAt) ",
+        );
+        commands.push_values(sends, |mut row, send| {
+            let accepted = to_i64(send.accepted_ms);
+            row.push_bind(send.package.as_str())
+                .push_bind(send.id)
+                .push_bind(send.target)
+                .push_bind(accepted)
+                .push_bind(accepted.saturating_add(i64::from(send.ttl) * 1000))
+                .push_bind(send.payload)
+                .push_bind(i64::from(send.ttl))
+                .push_bind(send.urgency)
+                .push_bind(send.topic)
+                .push_bind(send.members.map(to_i64))
+                .push_bind(send.digest)
+                .push_bind(send.event)
+                .push_bind(accepted);
+        });
+        commands.push(
+            " ON CONFLICT (Package, Id) DO UPDATE SET \
+                Target = excluded.Target, AcceptedAt = excluded.AcceptedAt, \
+                ExpiresAt = excluded.ExpiresAt, Payload = excluded.Payload, Ttl = excluded.Ttl, \
+                Urgency = excluded.Urgency, Topic = excluded.Topic, Members = excluded.Members, \
+                Digest = excluded.Digest, Event = excluded.Event, EventAt = excluded.EventAt, \
+                Subscriptions = 0, Untried = 0, Pending = 0, Delivered = 0, Failed = 0, \
+                Deactivated = 0, Expired = 0, Reported = 0, Published = 0, ReportedAt = NULL \
+             WHERE axion_push_command.AcceptedAt < excluded.AcceptedAt - ",
+        );
+        commands
+            .push_bind(window)
+            .push(" AND axion_push_command.Pending = 0 RETURNING Package, Id");
+        let recorded: HashSet<(String, String)> = commands
+            .build_query_as::<(String, String)>()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .collect();
+        let new: Vec<&NewSend<'_>> = sends
+            .iter()
+            .filter(|s| recorded.contains(&(s.package.as_str().to_owned(), s.id.to_owned())))
+            .collect();
+
+        let mut counts: HashMap<(String, String), u64> = HashMap::new();
+        if !new.is_empty() {
+            // An id reused after the window: the old send's failures go.
+            let mut cleared = QueryBuilder::<Db>::new(
+                "DELETE FROM axion_push_command_failure WHERE (Package, CommandId) IN (VALUES ",
+            );
+            let mut list = cleared.separated(", ");
+            for send in &new {
+                list.push("(")
+                    .push_bind_unseparated(send.package.as_str())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(send.id)
+                    .push_unseparated(")");
+            }
+            cleared.push(")");
+            cleared.build().execute(&mut *tx).await.map_err(classify)?;
+
+            let mut deliveries = QueryBuilder::<Db>::new(concat!(
+                "INSERT INTO axion_push_delivery \
+                    (Package, CommandId, User, Endpoint, KeysP256dh, KeysAuth, NextAt, LeasedBy) \
+                 SELECT s.Package, v.column2, s.User, s.Endpoint, s.KeysP256dh, s.KeysAuth, ",
+                now_ms!(),
+                " + "
+            ));
+            deliveries
+                .push_bind(millis(HOLD))
+                .push(", ")
+                .push_bind(held_by(owner))
+                .push(" FROM (VALUES ");
+            let mut list = deliveries.separated(", ");
+            for send in &new {
+                let Recipients::User(user) = send.recipients else {
+                    unreachable!("enqueue_many takes sends to one user")
+                };
+                list.push("(")
+                    .push_bind_unseparated(send.package.as_str())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(send.id)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(user.as_str())
+                    .push_unseparated(")");
+            }
+            deliveries.push(
+                ") AS v JOIN def_notify_push_subscription s \
+                 ON s.User = v.column3 AND s.Package = v.column1 \
+                 AND (s.Active = 'Y' OR s.Active IS NULL) \
+                 RETURNING Package, CommandId",
+            );
+            for key in deliveries
+                .build_query_as::<(String, String)>()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?
+            {
+                *counts.entry(key).or_default() += 1;
+            }
+
+            let mut set = QueryBuilder::<Db>::new(
+                "UPDATE axion_push_command SET Subscriptions = v.column3, \
+                    Untried = v.column3, Pending = v.column3, \
+                    Reported = CASE WHEN v.column3 = 0 THEN 2 ELSE 0 END, \
+                    ReportedAt = CASE WHEN v.column3 = 0 THEN AcceptedAt END \
+                 FROM (VALUES ",
+            );
+            let mut list = set.separated(", ");
+            for send in &new {
+                let n = counts
+                    .get(&(send.package.as_str().to_owned(), send.id.to_owned()))
+                    .copied()
+                    .unwrap_or_default();
+                list.push("(")
+                    .push_bind_unseparated(send.package.as_str())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(send.id)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(to_i64(n))
+                    .push_unseparated(")");
+            }
+            set.push(") AS v WHERE Package = v.column1 AND Id = v.column2");
+            set.build().execute(&mut *tx).await.map_err(classify)?;
+        }
+
+        let mut enqueued = Vec::with_capacity(sends.len());
+        for send in sends {
+            let key = (send.package.as_str().to_owned(), send.id.to_owned());
+            enqueued.push(if recorded.contains(&key) {
+                Enqueued::New {
+                    subscriptions: counts.get(&key).copied().unwrap_or_default(),
+                }
+            } else {
+                duplicate(&mut tx, send.package.as_str(), send.id).await?
+            });
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(enqueued)
     }
 
     pub(in crate::store) async fn queued_message(
