@@ -205,3 +205,32 @@ impl Settled {
         !matches!(self, Settled::Retry { .. } | Settled::Deferred { .. })
     }
 }
+
+/// A batch of acknowledgements by send: for reports, the highest level (1
+/// first, 2 final) per send; for events, each send once. In key order.
+#[allow(clippy::type_complexity)]
+pub(crate) fn published_by_send(
+    published: &[Published],
+) -> (
+    BTreeMap<(&str, &str), u8>,
+    std::collections::BTreeSet<(&str, &str)>,
+) {
+    let mut reports: BTreeMap<(&str, &str), u8> = BTreeMap::new();
+    let mut events = std::collections::BTreeSet::new();
+    for p in published {
+        match p {
+            Published::Report {
+                package,
+                id,
+                is_final,
+            } => {
+                let level = reports.entry((package.as_str(), id.as_str())).or_default();
+                *level = (*level).max(if *is_final { 2 } else { 1 });
+            }
+            Published::Event { package, id } => {
+                events.insert((package.as_str(), id.as_str()));
+            }
+        }
+    }
+    (reports, events)
+}

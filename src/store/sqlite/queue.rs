@@ -135,38 +135,6 @@ const DEACTIVATE_GONE: &str = "\
     UPDATE def_notify_push_subscription SET Active = 'N' \
     WHERE User = ? AND Package = ? AND Endpoint = ? AND (Active = 'Y' OR Active IS NULL)";
 
-const COUNT_SETTLED: &str = "\
-    UPDATE axion_push_command SET Untried = Untried - ?, Pending = Pending - ?, \
-        Delivered = Delivered + ?, Failed = Failed + ?, Deactivated = Deactivated + ?, \
-        Expired = Expired + ? \
-    WHERE Package = ? AND Id = ?";
-
-const COUNT_FAILURE: &str = "\
-    INSERT INTO axion_push_command_failure (Package, CommandId, Cause, Count) \
-    VALUES (?, ?, ?, ?) \
-    ON CONFLICT (Package, CommandId, Cause) DO UPDATE SET Count = Count + excluded.Count";
-
-/// Commands whose next result is due: every delivery tried once (the first
-/// result), or none left in the queue (the final one).
-const DUE_REPORTS_WHERE: &str = "\
-    (Untried <= 0 AND Reported = 0) OR (Pending <= 0 AND Reported < 2)";
-
-/// The report is due and handed to the broker at `?1`.
-const MARK_REPORTED: &str = "\
-    UPDATE axion_push_command SET Reported = CASE WHEN Pending <= 0 THEN 2 ELSE 1 END, \
-        ReportedAt = ?1 \
-    WHERE Package = ?2 AND Id = ?3";
-
-/// The broker acknowledged report `?1` (1 first, 2 final); once every due
-/// report is acknowledged nothing is left to publish again.
-const MARK_REPORT_PUBLISHED: &str = "\
-    UPDATE axion_push_command SET Published = MAX(Published, ?1), \
-        ReportedAt = CASE WHEN MAX(Published, ?1) >= Reported THEN NULL ELSE ReportedAt END \
-    WHERE Package = ?2 AND Id = ?3";
-
-const MARK_EVENT_PUBLISHED: &str = "\
-    UPDATE axion_push_command SET Event = NULL, EventAt = NULL WHERE Package = ? AND Id = ?";
-
 /// Reports handed to the broker before `?2` and still not acknowledged:
 /// taken to be handed again now (`?1`), so two daemons do not both
 /// republish them.
@@ -603,6 +571,7 @@ impl Sqlite {
                 .map_err(classify)?;
             ours.extend(seqs);
         }
+        let get = |e: sqlx::Error| StoreError::Query(e.to_string());
         let (tallies, gone) = tally(batch, &ours);
         for claimed in gone {
             sqlx::query(DEACTIVATE_GONE)
@@ -614,78 +583,168 @@ impl Sqlite {
                 .map_err(classify)?;
         }
         let mut due = Vec::new();
-        for ((package, id), tally) in &tallies {
-            sqlx::query(COUNT_SETTLED)
-                .bind(tally.tried)
-                .bind(tally.settled)
-                .bind(tally.delivered)
-                .bind(tally.failed)
-                .bind(tally.deactivated)
-                .bind(tally.expired)
-                .bind(*package)
-                .bind(*id)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            for (cause, count) in &tally.failures {
-                sqlx::query(COUNT_FAILURE)
-                    .bind(*package)
-                    .bind(*id)
-                    .bind(cause)
-                    .bind(*count)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-            }
-            let sql = format!(
-                "SELECT {STATE_COLUMNS} FROM axion_push_command \
-                 WHERE Package = ? AND Id = ? AND ({DUE_REPORTS_WHERE})"
+        if !tallies.is_empty() {
+            // Every command's counts in one statement, which returns them.
+            let mut counted = QueryBuilder::<Db>::new(
+                "UPDATE axion_push_command SET Untried = Untried - v.column3, \
+                    Pending = Pending - v.column4, Delivered = Delivered + v.column5, \
+                    Failed = Failed + v.column6, Deactivated = Deactivated + v.column7, \
+                    Expired = Expired + v.column8 \
+                 FROM (VALUES ",
             );
-            let row = sqlx::query(AssertSqlSafe(sql))
-                .bind(*package)
-                .bind(*id)
-                .fetch_optional(&mut *tx)
+            let mut list = counted.separated(", ");
+            for ((package, id), t) in &tallies {
+                list.push("(")
+                    .push_bind_unseparated(*package)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*id);
+                for n in [
+                    t.tried,
+                    t.settled,
+                    t.delivered,
+                    t.failed,
+                    t.deactivated,
+                    t.expired,
+                ] {
+                    list.push_unseparated(", ").push_bind_unseparated(n);
+                }
+                list.push_unseparated(")");
+            }
+            counted.push(
+                ") AS v WHERE Package = v.column1 AND Id = v.column2 \
+                 RETURNING Package, Id, Target, Members, Subscriptions, Pending, Delivered, \
+                    Failed, Deactivated, Expired, Untried, Reported",
+            );
+            let rows = counted
+                .build()
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(classify)?;
-            if let Some(row) = row {
-                let mut state = state_from_row(&row)?;
-                state.failures = failures(&mut tx, package, id).await?;
-                sqlx::query(MARK_REPORTED)
-                    .bind(to_i64(now_ms))
-                    .bind(*package)
-                    .bind(*id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                due.push(state);
+            let failures_counted: Vec<(&str, &str, &String, i64)> = tallies
+                .iter()
+                .flat_map(|((package, id), t)| {
+                    t.failures
+                        .iter()
+                        .map(move |(cause, n)| (*package, *id, cause, *n))
+                })
+                .collect();
+            if !failures_counted.is_empty() {
+                let mut upsert = QueryBuilder::<Db>::new(
+                    "INSERT INTO axion_push_command_failure (Package, CommandId, Cause, Count) ",
+                );
+                upsert.push_values(&failures_counted, |mut row, (package, id, cause, n)| {
+                    row.push_bind(*package)
+                        .push_bind(*id)
+                        .push_bind(*cause)
+                        .push_bind(*n);
+                });
+                upsert.push(
+                    " ON CONFLICT (Package, CommandId, Cause) \
+                     DO UPDATE SET Count = Count + excluded.Count",
+                );
+                upsert.build().execute(&mut *tx).await.map_err(classify)?;
+            }
+            // Whose next report is due: every delivery tried once (the
+            // first report), or none left in the queue (the final one).
+            for row in &rows {
+                let untried: i64 = row.try_get("Untried").map_err(get)?;
+                let pending: i64 = row.try_get("Pending").map_err(get)?;
+                let reported: i64 = row.try_get("Reported").map_err(get)?;
+                if (untried <= 0 && reported == 0) || (pending <= 0 && reported < 2) {
+                    due.push(state_from_row(row)?);
+                }
+            }
+            due.sort_by(|a, b| (&a.package, &a.id).cmp(&(&b.package, &b.id)));
+            if !due.is_empty() {
+                let keys = |q: &mut QueryBuilder<Db>| {
+                    let mut list = q.separated(", ");
+                    for state in &due {
+                        list.push("(")
+                            .push_bind_unseparated(state.package.clone())
+                            .push_unseparated(", ")
+                            .push_bind_unseparated(state.id.clone())
+                            .push_unseparated(")");
+                    }
+                };
+                let mut marked = QueryBuilder::<Db>::new(
+                    "UPDATE axion_push_command \
+                     SET Reported = CASE WHEN Pending <= 0 THEN 2 ELSE 1 END, ReportedAt = ",
+                );
+                marked
+                    .push_bind(to_i64(now_ms))
+                    .push(" WHERE (Package, Id) IN (VALUES ");
+                keys(&mut marked);
+                marked.push(")");
+                marked.build().execute(&mut *tx).await.map_err(classify)?;
+                if due.iter().any(|state| state.failed > 0) {
+                    let mut read = QueryBuilder::<Db>::new(
+                        "SELECT Package, CommandId, Cause, Count FROM axion_push_command_failure \
+                         WHERE (Package, CommandId) IN (VALUES ",
+                    );
+                    keys(&mut read);
+                    read.push(")");
+                    let causes: Vec<(String, String, String, i64)> = read
+                        .build_query_as()
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                    for (package, id, cause, n) in causes {
+                        if let Some(state) =
+                            due.iter_mut().find(|s| s.package == package && s.id == id)
+                        {
+                            state.failures.insert(cause, to_u64(n));
+                        }
+                    }
+                }
             }
         }
         tx.commit().await.map_err(classify)?;
         Ok(due)
     }
 
+    /// Two statements for a whole batch: the reports (each command's
+    /// highest acknowledged), the events.
     pub(in crate::store) async fn mark_published(
         &self,
         published: &[Published],
     ) -> Result<(), StoreError> {
+        let (reports, events) = crate::store::queue::published_by_send(published);
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        for p in published {
-            match p {
-                Published::Report {
-                    package,
-                    id,
-                    is_final,
-                } => sqlx::query(MARK_REPORT_PUBLISHED)
-                    .bind(if *is_final { 2_i64 } else { 1 })
-                    .bind(package)
-                    .bind(id),
-                Published::Event { package, id } => {
-                    sqlx::query(MARK_EVENT_PUBLISHED).bind(package).bind(id)
-                }
+        if !reports.is_empty() {
+            let mut q = QueryBuilder::<Db>::new(
+                "UPDATE axion_push_command SET Published = MAX(Published, v.column3), \
+                    ReportedAt = CASE WHEN MAX(Published, v.column3) >= Reported \
+                                 THEN NULL ELSE ReportedAt END \
+                 FROM (VALUES ",
+            );
+            let mut list = q.separated(", ");
+            for ((package, id), level) in &reports {
+                list.push("(")
+                    .push_bind_unseparated(*package)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*id)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(i64::from(*level))
+                    .push_unseparated(")");
             }
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+            q.push(") AS v WHERE Package = v.column1 AND Id = v.column2");
+            q.build().execute(&mut *tx).await.map_err(classify)?;
+        }
+        if !events.is_empty() {
+            let mut q = QueryBuilder::<Db>::new(
+                "UPDATE axion_push_command SET Event = NULL, EventAt = NULL \
+                 WHERE (Package, Id) IN (VALUES ",
+            );
+            let mut list = q.separated(", ");
+            for (package, id) in &events {
+                list.push("(")
+                    .push_bind_unseparated(*package)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*id)
+                    .push_unseparated(")");
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await.map_err(classify)?;
         }
         tx.commit().await.map_err(classify)
     }
