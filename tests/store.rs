@@ -812,3 +812,50 @@ async fn several_sends_are_recorded_at_once_as_one_after_the_other_would_be() {
     );
     store.close().await;
 }
+
+#[tokio::test]
+async fn the_messages_of_a_claims_sends_are_read_together_and_a_missing_one_is_left_out() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let (p, alice, bob) = (package(), user("alice"), user("bob"));
+    let mut with_topic = send("to-bob", &bob, &p);
+    with_topic.payload = b"{\"b\":1}";
+    with_topic.topic = Some("news");
+    with_topic.urgency = Urgency::High.as_header();
+    store
+        .enqueue_many(&[send("to-alice", &alice, &p), with_topic], "a")
+        .await
+        .unwrap();
+    let keys = [
+        ("crm".to_owned(), "to-alice".to_owned()),
+        ("crm".to_owned(), "to-bob".to_owned()),
+        ("crm".to_owned(), "never-sent".to_owned()),
+        ("other".to_owned(), "to-alice".to_owned()),
+    ];
+    let mut messages = store.queued_messages(&keys).await.unwrap();
+    messages.sort_by(|a, b| a.1.cmp(&b.1));
+    /// Package, id, payload, topic, urgency, TTL.
+    type Found<'a> = (&'a str, &'a str, &'a [u8], Option<&'a str>, &'a str, u32);
+    let found: Vec<Found> = messages
+        .iter()
+        .map(|(package, id, m)| {
+            (
+                package.as_str(),
+                id.as_str(),
+                m.payload.as_slice(),
+                m.topic.as_deref(),
+                m.urgency.as_str(),
+                m.ttl,
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("crm", "to-alice", &b"{}"[..], None, "normal", 60),
+            ("crm", "to-bob", &b"{\"b\":1}"[..], Some("news"), "high", 60),
+        ]
+    );
+    assert!(store.queued_messages(&[]).await.unwrap().is_empty());
+    store.close().await;
+}

@@ -283,7 +283,8 @@ pub struct DatabaseSettings {
     /// `busy_timeout`: how long a statement waits for a locked database
     /// before it fails. Default `5s`.
     pub busy_timeout: Duration,
-    /// `max_connections`: pool size. Default 4.
+    /// `max_connections`: pool size on a server database (SQLite always
+    /// uses one: its writes share one lock). Default 4.
     pub max_connections: u32,
 }
 

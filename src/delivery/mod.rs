@@ -19,6 +19,7 @@ mod hand_off;
 mod ledger;
 mod messages;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -216,6 +217,14 @@ async fn claim(
             idle(&parts, &wake, &stop.claiming).await;
             continue;
         }
+        let messages = match messages_for(&parts, &claimed).await {
+            Ok(messages) => Some(messages),
+            Err(e) => {
+                // Put them back; the claim loop waits out the outage.
+                parts.health.failed(&e, "reading queued messages");
+                None
+            }
+        };
         for row in claimed {
             // Every claimed row holds a slot until its settlement is
             // written, whether it is sent or put off: memory stays bounded
@@ -234,16 +243,14 @@ async fn claim(
                     permit,
                 ));
             };
-            let message = match message_for(&parts, &row).await {
-                Ok(message) => message,
-                Err(e) => {
-                    // Put it back; the claim loop waits out the outage.
-                    parts.health.failed(&e, "reading a queued message");
-                    let after = DATABASE_RETRY.max;
-                    put_back(row, Settled::Deferred { after }, permit);
-                    continue;
-                }
+            let Some(messages) = &messages else {
+                let after = DATABASE_RETRY.max;
+                put_back(row, Settled::Deferred { after }, permit);
+                continue;
             };
+            let message = messages
+                .get(&(row.package.clone(), row.command_id.clone()))
+                .cloned();
             let Some(message) = message else {
                 tracing::error!(
                     command_id = row.command_id,
@@ -291,7 +298,7 @@ async fn claim(
                         // Live listeners hear of a notification first.
                         parts.hand_off.wait(&row.package, &row.command_id).await;
                         let started = std::time::Instant::now();
-                        let outcome = send_one(&parts.client, &row, &message).await;
+                        let outcome = send_one(&parts.client, endpoint.as_ref(), &row, &message).await;
                         parts.stats.latency.observe(started.elapsed());
                         outcome
                     } => outcome,
@@ -365,38 +372,46 @@ async fn idle(parts: &EngineParts, wake: &Wake, stop: &CancellationToken) {
     }
 }
 
-async fn message_for(
+/// The messages of a claim's rows: from the hand-over cache, and those it
+/// does not hold (a send another daemon recorded, one recorded long before
+/// its delivery, one from before a restart) from the database, in one
+/// statement for the whole claim. A send missing from the answer is gone.
+async fn messages_for(
     parts: &EngineParts,
-    row: &Claimed,
-) -> Result<Option<Arc<Prepared>>, crate::store::StoreError> {
-    if let Some(found) = parts.messages.get(&row.package, &row.command_id) {
-        return Ok(Some(found));
+    rows: &[Claimed],
+) -> Result<HashMap<(String, String), Arc<Prepared>>, crate::store::StoreError> {
+    let mut found: HashMap<(String, String), Arc<Prepared>> = HashMap::new();
+    let mut missing: Vec<(String, String)> = Vec::new();
+    for row in rows {
+        let key = (row.package.clone(), row.command_id.clone());
+        if found.contains_key(&key) || missing.contains(&key) {
+            continue;
+        }
+        match parts.messages.get(&row.package, &row.command_id) {
+            Some(message) => {
+                found.insert(key, message);
+            }
+            None => missing.push(key),
+        }
     }
-    let loaded = parts
-        .store
-        .queued_message(&row.package, &row.command_id)
-        .await?
-        .map(|m| {
-            let signer = match Package::parse(&row.package) {
-                Ok(package) => parts.signers.for_package(&package).clone(),
-                Err(_) => parts.signers.default_signer().clone(),
-            };
-            Arc::new(Prepared {
-                payload: Arc::from(m.payload),
-                ttl: m.ttl,
-                urgency: serde_json::from_value(serde_json::Value::String(m.urgency))
-                    .unwrap_or_default(),
-                topic: m.topic.map(Arc::from),
-                expires_ms: m.expires_ms,
-                signer,
-            })
+    for (package, id, m) in parts.store.queued_messages(&missing).await? {
+        let signer = match Package::parse(&package) {
+            Ok(package) => parts.signers.for_package(&package).clone(),
+            Err(_) => parts.signers.default_signer().clone(),
+        };
+        let prepared = Arc::new(Prepared {
+            payload: Arc::from(m.payload),
+            ttl: m.ttl,
+            urgency: serde_json::from_value(serde_json::Value::String(m.urgency))
+                .unwrap_or_default(),
+            topic: m.topic.map(Arc::from),
+            expires_ms: m.expires_ms,
+            signer,
         });
-    if let Some(loaded) = &loaded {
-        parts
-            .messages
-            .put(&row.package, &row.command_id, loaded.clone());
+        parts.messages.put(&package, &id, prepared.clone());
+        found.insert((package, id), prepared);
     }
-    Ok(loaded)
+    Ok(found)
 }
 
 /// Why an attempt never reached the push service.
@@ -426,8 +441,13 @@ pub type Attempt = Result<Outcome, NotSent>;
 
 /// Rows written by older software are decoded here, at their first use; a
 /// row that cannot be used is a failed delivery, never a crash.
-async fn send_one(client: &PushClient, row: &Claimed, message: &Prepared) -> Attempt {
-    let endpoint = Endpoint::parse(&row.endpoint).map_err(|_| NotSent::Endpoint)?;
+async fn send_one(
+    client: &PushClient,
+    endpoint: Option<&Endpoint>,
+    row: &Claimed,
+    message: &Prepared,
+) -> Attempt {
+    let endpoint = endpoint.ok_or(NotSent::Endpoint)?;
     let keys = SubscriptionKeys::parse(
         row.p256dh.as_deref().unwrap_or_default(),
         row.auth.as_deref().unwrap_or_default(),
@@ -435,7 +455,7 @@ async fn send_one(client: &PushClient, row: &Claimed, message: &Prepared) -> Att
     .map_err(|_| NotSent::Keys)?;
     client
         .send(
-            &endpoint,
+            endpoint,
             &keys,
             Message {
                 payload: &message.payload,

@@ -334,13 +334,14 @@ impl Store {
         on_backend!(self, b => b.enqueue_many(sends, owner).await)
     }
 
-    /// The message of a recorded send.
-    pub async fn queued_message(
+    /// The messages of recorded sends, by (package, id), in one statement:
+    /// a claim's worth at a time. A send that is gone is missing from the
+    /// answer.
+    pub async fn queued_messages(
         &self,
-        package: &str,
-        id: &str,
-    ) -> Result<Option<QueuedMessage>, StoreError> {
-        on_backend!(self, b => b.queued_message(package, id).await)
+        keys: &[(String, String)],
+    ) -> Result<Vec<(String, String, QueuedMessage)>, StoreError> {
+        on_backend!(self, b => b.queued_messages(keys).await)
     }
 
     /// Takes up to `limit` deliveries for `owner`, leased for [`LEASE`]:

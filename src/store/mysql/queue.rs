@@ -104,9 +104,8 @@ const FAILURES: &str = "\
     SELECT Cause, Count FROM axion_push_command_failure WHERE Package = ? AND CommandId = ? \
     ORDER BY Cause";
 
-const MESSAGE: &str = "\
-    SELECT Payload, Ttl, Urgency, Topic, ExpiresAt FROM axion_push_command \
-    WHERE Package = ? AND Id = ?";
+/// Package, Id, Payload, Ttl, Urgency, Topic, ExpiresAt.
+type MessageRow = (String, String, Vec<u8>, i64, String, Option<String>, i64);
 
 /// A claim's rows: first those due, oldest first, straight from the
 /// `(NextAt)` index; then those held for the claiming daemon and not due
@@ -363,28 +362,49 @@ impl MySql {
         })
     }
 
-    pub(in crate::store) async fn queued_message(
+    /// The messages of the sends `keys` names (package, id), in one
+    /// statement; a send that is gone is missing from the answer.
+    pub(in crate::store) async fn queued_messages(
         &self,
-        package: &str,
-        id: &str,
-    ) -> Result<Option<QueuedMessage>, StoreError> {
-        /// Payload, Ttl, Urgency, Topic, ExpiresAt.
-        type MessageRow = (Vec<u8>, i64, String, Option<String>, i64);
-        let row: Option<MessageRow> = sqlx::query_as(MESSAGE)
-            .bind(package)
-            .bind(id)
-            .fetch_optional(&self.pool)
+        keys: &[(String, String)],
+    ) -> Result<Vec<(String, String, QueuedMessage)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Db>::new(
+            "SELECT Package, Id, Payload, Ttl, Urgency, Topic, ExpiresAt FROM axion_push_command \
+             WHERE (Package, Id) IN (",
+        );
+        let mut list = q.separated(", ");
+        for (package, id) in keys {
+            list.push("(")
+                .push_bind_unseparated(package.as_str())
+                .push_unseparated(", ")
+                .push_bind_unseparated(id.as_str())
+                .push_unseparated(")");
+        }
+        q.push(")");
+        let rows: Vec<MessageRow> = q
+            .build_query_as()
+            .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        Ok(
-            row.map(|(payload, ttl, urgency, topic, expires)| QueuedMessage {
-                payload,
-                ttl: ttl.try_into().unwrap_or_default(),
-                urgency,
-                topic,
-                expires_ms: to_u64(expires),
-            }),
-        )
+        Ok(rows
+            .into_iter()
+            .map(|(package, id, payload, ttl, urgency, topic, expires)| {
+                (
+                    package,
+                    id,
+                    QueuedMessage {
+                        payload,
+                        ttl: ttl.try_into().unwrap_or_default(),
+                        urgency,
+                        topic,
+                        expires_ms: to_u64(expires),
+                    },
+                )
+            })
+            .collect())
     }
 
     pub(in crate::store) async fn claim(

@@ -151,9 +151,15 @@ const FAILURES: &str = "\
     SELECT \"Cause\", \"Count\" FROM axion_push_command_failure \
     WHERE \"Package\" = $1 AND \"CommandId\" = $2";
 
-const MESSAGE: &str = "\
-    SELECT \"Payload\", \"Ttl\", \"Urgency\", \"Topic\", \"ExpiresAt\" FROM axion_push_command \
-    WHERE \"Package\" = $1 AND \"Id\" = $2";
+/// Package, Id, Payload, Ttl, Urgency, Topic, ExpiresAt.
+type MessageRow = (String, String, Vec<u8>, i64, String, Option<String>, i64);
+
+const MESSAGES: &str = "\
+    SELECT c.\"Package\", c.\"Id\", c.\"Payload\", c.\"Ttl\", c.\"Urgency\", c.\"Topic\", \
+        c.\"ExpiresAt\" \
+    FROM axion_push_command c \
+    JOIN unnest($1::text[], $2::text[]) AS k(package, id) \
+      ON c.\"Package\" = k.package AND c.\"Id\" = k.id";
 
 /// Due rows, and rows held for the claiming daemon, oldest first; rows
 /// another transaction has locked are skipped, not waited for. The rows
@@ -379,28 +385,41 @@ impl Postgres {
         })
     }
 
-    pub(in crate::store) async fn queued_message(
+    /// The messages of the sends `keys` names (package, id), in one
+    /// statement; a send that is gone is missing from the answer.
+    pub(in crate::store) async fn queued_messages(
         &self,
-        package: &str,
-        id: &str,
-    ) -> Result<Option<QueuedMessage>, StoreError> {
-        /// Payload, Ttl, Urgency, Topic, ExpiresAt.
-        type MessageRow = (Vec<u8>, i64, String, Option<String>, i64);
-        let row: Option<MessageRow> = sqlx::query_as(MESSAGE)
-            .bind(package)
-            .bind(id)
-            .fetch_optional(&self.pool)
+        keys: &[(String, String)],
+    ) -> Result<Vec<(String, String, QueuedMessage)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (packages, ids): (Vec<&str>, Vec<&str>) = keys
+            .iter()
+            .map(|(package, id)| (package.as_str(), id.as_str()))
+            .unzip();
+        let rows: Vec<MessageRow> = sqlx::query_as(MESSAGES)
+            .bind(packages)
+            .bind(ids)
+            .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        Ok(
-            row.map(|(payload, ttl, urgency, topic, expires)| QueuedMessage {
-                payload,
-                ttl: ttl.try_into().unwrap_or_default(),
-                urgency,
-                topic,
-                expires_ms: to_u64(expires),
-            }),
-        )
+        Ok(rows
+            .into_iter()
+            .map(|(package, id, payload, ttl, urgency, topic, expires)| {
+                (
+                    package,
+                    id,
+                    QueuedMessage {
+                        payload,
+                        ttl: ttl.try_into().unwrap_or_default(),
+                        urgency,
+                        topic,
+                        expires_ms: to_u64(expires),
+                    },
+                )
+            })
+            .collect())
     }
 
     pub(in crate::store) async fn claim(
