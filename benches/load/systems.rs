@@ -180,6 +180,14 @@ fn start_daemon(
     // Written as Axion (or the Python module) left them, into the table the
     // daemon has just created.
     setup.rt.block_on(database.insert_rows(&group.rows()));
+    // With the statistics a table in use has (autovacuum's, or an
+    // administrator's ANALYZE): on a table filled a moment ago PostgreSQL's
+    // planner reads a user's subscriptions through the (Package, Endpoint)
+    // index, every subscription of the package, instead of the primary key.
+    setup.rt.block_on(database.execute(match database.backend {
+        axion_push::store::Backend::MySql => "ANALYZE TABLE def_notify_push_subscription",
+        _ => "ANALYZE def_notify_push_subscription",
+    }));
     running.database = Some(database);
     Ok(running)
 }

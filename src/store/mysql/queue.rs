@@ -192,15 +192,6 @@ const MARK_REPORTED: &str = "\
 /// The broker acknowledged report `?` (1 first, 2 final); once every due
 /// report is acknowledged nothing is left to publish again. `ReportedAt`
 /// first: MySQL assigns left to right.
-const MARK_REPORT_PUBLISHED: &str = "\
-    UPDATE axion_push_command \
-    SET ReportedAt = CASE WHEN GREATEST(Published, ?) >= Reported THEN NULL ELSE ReportedAt END, \
-        Published = GREATEST(Published, ?) \
-    WHERE Package = ? AND Id = ?";
-
-const MARK_EVENT_PUBLISHED: &str = "\
-    UPDATE axion_push_command SET Event = NULL, EventAt = NULL WHERE Package = ? AND Id = ?";
-
 /// Reports handed to the broker before `?` and still not acknowledged,
 /// locked to be marked as handed again now: another daemon taking them at
 /// the same moment skips them (or, without `SKIP LOCKED`, waits and then
@@ -243,10 +234,15 @@ impl MySql {
         sends: &[NewSend<'_>],
         owner: &str,
     ) -> Result<Vec<Enqueued>, StoreError> {
+        // One transaction, one commit (and one redo log flush) for the
+        // batch; a duplicate id fails its own insert only, which leaves the
+        // transaction going.
+        let mut tx = self.pool.begin().await.map_err(classify)?;
         let mut enqueued = Vec::with_capacity(sends.len());
         for send in sends {
-            enqueued.push(self.enqueue(send, owner).await?);
+            enqueued.push(record_in(&mut tx, send, owner).await.map_err(classify)?);
         }
+        tx.commit().await.map_err(classify)?;
         Ok(enqueued)
     }
 
@@ -264,102 +260,14 @@ impl MySql {
     }
 
     async fn record(&self, send: &NewSend<'_>, owner: &str) -> Result<Enqueued, sqlx::Error> {
-        let package = send.package.as_str();
-        let cutoff = to_i64(send.duplicate_after_ms);
         let mut tx = self.pool.begin().await?;
-        if let (true, Some(digest)) = (send.redelivered, send.digest) {
-            let earlier: Option<String> = sqlx::query_scalar(SAME_DIGEST)
-                .bind(package)
-                .bind(digest)
-                .bind(cutoff)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(id) = earlier {
-                let duplicate = duplicate(&mut tx, package, &id).await?;
-                tx.rollback().await?;
-                return Ok(duplicate);
-            }
+        let enqueued = record_in(&mut tx, send, owner).await?;
+        // A duplicate changed nothing: rolling back says so.
+        match enqueued {
+            Enqueued::New { .. } => tx.commit().await?,
+            Enqueued::Duplicate { .. } => tx.rollback().await?,
         }
-        let replaced = sqlx::query(REMOVE_REPLACEABLE)
-            .bind(package)
-            .bind(send.id)
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if replaced > 0 {
-            sqlx::query(CLEAR_FAILURES)
-                .bind(package)
-                .bind(send.id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let accepted = to_i64(send.accepted_ms);
-        let expires = accepted.saturating_add(i64::from(send.ttl) * 1000);
-        let inserted = sqlx::query(INSERT_COMMAND)
-            .bind(package)
-            .bind(send.id)
-            .bind(send.target)
-            .bind(accepted)
-            .bind(expires)
-            .bind(send.payload)
-            .bind(i64::from(send.ttl))
-            .bind(send.urgency)
-            .bind(send.topic)
-            .bind(send.members.map(to_i64))
-            .bind(send.digest)
-            .bind(send.event)
-            .bind(accepted)
-            .execute(&mut *tx)
-            .await;
-        match inserted {
-            Err(e) if error_number(&e) == Some(DUPLICATE_KEY) => {
-                // Only this statement failed; the transaction reads on.
-                let duplicate = duplicate(&mut tx, package, send.id).await?;
-                tx.rollback().await?;
-                return Ok(duplicate);
-            }
-            inserted => inserted?,
-        };
-        let hold = millis(HOLD);
-        let held = held_by(owner);
-        let queued = match send.recipients {
-            Recipients::User(user) => sqlx::query(ENQUEUE_USER)
-                .bind(package)
-                .bind(send.id)
-                .bind(user.as_str())
-                .bind(hold)
-                .bind(&held)
-                .bind(package)
-                .bind(package)
-                .bind(user.as_str())
-                .bind(user.as_str()),
-            Recipients::Group(group) => sqlx::query(ENQUEUE_GROUP)
-                .bind(package)
-                .bind(send.id)
-                .bind(hold)
-                .bind(&held)
-                .bind(package)
-                .bind(group.as_str()),
-        }
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let queued_i64 = to_i64(queued);
-        sqlx::query(SET_COUNTS)
-            .bind(queued_i64)
-            .bind(queued_i64)
-            .bind(queued_i64)
-            .bind(queued_i64)
-            .bind(queued_i64)
-            .bind(package)
-            .bind(send.id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Enqueued::New {
-            subscriptions: queued,
-        })
+        Ok(enqueued)
     }
 
     /// The messages of the sends `keys` names (package, id), in one
@@ -671,35 +579,47 @@ impl MySql {
         Ok(due)
     }
 
+    /// Three statements at most for a whole batch: the reports first
+    /// acknowledged, those acknowledged as final (each command at its
+    /// highest level), the events.
     pub(in crate::store) async fn mark_published(
         &self,
         published: &[Published],
     ) -> Result<(), StoreError> {
-        // Commands in key order, as settling updates them.
-        let mut published: Vec<&Published> = published.iter().collect();
-        published.sort_by(|a, b| key(a).cmp(&key(b)));
+        let (reports, events) = crate::store::queue::published_by_send(published);
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        for p in published {
-            match p {
-                Published::Report {
-                    package,
-                    id,
-                    is_final,
-                } => {
-                    let report = if *is_final { 2_i64 } else { 1 };
-                    sqlx::query(MARK_REPORT_PUBLISHED)
-                        .bind(report)
-                        .bind(report)
-                        .bind(package)
-                        .bind(id)
-                }
-                Published::Event { package, id } => {
-                    sqlx::query(MARK_EVENT_PUBLISHED).bind(package).bind(id)
-                }
+        for level in [1_u8, 2] {
+            let keys: Vec<(&str, &str)> = reports
+                .iter()
+                .filter(|(_, l)| **l == level)
+                .map(|(key, _)| *key)
+                .collect();
+            if keys.is_empty() {
+                continue;
             }
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+            let mut q = QueryBuilder::<Db>::new(
+                "UPDATE axion_push_command \
+                 SET ReportedAt = CASE WHEN GREATEST(Published, ",
+            );
+            q.push_bind(i64::from(level))
+                .push(
+                    ") >= Reported THEN NULL ELSE ReportedAt END, Published = GREATEST(Published, ",
+                )
+                .push_bind(i64::from(level))
+                .push(") WHERE (Package, Id) IN (");
+            push_keys(&mut q, &keys);
+            q.push(")");
+            q.build().execute(&mut *tx).await.map_err(classify)?;
+        }
+        if !events.is_empty() {
+            let keys: Vec<(&str, &str)> = events.into_iter().collect();
+            let mut q = QueryBuilder::<Db>::new(
+                "UPDATE axion_push_command SET Event = NULL, EventAt = NULL \
+                 WHERE (Package, Id) IN (",
+            );
+            push_keys(&mut q, &keys);
+            q.push(")");
+            q.build().execute(&mut *tx).await.map_err(classify)?;
         }
         tx.commit().await.map_err(classify)
     }
@@ -770,14 +690,6 @@ impl MySql {
             .rows_affected();
         tx.commit().await.map_err(classify)?;
         Ok(purged)
-    }
-}
-
-fn key(p: &Published) -> (&str, &str) {
-    match p {
-        Published::Report { package, id, .. } | Published::Event { package, id } => {
-            (package.as_str(), id.as_str())
-        }
     }
 }
 
@@ -895,4 +807,115 @@ async fn failures(
         .fetch_all(&mut *conn)
         .await?;
     Ok(rows.into_iter().map(|(c, n)| (c, to_u64(n))).collect())
+}
+
+/// `(?, ?), (?, ?), …`: a list of (package, id) row constructors.
+fn push_keys(q: &mut QueryBuilder<Db>, keys: &[(&str, &str)]) {
+    let mut list = q.separated(", ");
+    for (package, id) in keys {
+        list.push("(")
+            .push_bind_unseparated(package.to_string())
+            .push_unseparated(", ")
+            .push_bind_unseparated(id.to_string())
+            .push_unseparated(")");
+    }
+}
+
+/// Records one send in `tx`, which the caller commits: a duplicate id
+/// changes nothing.
+async fn record_in(
+    tx: &mut MySqlConnection,
+    send: &NewSend<'_>,
+    owner: &str,
+) -> Result<Enqueued, sqlx::Error> {
+    let package = send.package.as_str();
+    let cutoff = to_i64(send.duplicate_after_ms);
+    if let (true, Some(digest)) = (send.redelivered, send.digest) {
+        let earlier: Option<String> = sqlx::query_scalar(SAME_DIGEST)
+            .bind(package)
+            .bind(digest)
+            .bind(cutoff)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(id) = earlier {
+            return duplicate(tx, package, &id).await;
+        }
+    }
+    let replaced = sqlx::query(REMOVE_REPLACEABLE)
+        .bind(package)
+        .bind(send.id)
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if replaced > 0 {
+        sqlx::query(CLEAR_FAILURES)
+            .bind(package)
+            .bind(send.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let accepted = to_i64(send.accepted_ms);
+    let expires = accepted.saturating_add(i64::from(send.ttl) * 1000);
+    let inserted = sqlx::query(INSERT_COMMAND)
+        .bind(package)
+        .bind(send.id)
+        .bind(send.target)
+        .bind(accepted)
+        .bind(expires)
+        .bind(send.payload)
+        .bind(i64::from(send.ttl))
+        .bind(send.urgency)
+        .bind(send.topic)
+        .bind(send.members.map(to_i64))
+        .bind(send.digest)
+        .bind(send.event)
+        .bind(accepted)
+        .execute(&mut *tx)
+        .await;
+    match inserted {
+        Err(e) if error_number(&e) == Some(DUPLICATE_KEY) => {
+            // Only this statement failed; the transaction reads on.
+            return duplicate(tx, package, send.id).await;
+        }
+        inserted => inserted?,
+    };
+    let hold = millis(HOLD);
+    let held = held_by(owner);
+    let queued = match send.recipients {
+        Recipients::User(user) => sqlx::query(ENQUEUE_USER)
+            .bind(package)
+            .bind(send.id)
+            .bind(user.as_str())
+            .bind(hold)
+            .bind(&held)
+            .bind(package)
+            .bind(package)
+            .bind(user.as_str())
+            .bind(user.as_str()),
+        Recipients::Group(group) => sqlx::query(ENQUEUE_GROUP)
+            .bind(package)
+            .bind(send.id)
+            .bind(hold)
+            .bind(&held)
+            .bind(package)
+            .bind(group.as_str()),
+    }
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let queued_i64 = to_i64(queued);
+    sqlx::query(SET_COUNTS)
+        .bind(queued_i64)
+        .bind(queued_i64)
+        .bind(queued_i64)
+        .bind(queued_i64)
+        .bind(queued_i64)
+        .bind(package)
+        .bind(send.id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(Enqueued::New {
+        subscriptions: queued,
+    })
 }

@@ -74,6 +74,11 @@ fn migrator() -> Migrator {
             "axion-push publication",
             include_str!("../../../migrations/postgres/0004_axion_push_publication.sql"),
         ),
+        step(
+            5,
+            "axion-push digest index",
+            include_str!("../../../migrations/postgres/0005_axion_push_digest_partial.sql"),
+        ),
     ]);
     migrator.dangerous_set_table_name(MIGRATIONS);
     migrator

@@ -15,7 +15,7 @@
 //! still ours, so a delivery whose lease ran out is counted once, by
 //! whoever settled it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use sqlx::postgres::PgRow;
@@ -158,8 +158,7 @@ const MESSAGES: &str = "\
     SELECT c.\"Package\", c.\"Id\", c.\"Payload\", c.\"Ttl\", c.\"Urgency\", c.\"Topic\", \
         c.\"ExpiresAt\" \
     FROM axion_push_command c \
-    JOIN unnest($1::text[], $2::text[]) AS k(package, id) \
-      ON c.\"Package\" = k.package AND c.\"Id\" = k.id";
+    WHERE c.\"Package\" = ANY($1::text[]) AND c.\"Id\" = ANY($2::text[])";
 
 /// Due rows, and rows held for the claiming daemon, oldest first; rows
 /// another transaction has locked are skipped, not waited for. The rows
@@ -231,16 +230,20 @@ const DEACTIVATE_GONE: &str = "\
     WHERE \"User\" = $1::bpchar AND \"Package\" = $2::bpchar AND \"Endpoint\" = $3 \
         AND (\"Active\" = 'Y' OR \"Active\" IS NULL)";
 
-/// Counts what a batch settled for one command, and answers with the
-/// command's progress and whether its next result report is due: every
-/// delivery tried once (the first result), or none left in the queue (the
-/// final one).
+/// Counts what a batch settled for its commands — (package, id, tried,
+/// settled, delivered, failed, deactivated, expired) arrays, in key order —
+/// and answers with each command's progress and whether its next result
+/// report is due: every delivery tried once (the first result), or none
+/// left in the queue (the final one).
 const COUNT_SETTLED: &str = concat!(
-    "UPDATE axion_push_command SET \"Untried\" = \"Untried\" - $1, \
-        \"Pending\" = \"Pending\" - $2, \"Delivered\" = \"Delivered\" + $3, \
-        \"Failed\" = \"Failed\" + $4, \"Deactivated\" = \"Deactivated\" + $5, \
-        \"Expired\" = \"Expired\" + $6 \
-     WHERE \"Package\" = $7 AND \"Id\" = $8 \
+    "UPDATE axion_push_command c SET \"Untried\" = c.\"Untried\" - v.tried, \
+        \"Pending\" = c.\"Pending\" - v.settled, \"Delivered\" = c.\"Delivered\" + v.delivered, \
+        \"Failed\" = c.\"Failed\" + v.failed, \"Deactivated\" = c.\"Deactivated\" + v.deactivated, \
+        \"Expired\" = c.\"Expired\" + v.expired \
+     FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
+                 $7::int8[], $8::int8[]) \
+          AS v(package, id, tried, settled, delivered, failed, deactivated, expired) \
+     WHERE c.\"Package\" = v.package AND c.\"Id\" = v.id \
      RETURNING ",
     state_columns!(),
     ", (\"Untried\" <= 0 AND \"Reported\" = 0) OR (\"Pending\" <= 0 AND \"Reported\" < 2) \
@@ -254,23 +257,30 @@ const COUNT_FAILURES: &str = "\
     ON CONFLICT (\"Package\", \"CommandId\", \"Cause\") \
     DO UPDATE SET \"Count\" = axion_push_command_failure.\"Count\" + EXCLUDED.\"Count\"";
 
-/// The report is due and handed to the broker at `$1`.
+/// The reports of commands (`$2`, `$3` arrays) are due and handed to the
+/// broker at `$1`.
 const MARK_REPORTED: &str = "\
-    UPDATE axion_push_command SET \"Reported\" = CASE WHEN \"Pending\" <= 0 THEN 2 ELSE 1 END, \
+    UPDATE axion_push_command c SET \"Reported\" = CASE WHEN c.\"Pending\" <= 0 THEN 2 ELSE 1 END, \
         \"ReportedAt\" = $1 \
-    WHERE \"Package\" = $2 AND \"Id\" = $3";
+    FROM unnest($2::text[], $3::text[]) AS v(package, id) \
+    WHERE c.\"Package\" = v.package AND c.\"Id\" = v.id";
 
-/// The broker acknowledged report `$1` (1 first, 2 final); once every due
-/// report is acknowledged nothing is left to publish again.
-const MARK_REPORT_PUBLISHED: &str = "\
-    UPDATE axion_push_command SET \"Published\" = GREATEST(\"Published\", $1), \
-        \"ReportedAt\" = CASE WHEN GREATEST(\"Published\", $1) >= \"Reported\" THEN NULL \
-                              ELSE \"ReportedAt\" END \
-    WHERE \"Package\" = $2 AND \"Id\" = $3";
+/// The broker acknowledged reports; once every due report of a command is
+/// acknowledged nothing is left to publish again.
+/// A batch: (package, id, level) arrays, level 1 the first report, 2 the
+/// final one.
+const MARK_REPORTS_PUBLISHED: &str = "\
+    UPDATE axion_push_command c SET \"Published\" = GREATEST(c.\"Published\", v.level), \
+        \"ReportedAt\" = CASE WHEN GREATEST(c.\"Published\", v.level) >= c.\"Reported\" THEN NULL \
+                              ELSE c.\"ReportedAt\" END \
+    FROM unnest($1::text[], $2::text[], $3::int8[]) AS v(package, id, level) \
+    WHERE c.\"Package\" = v.package AND c.\"Id\" = v.id";
 
-const MARK_EVENT_PUBLISHED: &str = "\
-    UPDATE axion_push_command SET \"Event\" = NULL, \"EventAt\" = NULL \
-    WHERE \"Package\" = $1 AND \"Id\" = $2";
+/// A batch of acknowledged events: (package, id) arrays.
+const MARK_EVENTS_PUBLISHED: &str = "\
+    UPDATE axion_push_command c SET \"Event\" = NULL, \"EventAt\" = NULL \
+    FROM unnest($1::text[], $2::text[]) AS v(package, id) \
+    WHERE c.\"Package\" = v.package AND c.\"Id\" = v.id";
 
 /// Reports handed to the broker before `$2` and still not acknowledged:
 /// taken to be handed again now (`$1`). A daemon taking them at the same
@@ -309,10 +319,14 @@ impl Postgres {
         sends: &[NewSend<'_>],
         owner: &str,
     ) -> Result<Vec<Enqueued>, StoreError> {
+        // One transaction, one commit (and one WAL flush) for the batch;
+        // each send is still one statement, so a duplicate stays its own.
+        let mut tx = self.pool.begin().await.map_err(classify)?;
         let mut enqueued = Vec::with_capacity(sends.len());
         for send in sends {
-            enqueued.push(self.enqueue(send, owner).await?);
+            enqueued.push(enqueue_on(&mut tx, send, owner).await?);
         }
+        tx.commit().await.map_err(classify)?;
         Ok(enqueued)
     }
 
@@ -321,68 +335,8 @@ impl Postgres {
         send: &NewSend<'_>,
         owner: &str,
     ) -> Result<Enqueued, StoreError> {
-        let cutoff = to_i64(send.duplicate_after_ms);
-        if let (true, Some(digest)) = (send.redelivered, send.digest) {
-            let earlier: Option<String> = sqlx::query_scalar(SAME_DIGEST)
-                .bind(send.package.as_str())
-                .bind(digest)
-                .bind(cutoff)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(classify)?;
-            if let Some(id) = earlier {
-                return self.duplicate(send.package.as_str(), &id).await;
-            }
-        }
-        let accepted = to_i64(send.accepted_ms);
-        let expires = accepted.saturating_add(i64::from(send.ttl) * 1000);
-        let (sql, to) = match send.recipients {
-            Recipients::User(user) => (ENQUEUE_USER, user.as_str()),
-            Recipients::Group(group) => (ENQUEUE_GROUP, group.as_str()),
-        };
-        let queued: Option<i64> = sqlx::query_scalar(sql)
-            .bind(send.package.as_str())
-            .bind(send.id)
-            .bind(send.target)
-            .bind(accepted)
-            .bind(expires)
-            .bind(send.payload)
-            .bind(i64::from(send.ttl))
-            .bind(send.urgency)
-            .bind(send.topic)
-            .bind(send.members.map(to_i64))
-            .bind(send.digest)
-            .bind(send.event)
-            .bind(cutoff)
-            .bind(millis(HOLD))
-            .bind(held_by(owner))
-            .bind(to)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
-        let Some(queued) = queued else {
-            return self.duplicate(send.package.as_str(), send.id).await;
-        };
-        Ok(Enqueued::New {
-            subscriptions: to_u64(queued),
-        })
-    }
-
-    /// The answer for a send seen before: the earlier one's progress, and
-    /// its event if the broker has not acknowledged that yet.
-    async fn duplicate(&self, package: &str, id: &str) -> Result<Enqueued, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(classify)?;
-        let earlier = state(&mut conn, package, id).await?.unwrap_or_default();
-        let unpublished_event = sqlx::query_scalar(UNPUBLISHED_EVENT)
-            .bind(package)
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(classify)?;
-        Ok(Enqueued::Duplicate {
-            earlier,
-            unpublished_event,
-        })
+        enqueue_on(&mut conn, send, owner).await
     }
 
     /// The messages of the sends `keys` names (package, id), in one
@@ -394,16 +348,23 @@ impl Postgres {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let (packages, ids): (Vec<&str>, Vec<&str>) = keys
-            .iter()
-            .map(|(package, id)| (package.as_str(), id.as_str()))
-            .unzip();
+        // Each list once; the statement's answer is every package with
+        // every id (a claim's sends are nearly always of one package),
+        // narrowed to the pairs asked for here.
+        let packages: BTreeSet<&str> = keys.iter().map(|(p, _)| p.as_str()).collect();
+        let ids: BTreeSet<&str> = keys.iter().map(|(_, i)| i.as_str()).collect();
+        let wanted: HashSet<(&str, &str)> =
+            keys.iter().map(|(p, i)| (p.as_str(), i.as_str())).collect();
         let rows: Vec<MessageRow> = sqlx::query_as(MESSAGES)
-            .bind(packages)
-            .bind(ids)
+            .bind(packages.into_iter().collect::<Vec<_>>())
+            .bind(ids.into_iter().collect::<Vec<_>>())
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
+        let rows: Vec<MessageRow> = rows
+            .into_iter()
+            .filter(|r| wanted.contains(&(r.0.as_str(), r.1.as_str())))
+            .collect();
         Ok(rows
             .into_iter()
             .map(|(package, id, payload, ttl, urgency, topic, expires)| {
@@ -560,20 +521,41 @@ impl Postgres {
                 .map_err(classify)?;
         }
         let mut due = Vec::new();
-        for ((package, id), tally) in &tallies {
-            let row = sqlx::query(COUNT_SETTLED)
-                .bind(tally.tried)
-                .bind(tally.settled)
-                .bind(tally.delivered)
-                .bind(tally.failed)
-                .bind(tally.deactivated)
-                .bind(tally.expired)
-                .bind(*package)
-                .bind(*id)
-                .fetch_optional(&mut *tx)
+        if !tallies.is_empty() {
+            let mut columns: [Vec<i64>; 6] = Default::default();
+            let (mut packages, mut ids) = (Vec::new(), Vec::new());
+            for ((package, id), t) in &tallies {
+                packages.push(*package);
+                ids.push(*id);
+                let counts = [
+                    t.tried,
+                    t.settled,
+                    t.delivered,
+                    t.failed,
+                    t.deactivated,
+                    t.expired,
+                ];
+                for (column, n) in columns.iter_mut().zip(counts) {
+                    column.push(n);
+                }
+            }
+            let [tried, settled, delivered, failed, deactivated, expired] = columns;
+            let rows = sqlx::query(COUNT_SETTLED)
+                .bind(&packages)
+                .bind(&ids)
+                .bind(tried)
+                .bind(settled)
+                .bind(delivered)
+                .bind(failed)
+                .bind(deactivated)
+                .bind(expired)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(classify)?;
-            if !tally.failures.is_empty() {
+            for ((package, id), tally) in &tallies {
+                if tally.failures.is_empty() {
+                    continue;
+                }
                 let (causes, counts): (Vec<&str>, Vec<i64>) = tally
                     .failures
                     .iter()
@@ -588,58 +570,69 @@ impl Postgres {
                     .await
                     .map_err(classify)?;
             }
-            let Some(row) = row else { continue };
-            let is_due: bool = row
-                .try_get("Due")
-                .map_err(|e| StoreError::Query(e.to_string()))?;
-            if !is_due {
-                continue;
+            for row in &rows {
+                let is_due: bool = row
+                    .try_get("Due")
+                    .map_err(|e| StoreError::Query(e.to_string()))?;
+                if is_due {
+                    due.push(state_from_row(row)?);
+                }
             }
-            let mut state = state_from_row(&row)?;
-            state.failures = failures(&mut tx, package, id).await?;
-            sqlx::query(MARK_REPORTED)
-                .bind(to_i64(now_ms))
-                .bind(*package)
-                .bind(*id)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            due.push(state);
+            due.sort_by(|a, b| (&a.package, &a.id).cmp(&(&b.package, &b.id)));
+            if !due.is_empty() {
+                for state in due.iter_mut().filter(|state| state.failed > 0) {
+                    state.failures = failures(&mut tx, &state.package, &state.id).await?;
+                }
+                let (packages, ids): (Vec<&str>, Vec<&str>) = due
+                    .iter()
+                    .map(|state| (state.package.as_str(), state.id.as_str()))
+                    .unzip();
+                sqlx::query(MARK_REPORTED)
+                    .bind(to_i64(now_ms))
+                    .bind(packages)
+                    .bind(ids)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
         }
         tx.commit().await.map_err(classify)?;
         Ok(due)
     }
 
+    /// Two statements for a whole batch: the reports (each command's
+    /// highest acknowledged), the events.
     pub(in crate::store) async fn mark_published(
         &self,
         published: &[Published],
     ) -> Result<(), StoreError> {
-        let key = |p: &&Published| match p {
-            Published::Report { package, id, .. } | Published::Event { package, id } => {
-                (package.clone(), id.clone())
-            }
-        };
-        // Commands in key order, as settling updates them.
-        let mut published: Vec<&Published> = published.iter().collect();
-        published.sort_by_key(key);
+        let (reports, events) = crate::store::queue::published_by_send(published);
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        for p in published {
-            match p {
-                Published::Report {
-                    package,
-                    id,
-                    is_final,
-                } => sqlx::query(MARK_REPORT_PUBLISHED)
-                    .bind(if *is_final { 2_i64 } else { 1 })
-                    .bind(package)
-                    .bind(id),
-                Published::Event { package, id } => {
-                    sqlx::query(MARK_EVENT_PUBLISHED).bind(package).bind(id)
-                }
+        if !reports.is_empty() {
+            let mut packages = Vec::with_capacity(reports.len());
+            let mut ids = Vec::with_capacity(reports.len());
+            let mut levels = Vec::with_capacity(reports.len());
+            for ((package, id), level) in &reports {
+                packages.push(*package);
+                ids.push(*id);
+                levels.push(i64::from(*level));
             }
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+            sqlx::query(MARK_REPORTS_PUBLISHED)
+                .bind(packages)
+                .bind(ids)
+                .bind(levels)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        if !events.is_empty() {
+            let (packages, ids): (Vec<&str>, Vec<&str>) = events.iter().copied().unzip();
+            sqlx::query(MARK_EVENTS_PUBLISHED)
+                .bind(packages)
+                .bind(ids)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
         }
         tx.commit().await.map_err(classify)
     }
@@ -752,4 +745,78 @@ async fn failures(
         .await
         .map_err(classify)?;
     Ok(rows.into_iter().map(|(c, n)| (c, to_u64(n))).collect())
+}
+
+/// Records one send on `conn` (a transaction of a batch, or a connection of
+/// its own): one statement, which records nothing for an id already taken.
+async fn enqueue_on(
+    conn: &mut PgConnection,
+    send: &NewSend<'_>,
+    owner: &str,
+) -> Result<Enqueued, StoreError> {
+    let cutoff = to_i64(send.duplicate_after_ms);
+    if let (true, Some(digest)) = (send.redelivered, send.digest) {
+        let earlier: Option<String> = sqlx::query_scalar(SAME_DIGEST)
+            .bind(send.package.as_str())
+            .bind(digest)
+            .bind(cutoff)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(classify)?;
+        if let Some(id) = earlier {
+            return duplicate(conn, send.package.as_str(), &id).await;
+        }
+    }
+    let accepted = to_i64(send.accepted_ms);
+    let expires = accepted.saturating_add(i64::from(send.ttl) * 1000);
+    let (sql, to) = match send.recipients {
+        Recipients::User(user) => (ENQUEUE_USER, user.as_str()),
+        Recipients::Group(group) => (ENQUEUE_GROUP, group.as_str()),
+    };
+    let queued: Option<i64> = sqlx::query_scalar(sql)
+        .bind(send.package.as_str())
+        .bind(send.id)
+        .bind(send.target)
+        .bind(accepted)
+        .bind(expires)
+        .bind(send.payload)
+        .bind(i64::from(send.ttl))
+        .bind(send.urgency)
+        .bind(send.topic)
+        .bind(send.members.map(to_i64))
+        .bind(send.digest)
+        .bind(send.event)
+        .bind(cutoff)
+        .bind(millis(HOLD))
+        .bind(held_by(owner))
+        .bind(to)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(classify)?;
+    let Some(queued) = queued else {
+        return duplicate(conn, send.package.as_str(), send.id).await;
+    };
+    Ok(Enqueued::New {
+        subscriptions: to_u64(queued),
+    })
+}
+
+/// The answer for a send seen before: the earlier one's progress, and
+/// its event if the broker has not acknowledged that yet.
+async fn duplicate(
+    conn: &mut PgConnection,
+    package: &str,
+    id: &str,
+) -> Result<Enqueued, StoreError> {
+    let earlier = state(conn, package, id).await?.unwrap_or_default();
+    let unpublished_event = sqlx::query_scalar(UNPUBLISHED_EVENT)
+        .bind(package)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(classify)?;
+    Ok(Enqueued::Duplicate {
+        earlier,
+        unpublished_event,
+    })
 }
