@@ -445,12 +445,17 @@ async fn commands_handled_together_keep_their_order_and_fail_alone() {
     while let Ok(publication) = egress.try_recv() {
         if publication.out.topic.ends_with("/result") {
             let r: serde_json::Value = serde_json::from_slice(&publication.out.payload).unwrap();
-            answers.push((r["command"].as_str().unwrap().to_owned(), r));
+            // Sends with deliveries are answered by the engine, which runs
+            // meanwhile: it may have reported one already.
+            let by_engine = r["command"] == "send" && r["ok"] == true && r["duplicate"].is_null();
+            if !by_engine {
+                answers.push((r["command"].as_str().unwrap().to_owned(), r));
+            }
         }
     }
     let commands: Vec<&str> = answers.iter().map(|(c, _)| c.as_str()).collect();
-    // Sends with deliveries are answered by the engine later; here: the
-    // subscribes, the refusal and the duplicate, in arrival order.
+    // The command stage's answers: the subscribes, the refusal and the
+    // duplicate, in arrival order.
     assert_eq!(
         commands,
         ["subscribe", "send", "send", "subscribe"],
