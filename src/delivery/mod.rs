@@ -19,7 +19,7 @@ mod hand_off;
 mod ledger;
 mod messages;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -381,7 +381,7 @@ async fn messages_for(
     rows: &[Claimed],
 ) -> Result<HashMap<(String, String), Arc<Prepared>>, crate::store::StoreError> {
     let mut found: HashMap<(String, String), Arc<Prepared>> = HashMap::new();
-    let mut missing: Vec<(String, String)> = Vec::new();
+    let mut missing: HashSet<(String, String)> = HashSet::new();
     for row in rows {
         let key = (row.package.clone(), row.command_id.clone());
         if found.contains_key(&key) || missing.contains(&key) {
@@ -391,9 +391,12 @@ async fn messages_for(
             Some(message) => {
                 found.insert(key, message);
             }
-            None => missing.push(key),
+            None => {
+                missing.insert(key);
+            }
         }
     }
+    let missing: Vec<(String, String)> = missing.into_iter().collect();
     for (package, id, m) in parts.store.queued_messages(&missing).await? {
         let signer = match Package::parse(&package) {
             Ok(package) => parts.signers.for_package(&package).clone(),
