@@ -533,3 +533,30 @@ async fn with_tokens_a_shared_browser_changes_hands_with_a_new_subscription() {
     );
     h.stop().await;
 }
+
+/// Known limitation (README, Reliability): on the embedded broker the
+/// daemon stalls after about a hundred of these, its connection's pings
+/// unanswered. Ignored until fixed; `cargo test --test subscribe --
+/// --ignored` reproduces it (it passes when non-send commands are
+/// acknowledged once applied rather than once their result is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known limitation: a burst of non-send commands stalls the embedded broker"]
+async fn a_burst_of_400_subscribes_from_one_client_is_answered_in_full() {
+    const BURST: usize = 400;
+    let h = Harness::start_with(|c| c.settings.limits.max_subscriptions_per_user = BURST).await;
+    let topic = h.command_topic("crm", "alice", Verb::Subscribe);
+    for i in 0..BURST {
+        let browser = h.browser(&format!("b{i}"));
+        h.mqtt
+            .publish(&topic, browser.subscription().to_string())
+            .await;
+    }
+    let result_topic = format!("{}/result", topic.rsplit_once('/').unwrap().0);
+    let last = h
+        .mqtt
+        .wait_for(0, "the last subscribe", Duration::from_secs(60), |m| {
+            m.topic == result_topic && m.json()["subscriptions"] == BURST
+        })
+        .await;
+    assert_eq!(last.json()["ok"], true, "{}", last.json());
+}
