@@ -82,6 +82,28 @@ pub struct QueuedMessage {
     pub expires_ms: u64,
 }
 
+/// A message's row as every backend selects it: Package, Id, Payload, Ttl,
+/// Urgency, Topic, ExpiresAt.
+pub(crate) type MessageRow = (String, String, Vec<u8>, i64, String, Option<String>, i64);
+
+impl QueuedMessage {
+    /// (package, id, message) from a selected row.
+    pub(crate) fn from_row(row: MessageRow) -> (String, String, QueuedMessage) {
+        let (package, id, payload, ttl, urgency, topic, expires) = row;
+        (
+            package,
+            id,
+            QueuedMessage {
+                payload,
+                ttl: ttl.try_into().unwrap_or_default(),
+                urgency,
+                topic,
+                expires_ms: super::to_u64(expires),
+            },
+        )
+    }
+}
+
 /// A delivery claimed by this daemon: nobody else takes it until it is
 /// settled or its lease runs out.
 #[derive(Debug, Clone, PartialEq, Eq)]

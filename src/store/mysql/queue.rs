@@ -16,8 +16,8 @@ use sqlx::{MySql as Db, MySqlConnection, QueryBuilder, Row};
 
 use super::{DUPLICATE_KEY, MySql, active, classify, error_number, exact};
 use crate::store::queue::{
-    Claimed, CommandState, Enqueued, NewSend, Published, QueuedMessage, Recipients, Settled,
-    Settlement, UnpublishedEvent, tally,
+    Claimed, CommandState, Enqueued, MessageRow, NewSend, Published, QueuedMessage, Recipients,
+    Settled, Settlement, UnpublishedEvent, tally,
 };
 use crate::store::{HOLD, LEASE, StoreError, held_by, millis, to_i64, to_u64};
 
@@ -103,9 +103,6 @@ const STATE: &str = "\
 const FAILURES: &str = "\
     SELECT Cause, Count FROM axion_push_command_failure WHERE Package = ? AND CommandId = ? \
     ORDER BY Cause";
-
-/// Package, Id, Payload, Ttl, Urgency, Topic, ExpiresAt.
-type MessageRow = (String, String, Vec<u8>, i64, String, Option<String>, i64);
 
 /// A claim's rows: first those due, oldest first, straight from the
 /// `(NextAt)` index; then those held for the claiming daemon and not due
@@ -297,22 +294,7 @@ impl MySql {
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        Ok(rows
-            .into_iter()
-            .map(|(package, id, payload, ttl, urgency, topic, expires)| {
-                (
-                    package,
-                    id,
-                    QueuedMessage {
-                        payload,
-                        ttl: ttl.try_into().unwrap_or_default(),
-                        urgency,
-                        topic,
-                        expires_ms: to_u64(expires),
-                    },
-                )
-            })
-            .collect())
+        Ok(rows.into_iter().map(QueuedMessage::from_row).collect())
     }
 
     pub(in crate::store) async fn claim(

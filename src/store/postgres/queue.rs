@@ -23,8 +23,8 @@ use sqlx::{PgConnection, Row};
 
 use super::{Postgres, classify};
 use crate::store::queue::{
-    Claimed, CommandState, Enqueued, NewSend, Published, QueuedMessage, Recipients, Settled,
-    Settlement, UnpublishedEvent, tally,
+    Claimed, CommandState, Enqueued, MessageRow, NewSend, Published, QueuedMessage, Recipients,
+    Settled, Settlement, UnpublishedEvent, tally,
 };
 use crate::store::{HOLD, LEASE, StoreError, held_by, millis, to_i64, to_u64};
 
@@ -151,9 +151,6 @@ const FAILURES: &str = "\
     SELECT \"Cause\", \"Count\" FROM axion_push_command_failure \
     WHERE \"Package\" = $1 AND \"CommandId\" = $2";
 
-/// Package, Id, Payload, Ttl, Urgency, Topic, ExpiresAt.
-type MessageRow = (String, String, Vec<u8>, i64, String, Option<String>, i64);
-
 const MESSAGES: &str = "\
     SELECT c.\"Package\", c.\"Id\", c.\"Payload\", c.\"Ttl\", c.\"Urgency\", c.\"Topic\", \
         c.\"ExpiresAt\" \
@@ -265,10 +262,9 @@ const MARK_REPORTED: &str = "\
     FROM unnest($2::text[], $3::text[]) AS v(package, id) \
     WHERE c.\"Package\" = v.package AND c.\"Id\" = v.id";
 
-/// The broker acknowledged reports; once every due report of a command is
-/// acknowledged nothing is left to publish again.
-/// A batch: (package, id, level) arrays, level 1 the first report, 2 the
-/// final one.
+/// The broker acknowledged a batch of reports — (package, id, level)
+/// arrays, level 1 the first report, 2 the final one; once every due report
+/// of a command is acknowledged nothing is left to publish again.
 const MARK_REPORTS_PUBLISHED: &str = "\
     UPDATE axion_push_command c SET \"Published\" = GREATEST(c.\"Published\", v.level), \
         \"ReportedAt\" = CASE WHEN GREATEST(c.\"Published\", v.level) >= c.\"Reported\" THEN NULL \
@@ -365,22 +361,7 @@ impl Postgres {
             .into_iter()
             .filter(|r| wanted.contains(&(r.0.as_str(), r.1.as_str())))
             .collect();
-        Ok(rows
-            .into_iter()
-            .map(|(package, id, payload, ttl, urgency, topic, expires)| {
-                (
-                    package,
-                    id,
-                    QueuedMessage {
-                        payload,
-                        ttl: ttl.try_into().unwrap_or_default(),
-                        urgency,
-                        topic,
-                        expires_ms: to_u64(expires),
-                    },
-                )
-            })
-            .collect())
+        Ok(rows.into_iter().map(QueuedMessage::from_row).collect())
     }
 
     pub(in crate::store) async fn claim(

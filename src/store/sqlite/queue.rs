@@ -14,8 +14,8 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite as Db, SqliteConnection};
 
 use super::{Sqlite, classify};
 use crate::store::queue::{
-    Claimed, CommandState, Enqueued, NewSend, Published, QueuedMessage, Recipients, Settlement,
-    UnpublishedEvent, tally,
+    Claimed, CommandState, Enqueued, MessageRow, NewSend, Published, QueuedMessage, Recipients,
+    Settlement, UnpublishedEvent, tally,
 };
 use crate::store::{HOLD, LEASE, StoreError, held_by, millis, to_i64, to_u64};
 
@@ -94,9 +94,6 @@ const STATE_COLUMNS: &str = "\
 
 const FAILURES: &str = "\
     SELECT Cause, Count FROM axion_push_command_failure WHERE Package = ? AND CommandId = ?";
-
-/// Package, Id, Payload, Ttl, Urgency, Topic, ExpiresAt.
-type MessageRow = (String, String, Vec<u8>, i64, String, Option<String>, i64);
 
 /// Due rows, and rows held for the claiming daemon, oldest first.
 const CLAIM: &str = concat!(
@@ -429,22 +426,7 @@ impl Sqlite {
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        Ok(rows
-            .into_iter()
-            .map(|(package, id, payload, ttl, urgency, topic, expires)| {
-                (
-                    package,
-                    id,
-                    QueuedMessage {
-                        payload,
-                        ttl: ttl.try_into().unwrap_or_default(),
-                        urgency,
-                        topic,
-                        expires_ms: to_u64(expires),
-                    },
-                )
-            })
-            .collect())
+        Ok(rows.into_iter().map(QueuedMessage::from_row).collect())
     }
 
     pub(in crate::store) async fn claim(
