@@ -439,6 +439,7 @@ impl Daemon {
             subscribe_tokens,
             default_ttl: settings.delivery.default_ttl,
             dedup_window: settings.delivery.dedup_window,
+            ack_once_applied: broker.is_some(),
         });
 
         // On the embedded broker the daemon talks to rumqttd directly, with

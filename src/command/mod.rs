@@ -127,6 +127,14 @@ pub struct ProcessorParts {
     pub subscribe_tokens: Option<Arc<crate::token::TokenKey>>,
     pub default_ttl: u32,
     pub dedup_window: Duration,
+    /// Acknowledge a command once it is applied, not once the broker has
+    /// its answer. Set on the embedded broker, which lives in this process:
+    /// its unacknowledged commands die with the daemon like the answer
+    /// would, so waiting protects nothing — and rumqttd holds its `PUBACK`s
+    /// (and `PINGRESP`s) behind a full in-flight window towards the client,
+    /// so waiting for them while holding the acks that would empty that
+    /// window stalls the connection.
+    pub ack_once_applied: bool,
 }
 
 impl Processor {
@@ -206,7 +214,7 @@ impl Processor {
                     code: error.code().map(str::to_owned),
                     ..ResultReport::rejected(id, levels.verb, text)
                 };
-                inner.publish_result(reply_to, &report, answered).await;
+                inner.publish_answer(reply_to, &report, answered).await;
                 Handled::Done
             }
         }
@@ -370,7 +378,7 @@ impl ProcessorParts {
         self.stats.by_verb.add(verb);
         match applied {
             Applied::Report(report) => {
-                self.publish_result(reply_to, &report, answered).await;
+                self.publish_answer(reply_to, &report, answered).await;
             }
             Applied::Recorded(report, published) => {
                 answered.confirm();
@@ -378,6 +386,18 @@ impl ProcessorParts {
             }
             Applied::Queued => answered.confirm(),
         }
+    }
+
+    /// Publishes a command's answer; `answered` is the command's receipt
+    /// (see [`ProcessorParts::ack_once_applied`]).
+    async fn publish_answer(&self, topic: String, report: &ResultReport, answered: Receipt) {
+        let receipt = if self.ack_once_applied {
+            answered.confirm();
+            Receipt::none()
+        } else {
+            answered
+        };
+        self.publish_result(topic, report, receipt).await;
     }
 
     async fn publish_result(&self, topic: String, report: &ResultReport, receipt: Receipt) {

@@ -13,9 +13,10 @@
 //!   in arrival order (a send is recorded in the delivery queue, not
 //!   delivered, there);
 //! - the *acker* acknowledges each command once it is handled — recorded,
-//!   and its answer acknowledged by the broker — in arrival order (manual
-//!   acks: a command the daemon has not finished is redelivered after a
-//!   crash).
+//!   and its answer acknowledged by the broker (on the embedded broker:
+//!   applied, see `ProcessorParts::ack_once_applied`) — in arrival order
+//!   (manual acks: a command the daemon has not finished is redelivered
+//!   after a crash).
 //!
 //! Backpressure reaches the broker, not memory: unacknowledged commands are
 //! bounded by the broker's in-flight window, and publications wait in the

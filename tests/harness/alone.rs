@@ -109,6 +109,7 @@ impl Alone {
             subscribe_tokens: None,
             default_ttl: 60,
             dedup_window: Duration::from_secs(60),
+            ack_once_applied: false,
         });
         Alone {
             processor,
