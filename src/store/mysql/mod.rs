@@ -84,6 +84,11 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// transaction; one held for long belongs to a client that is gone, so a
 /// statement waits 10 s for it (not InnoDB's default 50) and then fails as
 /// transient (1205), to be tried again.
+/// Prepared statements kept per connection: every statement the queue
+/// uses, in every shape (see `queue::shape`), about 200, so none is ever
+/// closed to make room. (The server's `max_prepared_stmt_count`, 16,382 by
+/// default, allows this for dozens of connections.)
+const STATEMENT_CACHE: usize = 256;
 const SESSION_ISOLATION: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
 const SESSION_LOCK_WAIT: &str = "SET SESSION innodb_lock_wait_timeout = 10";
 
@@ -336,6 +341,7 @@ impl MySql {
         if !names_zone {
             options = options.timezone(None);
         }
+        options = options.statement_cache_capacity(STATEMENT_CACHE);
         if options.get_database().is_none_or(str::is_empty) {
             return Err(open_error(
                 "the URL names no database (mysql://user@host:3306/axion)".into(),

@@ -7,8 +7,14 @@
 //! the batch's rows still ours in `Seq` order, then removes or reschedules
 //! them with one statement each, and updates the commands in key order, so
 //! two daemons settling at once take their locks in the same order.
+//!
+//! Round trips are what a stream of small sends pays for here, so a batch
+//! of sends is recorded, and a batch of settlements counted and reported,
+//! with a few statements for the whole batch rather than a few per send;
+//! and statements built from a list come in a few padded shapes that stay
+//! prepared (see `shape`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::mysql::MySqlRow;
@@ -17,7 +23,7 @@ use sqlx::{MySql as Db, MySqlConnection, QueryBuilder, Row};
 use super::{DUPLICATE_KEY, MySql, active, classify, error_number, exact};
 use crate::store::queue::{
     Claimed, CommandState, Enqueued, MessageRow, NewSend, Published, QueuedMessage, Recipients,
-    Settled, Settlement, UnpublishedEvent, tally,
+    Settled, Settlement, Tally, UnpublishedEvent, tally,
 };
 use crate::store::{HOLD, LEASE, StoreError, held_by, millis, to_i64, to_u64};
 
@@ -161,30 +167,18 @@ const DEACTIVATE_GONE: &str = concat!(
     active!()
 );
 
-const COUNT_SETTLED: &str = "\
-    UPDATE axion_push_command SET Untried = Untried - ?, Pending = Pending - ?, \
-        Delivered = Delivered + ?, Failed = Failed + ?, Deactivated = Deactivated + ?, \
-        Expired = Expired + ? \
-    WHERE Package = ? AND Id = ?";
-
 /// (The count twice: `VALUES()` is deprecated in MySQL.)
 const COUNT_FAILURE: &str = "\
     INSERT INTO axion_push_command_failure (Package, CommandId, Cause, Count) \
     VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE Count = Count + ?";
 
-/// The command's state when its next result is due: every delivery tried
-/// once (the first result), or none left in the queue (the final one).
-const DUE_REPORT: &str = "\
+/// The commands whose next result is due: every delivery tried once (the
+/// first result), or none left in the queue (the final one). Followed by
+/// the (package, id) list and the condition.
+const DUE_REPORTS: &str = "\
     SELECT Package, Id, Target, Members, Subscriptions, Pending, Delivered, Failed, \
         Deactivated, Expired \
-    FROM axion_push_command WHERE Package = ? AND Id = ? \
-        AND ((Untried <= 0 AND Reported = 0) OR (Pending <= 0 AND Reported < 2))";
-
-/// The report is due and handed to the broker at `?`.
-const MARK_REPORTED: &str = "\
-    UPDATE axion_push_command SET Reported = CASE WHEN Pending <= 0 THEN 2 ELSE 1 END, \
-        ReportedAt = ? \
-    WHERE Package = ? AND Id = ?";
+    FROM axion_push_command WHERE ";
 
 /// The broker acknowledged report `?` (1 first, 2 final); once every due
 /// report is acknowledged nothing is left to publish again. `ReportedAt`
@@ -225,16 +219,34 @@ const PURGE_COMMANDS: &str = "\
 const CHUNK: usize = 1000;
 
 impl MySql {
-    /// Records `sends` one after the other (see `Store::enqueue_many`).
+    /// Records `sends` (see `Store::enqueue_many`): together, a few
+    /// statements for the whole batch, when each is a send to a user under
+    /// a fresh id; otherwise one after the other.
     pub(in crate::store) async fn enqueue_many(
         &self,
         sends: &[NewSend<'_>],
         owner: &str,
     ) -> Result<Vec<Enqueued>, StoreError> {
         // One transaction, one commit (and one redo log flush) for the
-        // batch; a duplicate id fails its own insert only, which leaves the
-        // transaction going.
+        // batch.
         let mut tx = self.pool.begin().await.map_err(classify)?;
+        match record_together(&mut tx, sends, owner).await {
+            Ok(Some(enqueued)) => {
+                tx.commit().await.map_err(classify)?;
+                return Ok(enqueued);
+            }
+            // Nothing written yet.
+            Ok(None) => {}
+            // Another daemon recorded one of these ids since they were
+            // looked up: start again, one by one.
+            Err(e) if error_number(&e) == Some(DUPLICATE_KEY) => {
+                tx.rollback().await.map_err(classify)?;
+                tx = self.pool.begin().await.map_err(classify)?;
+            }
+            Err(e) => return Err(classify(e)),
+        }
+        // A duplicate id fails its own insert only, which leaves the
+        // transaction going.
         let mut enqueued = Vec::with_capacity(sends.len());
         for send in sends {
             enqueued.push(record_in(&mut tx, send, owner).await.map_err(classify)?);
@@ -278,17 +290,10 @@ impl MySql {
         }
         let mut q = QueryBuilder::<Db>::new(
             "SELECT Package, Id, Payload, Ttl, Urgency, Topic, ExpiresAt FROM axion_push_command \
-             WHERE (Package, Id) IN (",
+             WHERE ",
         );
-        let mut list = q.separated(", ");
-        for (package, id) in keys {
-            list.push("(")
-                .push_bind_unseparated(package.as_str())
-                .push_unseparated(", ")
-                .push_bind_unseparated(id.as_str())
-                .push_unseparated(")");
-        }
-        q.push(")");
+        let keys: Vec<(&str, &str)> = keys.iter().map(|(p, i)| (p.as_str(), i.as_str())).collect();
+        push_keys(&mut q, "Id", &keys);
         let rows: Vec<MessageRow> = q
             .build_query_as()
             .fetch_all(&self.pool)
@@ -346,16 +351,9 @@ impl MySql {
                 .push(", LeasedBy = ")
                 .push_bind(owner)
                 .push(" WHERE Seq IN (");
-            let mut list = q.separated(", ");
-            for c in chunk {
-                list.push_bind(c.seq);
-            }
+            push_seqs(&mut q, chunk.iter().map(|c| c.seq));
             q.push(")");
-            q.build()
-                .persistent(false)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+            q.build().execute(&mut *tx).await.map_err(classify)?;
         }
         tx.commit().await.map_err(classify)?;
         Ok(claimed)
@@ -418,14 +416,10 @@ impl MySql {
                 "SELECT Seq FROM axion_push_delivery FORCE INDEX (PRIMARY) WHERE LeasedBy = ",
             );
             q.push_bind(owner).push(" AND Seq IN (");
-            let mut list = q.separated(", ");
-            for seq in chunk {
-                list.push_bind(*seq);
-            }
+            push_seqs(&mut q, chunk.iter().copied());
             q.push(") ORDER BY Seq FOR UPDATE");
             let locked: Vec<i64> = q
                 .build_query_scalar()
-                .persistent(false)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(classify)?;
@@ -445,22 +439,18 @@ impl MySql {
         again.sort_unstable();
         for chunk in finished.chunks(CHUNK) {
             let mut q = QueryBuilder::<Db>::new("DELETE FROM axion_push_delivery WHERE Seq IN (");
-            let mut list = q.separated(", ");
-            for seq in chunk {
-                list.push_bind(*seq);
-            }
+            push_seqs(&mut q, chunk.iter().copied());
             q.push(")");
-            q.build()
-                .persistent(false)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+            q.build().execute(&mut *tx).await.map_err(classify)?;
         }
         for chunk in again.chunks(CHUNK) {
             // A derived table of (Seq, Delay, Attempted), one row each,
             // cast so that every server types the parameters as integers.
+            // Padded with rows of `Seq` 0, which no delivery has (see
+            // `shape`).
             let mut q = QueryBuilder::<Db>::new("UPDATE axion_push_delivery d JOIN (");
-            for (n, (seq, after, attempted)) in chunk.iter().enumerate() {
+            let padding = std::iter::repeat_n((0, 0, 0), shape(chunk.len()) - chunk.len());
+            for (n, (seq, after, attempted)) in chunk.iter().copied().chain(padding).enumerate() {
                 let (seq_as, delay_as, attempted_as) = if n == 0 {
                     (" AS Seq", " AS Delay", " AS Attempted")
                 } else {
@@ -471,15 +461,15 @@ impl MySql {
                 } else {
                     " UNION ALL SELECT CAST("
                 });
-                q.push_bind(*seq)
+                q.push_bind(seq)
                     .push(" AS SIGNED)")
                     .push(seq_as)
                     .push(", CAST(");
-                q.push_bind(*after)
+                q.push_bind(after)
                     .push(" AS SIGNED)")
                     .push(delay_as)
                     .push(", CAST(");
-                q.push_bind(*attempted)
+                q.push_bind(attempted)
                     .push(" AS SIGNED)")
                     .push(attempted_as);
             }
@@ -489,11 +479,7 @@ impl MySql {
                 " + v.Delay, d.LeasedBy = NULL, d.Tried = 1, \
                  d.Attempts = d.Attempts + v.Attempted"
             ));
-            q.build()
-                .persistent(false)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+            q.build().execute(&mut *tx).await.map_err(classify)?;
         }
         let (tallies, mut gone) = tally(batch, &ours);
         // Axion's rows in key order too: two daemons may settle deliveries
@@ -513,20 +499,14 @@ impl MySql {
                 .await
                 .map_err(classify)?;
         }
-        let mut due = Vec::new();
+        let tallies: Vec<((&str, &str), Tally)> = tallies.into_iter().collect();
+        // Each step one statement for the whole batch, not one per send: a
+        // stream of small sends settles a few of them at a time, and each
+        // statement is a round trip.
+        for chunk in tallies.chunks(CHUNK) {
+            count_settled(&mut tx, chunk).await?;
+        }
         for ((package, id), tally) in &tallies {
-            sqlx::query(COUNT_SETTLED)
-                .bind(tally.tried)
-                .bind(tally.settled)
-                .bind(tally.delivered)
-                .bind(tally.failed)
-                .bind(tally.deactivated)
-                .bind(tally.expired)
-                .bind(*package)
-                .bind(*id)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
             for (cause, count) in &tally.failures {
                 sqlx::query(COUNT_FAILURE)
                     .bind(*package)
@@ -538,23 +518,39 @@ impl MySql {
                     .await
                     .map_err(classify)?;
             }
-            let row = sqlx::query(DUE_REPORT)
-                .bind(*package)
-                .bind(*id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(classify)?;
-            if let Some(row) = row {
-                let mut state = state_from_row(&row)?;
-                state.failures = failures(&mut tx, package, id).await.map_err(classify)?;
-                sqlx::query(MARK_REPORTED)
-                    .bind(to_i64(now_ms))
-                    .bind(*package)
-                    .bind(*id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                due.push(state);
+        }
+        let keys: Vec<(&str, &str)> = tallies.iter().map(|(key, _)| *key).collect();
+        let mut due = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Db>::new(DUE_REPORTS);
+            push_keys(&mut q, "Id", chunk);
+            q.push(
+                " AND ((Untried <= 0 AND Reported = 0) OR (Pending <= 0 AND Reported < 2)) \
+                 ORDER BY Package, Id",
+            );
+            let rows = q.build().fetch_all(&mut *tx).await.map_err(classify)?;
+            for row in &rows {
+                due.push(state_from_row(row)?);
+            }
+        }
+        let due_keys: Vec<(&str, &str)> = due
+            .iter()
+            .map(|d| (d.package.as_str(), d.id.as_str()))
+            .collect();
+        let mut causes = failures_of(&mut tx, &due_keys).await?;
+        for chunk in due_keys.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Db>::new(
+                "UPDATE axion_push_command SET Reported = CASE WHEN Pending <= 0 THEN 2 ELSE 1 END, \
+                 ReportedAt = ",
+            );
+            q.push_bind(to_i64(now_ms)).push(" WHERE ");
+            push_keys(&mut q, "Id", chunk);
+            q.build().execute(&mut *tx).await.map_err(classify)?;
+        }
+        drop(due_keys);
+        for state in &mut due {
+            if let Some(failures) = causes.remove(&(state.package.clone(), state.id.clone())) {
+                state.failures = failures;
             }
         }
         tx.commit().await.map_err(classify)?;
@@ -588,19 +584,16 @@ impl MySql {
                     ") >= Reported THEN NULL ELSE ReportedAt END, Published = GREATEST(Published, ",
                 )
                 .push_bind(i64::from(level))
-                .push(") WHERE (Package, Id) IN (");
-            push_keys(&mut q, &keys);
-            q.push(")");
+                .push(") WHERE ");
+            push_keys(&mut q, "Id", &keys);
             q.build().execute(&mut *tx).await.map_err(classify)?;
         }
         if !events.is_empty() {
             let keys: Vec<(&str, &str)> = events.into_iter().collect();
             let mut q = QueryBuilder::<Db>::new(
-                "UPDATE axion_push_command SET Event = NULL, EventAt = NULL \
-                 WHERE (Package, Id) IN (",
+                "UPDATE axion_push_command SET Event = NULL, EventAt = NULL WHERE ",
             );
-            push_keys(&mut q, &keys);
-            q.push(")");
+            push_keys(&mut q, "Id", &keys);
             q.build().execute(&mut *tx).await.map_err(classify)?;
         }
         tx.commit().await.map_err(classify)
@@ -685,22 +678,9 @@ async fn mark_handed(
 ) -> Result<(), StoreError> {
     for chunk in keys.chunks(CHUNK) {
         let mut q = QueryBuilder::<Db>::new(format!("UPDATE axion_push_command SET {column} = "));
-        q.push_bind(to_i64(now_ms))
-            .push(" WHERE (Package, Id) IN (");
-        let mut list = q.separated(", ");
-        for (package, id) in chunk {
-            list.push("(")
-                .push_bind_unseparated(*package)
-                .push_unseparated(", ")
-                .push_bind_unseparated(*id)
-                .push_unseparated(")");
-        }
-        q.push(")");
-        q.build()
-            .persistent(false)
-            .execute(&mut *conn)
-            .await
-            .map_err(classify)?;
+        q.push_bind(to_i64(now_ms)).push(" WHERE ");
+        push_keys(&mut q, "Id", chunk);
+        q.build().execute(&mut *conn).await.map_err(classify)?;
     }
     Ok(())
 }
@@ -791,16 +771,333 @@ async fn failures(
     Ok(rows.into_iter().map(|(c, n)| (c, to_u64(n))).collect())
 }
 
-/// `(?, ?), (?, ?), …`: a list of (package, id) row constructors.
-fn push_keys(q: &mut QueryBuilder<Db>, keys: &[(&str, &str)]) {
-    let mut list = q.separated(", ");
-    for (package, id) in keys {
-        list.push("(")
-            .push_bind_unseparated(package.to_string())
-            .push_unseparated(", ")
-            .push_bind_unseparated(id.to_string())
-            .push_unseparated(")");
+/// Adds what a batch of settlements counted to its commands, in one
+/// statement: a derived table of (package, id, counts), joined on the key.
+async fn count_settled(
+    conn: &mut MySqlConnection,
+    tallies: &[((&str, &str), Tally)],
+) -> Result<(), StoreError> {
+    // Padded with rows of an empty package, which no command has (see
+    // `shape`).
+    let empty = Tally::default();
+    let padding = std::iter::repeat_n((("", ""), &empty), shape(tallies.len()) - tallies.len());
+    let mut q = QueryBuilder::<Db>::new("UPDATE axion_push_command c JOIN (");
+    let rows = tallies.iter().map(|(key, t)| (*key, t)).chain(padding);
+    for (n, ((package, id), t)) in rows.enumerate() {
+        q.push(if n == 0 {
+            "SELECT "
+        } else {
+            " UNION ALL SELECT "
+        });
+        q.push_bind(package);
+        if n == 0 {
+            q.push(" AS Package");
+        }
+        q.push(", ").push_bind(id);
+        if n == 0 {
+            q.push(" AS Id");
+        }
+        for (value, name) in [
+            (t.tried, "Tried"),
+            (t.settled, "Settled"),
+            (t.delivered, "Delivered"),
+            (t.failed, "Failed"),
+            (t.deactivated, "Deactivated"),
+            (t.expired, "Expired"),
+        ] {
+            // Cast, so that every server types the parameters as integers;
+            // named in the first row, which names the derived table's
+            // columns.
+            q.push(", CAST(").push_bind(value).push(" AS SIGNED)");
+            if n == 0 {
+                q.push(" AS ").push(name);
+            }
+        }
     }
+    q.push(
+        ") v ON c.Package = v.Package AND c.Id = v.Id \
+         SET c.Untried = c.Untried - v.Tried, c.Pending = c.Pending - v.Settled, \
+             c.Delivered = c.Delivered + v.Delivered, c.Failed = c.Failed + v.Failed, \
+             c.Deactivated = c.Deactivated + v.Deactivated, c.Expired = c.Expired + v.Expired",
+    );
+    q.build().execute(&mut *conn).await.map_err(classify)?;
+    Ok(())
+}
+
+/// The failure causes of the commands `keys` names, by command.
+async fn failures_of(
+    conn: &mut MySqlConnection,
+    keys: &[(&str, &str)],
+) -> Result<HashMap<(String, String), BTreeMap<String, u64>>, StoreError> {
+    let mut causes: HashMap<(String, String), BTreeMap<String, u64>> = HashMap::new();
+    for chunk in keys.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Db>::new(
+            "SELECT Package, CommandId, Cause, Count FROM axion_push_command_failure \
+             WHERE ",
+        );
+        push_keys(&mut q, "CommandId", chunk);
+        let rows: Vec<(String, String, String, i64)> = q
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(classify)?;
+        for (package, id, cause, count) in rows {
+            causes
+                .entry((package, id))
+                .or_default()
+                .insert(cause, to_u64(count));
+        }
+    }
+    Ok(causes)
+}
+
+/// How many entries a statement built from a list is written for: the
+/// list's length rounded up to a power of two, at least 8; the rest is
+/// padding that matches nothing more. So each such statement comes in a
+/// few shapes, and every shape stays prepared in the connection's cache
+/// (see `STATEMENT_CACHE`): a statement sqlx does not keep it closes with a
+/// packet the server does not answer, and sqlx 0.9.0 leaves Nagle's
+/// algorithm on (transact-rs/sqlx#4335), so the next statement waited for
+/// the server's delayed ACK — 40 ms, five times in every settle.
+fn shape(len: usize) -> usize {
+    len.max(8).next_power_of_two()
+}
+
+/// `?, ?, …`: `seqs`, then the last again up to the list's `shape`.
+fn push_seqs(q: &mut QueryBuilder<Db>, seqs: impl ExactSizeIterator<Item = i64>) {
+    let len = seqs.len();
+    let mut last = 0;
+    let mut list = q.separated(", ");
+    for seq in seqs {
+        list.push_bind(seq);
+        last = seq;
+    }
+    for _ in len..shape(len) {
+        list.push_bind(last);
+    }
+}
+
+/// `((Package = ? AND Id IN (?, …)) OR …)`: a condition matching the
+/// (package, id) `keys`, grouped by package, with `id` naming the id
+/// column. Not `(Package, Id) IN ((?, ?), …)`: MariaDB plans a list of row
+/// constructors slowly (counting 256 commands by key took 27 ms that way,
+/// 1.4 ms this way), and a batch's sends are nearly always of one package.
+/// Each package's ids are padded to a `shape`, with the last id again.
+fn push_keys(q: &mut QueryBuilder<Db>, id: &str, keys: &[(&str, &str)]) {
+    let mut by_package: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (package, id) in keys {
+        by_package.entry(package).or_default().push(id);
+    }
+    q.push("(");
+    for (n, (package, ids)) in by_package.into_iter().enumerate() {
+        if n > 0 {
+            q.push(" OR ");
+        }
+        q.push("(Package = ")
+            .push_bind(package.to_owned())
+            .push(" AND ")
+            .push(id)
+            .push(" IN (");
+        let padding = shape(ids.len()) - ids.len();
+        let last = ids.last().copied().unwrap_or_default();
+        let mut list = q.separated(", ");
+        for id in ids.into_iter().chain(std::iter::repeat_n(last, padding)) {
+            list.push_bind(id.to_owned());
+        }
+        q.push("))");
+    }
+    q.push(")");
+}
+
+/// Sends recorded together at most (the command stage's batch): their
+/// statements stay far below the 65,535 parameters a prepared statement
+/// takes.
+const TOGETHER: usize = 256;
+
+/// Records `sends` in four statements — whether any id is taken, every
+/// delivery, how many each send got, every command — when they are sends
+/// to users under ids not seen before and not redeliveries; `None`, having
+/// written nothing, when one of them is not. A duplicate key error means
+/// another daemon took one of the ids meanwhile: roll back.
+async fn record_together(
+    tx: &mut MySqlConnection,
+    sends: &[NewSend<'_>],
+    owner: &str,
+) -> Result<Option<Vec<Enqueued>>, sqlx::Error> {
+    let users: Option<Vec<&str>> = sends
+        .iter()
+        .map(|s| match s.recipients {
+            Recipients::User(user) if !(s.redelivered && s.digest.is_some()) => Some(user.as_str()),
+            _ => None,
+        })
+        .collect();
+    let keys: Vec<(&str, &str)> = sends.iter().map(|s| (s.package.as_str(), s.id)).collect();
+    let distinct: HashSet<&(&str, &str)> = keys.iter().collect();
+    let Some(users) = users else {
+        return Ok(None);
+    };
+    if sends.len() < 2 || sends.len() > TOGETHER || distinct.len() != keys.len() {
+        return Ok(None);
+    }
+    // Taken ids (a duplicate, or a finished command to replace) are the
+    // one-by-one path's business.
+    let mut q = QueryBuilder::<Db>::new("SELECT COUNT(*) FROM axion_push_command WHERE ");
+    push_keys(&mut q, "Id", &keys);
+    let taken: i64 = q.build_query_scalar().fetch_one(&mut *tx).await?;
+    if taken > 0 {
+        return Ok(None);
+    }
+    let held = held_by(owner);
+    // Deliveries in the order of the sends, as one by one: a user's sends
+    // are tried in the order they came.
+    let mut q = QueryBuilder::<Db>::new(
+        "INSERT INTO axion_push_delivery \
+            (Package, CommandId, User, Endpoint, KeysP256dh, KeysAuth, NextAt, LeasedBy) \
+         SELECT v.Package, v.Id, v.User, s.Endpoint, s.KeysP256dh, s.KeysAuth, ",
+    );
+    q.push(now_ms!())
+        .push(" + ")
+        .push_bind(millis(HOLD))
+        .push(", ")
+        .push_bind(held.as_str())
+        .push(" FROM (");
+    // Padded (see `shape`) with rows numbered -1, left out below.
+    let rows = sends
+        .iter()
+        .zip(&users)
+        .enumerate()
+        .map(|(n, (send, user))| (to_i64(n as u64), send.package.as_str(), send.id, *user))
+        .chain(std::iter::repeat_n(
+            (-1, "", "", ""),
+            shape(sends.len()) - sends.len(),
+        ));
+    for (n, (number, package, id, user)) in rows.enumerate() {
+        q.push(if n == 0 {
+            "SELECT "
+        } else {
+            " UNION ALL SELECT "
+        });
+        q.push("CAST(").push_bind(number).push(" AS SIGNED)");
+        q.push(if n == 0 { " AS N, " } else { ", " });
+        q.push_bind(package);
+        q.push(if n == 0 { " AS Package, " } else { ", " });
+        q.push_bind(id);
+        q.push(if n == 0 { " AS Id, " } else { ", " });
+        q.push_bind(user);
+        if n == 0 {
+            q.push(" AS User");
+        }
+    }
+    // The first comparisons find the rows through Axion's key, whatever
+    // its collation; the binary ones make them exact.
+    q.push(
+        ") v JOIN def_notify_push_subscription s ON s.User = v.User AND s.Package = v.Package \
+         WHERE v.N >= 0 \
+           AND s.User = v.User COLLATE utf8mb4_bin AND s.Package = v.Package COLLATE utf8mb4_bin \
+           AND (s.Active IS NULL OR CAST(s.Active AS BINARY) = 'Y') \
+         ORDER BY v.N, s.Endpoint",
+    );
+    q.build().execute(&mut *tx).await?;
+    // Counted through the lease index: these rows are held for this
+    // daemon, like the few others it has recorded and not yet claimed.
+    let mut q = QueryBuilder::<Db>::new(
+        "SELECT Package, CommandId, COUNT(*) FROM axion_push_delivery WHERE LeasedBy = ",
+    );
+    q.push_bind(held.as_str()).push(" AND ");
+    push_keys(&mut q, "CommandId", &keys);
+    q.push(" GROUP BY Package, CommandId");
+    let counted: Vec<(String, String, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
+    let counts: HashMap<(String, String), i64> = counted
+        .into_iter()
+        .map(|(package, id, n)| ((package, id), n))
+        .collect();
+    let count_of = |send: &NewSend<'_>| -> i64 {
+        counts
+            .get(&(send.package.as_str().to_owned(), send.id.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    // With no delivery, the final report is due at once. From a derived
+    // table rather than `VALUES`, so that it can be padded (see `shape`):
+    // rows numbered -1 are left out.
+    let mut q = QueryBuilder::<Db>::new(
+        "INSERT INTO axion_push_command \
+            (Package, Id, Target, AcceptedAt, ExpiresAt, Payload, Ttl, Urgency, Topic, Members, \
+             Digest, Event, EventAt, Subscriptions, Untried, Pending, Reported, ReportedAt) \
+         SELECT Package, Id, Target, AcceptedAt, ExpiresAt, Payload, Ttl, Urgency, Topic, \
+             Members, Digest, Event, EventAt, Subscriptions, Untried, Pending, Reported, \
+             ReportedAt \
+         FROM (",
+    );
+    for n in 0..shape(sends.len()) {
+        let first = n == 0;
+        let name = |column: &'static str| if first { column } else { "" };
+        q.push(if first {
+            "SELECT "
+        } else {
+            " UNION ALL SELECT "
+        });
+        let Some(send) = sends.get(n) else {
+            q.push("-1, '', '', '', 0, 0, '', 0, '', NULL, NULL, NULL, '', 0, 0, 0, 0, 0, NULL");
+            continue;
+        };
+        let accepted = to_i64(send.accepted_ms);
+        let queued = count_of(send);
+        let int = |q: &mut QueryBuilder<Db>, value: i64, column: &'static str| {
+            q.push(", CAST(")
+                .push_bind(value)
+                .push(" AS SIGNED)")
+                .push(name(column));
+        };
+        q.push("CAST(")
+            .push_bind(to_i64(n as u64))
+            .push(" AS SIGNED)")
+            .push(name(" AS N"));
+        q.push(", ")
+            .push_bind(send.package.as_str())
+            .push(name(" AS Package"));
+        q.push(", ").push_bind(send.id).push(name(" AS Id"));
+        q.push(", ").push_bind(send.target).push(name(" AS Target"));
+        int(&mut q, accepted, " AS AcceptedAt");
+        int(
+            &mut q,
+            accepted.saturating_add(i64::from(send.ttl) * 1000),
+            " AS ExpiresAt",
+        );
+        q.push(", ")
+            .push_bind(send.payload)
+            .push(name(" AS Payload"));
+        int(&mut q, i64::from(send.ttl), " AS Ttl");
+        q.push(", ")
+            .push_bind(send.urgency)
+            .push(name(" AS Urgency"));
+        q.push(", ").push_bind(send.topic).push(name(" AS Topic"));
+        q.push(", CAST(")
+            .push_bind(send.members.map(to_i64))
+            .push(" AS SIGNED)")
+            .push(name(" AS Members"));
+        q.push(", ").push_bind(send.digest).push(name(" AS Digest"));
+        q.push(", ").push_bind(send.event).push(name(" AS Event"));
+        int(&mut q, accepted, " AS EventAt");
+        int(&mut q, queued, " AS Subscriptions");
+        int(&mut q, queued, " AS Untried");
+        int(&mut q, queued, " AS Pending");
+        int(&mut q, if queued == 0 { 2 } else { 0 }, " AS Reported");
+        q.push(", CAST(")
+            .push_bind((queued == 0).then_some(accepted))
+            .push(" AS SIGNED)")
+            .push(name(" AS ReportedAt"));
+    }
+    q.push(") v WHERE N >= 0");
+    q.build().execute(&mut *tx).await?;
+    Ok(Some(
+        sends
+            .iter()
+            .map(|send| Enqueued::New {
+                subscriptions: to_u64(count_of(send)),
+            })
+            .collect(),
+    ))
 }
 
 /// Records one send in `tx`, which the caller commits: a duplicate id
