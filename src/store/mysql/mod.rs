@@ -80,15 +80,16 @@ fn migrator() -> Migrator {
 /// database counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Prepared statements kept per connection: every statement the store
+/// uses, in every shape (see `queue::shape`), fewer than 200, so none is
+/// ever closed to make room. (The server's `max_prepared_stmt_count`,
+/// 16,382 by default, allows this for dozens of connections.)
+const STATEMENT_CACHE: usize = 256;
+
 /// Set on every new connection. A row lock is held for one short
 /// transaction; one held for long belongs to a client that is gone, so a
 /// statement waits 10 s for it (not InnoDB's default 50) and then fails as
 /// transient (1205), to be tried again.
-/// Prepared statements kept per connection: every statement the queue
-/// uses, in every shape (see `queue::shape`), about 200, so none is ever
-/// closed to make room. (The server's `max_prepared_stmt_count`, 16,382 by
-/// default, allows this for dozens of connections.)
-const STATEMENT_CACHE: usize = 256;
 const SESSION_ISOLATION: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
 const SESSION_LOCK_WAIT: &str = "SET SESSION innodb_lock_wait_timeout = 10";
 
