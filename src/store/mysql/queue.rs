@@ -855,10 +855,11 @@ async fn failures_of(
 /// list's length rounded up to a power of two, at least 8; the rest is
 /// padding that matches nothing more. So each such statement comes in a
 /// few shapes, and every shape stays prepared in the connection's cache
-/// (see `STATEMENT_CACHE`): a statement sqlx does not keep it closes with a
-/// packet the server does not answer, and sqlx 0.9.0 leaves Nagle's
-/// algorithm on (transact-rs/sqlx#4335), so the next statement waited for
-/// the server's delayed ACK — 40 ms, five times in every settle.
+/// (see `STATEMENT_CACHE`): a statement prepared anew costs a round trip
+/// and a parse, and one closed a packet the server does not answer — which,
+/// while the socket had Nagle's algorithm on (sqlx 0.9.0; see
+/// `vendor/sqlx-core`), held the next statement back 40 ms, five times in
+/// every settle.
 fn shape(len: usize) -> usize {
     len.max(8).next_power_of_two()
 }
