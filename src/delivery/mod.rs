@@ -160,22 +160,9 @@ async fn claim(
     // acknowledged them. (Deliveries it left in flight come due again when
     // their lease runs out.)
     loop {
-        match parts.store.take_unpublished(started_ms, now_ms()).await {
-            Ok((reports, events)) => {
+        match republish_unacknowledged(&parts, started_ms).await {
+            Ok(()) => {
                 parts.health.ok();
-                if !reports.is_empty() || !events.is_empty() {
-                    tracing::info!(
-                        reports = reports.len(),
-                        events = events.len(),
-                        "publishing again what the broker never acknowledged"
-                    );
-                }
-                for event in events {
-                    republish_event(&parts, event).await;
-                }
-                for state in &reports {
-                    publish_report(&parts, state).await;
-                }
                 break;
             }
             Err(e) => {
@@ -588,8 +575,10 @@ async fn record(
             next = settled.try_recv().ok();
         }
         let mut outage: u32 = 0;
+        let mut failed_at = None;
         let due = loop {
-            match parts.store.settle(&parts.owner, &batch, now_ms()).await {
+            let at = now_ms();
+            match parts.store.settle(&parts.owner, &batch, at).await {
                 Ok(due) => {
                     parts.health.ok();
                     break due;
@@ -597,6 +586,7 @@ async fn record(
                 // Kept, not dropped: until they are written these rows stay
                 // leased to us and nobody sends them again.
                 Err(e) => {
+                    failed_at = Some(at);
                     parts.health.failed(&e, "recording deliveries");
                     tokio::select! {
                         // Stopping past the grace period with the database
@@ -615,7 +605,45 @@ async fn record(
         for state in &due {
             publish_report(&parts, state).await;
         }
+        if let Some(at) = failed_at {
+            // A settle that failed may have failed only to say that it
+            // committed (the connection dropped with the COMMIT on its
+            // way): its rows are gone, and so is its answer — the reports
+            // it made due and marked as handed to the broker at `at`,
+            // which nobody then hands. Whatever was handed by then and
+            // never acknowledged goes out again; a report published twice
+            // carries its send's id.
+            if let Err(e) = republish_unacknowledged(&parts, at + 1).await {
+                // Left for the next run's start, which publishes them.
+                parts
+                    .health
+                    .failed(&e, "publishing again what the broker never acknowledged");
+            }
+        }
     }
+}
+
+/// Publishes again the results and events handed to the broker before
+/// `before_ms` and never acknowledged.
+async fn republish_unacknowledged(
+    parts: &EngineParts,
+    before_ms: u64,
+) -> Result<(), crate::store::StoreError> {
+    let (reports, events) = parts.store.take_unpublished(before_ms, now_ms()).await?;
+    if !reports.is_empty() || !events.is_empty() {
+        tracing::info!(
+            reports = reports.len(),
+            events = events.len(),
+            "publishing again what the broker never acknowledged"
+        );
+    }
+    for event in events {
+        republish_event(parts, event).await;
+    }
+    for state in &reports {
+        publish_report(parts, state).await;
+    }
+    Ok(())
 }
 
 fn count(stats: &Stats, batch: &[Settlement]) {
