@@ -494,6 +494,28 @@ async fn a_held_send_is_anyones_once_the_hold_is_over() {
     store.close().await;
 }
 
+/// A claim whose answer was lost leaves rows leased to a daemon that is not
+/// working on them; renewing only what it works on lets those run out.
+#[tokio::test]
+async fn renewing_extends_only_the_leases_named() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let alice = user("alice");
+    for n in 0..2 {
+        store
+            .upsert_subscription(&package(), &alice, &subscription(&endpoint(n)), 50)
+            .await
+            .unwrap();
+    }
+    enqueue(&store, "n-1", &alice, "a").await;
+    let claimed = store.claim("a", 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(store.renew("a", &[claimed[1].seq]).await.unwrap(), 1);
+    assert_eq!(store.renew("b", &[claimed[1].seq]).await.unwrap(), 0);
+    assert_eq!(store.renew("a", &[]).await.unwrap(), 0);
+    store.close().await;
+}
+
 #[tokio::test]
 async fn released_deliveries_are_due_at_once_for_another_daemon() {
     let db = TestDatabase::create().await;
@@ -504,8 +526,9 @@ async fn released_deliveries_are_due_at_once_for_another_daemon() {
         .await
         .unwrap();
     enqueue(&store, "n-1", &alice, "a").await;
-    assert_eq!(store.claim("a", 10).await.unwrap().len(), 1);
-    assert_eq!(store.renew("a").await.unwrap(), 1);
+    let claimed = store.claim("a", 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(store.renew("a", &[claimed[0].seq]).await.unwrap(), 1);
     assert!(store.claim("b", 10).await.unwrap().is_empty());
     assert_eq!(store.release("a").await.unwrap(), 1);
     assert_eq!(store.claim("b", 10).await.unwrap().len(), 1);

@@ -114,20 +114,49 @@ pub fn spawn(parts: EngineParts, wake: Wake, stop: Stop, tracker: &TaskTracker) 
     let (settled_tx, settled_rx) = mpsc::unbounded_channel();
     let parts = Arc::new(parts);
     let slots = Arc::new(Semaphore::new(parts.concurrency));
+    let working = Working::default();
     tracker.spawn(record(
         parts.clone(),
         settled_rx,
         slots.clone(),
+        working.clone(),
         stop.abandon.clone(),
     ));
     tracker.spawn(purge(parts.clone(), stop.claiming.clone()));
     // Renewing ends when the claimer does, its last request answered.
     let claimer_done = CancellationToken::new();
-    tracker.spawn(renew(parts.clone(), claimer_done.clone()));
+    tracker.spawn(renew(parts.clone(), working.clone(), claimer_done.clone()));
     tracker.spawn(async move {
-        claim(parts, slots, wake, stop, settled_tx, started_ms).await;
+        claim(parts, slots, working, wake, stop, settled_tx, started_ms).await;
         claimer_done.cancel();
     });
+}
+
+/// The deliveries this engine has claimed and not yet settled: the leases
+/// it renews.
+#[derive(Clone, Default)]
+struct Working(Arc<std::sync::Mutex<std::collections::HashSet<i64>>>);
+
+impl Working {
+    fn add(&self, seqs: impl IntoIterator<Item = i64>) {
+        self.0.lock().expect("working set lock").extend(seqs);
+    }
+
+    fn remove(&self, seqs: impl IntoIterator<Item = i64>) {
+        let mut set = self.0.lock().expect("working set lock");
+        for seq in seqs {
+            set.remove(&seq);
+        }
+    }
+
+    fn seqs(&self) -> Vec<i64> {
+        self.0
+            .lock()
+            .expect("working set lock")
+            .iter()
+            .copied()
+            .collect()
+    }
 }
 
 /// A settlement on its way to the recorder, with the slot its row held: the
@@ -147,6 +176,7 @@ async fn sleep_or(stop: &CancellationToken, delay: Duration) {
 async fn claim(
     parts: Arc<EngineParts>,
     permits: Arc<Semaphore>,
+    working: Working,
     wake: Wake,
     stop: Stop,
     settled: mpsc::UnboundedSender<ToRecord>,
@@ -204,6 +234,7 @@ async fn claim(
             idle(&parts, &wake, &stop.claiming).await;
             continue;
         }
+        working.add(claimed.iter().map(|c| c.seq));
         let messages = match messages_for(&parts, &claimed).await {
             Ok(messages) => Some(messages),
             Err(e) => {
@@ -332,13 +363,13 @@ async fn purge(parts: Arc<EngineParts>, stop: CancellationToken) {
 
 /// Keeps the leases of this daemon's deliveries from running out while
 /// their requests are in flight: a lease ends only when its daemon does.
-async fn renew(parts: Arc<EngineParts>, stop: CancellationToken) {
+async fn renew(parts: Arc<EngineParts>, working: Working, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(crate::store::RENEW_EVERY) => {}
         }
-        if let Err(e) = parts.store.renew(&parts.owner).await {
+        if let Err(e) = parts.store.renew(&parts.owner, &working.seqs()).await {
             parts
                 .health
                 .failed(&e, "renewing the leases of deliveries in flight");
@@ -547,6 +578,7 @@ async fn record(
     parts: Arc<EngineParts>,
     mut settled: mpsc::UnboundedReceiver<ToRecord>,
     permits: Arc<Semaphore>,
+    working: Working,
     abandon: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
@@ -600,6 +632,7 @@ async fn record(
             }
         };
         count(&parts.stats, &batch);
+        working.remove(batch.iter().map(|s| s.claimed.seq));
         batch.clear();
         slots.clear();
         for state in &due {

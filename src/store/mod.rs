@@ -363,9 +363,16 @@ impl Store {
         on_backend!(self, b => b.pending_deliveries().await)
     }
 
-    /// Extends the lease of every delivery `owner` holds by [`LEASE`].
-    pub async fn renew(&self, owner: &str) -> Result<u64, StoreError> {
-        on_backend!(self, b => b.renew(owner).await)
+    /// Extends by [`LEASE`] the leases `owner` holds on the deliveries
+    /// `seqs` — those its requests are working on. Not every row leased to
+    /// `owner`: a claim whose answer was lost (the connection dropped with
+    /// its COMMIT on the way) leased rows nobody works on, and those must
+    /// run out and come due again.
+    pub async fn renew(&self, owner: &str, seqs: &[i64]) -> Result<u64, StoreError> {
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        on_backend!(self, b => b.renew(owner, seqs).await)
     }
 
     /// Makes every delivery `owner` holds due now, for another daemon (or

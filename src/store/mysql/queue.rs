@@ -144,12 +144,6 @@ const NEXT_DUE: &str = concat!(
 );
 const PENDING: &str = "SELECT COUNT(*) FROM axion_push_delivery";
 
-const RENEW: &str = concat!(
-    "UPDATE axion_push_delivery SET NextAt = ",
-    now_ms!(),
-    " + ? WHERE LeasedBy = ?"
-);
-
 const RELEASE: &str = concat!(
     "UPDATE axion_push_delivery SET NextAt = ",
     now_ms!(),
@@ -378,14 +372,32 @@ impl MySql {
         Ok(to_u64(count))
     }
 
-    pub(in crate::store) async fn renew(&self, owner: &str) -> Result<u64, StoreError> {
-        Ok(sqlx::query(RENEW)
-            .bind(millis(LEASE))
-            .bind(owner)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?
-            .rows_affected())
+    pub(in crate::store) async fn renew(
+        &self,
+        owner: &str,
+        seqs: &[i64],
+    ) -> Result<u64, StoreError> {
+        let mut renewed = 0;
+        for chunk in seqs.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Db>::new(concat!(
+                "UPDATE axion_push_delivery SET NextAt = ",
+                now_ms!(),
+                " + "
+            ));
+            q.push_bind(millis(LEASE))
+                .push(" WHERE LeasedBy = ")
+                .push_bind(owner)
+                .push(" AND Seq IN (");
+            push_seqs(&mut q, chunk.iter().copied());
+            q.push(")");
+            renewed += q
+                .build()
+                .execute(&self.pool)
+                .await
+                .map_err(classify)?
+                .rows_affected();
+        }
+        Ok(renewed)
     }
 
     pub(in crate::store) async fn release(&self, owner: &str) -> Result<u64, StoreError> {

@@ -186,7 +186,8 @@ const RENEW: &str = concat!(
     "UPDATE axion_push_delivery d SET \"NextAt\" = ",
     now_ms!(),
     " + $1 \
-     FROM (SELECT \"Seq\" FROM axion_push_delivery WHERE \"LeasedBy\" = $2 \
+     FROM (SELECT \"Seq\" FROM axion_push_delivery \
+           WHERE \"LeasedBy\" = $2 AND \"Seq\" = ANY($3) \
            ORDER BY \"Seq\" FOR UPDATE) l \
      WHERE d.\"Seq\" = l.\"Seq\""
 );
@@ -422,10 +423,15 @@ impl Postgres {
         Ok(to_u64(count))
     }
 
-    pub(in crate::store) async fn renew(&self, owner: &str) -> Result<u64, StoreError> {
+    pub(in crate::store) async fn renew(
+        &self,
+        owner: &str,
+        seqs: &[i64],
+    ) -> Result<u64, StoreError> {
         Ok(sqlx::query(RENEW)
             .bind(millis(LEASE))
             .bind(owner)
+            .bind(seqs)
             .execute(&self.pool)
             .await
             .map_err(classify)?

@@ -115,12 +115,6 @@ const NEXT_DUE: &str = concat!(
 );
 const PENDING: &str = "SELECT COUNT(*) FROM axion_push_delivery";
 
-const RENEW: &str = concat!(
-    "UPDATE axion_push_delivery SET NextAt = ",
-    now_ms!(),
-    " + ?1 WHERE LeasedBy = ?2"
-);
-
 const RELEASE: &str = concat!(
     "UPDATE axion_push_delivery SET NextAt = ",
     now_ms!(),
@@ -487,14 +481,35 @@ impl Sqlite {
         Ok(to_u64(count))
     }
 
-    pub(in crate::store) async fn renew(&self, owner: &str) -> Result<u64, StoreError> {
-        Ok(sqlx::query(RENEW)
-            .bind(millis(LEASE))
-            .bind(owner)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?
-            .rows_affected())
+    pub(in crate::store) async fn renew(
+        &self,
+        owner: &str,
+        seqs: &[i64],
+    ) -> Result<u64, StoreError> {
+        let mut renewed = 0;
+        for chunk in seqs.chunks(500) {
+            let mut q = QueryBuilder::<Db>::new(concat!(
+                "UPDATE axion_push_delivery SET NextAt = ",
+                now_ms!(),
+                " + "
+            ));
+            q.push_bind(millis(LEASE))
+                .push(" WHERE LeasedBy = ")
+                .push_bind(owner)
+                .push(" AND Seq IN (");
+            let mut list = q.separated(", ");
+            for seq in chunk {
+                list.push_bind(*seq);
+            }
+            q.push(")");
+            renewed += q
+                .build()
+                .execute(&self.pool)
+                .await
+                .map_err(classify)?
+                .rows_affected();
+        }
+        Ok(renewed)
     }
 
     pub(in crate::store) async fn release(&self, owner: &str) -> Result<u64, StoreError> {
