@@ -129,36 +129,80 @@ const ALERT_HELPERS = `{
     };
     return { title: label('alertTitleLabel'), body: label('alertTextLabel'), source: label('alertSourceLabel') };
   },
+  loaded(win) {
+    return win.document.readyState === 'complete' && win.document.documentURI.endsWith('/alert.xhtml');
+  },
   find(title) {
     for (const win of Services.wm.getEnumerator('alert:alert')) {
-      if (win.document.readyState === 'complete' && this.read(win).title === title) return win;
+      if (this.loaded(win) && this.read(win).title === title) return win;
     }
     return null;
   },
+  titles() {
+    return [...Services.wm.getEnumerator('alert:alert')].map((win) => this.read(win).title);
+  },
   waitFor(title, ms) {
     return new Promise((resolve, reject) => {
-      const found = this.find(title);
-      if (found) return resolve(found);
-      const timer = setTimeout(() => { Services.wm.removeListener(listener); reject(new Error('no alert window titled ' + title)); }, ms);
+      const seen = [];
+      const check = (win) => {
+        // alert.js fills the labels on load, before this listener runs.
+        win.setTimeout(() => {
+          const shown = this.read(win).title;
+          seen.push(shown);
+          if (shown !== title) return;
+          clearTimeout(timer);
+          Services.wm.removeListener(listener);
+          resolve(win);
+        }, 0);
+      };
+      // A window just opened still shows its initial about:blank, complete
+      // already: the alert is there once alert.xhtml has loaded.
+      const whenLoaded = (win) => {
+        if (this.loaded(win)) check(win);
+        else win.addEventListener('load', () => check(win), { once: true });
+      };
       const listener = {
-        onOpenWindow: (xulWindow) => {
-          const win = xulWindow.docShell.domWindow;
-          win.addEventListener('load', () => {
-            // alert.js fills the labels on load, before this listener runs.
-            win.setTimeout(() => {
-              if (this.read(win).title !== title) return;
-              clearTimeout(timer);
-              Services.wm.removeListener(listener);
-              resolve(win);
-            }, 0);
-          }, { once: true });
-        },
+        onOpenWindow: (xulWindow) => whenLoaded(xulWindow.docShell.domWindow),
         onCloseWindow() {},
       };
+      const timer = setTimeout(() => {
+        Services.wm.removeListener(listener);
+        reject(new Error('no alert window titled ' + title + ' within ' + ms + ' ms; alert windows seen: '
+          + JSON.stringify(seen) + ', open now: ' + JSON.stringify(this.titles())));
+      }, ms);
+      // Listening first, then looking at the windows already open, so that
+      // one opening in between is not missed: one still loading is looked at
+      // once it has loaded.
       Services.wm.addListener(listener);
+      for (const win of Services.wm.getEnumerator('alert:alert')) whenLoaded(win);
     });
   },
 }`;
+
+/**
+ * Starts watching for the alert window titled `title` and returns once
+ * Firefox's chrome is watching, so that the push that shows it can be sent
+ * only then; `shown()` waits for it and resolves with what it shows.
+ */
+async function watchAlert(title) {
+  const key = JSON.stringify(title);
+  await inChrome(`(() => {
+    const waits = (globalThis.axionPushAlertWaits ??= new Map());
+    const shown = (${ALERT_HELPERS}).waitFor(${key}, ${WAIT_MS});
+    shown.catch(() => {});
+    waits.set(${key}, shown);
+    return true;
+  })()`);
+  const shown = () => inChrome(`(async () => {
+    const waits = globalThis.axionPushAlertWaits;
+    try {
+      return (${ALERT_HELPERS}).read(await waits.get(${key}));
+    } finally {
+      waits.delete(${key});
+    }
+  })()`);
+  return { shown };
+}
 
 /**
  * Clicks the alert window titled `title`. Firefox's own alert window has
@@ -260,7 +304,7 @@ test('a test-push is decrypted by Firefox, shown by the service worker, and its 
   const body = 'Decrypted by Firefox itself';
   const target = `${web.origin}/demo/?opened-by=notification`;
   const acked = push.waitFor('ack', () => true, 'ack from Firefox', WAIT_MS);
-  const alert = settledLater(inChrome(`(${ALERT_HELPERS}).waitFor(${JSON.stringify(title)}, ${WAIT_MS}).then((w) => (${ALERT_HELPERS}).read(w))`));
+  const alert = settledLater((await watchAlert(title)).shown());
 
   const { stdout } = await daemon.run(
     'test-push', USER, '--package', PACKAGE, '--title', title, '--body', body, '--url', '/demo/?opened-by=notification',
@@ -301,7 +345,7 @@ test('a click when the page is already open focuses that window instead of openi
       });
     });
   }, WAIT_MS);
-  const alert = settledLater(inChrome(`(${ALERT_HELPERS}).waitFor(${JSON.stringify(title)}, ${WAIT_MS}).then(() => true)`));
+  const alert = settledLater((await watchAlert(title)).shown());
   await daemon.run('test-push', USER, '--package', PACKAGE, '--title', title, '--url', '/demo/?opened-by=notification');
   await alert;
   const pagesBefore = (await browser.pages()).length;
@@ -314,7 +358,7 @@ test('a click when the page is already open focuses that window instead of openi
 test('a click on an action button opens the action\'s own URL', async () => {
   const title = `Action ${Date.now()}`;
   const actionTarget = `${web.origin}/demo/?action=details`;
-  const alert = settledLater(inChrome(`(${ALERT_HELPERS}).waitFor(${JSON.stringify(title)}, ${WAIT_MS}).then(() => true)`));
+  const alert = settledLater((await watchAlert(title)).shown());
   const report = await daemon.command(PACKAGE, USER, 'send', {
     title,
     body: 'with buttons',
@@ -334,7 +378,7 @@ test('a click on an action button opens the action\'s own URL', async () => {
 test('a click on a notification whose URL is another site opens the app\'s start page', async () => {
   const title = `Elsewhere ${Date.now()}`;
   const start = `${web.origin}/`;
-  const alert = settledLater(inChrome(`(${ALERT_HELPERS}).waitFor(${JSON.stringify(title)}, ${WAIT_MS}).then(() => true)`));
+  const alert = settledLater((await watchAlert(title)).shown());
   // https anywhere passes the daemon; the service worker opens its own site only.
   const report = await daemon.command(PACKAGE, USER, 'send', { title, url: 'https://elsewhere.example/login' });
   assert.equal(report.delivered, 1, JSON.stringify(report));
