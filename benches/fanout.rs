@@ -26,6 +26,10 @@
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
+/// The daemon's allocator (see `src/main.rs`): the daemon measured as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use axion_push::config::Config;
