@@ -161,6 +161,10 @@ const MEMBERS: &str =
 const COUNT_MEMBERS: &str =
     "SELECT COUNT(*) FROM axion_push_group_member WHERE Package = ? AND GroupName = ?";
 
+/// Rows sqlx may hand over from SQLite's thread before the caller takes
+/// them: more than any statement of ours returns (a claim, a settle chunk).
+const ROW_BUFFER: usize = 1024;
+
 impl Sqlite {
     pub(super) async fn open(settings: &DatabaseSettings) -> Result<Sqlite, StoreError> {
         let open_error = |reason: String| StoreError::Open {
@@ -176,7 +180,14 @@ impl Sqlite {
             // durable across process crashes, which is what a daemon needs.
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(settings.busy_timeout);
+            .busy_timeout(settings.busy_timeout)
+            // sqlx runs SQLite on a thread of its own and hands rows over
+            // through a channel of this size; with its default (50) a claim
+            // or a batch's RETURNING stalled that thread again and again
+            // until the caller took the rows, a thread switch per row or so
+            // (1.3 per send in the many-sends benchmark). Room for the
+            // largest batch instead.
+            .row_buffer_size(ROW_BUFFER);
         // One connection, whatever `max_connections` says: SQLite takes one
         // write lock for the whole file, so a second connection of ours
         // would only wait for the first (sleeping in its busy handler) and
@@ -185,6 +196,9 @@ impl Sqlite {
         // pushes/s, 1 connection 2,700.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            // The connection lives in this process and cannot go stale; a
+            // test before each use is one more round trip to its thread.
+            .test_before_acquire(false)
             .acquire_timeout(settings.busy_timeout.max(std::time::Duration::from_secs(1)))
             .connect_with(options)
             .await
