@@ -24,6 +24,12 @@ use crate::topics::Topics;
 const CAPACITY: usize = 4096;
 /// Marks written per transaction.
 const BATCH: usize = 1024;
+/// How long a batch waits for more marks: a send's event and its report
+/// are acknowledged a few milliseconds apart, and a mark only matters at
+/// the next start, so a trickle of sends is written in a few transactions
+/// rather than two per send (each a round trip to SQLite's thread, or to
+/// the server).
+const LINGER: Duration = Duration::from_millis(20);
 const DATABASE_RETRY: Backoff = Backoff {
     initial: Duration::from_millis(100),
     max: Duration::from_secs(5),
@@ -67,10 +73,14 @@ async fn write(
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = marks.recv().await {
         batch.push(first);
-        while batch.len() < BATCH
-            && let Ok(more) = marks.try_recv()
-        {
-            batch.push(more);
+        let until = tokio::time::Instant::now() + LINGER;
+        while batch.len() < BATCH {
+            match tokio::time::timeout_at(until, marks.recv()).await {
+                Ok(Some(more)) => batch.push(more),
+                // Every sender gone (written, then the loop ends) or
+                // lingered long enough.
+                Ok(None) | Err(_) => break,
+            }
         }
         let mut outage: u32 = 0;
         loop {

@@ -234,6 +234,9 @@ async fn claim(
             idle(&parts, &wake, &stop.claiming).await;
             continue;
         }
+        // Fewer than asked for: nothing more was due. Claiming again at once
+        // would only find nothing; wait for the next send or retry instead.
+        let drained = claimed.len() < free;
         working.add(claimed.iter().map(|c| c.seq));
         let messages = match messages_for(&parts, &claimed).await {
             Ok(messages) => Some(messages),
@@ -334,6 +337,9 @@ async fn claim(
                     permit,
                 ));
             });
+        }
+        if drained {
+            idle(&parts, &wake, &stop.claiming).await;
         }
     }
     // Stopping: requests in flight finish (or are abandoned); the recorder
