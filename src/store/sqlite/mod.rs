@@ -162,7 +162,9 @@ const COUNT_MEMBERS: &str =
     "SELECT COUNT(*) FROM axion_push_group_member WHERE Package = ? AND GroupName = ?";
 
 /// Rows sqlx may hand over from SQLite's thread before the caller takes
-/// them: more than any statement of ours returns (a claim, a settle chunk).
+/// them: more than a claim or a settle statement returns. Only a batch of
+/// sends to users with many browsers returns more, and then SQLite's
+/// thread waits for the caller now and then, as it did for every row.
 const ROW_BUFFER: usize = 1024;
 
 impl Sqlite {
@@ -185,8 +187,7 @@ impl Sqlite {
             // through a channel of this size; with its default (50) a claim
             // or a batch's RETURNING stalled that thread again and again
             // until the caller took the rows, a thread switch per row or so
-            // (1.3 per send in the many-sends benchmark). Room for the
-            // largest batch instead.
+            // (1.3 per send in the many-sends benchmark).
             .row_buffer_size(ROW_BUFFER);
         // One connection, whatever `max_connections` says: SQLite takes one
         // write lock for the whole file, so a second connection of ours

@@ -148,8 +148,9 @@ const PURGE_COMMANDS: &str = "\
     DELETE FROM axion_push_command WHERE AcceptedAt < ? AND Pending <= 0 \
         AND ReportedAt IS NULL AND EventAt IS NULL";
 
-/// Rows settled per statement: SQLite binds at most 32766 values.
-const SETTLE_CHUNK: usize = 1000;
+/// Rows settled or renewed per statement: SQLite binds at most 32766
+/// values.
+const ROWS_PER_STATEMENT: usize = 1000;
 
 impl Sqlite {
     pub(in crate::store) async fn enqueue(
@@ -487,7 +488,7 @@ impl Sqlite {
         seqs: &[i64],
     ) -> Result<u64, StoreError> {
         let mut renewed = 0;
-        for chunk in seqs.chunks(500) {
+        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Db>::new(concat!(
                 "UPDATE axion_push_delivery SET NextAt = ",
                 now_ms!(),
@@ -546,7 +547,7 @@ impl Sqlite {
         again.sort_unstable();
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let mut ours: HashSet<i64> = HashSet::with_capacity(batch.len());
-        for chunk in finished.chunks(SETTLE_CHUNK) {
+        for chunk in finished.chunks(ROWS_PER_STATEMENT) {
             let mut q =
                 QueryBuilder::<Db>::new("DELETE FROM axion_push_delivery WHERE LeasedBy = ");
             q.push_bind(owner).push(" AND Seq IN (");
@@ -562,7 +563,7 @@ impl Sqlite {
                 .map_err(classify)?;
             ours.extend(seqs);
         }
-        for chunk in again.chunks(SETTLE_CHUNK) {
+        for chunk in again.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Db>::new(concat!(
                 "UPDATE axion_push_delivery SET NextAt = ",
                 now_ms!(),
