@@ -394,6 +394,9 @@ impl Daemon {
         let messages = Messages::default();
         let engine = TaskTracker::new();
         let engine_stop = delivery::Stop::default();
+        // The MQTT client starts after the engine, which needs to know when
+        // the broker is there (see `EngineParts::broker`).
+        let (subscribed_tx, subscribed) = tokio::sync::watch::channel(false);
         delivery::spawn(
             EngineParts {
                 store: store.clone(),
@@ -413,6 +416,7 @@ impl Daemon {
                 },
                 pause_max: settings.delivery.pause_max,
                 dedup_window: settings.delivery.dedup_window,
+                broker: subscribed,
                 stats: stats.clone(),
             },
             wake.clone(),
@@ -470,6 +474,7 @@ impl Daemon {
             session,
             processor,
             egress_rx,
+            subscribed_tx,
             monitor_parts.1.clone(),
             &tracker,
             lifecycle.clone(),

@@ -462,6 +462,84 @@ async fn an_event_the_broker_never_took_is_published_after_a_kill_and_restart() 
     assert_eq!(event["title"], "Held", "{event}");
 }
 
+/// With several daemons on one database, one that dies with a send's
+/// event and final report handed to its broker, not acknowledged, may never
+/// start again: a daemon still running publishes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_dead_daemon_handed_and_no_broker_took_is_published_by_one_still_running() {
+    use axion_push::model::{Package, User};
+    use axion_push::store::{Enqueued, NewSend, Recipients, Settled, Settlement, Store};
+    let h = Harness::start().await;
+    let b = h.browser("b");
+    h.subscribe("crm", "alice", &b).await;
+    let from = h.mqtt.count();
+
+    // The other daemon, on the same database: an hour ago it recorded a
+    // send to alice and handed its event to its broker, then sent the push
+    // and handed the final report; the broker took neither, and the daemon
+    // died.
+    let dead = "dead-daemon/0123456789ab";
+    let store = Store::open(&h.database.settings()).await.unwrap();
+    let (crm, alice) = (
+        Package::parse("crm").unwrap(),
+        User::parse("alice").unwrap(),
+    );
+    let long_ago = axion_push::report::now_ms() - 3_600_000;
+    let send = NewSend {
+        package: &crm,
+        id: "orphan",
+        target: "alice",
+        recipients: Recipients::User(&alice),
+        members: None,
+        accepted_ms: long_ago,
+        payload: b"{}",
+        ttl: 86_400,
+        urgency: "normal",
+        topic: None,
+        duplicate_after_ms: long_ago - 60_000,
+        digest: None,
+        redelivered: false,
+        event: br#"{"id":"orphan","title":"Finished elsewhere"}"#,
+    };
+    assert_eq!(
+        store.enqueue(&send, dead).await.unwrap(),
+        Enqueued::New { subscriptions: 1 }
+    );
+    let claimed = store.claim(dead, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1, "held for the daemon that recorded it");
+    let settled: Vec<Settlement> = claimed
+        .into_iter()
+        .map(|claimed| Settlement {
+            claimed,
+            settled: Settled::Delivered,
+        })
+        .collect();
+    store.settle(dead, &settled, long_ago).await.unwrap();
+    store.close().await;
+
+    // Within a lease and two looks, as a dead daemon's deliveries are.
+    let within = axion_push::store::LEASE + 2 * axion_push::store::RENEW_EVERY + WAIT;
+    let event = h
+        .mqtt
+        .wait_for(from, "the orphaned event", within, |m| {
+            m.topic == "axion/crm/push/alice"
+        })
+        .await
+        .json();
+    assert_eq!(event["id"], "orphan", "{event}");
+    let report = h
+        .mqtt
+        .wait_for(from, "the orphaned final report", within, |m| {
+            m.topic == "axion/crm/push/alice/result" && m.json()["id"] == "orphan"
+        })
+        .await
+        .json();
+    assert_eq!(report["delivered"], 1, "{report}");
+    assert_eq!(report["queued"], 0, "{report}");
+    assert!(h.push.received_by(&b).is_empty(), "nothing pushed again");
+    h.stop().await;
+}
+
 /// `GET /metrics` from the endpoint at `addr`: the exposition text.
 async fn scrape(addr: std::net::SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

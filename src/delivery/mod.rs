@@ -12,7 +12,9 @@
 //! *recorder* settles finished rows in batches (one transaction each) and
 //! publishes the result reports they make due. A database outage stops
 //! both until it ends; nothing is dropped meanwhile, because unsettled rows
-//! stay leased to this daemon.
+//! stay leased to this daemon. Beside them, a renewer keeps the leases of
+//! rows in flight, a purger forgets old sends, and an adopter publishes
+//! what a daemon that died left unpublished.
 
 mod breaker;
 mod hand_off;
@@ -23,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,6 +56,14 @@ const SETTLE_LINGER: Duration = Duration::from_millis(2);
 const IDLE_POLL: Duration = Duration::from_secs(2);
 /// How often finished sends past the de-duplication window are forgotten.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// A result report or event handed to a broker and not acknowledged for
+/// this long is presumed orphaned: the daemon that handed it died before
+/// its broker took it. A connected broker acknowledges in milliseconds, and
+/// a daemon still alive hands its own again when it reconnects; so, like a
+/// delivery's lease, this only runs out for a daemon that is gone.
+const ORPHANED_AFTER: Duration = crate::store::LEASE;
+/// How often the store is asked for orphaned reports and events.
+const ADOPT_EVERY: Duration = crate::store::RENEW_EVERY;
 /// Retrying statements while the database is unavailable.
 const DATABASE_RETRY: Backoff = Backoff {
     initial: Duration::from_millis(100),
@@ -83,6 +93,9 @@ pub struct EngineParts {
     pub pause_max: Duration,
     /// How long finished sends are remembered for de-duplication.
     pub dedup_window: Duration,
+    /// True while the MQTT client is connected and subscribed: orphaned
+    /// reports are only adopted while this daemon can publish them.
+    pub broker: watch::Receiver<bool>,
     pub stats: Arc<Stats>,
 }
 
@@ -123,6 +136,7 @@ pub fn spawn(parts: EngineParts, wake: Wake, stop: Stop, tracker: &TaskTracker) 
         stop.abandon.clone(),
     ));
     tracker.spawn(purge(parts.clone(), stop.claiming.clone()));
+    tracker.spawn(adopt(parts.clone(), stop.claiming.clone()));
     // Renewing ends when the claimer does, its last request answered.
     let claimer_done = CancellationToken::new();
     tracker.spawn(renew(parts.clone(), working.clone(), claimer_done.clone()));
@@ -363,6 +377,41 @@ async fn purge(parts: Arc<EngineParts>, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(PURGE_EVERY) => {}
+        }
+    }
+}
+
+/// Publishes the result reports and events that a daemon which died left
+/// handed to its broker and never acknowledged. The next start of that
+/// daemon would publish them too, but with several daemons sharing the work
+/// it may never start again, and a send it finished would then never be
+/// reported; a report published twice carries its send's id.
+///
+/// Only while this daemon's own connection has been up since the last look:
+/// right after a reconnect its own reports handed during the outage are
+/// still on their way, and a daemon cut off from the broker cannot publish
+/// anything anyway.
+async fn adopt(parts: Arc<EngineParts>, stop: CancellationToken) {
+    let mut broker = parts.broker.clone();
+    let mut was_up = false;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(ADOPT_EVERY) => {}
+        }
+        // A change since the last look, even down and up again, starts over.
+        let steady = matches!(broker.has_changed(), Ok(false));
+        let up = *broker.borrow_and_update();
+        let connected_throughout = was_up && up && steady;
+        was_up = up;
+        if !connected_throughout {
+            continue;
+        }
+        let before = now_ms().saturating_sub(ms(ORPHANED_AFTER));
+        if let Err(e) = republish_unacknowledged(&parts, before).await {
+            parts
+                .health
+                .failed(&e, "publishing what a daemon that died left unacknowledged");
         }
     }
 }

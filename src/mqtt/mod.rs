@@ -184,11 +184,13 @@ pub struct Lifecycle {
     pub hard_stop: CancellationToken,
 }
 
-/// Starts the client's tasks on `tracker`.
+/// Starts the client's tasks on `tracker`. `subscribed_tx` is told whenever
+/// the client is connected and subscribed, and whenever it no longer is.
 pub fn spawn(
     mut session: Session,
     processor: Processor,
     egress: mpsc::Receiver<Publication>,
+    subscribed_tx: watch::Sender<bool>,
     stats: Arc<Stats>,
     tracker: &TaskTracker,
     lifecycle: Lifecycle,
@@ -205,7 +207,7 @@ pub fn spawn(
     eventloop.set_network_options(network_options());
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-    let (subscribed_tx, subscribed) = watch::channel(false);
+    let subscribed = subscribed_tx.subscribe();
     let commands = TaskTracker::new();
 
     tracker.spawn(ack::run(client.clone(), acks_rx));

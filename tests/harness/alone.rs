@@ -85,6 +85,8 @@ impl Alone {
                 },
                 pause_max: Duration::from_secs(60),
                 dedup_window: Duration::from_secs(60),
+                // No broker: nothing orphaned is adopted.
+                broker: tokio::sync::watch::channel(false).1,
                 stats: Default::default(),
             },
             wake.clone(),
