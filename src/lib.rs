@@ -52,7 +52,8 @@
 //! (404/410), refused, expired, or put back for a retry → the result report
 //! goes to egress and `mqtt` publishes it → once the broker acknowledges an
 //! event or a report, `delivery`'s ledger marks it published; one never
-//! acknowledged is published again at the next start.
+//! acknowledged is published again at the next start, or by another daemon
+//! on the same database once it looks orphaned.
 
 pub mod backoff;
 pub mod broker;

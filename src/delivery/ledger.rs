@@ -3,8 +3,8 @@
 //! A send's result reports and its real-time event are kept in the
 //! database until the broker acknowledges them (QoS 1 PUBACK), so that
 //! those handed to a broker that never took them — the daemon stopped or
-//! died first — are published again by the next run: at least once,
-//! never lost. Marks are written in batches, off the path of any command.
+//! died first — are published again by the next run, or by another daemon
+//! on the same database (the engine's adopter): at least once, never lost. Marks are written in batches, off the path of any command.
 
 use std::time::Duration;
 
@@ -19,8 +19,9 @@ use crate::store::{Health, Published, Store};
 use crate::topics::Topics;
 
 /// Marks waiting to be written. A mark that does not fit is dropped: its
-/// report or event is then published once more at the next start, which
-/// is allowed (listeners de-duplicate by id).
+/// report or event is then published once more — by the adopter once it
+/// looks orphaned, or at the next start — which is allowed (listeners
+/// de-duplicate by id).
 const CAPACITY: usize = 4096;
 /// Marks written per transaction.
 const BATCH: usize = 1024;
