@@ -578,6 +578,72 @@ async fn settling_counts_each_outcome_and_makes_the_report_due() {
     store.close().await;
 }
 
+/// The send `id` accepted `later_ms` after now, with the de-duplication
+/// window `send` uses.
+fn send_later<'a>(id: &'a str, to: &'a User, package: &'a Package, later_ms: u64) -> NewSend<'a> {
+    let mut s = send(id, to, package);
+    s.accepted_ms += later_ms;
+    s.duplicate_after_ms += later_ms;
+    s
+}
+
+#[tokio::test]
+async fn an_id_reused_after_the_window_is_a_new_send_without_the_old_ones_counts_or_causes() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let (p, alice) = (package(), user("alice"));
+    store
+        .upsert_subscription(&p, &alice, &subscription(&endpoint(1)), 50)
+        .await
+        .unwrap();
+    // Reused once recorded alone, once in a batch.
+    for (id, alone) in [("n-1", true), ("n-2", false)] {
+        enqueue(&store, id, &alice, "a").await;
+        let claimed = store.claim("a", 10).await.unwrap();
+        let due = store
+            .settle(
+                "a",
+                &settled(&claimed, |_| Settled::Failed("403".into())),
+                1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(due[0].failures.get("403"), Some(&1), "{id}: {due:?}");
+
+        // Past the window (`send` uses a minute).
+        let again = send_later(id, &alice, &p, 120_000);
+        let enqueued = if alone {
+            store.enqueue(&again, "a").await.unwrap()
+        } else {
+            store.enqueue_many(&[again], "a").await.unwrap().remove(0)
+        };
+        assert_eq!(enqueued, Enqueued::New { subscriptions: 1 }, "{id}");
+        let claimed = store.claim("a", 10).await.unwrap();
+        assert_eq!(claimed.len(), 1, "{id}");
+        let due = store
+            .settle(
+                "a",
+                &settled(&claimed, |_| Settled::Failed("413".into())),
+                1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1, "{id}: {due:?}");
+        let state = &due[0];
+        assert_eq!(
+            (state.subscriptions, state.delivered, state.failed),
+            (1, 0, 1),
+            "{id}: {state:?}"
+        );
+        assert_eq!(
+            state.failures,
+            [("413".to_owned(), 1)].into(),
+            "{id}: only this send's causes"
+        );
+    }
+    store.close().await;
+}
+
 #[tokio::test]
 async fn a_retry_comes_due_after_its_delay() {
     let db = TestDatabase::create().await;
