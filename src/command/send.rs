@@ -227,6 +227,7 @@ async fn finish(
                 expires_ms: accepted_ms.saturating_add(u64::from(notification.ttl) * 1000),
                 signer: inner.signers.for_package(&route.package).clone(),
             }),
+            subscriptions,
         );
     }
 

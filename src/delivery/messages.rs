@@ -2,18 +2,31 @@
 //!
 //! The command stage renders a send's message once and puts it here as it
 //! records the send, so the engine does not read it back from the database
-//! for every send; a message that is not here (a send another daemon
-//! recorded, one older than what is kept, one from before a restart) is read
-//! from the database and kept here for its other deliveries.
+//! for every send. A message that is not here (a send another daemon
+//! recorded, a retry, one from before a restart, one recorded while this
+//! was full) is read from the database, once per claim.
+//!
+//! The queue is worked oldest first, so this keeps the oldest: a message
+//! leaves once each of its send's deliveries has been claimed once, and
+//! when full, a new message is not kept rather than pushing out the ones
+//! the engine needs next. (Pushing out the oldest, as a cache usually does,
+//! made a burst of sends longer than this read back almost every message.)
+//! A message whose deliveries another daemon took never reaches zero: it
+//! goes once it is older than [`STALE`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::notification::Urgency;
 use crate::push::VapidSigner;
 
-/// Messages kept: far more than the sends a daemon delivers at once.
-const KEPT: usize = 4096;
+/// Messages kept at most: with a few hundred bytes each, a few megabytes.
+const KEPT: usize = 16_384;
+/// A message kept this long has had its chance: the engine claims a send's
+/// deliveries within seconds of recording it unless the queue is long, and
+/// then the message is read back from the database.
+const STALE: Duration = Duration::from_secs(60);
 
 /// A message ready to encrypt, shared by its send's deliveries.
 pub struct Prepared {
@@ -28,6 +41,12 @@ pub struct Prepared {
 
 type Key = (String, String);
 
+struct Entry {
+    message: Arc<Prepared>,
+    /// Deliveries of the send not yet claimed through here.
+    unclaimed: u64,
+}
+
 #[derive(Clone, Default)]
 pub struct Messages {
     inner: Arc<Mutex<Kept>>,
@@ -35,30 +54,121 @@ pub struct Messages {
 
 #[derive(Default)]
 struct Kept {
-    by_send: HashMap<Key, Arc<Prepared>>,
-    /// Oldest first: the first to go when more than `KEPT` are kept.
-    order: VecDeque<Key>,
+    by_send: HashMap<Key, Entry>,
+    /// When each message was put, oldest first (some may be gone already).
+    order: VecDeque<(Instant, Key)>,
 }
 
 impl Messages {
-    /// Keeps the message of send `id` of `package`.
-    pub fn put(&self, package: &str, id: &str, message: Arc<Prepared>) {
-        let key = (package.to_owned(), id.to_owned());
-        let mut kept = self.inner.lock().expect("messages lock");
-        if kept.by_send.insert(key.clone(), message).is_none() {
-            kept.order.push_back(key);
+    /// Keeps the message of send `id` of `package` for its `deliveries`
+    /// first claims, if there is room.
+    pub fn put(&self, package: &str, id: &str, message: Arc<Prepared>, deliveries: u64) {
+        if deliveries == 0 {
+            return;
         }
-        while kept.order.len() > KEPT {
-            if let Some(oldest) = kept.order.pop_front() {
-                kept.by_send.remove(&oldest);
-            }
+        let key = (package.to_owned(), id.to_owned());
+        let now = Instant::now();
+        let mut kept = self.inner.lock().expect("messages lock");
+        kept.forget_stale(now);
+        if kept.by_send.len() >= KEPT {
+            return;
+        }
+        let entry = Entry {
+            message,
+            unclaimed: deliveries,
+        };
+        if kept.by_send.insert(key.clone(), entry).is_none() {
+            kept.order.push_back((now, key));
         }
     }
 
-    pub fn get(&self, package: &str, id: &str) -> Option<Arc<Prepared>> {
-        let kept = self.inner.lock().expect("messages lock");
-        kept.by_send
-            .get(&(package.to_owned(), id.to_owned()))
-            .cloned()
+    /// The message of send `id` of `package`, for one claimed delivery.
+    pub fn take(&self, package: &str, id: &str) -> Option<Arc<Prepared>> {
+        let key = (package.to_owned(), id.to_owned());
+        let mut kept = self.inner.lock().expect("messages lock");
+        let entry = kept.by_send.get_mut(&key)?;
+        let message = entry.message.clone();
+        entry.unclaimed = entry.unclaimed.saturating_sub(1);
+        if entry.unclaimed == 0 {
+            kept.by_send.remove(&key);
+        }
+        Some(message)
+    }
+
+    /// Messages kept now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("messages lock").by_send.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Kept {
+    /// Forgets messages put more than [`STALE`] ago, and the ages of those
+    /// already gone.
+    fn forget_stale(&mut self, now: Instant) {
+        while let Some((at, key)) = self.order.front() {
+            let gone = !self.by_send.contains_key(key);
+            if !gone && now.duration_since(*at) <= STALE {
+                break;
+            }
+            if !gone {
+                self.by_send.remove(key);
+            }
+            self.order.pop_front();
+        }
+        // Ages of messages taken behind one still kept: dropped now and
+        // then, so they cannot pile up.
+        if self.order.len() > 2 * KEPT {
+            let by_send = &self.by_send;
+            self.order.retain(|(_, key)| by_send.contains_key(key));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> Arc<Prepared> {
+        let identity = crate::config::VapidIdentity {
+            key: crate::config::VapidPrivateKey::generate(),
+            subject: "mailto:ops@example.com".into(),
+        };
+        Arc::new(Prepared {
+            payload: Arc::from(&b"{}"[..]),
+            ttl: 60,
+            urgency: Urgency::Normal,
+            topic: None,
+            expires_ms: u64::MAX,
+            signer: Arc::new(VapidSigner::new(&identity)),
+        })
+    }
+
+    #[test]
+    fn a_message_leaves_once_each_delivery_was_claimed() {
+        let messages = Messages::default();
+        messages.put("crm", "n-1", message(), 2);
+        assert!(messages.take("crm", "n-1").is_some());
+        assert!(messages.take("crm", "n-1").is_some());
+        assert!(messages.take("crm", "n-1").is_none(), "read back for a retry");
+        assert!(messages.is_empty());
+    }
+
+    #[test]
+    fn when_full_the_oldest_stay_and_the_newest_are_read_back() {
+        let messages = Messages::default();
+        let m = message();
+        for n in 0..KEPT + 10 {
+            messages.put("crm", &format!("n-{n}"), m.clone(), 1);
+        }
+        assert_eq!(messages.len(), KEPT);
+        assert!(messages.take("crm", "n-0").is_some(), "the next to claim");
+        assert!(messages.take("crm", &format!("n-{KEPT}")).is_none());
+        // Claiming made room.
+        messages.put("crm", "later", m, 1);
+        assert!(messages.take("crm", "later").is_some());
     }
 }

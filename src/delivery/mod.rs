@@ -446,9 +446,8 @@ async fn idle(parts: &EngineParts, wake: &Wake, stop: &CancellationToken) {
 }
 
 /// The messages of a claim's rows: from the hand-over cache, and those it
-/// does not hold (a send another daemon recorded, one recorded long before
-/// its delivery, one from before a restart) from the database, in one
-/// statement for the whole claim. A send missing from the answer is gone.
+/// does not hold (see `messages`) from the database, in one statement for
+/// the whole claim. A send missing from the answer is gone.
 async fn messages_for(
     parts: &EngineParts,
     rows: &[Claimed],
@@ -456,12 +455,15 @@ async fn messages_for(
     let mut found: HashMap<(String, String), Arc<Prepared>> = HashMap::new();
     let mut missing: HashSet<(String, String)> = HashSet::new();
     for row in rows {
+        // Every claimed row counts towards its message leaving the cache.
+        let taken = parts.messages.take(&row.package, &row.command_id);
         let key = (row.package.clone(), row.command_id.clone());
-        if found.contains_key(&key) || missing.contains(&key) {
+        if found.contains_key(&key) {
             continue;
         }
-        match parts.messages.get(&row.package, &row.command_id) {
+        match taken {
             Some(message) => {
+                missing.remove(&key);
                 found.insert(key, message);
             }
             None => {
@@ -484,7 +486,6 @@ async fn messages_for(
             expires_ms: m.expires_ms,
             signer,
         });
-        parts.messages.put(&package, &id, prepared.clone());
         found.insert((package, id), prepared);
     }
     Ok(found)
