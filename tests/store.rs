@@ -840,6 +840,38 @@ async fn reports_and_events_never_acknowledged_are_taken_again_once() {
 }
 
 #[tokio::test]
+async fn an_acknowledged_event_leaves_its_sends_unacknowledged_report_to_be_taken_again() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let alice = user("alice");
+    store
+        .upsert_subscription(&package(), &alice, &subscription(&endpoint(1)), 50)
+        .await
+        .unwrap();
+    enqueue(&store, "n-1", &alice, "a").await;
+    let claimed = store.claim("a", 10).await.unwrap();
+    store
+        .settle("a", &settled(&claimed, |_| Settled::Delivered), 1_000)
+        .await
+        .unwrap();
+    store
+        .mark_published(&[Published::Event {
+            package: "crm".into(),
+            id: "n-1".into(),
+        }])
+        .await
+        .unwrap();
+    let later = axion_push::report::now_ms() + 1;
+    let (reports, events) = store.take_unpublished(later, later).await.unwrap();
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(
+        reports.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["n-1"]
+    );
+    store.close().await;
+}
+
+#[tokio::test]
 async fn a_database_password_is_never_shown_in_an_error() {
     for scheme in ["mysql", "postgres"] {
         let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -153,7 +153,10 @@ mod tests {
         messages.put("crm", "n-1", message(), 2);
         assert!(messages.take("crm", "n-1").is_some());
         assert!(messages.take("crm", "n-1").is_some());
-        assert!(messages.take("crm", "n-1").is_none(), "read back for a retry");
+        assert!(
+            messages.take("crm", "n-1").is_none(),
+            "read back for a retry"
+        );
         assert!(messages.is_empty());
     }
 

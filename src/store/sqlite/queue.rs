@@ -720,51 +720,47 @@ impl Sqlite {
         Ok(due)
     }
 
-    /// Two statements for a whole batch: the reports (each command's
-    /// highest acknowledged), the events.
+    /// One statement for a whole batch: each send's highest acknowledged
+    /// report and its event together, so a send whose event and report
+    /// were acknowledged in the same batch has its row written once.
     pub(in crate::store) async fn mark_published(
         &self,
         published: &[Published],
     ) -> Result<(), StoreError> {
         let (reports, events) = crate::store::queue::published_by_send(published);
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        if !reports.is_empty() {
-            let mut q = QueryBuilder::<Db>::new(
-                "UPDATE axion_push_command SET Published = MAX(Published, v.column3), \
-                    ReportedAt = CASE WHEN MAX(Published, v.column3) >= Reported \
-                                 THEN NULL ELSE ReportedAt END \
-                 FROM (VALUES ",
-            );
-            let mut list = q.separated(", ");
-            for ((package, id), level) in &reports {
-                list.push("(")
-                    .push_bind_unseparated(*package)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(*id)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(i64::from(*level))
-                    .push_unseparated(")");
-            }
-            q.push(") AS v WHERE Package = v.column1 AND Id = v.column2");
-            q.build().execute(&mut *tx).await.map_err(classify)?;
+        let mut sends: BTreeMap<(&str, &str), (u8, bool)> = BTreeMap::new();
+        for (key, level) in reports {
+            sends.entry(key).or_default().0 = level;
         }
-        if !events.is_empty() {
-            let mut q = QueryBuilder::<Db>::new(
-                "UPDATE axion_push_command SET Event = NULL, EventAt = NULL \
-                 WHERE (Package, Id) IN (VALUES ",
-            );
-            let mut list = q.separated(", ");
-            for (package, id) in &events {
-                list.push("(")
-                    .push_bind_unseparated(*package)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(*id)
-                    .push_unseparated(")");
-            }
-            q.push(")");
-            q.build().execute(&mut *tx).await.map_err(classify)?;
+        for key in events {
+            sends.entry(key).or_default().1 = true;
         }
-        tx.commit().await.map_err(classify)
+        if sends.is_empty() {
+            return Ok(());
+        }
+        let mut q = QueryBuilder::<Db>::new(
+            "UPDATE axion_push_command SET Published = MAX(Published, v.column3), \
+                ReportedAt = CASE WHEN v.column3 > 0 AND MAX(Published, v.column3) >= Reported \
+                             THEN NULL ELSE ReportedAt END, \
+                Event = CASE WHEN v.column4 = 1 THEN NULL ELSE Event END, \
+                EventAt = CASE WHEN v.column4 = 1 THEN NULL ELSE EventAt END \
+             FROM (VALUES ",
+        );
+        let mut list = q.separated(", ");
+        for ((package, id), (level, event)) in &sends {
+            list.push("(")
+                .push_bind_unseparated(*package)
+                .push_unseparated(", ")
+                .push_bind_unseparated(*id)
+                .push_unseparated(", ")
+                .push_bind_unseparated(i64::from(*level))
+                .push_unseparated(", ")
+                .push_bind_unseparated(i64::from(*event))
+                .push_unseparated(")");
+        }
+        q.push(") AS v WHERE Package = v.column1 AND Id = v.column2");
+        q.build().execute(&self.pool).await.map_err(classify)?;
+        Ok(())
     }
 
     pub(in crate::store) async fn take_unpublished(
