@@ -4,7 +4,8 @@
 //! database until the broker acknowledges them (QoS 1 PUBACK), so that
 //! those handed to a broker that never took them — the daemon stopped or
 //! died first — are published again by the next run, or by another daemon
-//! on the same database (the engine's adopter): at least once, never lost. Marks are written in batches, off the path of any command.
+//! on the same database (the engine's adopter): at least once, never lost.
+//! Marks are written in batches, off the path of any command.
 
 use std::time::Duration;
 

@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 use crate::notification::Urgency;
 use crate::push::VapidSigner;
 
-/// Messages kept at most: with a few hundred bytes each, a few megabytes.
+/// Messages kept at most, and their payloads' bytes at most (a payload is
+/// up to about 4 KB; most are a few hundred bytes).
 const KEPT: usize = 16_384;
+const KEPT_BYTES: usize = 16 << 20;
 /// A message kept this long has had its chance: the engine claims a send's
 /// deliveries within seconds of recording it unless the queue is long, and
 /// then the message is read back from the database.
@@ -57,6 +59,8 @@ struct Kept {
     by_send: HashMap<Key, Entry>,
     /// When each message was put, oldest first (some may be gone already).
     order: VecDeque<(Instant, Key)>,
+    /// The payload bytes of the messages kept.
+    bytes: usize,
 }
 
 impl Messages {
@@ -70,16 +74,20 @@ impl Messages {
         let now = Instant::now();
         let mut kept = self.inner.lock().expect("messages lock");
         kept.forget_stale(now);
-        if kept.by_send.len() >= KEPT {
+        // An id used again (after the de-duplication window): the new send's
+        // message, never the old one's.
+        kept.remove(&key);
+        let size = message.payload.len();
+        if kept.by_send.len() >= KEPT || kept.bytes + size > KEPT_BYTES {
             return;
         }
         let entry = Entry {
             message,
             unclaimed: deliveries,
         };
-        if kept.by_send.insert(key.clone(), entry).is_none() {
-            kept.order.push_back((now, key));
-        }
+        kept.by_send.insert(key.clone(), entry);
+        kept.bytes += size;
+        kept.order.push_back((now, key));
     }
 
     /// The message of send `id` of `package`, for one claimed delivery.
@@ -90,7 +98,7 @@ impl Messages {
         let message = entry.message.clone();
         entry.unclaimed = entry.unclaimed.saturating_sub(1);
         if entry.unclaimed == 0 {
-            kept.by_send.remove(&key);
+            kept.remove(&key);
         }
         Some(message)
     }
@@ -106,6 +114,12 @@ impl Messages {
 }
 
 impl Kept {
+    fn remove(&mut self, key: &Key) {
+        if let Some(entry) = self.by_send.remove(key) {
+            self.bytes -= entry.message.payload.len();
+        }
+    }
+
     /// Forgets messages put more than [`STALE`] ago, and the ages of those
     /// already gone.
     fn forget_stale(&mut self, now: Instant) {
@@ -114,10 +128,11 @@ impl Kept {
             if !gone && now.duration_since(*at) <= STALE {
                 break;
             }
-            if !gone {
-                self.by_send.remove(key);
+            if let Some((_, key)) = self.order.pop_front()
+                && !gone
+            {
+                self.remove(&key);
             }
-            self.order.pop_front();
         }
         // Ages of messages taken behind one still kept: dropped now and
         // then, so they cannot pile up.
@@ -158,6 +173,35 @@ mod tests {
             "read back for a retry"
         );
         assert!(messages.is_empty());
+    }
+
+    #[test]
+    fn an_id_used_again_gets_its_new_message() {
+        let messages = Messages::default();
+        messages.put("crm", "n-1", message(), 1);
+        let new = Arc::new(Prepared {
+            payload: Arc::from(&b"{\"new\":1}"[..]),
+            ..Arc::into_inner(message()).unwrap()
+        });
+        messages.put("crm", "n-1", new, 1);
+        let taken = messages.take("crm", "n-1").unwrap();
+        assert_eq!(&taken.payload[..], &b"{\"new\":1}"[..]);
+    }
+
+    #[test]
+    fn the_payload_bytes_kept_are_bounded_too() {
+        let messages = Messages::default();
+        let big = Arc::new(Prepared {
+            payload: Arc::from(vec![0_u8; 4096]),
+            ..Arc::into_inner(message()).unwrap()
+        });
+        for n in 0..KEPT {
+            messages.put("crm", &format!("n-{n}"), big.clone(), 1);
+        }
+        assert_eq!(messages.len(), KEPT_BYTES / 4096);
+        assert!(messages.take("crm", "n-0").is_some());
+        messages.put("crm", "later", big, 1);
+        assert!(messages.take("crm", "later").is_some(), "room again");
     }
 
     #[test]
