@@ -90,13 +90,14 @@ impl Messages {
         kept.order.push_back((now, key));
     }
 
-    /// The message of send `id` of `package`, for one claimed delivery.
-    pub fn take(&self, package: &str, id: &str) -> Option<Arc<Prepared>> {
+    /// The message of send `id` of `package`, for `claimed` of its
+    /// deliveries just claimed.
+    pub fn take(&self, package: &str, id: &str, claimed: u64) -> Option<Arc<Prepared>> {
         let key = (package.to_owned(), id.to_owned());
         let mut kept = self.inner.lock().expect("messages lock");
         let entry = kept.by_send.get_mut(&key)?;
         let message = entry.message.clone();
-        entry.unclaimed = entry.unclaimed.saturating_sub(1);
+        entry.unclaimed = entry.unclaimed.saturating_sub(claimed);
         if entry.unclaimed == 0 {
             kept.remove(&key);
         }
@@ -165,11 +166,11 @@ mod tests {
     #[test]
     fn a_message_leaves_once_each_delivery_was_claimed() {
         let messages = Messages::default();
-        messages.put("crm", "n-1", message(), 2);
-        assert!(messages.take("crm", "n-1").is_some());
-        assert!(messages.take("crm", "n-1").is_some());
+        messages.put("crm", "n-1", message(), 3);
+        assert!(messages.take("crm", "n-1", 1).is_some());
+        assert!(messages.take("crm", "n-1", 2).is_some(), "a claim of two");
         assert!(
-            messages.take("crm", "n-1").is_none(),
+            messages.take("crm", "n-1", 1).is_none(),
             "read back for a retry"
         );
         assert!(messages.is_empty());
@@ -184,7 +185,7 @@ mod tests {
             ..Arc::into_inner(message()).unwrap()
         });
         messages.put("crm", "n-1", new, 1);
-        let taken = messages.take("crm", "n-1").unwrap();
+        let taken = messages.take("crm", "n-1", 1).unwrap();
         assert_eq!(&taken.payload[..], &b"{\"new\":1}"[..]);
     }
 
@@ -199,9 +200,9 @@ mod tests {
             messages.put("crm", &format!("n-{n}"), big.clone(), 1);
         }
         assert_eq!(messages.len(), KEPT_BYTES / 4096);
-        assert!(messages.take("crm", "n-0").is_some());
+        assert!(messages.take("crm", "n-0", 1).is_some());
         messages.put("crm", "later", big, 1);
-        assert!(messages.take("crm", "later").is_some(), "room again");
+        assert!(messages.take("crm", "later", 1).is_some(), "room again");
     }
 
     #[test]
@@ -212,10 +213,13 @@ mod tests {
             messages.put("crm", &format!("n-{n}"), m.clone(), 1);
         }
         assert_eq!(messages.len(), KEPT);
-        assert!(messages.take("crm", "n-0").is_some(), "the next to claim");
-        assert!(messages.take("crm", &format!("n-{KEPT}")).is_none());
+        assert!(
+            messages.take("crm", "n-0", 1).is_some(),
+            "the next to claim"
+        );
+        assert!(messages.take("crm", &format!("n-{KEPT}"), 1).is_none());
         // Claiming made room.
         messages.put("crm", "later", m, 1);
-        assert!(messages.take("crm", "later").is_some());
+        assert!(messages.take("crm", "later", 1).is_some());
     }
 }

@@ -21,7 +21,7 @@ mod hand_off;
 mod ledger;
 mod messages;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -452,26 +452,23 @@ async fn messages_for(
     parts: &EngineParts,
     rows: &[Claimed],
 ) -> Result<HashMap<(String, String), Arc<Prepared>>, crate::store::StoreError> {
-    let mut found: HashMap<(String, String), Arc<Prepared>> = HashMap::new();
-    let mut missing: HashSet<(String, String)> = HashSet::new();
+    let mut claimed_per_send: HashMap<(String, String), u64> = HashMap::new();
     for row in rows {
+        *claimed_per_send
+            .entry((row.package.clone(), row.command_id.clone()))
+            .or_default() += 1;
+    }
+    let mut found: HashMap<(String, String), Arc<Prepared>> = HashMap::new();
+    let mut missing: Vec<(String, String)> = Vec::new();
+    for (key, claimed) in claimed_per_send {
         // Every claimed row counts towards its message leaving the cache.
-        let taken = parts.messages.take(&row.package, &row.command_id);
-        let key = (row.package.clone(), row.command_id.clone());
-        if found.contains_key(&key) {
-            continue;
-        }
-        match taken {
+        match parts.messages.take(&key.0, &key.1, claimed) {
             Some(message) => {
-                missing.remove(&key);
                 found.insert(key, message);
             }
-            None => {
-                missing.insert(key);
-            }
+            None => missing.push(key),
         }
     }
-    let missing: Vec<(String, String)> = missing.into_iter().collect();
     for (package, id, m) in parts.store.queued_messages(&missing).await? {
         let signer = match Package::parse(&package) {
             Ok(package) => parts.signers.for_package(&package).clone(),
