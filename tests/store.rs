@@ -792,21 +792,28 @@ async fn a_send_id_seen_within_the_window_is_a_duplicate_with_its_unacknowledged
     store.close().await;
 }
 
-#[tokio::test]
-async fn reports_and_events_never_acknowledged_are_taken_again_once() {
-    let db = TestDatabase::create().await;
-    let store = store(&db).await;
+/// Send `id` to alice's one browser, recorded, claimed and delivered by
+/// daemon "a": its final report due and, like its event, never
+/// acknowledged.
+async fn delivered_send_to_alice(store: &Store, id: &str) {
     let alice = user("alice");
     store
         .upsert_subscription(&package(), &alice, &subscription(&endpoint(1)), 50)
         .await
         .unwrap();
-    enqueue(&store, "n-1", &alice, "a").await;
+    enqueue(store, id, &alice, "a").await;
     let claimed = store.claim("a", 10).await.unwrap();
     store
         .settle("a", &settled(&claimed, |_| Settled::Delivered), 1_000)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn reports_and_events_never_acknowledged_are_taken_again_once() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    delivered_send_to_alice(&store, "n-1").await;
     let later = axion_push::report::now_ms() + 1;
     let (reports, events) = store.take_unpublished(later, later).await.unwrap();
     assert_eq!(reports.len(), 1);
@@ -843,17 +850,7 @@ async fn reports_and_events_never_acknowledged_are_taken_again_once() {
 async fn an_acknowledged_event_leaves_its_sends_unacknowledged_report_to_be_taken_again() {
     let db = TestDatabase::create().await;
     let store = store(&db).await;
-    let alice = user("alice");
-    store
-        .upsert_subscription(&package(), &alice, &subscription(&endpoint(1)), 50)
-        .await
-        .unwrap();
-    enqueue(&store, "n-1", &alice, "a").await;
-    let claimed = store.claim("a", 10).await.unwrap();
-    store
-        .settle("a", &settled(&claimed, |_| Settled::Delivered), 1_000)
-        .await
-        .unwrap();
+    delivered_send_to_alice(&store, "n-1").await;
     store
         .mark_published(&[Published::Event {
             package: "crm".into(),
