@@ -373,6 +373,14 @@ impl Daemon {
             }
         };
 
+        // Derived from the default VAPID key: every daemon of the
+        // installation shares it with no setting of its own.
+        let receipts = settings.receipts.enabled.then(|| {
+            Arc::new(crate::receipt::Receipts::new(
+                crate::receipt::ReceiptKey::derive(&vapid.default.key.scalar()),
+                settings.receipts.clicks,
+            ))
+        });
         let policy = EndpointPolicy::new(&settings.endpoints);
         let client = Arc::new(PushClient::new(&settings.delivery, policy.clone())?);
         let topics = Topics::new(settings.mqtt.topic_prefix.clone());
@@ -417,6 +425,7 @@ impl Daemon {
                 pause_max: settings.delivery.pause_max,
                 dedup_window: settings.delivery.dedup_window,
                 broker: subscribed,
+                receipts: receipts.clone(),
                 stats: stats.clone(),
             },
             wake.clone(),
@@ -441,6 +450,7 @@ impl Daemon {
             max_command_bytes: settings.limits.max_command_bytes,
             max_subscriptions_per_user: settings.limits.max_subscriptions_per_user,
             subscribe_tokens,
+            receipts,
             default_ttl: settings.delivery.default_ttl,
             dedup_window: settings.delivery.dedup_window,
             ack_once_applied: broker.is_some(),

@@ -15,6 +15,8 @@
 //! - [`report`]: result reports, real-time events, the egress channel.
 //! - [`backoff`]: exponential delays with jitter.
 //! - [`token`]: subscribe tokens the host application issues.
+//! - [`receipt`]: receipt tokens each push carries, and what a browser may
+//!   report with one (shown, failed, clicked, closed).
 //! - [`stats`]: live counters since start (by verb, push service host and
 //!   answer class, a latency histogram).
 //!
@@ -67,6 +69,7 @@ pub mod model;
 pub mod mqtt;
 pub mod notification;
 pub mod push;
+pub mod receipt;
 pub mod report;
 pub mod stats;
 pub mod store;

@@ -58,6 +58,26 @@ pub struct ResultReport {
     /// For `list`: the user's subscriptions in the package, without keys.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<ListedSubscription>>,
+    /// For `receipt`: the send the receipt is about. (Its `id` is the
+    /// receipt's own, so that a service waiting for the send's result
+    /// never takes a receipt for it.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_id: Option<String>,
+    /// For `receipt`: what the browser did — `shown`, `failed`, `clicked`
+    /// or `closed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+    /// For `receipt`: the subscription the push went to, by the id `list`
+    /// reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
+    /// For a `clicked` receipt: the notification action clicked, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// For a `failed` receipt: why the browser did not show it, in its
+    /// words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One subscription as `list` reports it: the row of

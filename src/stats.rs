@@ -66,18 +66,19 @@ impl Stats {
 /// The verb label of a command: one of [`Verb::ALL`], or `other` for a verb
 /// level the daemon does not know (kept apart so a stray topic cannot grow
 /// the label set).
-pub const VERB_LABELS: [&str; 6] = [
+pub const VERB_LABELS: [&str; Verb::ALL.len() + 1] = [
     "send",
     "subscribe",
     "unsubscribe",
     "members",
     "list",
+    "receipt",
     "other",
 ];
 
 /// One counter per [`VERB_LABELS`] entry.
 #[derive(Debug, Default)]
-pub struct VerbCounters([AtomicU64; 6]);
+pub struct VerbCounters([AtomicU64; VERB_LABELS.len()]);
 
 impl VerbCounters {
     /// Counts one command whose topic's verb level is `verb`.
@@ -349,6 +350,17 @@ mod tests {
         let snap = c.snapshot();
         assert!(snap.contains(&("send", 1)));
         assert!(snap.contains(&("other", 1)));
+    }
+
+    #[test]
+    fn every_verb_counts_under_its_own_label() {
+        let c = VerbCounters::default();
+        for verb in Verb::ALL {
+            c.add(verb.as_str());
+        }
+        for verb in Verb::ALL {
+            assert!(c.snapshot().contains(&(verb.as_str(), 1)), "{verb:?}");
+        }
     }
 
     #[test]

@@ -17,15 +17,18 @@ pub enum Verb {
     Members,
     /// A user's subscriptions, answered in the result report (no keys).
     List,
+    /// What a browser did with a push (see `receipt`).
+    Receipt,
 }
 
 impl Verb {
-    pub const ALL: [Verb; 5] = [
+    pub const ALL: [Verb; 6] = [
         Verb::Send,
         Verb::Subscribe,
         Verb::Unsubscribe,
         Verb::Members,
         Verb::List,
+        Verb::Receipt,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Verb {
             Verb::Unsubscribe => "unsubscribe",
             Verb::Members => "members",
             Verb::List => "list",
+            Verb::Receipt => "receipt",
         }
     }
 
@@ -51,7 +55,7 @@ const RESULT_LEVEL: &str = "result";
 /// Why an ingress topic could not be routed. The text goes into the result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
-    #[error("unknown verb '{0}' (expected send, subscribe, unsubscribe, members or list)")]
+    #[error("unknown verb '{0}' (expected send, subscribe, unsubscribe, members, list or receipt)")]
     UnknownVerb(String),
     #[error("{0}")]
     Level(#[from] ModelError),
@@ -90,7 +94,10 @@ impl Levels<'_> {
         let package = Package::parse(self.package)?;
         let target = Target::parse(self.target)?;
         match (&target, verb) {
-            (Target::Group(_), Verb::Subscribe | Verb::Unsubscribe | Verb::List) => {
+            (
+                Target::Group(_),
+                Verb::Subscribe | Verb::Unsubscribe | Verb::List | Verb::Receipt,
+            ) => {
                 return Err(TopicError::GroupNotAllowed {
                     verb: verb.as_str(),
                 });
@@ -177,6 +184,11 @@ impl Topics {
         )
     }
 
+    /// Every result topic of `package`: `axion/{package}/push/+/result`.
+    pub fn all_results(&self, package: &Package) -> String {
+        format!("{}axion/{package}/push/+/{RESULT_LEVEL}", self.prefix)
+    }
+
     /// `axion/{package}/push/{user}`: the real-time event, the topic the
     /// Python module published and listeners already use.
     pub fn event(&self, package: &Package, user: &User) -> String {
@@ -249,6 +261,14 @@ mod tests {
             Verb::Members
         );
         assert_eq!(route("axion/crm/push/alice/list").unwrap().verb, Verb::List);
+        assert_eq!(
+            route("axion/crm/push/alice/receipt").unwrap().verb,
+            Verb::Receipt
+        );
+        assert_eq!(
+            route("axion/crm/push/@ops/receipt"),
+            Err(TopicError::GroupNotAllowed { verb: "receipt" })
+        );
     }
 
     #[test]
@@ -360,6 +380,7 @@ mod tests {
                 "axion/+/push/+/unsubscribe",
                 "axion/+/push/+/members",
                 "axion/+/push/+/list",
+                "axion/+/push/+/receipt",
             ]
         );
         assert!(

@@ -99,7 +99,7 @@ async fn an_unknown_verb_that_reaches_the_command_stage_is_answered() {
     assert_eq!(r["command"], "frobnicate");
     assert_eq!(
         r["error"],
-        "unknown verb 'frobnicate' (expected send, subscribe, unsubscribe, members or list)"
+        "unknown verb 'frobnicate' (expected send, subscribe, unsubscribe, members, list or receipt)"
     );
     alone.stop().await;
 }

@@ -424,6 +424,77 @@ async fn serve_and_test_push_deliver_and_report() {
     assert!(serve.wait().success(), "serve exits 0 on SIGTERM");
 }
 
+/// `test-push --wait-receipts` prints, after the report, each receipt the
+/// browser sends about that push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_push_waits_for_and_prints_the_receipts_of_its_push() {
+    let Served {
+        _dir,
+        push,
+        cfg,
+        port,
+        serve,
+    } = Served::start().await;
+    let browser = push.browser("b");
+    subscribe(port, "alice", &browser).await;
+
+    let child = Command::new(BIN)
+        .args([
+            "test-push",
+            "alice",
+            "--package",
+            "crm",
+            "--wait-receipts",
+            "10s",
+            "--config",
+            &cfg,
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // What the service worker does once the notification is shown.
+    let received = push.wait_for(1, WAIT).await;
+    let token = received[0].payload.as_ref().unwrap()["receipt"]["token"]
+        .as_str()
+        .expect("the push carries a receipt token")
+        .to_owned();
+    let browser_side =
+        TestClient::connect("127.0.0.1", port, &["axion/crm/push/alice/result".into()]).await;
+    browser_side
+        .publish(
+            "axion/crm/push/alice/receipt",
+            json!({"id": "r-1", "token": token, "receipt": "shown"}).to_string(),
+        )
+        .await;
+    let taken = browser_side
+        .wait_for(0, "the receipt's report", WAIT, |m| m.json()["id"] == "r-1")
+        .await
+        .json();
+    assert_eq!(taken["ok"], true, "{taken}");
+
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let receipt: serde_json::Value = stdout
+        .lines()
+        .find(|line| line.starts_with('{') && line.contains(r#""command":"receipt""#))
+        .map(|line| serde_json::from_str(line).unwrap())
+        .unwrap_or_else(|| panic!("no receipt line in {stdout}{}", text(&out.stderr)));
+    assert_eq!(receipt["command"], "receipt", "{stdout}");
+    assert_eq!(receipt["receipt"], "shown");
+    assert!(
+        text(&out.stderr).contains("shown by subscription"),
+        "{}",
+        text(&out.stderr)
+    );
+    serve.signal("-TERM");
+    assert!(serve.wait().success());
+}
+
 /// A push the push service could not take yet (503) waits for a retry:
 /// the first report says `queued: 1, failed: 0`, and so must the words.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,6 +88,8 @@ async fn with_the_shipped_acl_a_browser_account_sees_and_does_only_its_own_users
         .publish("axion/crm/push/alice/send", phishing.to_string())
         .await;
     alice.publish("axion/crm/push/bob/subscribe", "{}").await;
+    alice.publish("axion/crm/push/bob/receipt", "{}").await;
+    alice.publish("axion/crm/push/alice/receipt", "{}").await;
     alice
         .publish(
             "axion/crm/push/alice/list",
@@ -121,8 +123,8 @@ async fn with_the_shipped_acl_a_browser_account_sees_and_does_only_its_own_users
         .collect();
     assert_eq!(
         reached,
-        ["axion/crm/push/alice/list"],
-        "of alice's publishes only her list reached the broker's subscribers"
+        ["axion/crm/push/alice/receipt", "axion/crm/push/alice/list"],
+        "of alice's publishes only her receipt and list reached the broker's subscribers"
     );
     assert_eq!(
         h.push.received_by(&bobs_browser).len(),

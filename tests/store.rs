@@ -1030,3 +1030,56 @@ async fn the_messages_of_a_claims_sends_are_read_together_and_a_missing_one_is_l
     assert!(store.queued_messages(&[]).await.unwrap().is_empty());
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_receipt_is_taken_once_per_push_and_kind_and_forgotten_with_its_token() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let crm = package();
+    let now = axion_push::report::now_ms();
+
+    assert!(
+        store
+            .take_receipt(&crm, "tag-1", "shown", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_receipt(&crm, "tag-1", "shown", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .take_receipt(&crm, "tag-1", "clicked", now)
+            .await
+            .unwrap(),
+        "another kind for the same push"
+    );
+    assert!(
+        store
+            .take_receipt(&crm, "TAG-1", "shown", now)
+            .await
+            .unwrap(),
+        "tags are base64url: case matters"
+    );
+    let hr = Package::parse("hr").unwrap();
+    assert!(
+        store
+            .take_receipt(&hr, "tag-1", "shown", now)
+            .await
+            .unwrap()
+    );
+
+    assert_eq!(store.purge_receipts(now).await.unwrap(), 0);
+    assert_eq!(store.purge_receipts(now + 1).await.unwrap(), 4);
+    assert!(
+        store
+            .take_receipt(&crm, "tag-1", "shown", now)
+            .await
+            .unwrap(),
+        "forgotten"
+    );
+    store.close().await;
+}

@@ -2,7 +2,8 @@
 //! every packet against.
 //!
 //! A browser logged in as alice of crm may publish only `subscribe`,
-//! `unsubscribe` and `list` on `axion/crm/push/alice/…`, never retained,
+//! `unsubscribe`, `list` and `receipt` on `axion/crm/push/alice/…`, never
+//! retained,
 //! and `list` never asking for whole endpoints; it may subscribe only to
 //! the VAPID key topics (`axion/push/vapid`, `axion/crm/push/vapid`) and
 //! its own event and result topics (`axion/crm/push/alice`,
@@ -13,7 +14,12 @@ use crate::stats::Refusal;
 use crate::topics::{Topics, Verb};
 
 /// The verbs a browser may publish.
-const BROWSER_VERBS: [Verb; 3] = [Verb::Subscribe, Verb::Unsubscribe, Verb::List];
+const BROWSER_VERBS: [Verb; 4] = [
+    Verb::Subscribe,
+    Verb::Unsubscribe,
+    Verb::List,
+    Verb::Receipt,
+];
 
 /// One browser connection's topics.
 #[derive(Debug, Clone)]
@@ -123,12 +129,13 @@ mod tests {
     }
 
     #[test]
-    fn a_browser_publishes_only_its_own_subscribe_unsubscribe_and_list() {
+    fn a_browser_publishes_only_its_own_subscribe_unsubscribe_list_and_receipt() {
         let s = alice("");
         for ok in [
             "axion/crm/push/alice/subscribe",
             "axion/crm/push/alice/unsubscribe",
             "axion/crm/push/alice/list",
+            "axion/crm/push/alice/receipt",
         ] {
             assert_eq!(s.check_publish(ok, false, b"{}"), Ok(()), "{ok}");
         }
@@ -136,6 +143,7 @@ mod tests {
             "axion/crm/push/alice/send",
             "axion/crm/push/bob/send",
             "axion/crm/push/bob/subscribe",
+            "axion/crm/push/bob/receipt",
             "axion/crm/push/@ops/send",
             "axion/crm/push/@ops/members",
             "axion/crm/push/alice/members",

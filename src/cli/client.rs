@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rumqttc::{AsyncClient, Event, Incoming, QoS};
+use rumqttc::{AsyncClient, Event, Incoming, QoS, SubscribeFilter};
 
 use crate::config::Config;
 use crate::model::{Package, User};
@@ -61,18 +61,56 @@ fn causes(error: &dyn std::error::Error) -> String {
     texts.join(": ")
 }
 
-/// Publishes `payload` on `command_topic` and waits for the report with
-/// `id` on `result_topic`.
-pub(super) async fn request(
+/// A command to publish, and where and how long to wait for its report.
+pub(super) struct Request<'a> {
+    pub command_topic: &'a str,
+    pub result_topic: &'a str,
+    pub id: &'a str,
+    pub payload: Vec<u8>,
+    pub timeout: Duration,
+}
+
+/// What to listen for after a send's report: its receipts.
+pub(super) struct Receipts<'a> {
+    /// The result topics the receipts come on (the send's users').
+    pub filter: String,
+    /// How long after the report.
+    pub wait: Duration,
+    /// Called with each receipt of the send, in arrival order.
+    pub each: &'a mut dyn FnMut(&ResultReport),
+}
+
+/// Publishes the command and waits for its report (the one with its `id` on
+/// its result topic), handing it to `on_report` as soon as it comes; with
+/// `receipts`, then listens for the send's receipts for their `wait`.
+/// Everything is subscribed before the command goes out, so a receipt that
+/// comes before the report is not missed (it is handed over after it).
+pub(super) async fn request_watching(
     config: &Config,
-    command_topic: &str,
-    result_topic: &str,
-    id: &str,
-    payload: Vec<u8>,
-    timeout: Duration,
-) -> Result<ResultReport> {
+    request: Request<'_>,
+    mut receipts: Option<Receipts<'_>>,
+    on_report: impl FnOnce(&ResultReport),
+) -> Result<()> {
+    let Request {
+        command_topic,
+        result_topic,
+        id,
+        payload,
+        timeout,
+    } = request;
     let (client, mut eventloop, broker) = connect(config, "cli")?;
     let mut payload = Some(payload);
+    let mut early: Vec<ResultReport> = Vec::new();
+    let mut filters = vec![SubscribeFilter::new(
+        result_topic.to_owned(),
+        QoS::AtLeastOnce,
+    )];
+    if let Some(r) = &receipts {
+        filters.push(SubscribeFilter::new(r.filter.clone(), QoS::AtLeastOnce));
+    }
+    let is_receipt = |report: &ResultReport| {
+        report.command == "receipt" && report.send_id.as_deref() == Some(id)
+    };
     let wait = async {
         loop {
             let event = eventloop
@@ -81,16 +119,19 @@ pub(super) async fn request(
                 .map_err(|e| unreachable(config, &broker, &e))?;
             match event {
                 Event::Incoming(Incoming::ConnAck(_)) => {
-                    client.try_subscribe(result_topic, QoS::AtLeastOnce)?;
+                    client.try_subscribe_many(filters.clone())?;
                 }
                 Event::Incoming(Incoming::SubAck(_)) => {
                     if let Some(payload) = payload.take() {
                         client.try_publish(command_topic, QoS::AtLeastOnce, false, payload)?;
                     }
                 }
-                Event::Incoming(Incoming::Publish(p)) if p.topic == result_topic => {
+                Event::Incoming(Incoming::Publish(p)) => {
                     match serde_json::from_slice::<ResultReport>(&p.payload) {
-                        Ok(report) if report.id == id => return Ok::<_, anyhow::Error>(report),
+                        Ok(report) if p.topic == result_topic && report.id == id => {
+                            return Ok::<_, anyhow::Error>(report);
+                        }
+                        Ok(report) if is_receipt(&report) => early.push(report),
                         _ => {}
                     }
                 }
@@ -105,8 +146,31 @@ pub(super) async fn request(
             timeout.as_secs()
         ),
     };
+    on_report(&report);
+    if let Some(receipts) = receipts.as_mut() {
+        for receipt in &early {
+            (receipts.each)(receipt);
+        }
+        let listen = async {
+            loop {
+                let event = match eventloop.poll().await {
+                    Ok(event) => event,
+                    Err(e) => return Err::<(), _>(unreachable(config, &broker, &e)),
+                };
+                if let Event::Incoming(Incoming::Publish(p)) = event
+                    && let Ok(report) = serde_json::from_slice::<ResultReport>(&p.payload)
+                    && is_receipt(&report)
+                {
+                    (receipts.each)(&report);
+                }
+            }
+        };
+        if let Ok(result) = tokio::time::timeout(receipts.wait, listen).await {
+            result?;
+        }
+    }
     let _ = client.try_disconnect();
-    Ok(report)
+    Ok(())
 }
 
 /// Prints every real-time event as a JSON line until interrupted.

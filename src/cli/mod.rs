@@ -68,6 +68,10 @@ enum Action {
         /// Seconds to wait for the result report
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// After the report, print the browsers' receipts (shown, failed,
+        /// clicked, closed) as they come, for this long (e.g. 30s)
+        #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+        wait_receipts: Option<std::time::Duration>,
     },
     /// List a user's subscriptions from the database
     Subscriptions {
@@ -155,9 +159,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             package,
             url,
             timeout,
+            wait_receipts,
         } => {
             init_logging("warn");
-            test_push::run(&config, &user, &title, &body, &package, &url, timeout).await
+            test_push::run(
+                &config,
+                test_push::TestPush {
+                    user: &user,
+                    title: &title,
+                    body: &body,
+                    package: &package,
+                    url: &url,
+                    timeout,
+                    wait_receipts,
+                },
+            )
+            .await
         }
         Action::Subscriptions {
             user,

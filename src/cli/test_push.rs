@@ -16,34 +16,76 @@ use crate::model::{Package, Target};
 use crate::report::ResultReport;
 use crate::topics::{Topics, Verb};
 
-pub(super) async fn run(
-    config: &Config,
-    user: &str,
-    title: &str,
-    body: &str,
-    package: &str,
-    url: &str,
-    timeout: u64,
-) -> Result<ExitCode> {
+/// `test-push`'s arguments.
+pub(super) struct TestPush<'a> {
+    pub user: &'a str,
+    pub title: &'a str,
+    pub body: &'a str,
+    pub package: &'a str,
+    pub url: &'a str,
+    /// Seconds to wait for the report.
+    pub timeout: u64,
+    /// How long to print receipts after the report, if at all.
+    pub wait_receipts: Option<Duration>,
+}
+
+pub(super) async fn run(config: &Config, args: TestPush<'_>) -> Result<ExitCode> {
+    let TestPush {
+        user,
+        title,
+        body,
+        package,
+        url,
+        timeout,
+        wait_receipts,
+    } = args;
     let package = Package::parse(package).context("--package")?;
     let target = Target::parse(user).context("USER")?;
     let id = crate::command::new_id();
     let command = serde_json::json!({"id": id, "title": title, "body": body, "url": url});
     let topics = Topics::new(config.settings.mqtt.topic_prefix.clone());
-    let report: ResultReport = client::request(
+    let mut print_receipt = |receipt: &ResultReport| print_receipt(receipt);
+    // A group's members each get their receipts on their own result topic.
+    let receipts = wait_receipts.map(|wait| client::Receipts {
+        filter: match &target {
+            Target::User(_) => topics.result(&package, &target),
+            Target::Group(_) => topics.all_results(&package),
+        },
+        wait,
+        each: &mut print_receipt,
+    });
+    let mut exit = Ok(ExitCode::SUCCESS);
+    client::request_watching(
         config,
-        &topics.command(&package, &target, Verb::Send),
-        &topics.result(&package, &target),
-        &id,
-        serde_json::to_vec(&command)?,
-        Duration::from_secs(timeout),
+        client::Request {
+            command_topic: &topics.command(&package, &target, Verb::Send),
+            result_topic: &topics.result(&package, &target),
+            id: &id,
+            payload: serde_json::to_vec(&command)?,
+            timeout: Duration::from_secs(timeout),
+        },
+        receipts,
+        |report| exit = judge(report, &target, &package, wait_receipts),
     )
     .await?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    exit
+}
+
+/// Prints the report and says what it means; the exit code.
+fn judge(
+    report: &ResultReport,
+    target: &Target,
+    package: &Package,
+    wait_receipts: Option<Duration>,
+) -> Result<ExitCode> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(report).expect("a report serialises")
+    );
     if !report.ok {
         bail!(
             "the daemon refused the notification: {}",
-            report.error.unwrap_or_default()
+            report.error.clone().unwrap_or_default()
         );
     }
     if report.subscriptions == 0 {
@@ -52,15 +94,37 @@ pub(super) async fn run(
         );
         return Ok(ExitCode::FAILURE);
     }
-    let verdict = Verdict::of(&report);
+    let verdict = Verdict::of(report);
     for line in &verdict.lines {
         eprintln!("{line}");
+    }
+    if let Some(wait) = wait_receipts {
+        eprintln!(
+            "waiting {} for receipts (shown, failed, and with receipts.clicks on, clicked and closed)…",
+            humantime::format_duration(wait)
+        );
     }
     Ok(if verdict.success {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// One receipt as a JSON line on stdout, and in words on stderr.
+fn print_receipt(receipt: &ResultReport) {
+    println!(
+        "{}",
+        serde_json::to_string(receipt).expect("a report serialises")
+    );
+    let what = receipt.receipt.as_deref().unwrap_or("?");
+    let subscription = receipt.subscription.as_deref().unwrap_or("?");
+    let detail = match (what, &receipt.action, &receipt.reason) {
+        ("clicked", Some(action), _) => format!(" (action {action})"),
+        ("failed", _, Some(reason)) => format!(": {reason}"),
+        _ => String::new(),
+    };
+    eprintln!("{what} by subscription {subscription}{detail}");
 }
 
 /// A send's report in sentences, one per kind of outcome.

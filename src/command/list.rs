@@ -6,13 +6,11 @@
 //! `"endpoints": true` for the whole endpoints, which only services may ask
 //! for (the embedded broker's gateway refuses it from browsers).
 
-use aws_lc_rs::digest;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
 use super::{CommandError, ProcessorParts, check_token, command_id, json_object};
 use crate::model::{Endpoint, Package, Target};
+use crate::receipt;
 use crate::report::{ListedSubscription, ResultReport};
 use crate::topics::TopicError;
 
@@ -22,17 +20,10 @@ const EXPECTED: &str =
 /// The fields a list payload may have.
 const FIELDS: [&str; 4] = ["id", "all", "endpoints", "token"];
 
-/// A subscription's stable id: the first 128 bits of
-/// SHA-256(`axion-push subscription`, 0, package, 0, endpoint), base64url.
-/// Derived rather than stored, so the Axion table needs no column of ours;
-/// it names the subscription without handing out its endpoint.
+/// A subscription's stable id, as `list` shows it and `unsubscribe` takes
+/// it (see `receipt::subscription_id`).
 pub(super) fn subscription_id(package: &Package, endpoint: &str) -> String {
-    let mut context = digest::Context::new(&digest::SHA256);
-    context.update(b"axion-push subscription\0");
-    context.update(package.as_str().as_bytes());
-    context.update(b"\0");
-    context.update(endpoint.as_bytes());
-    URL_SAFE_NO_PAD.encode(&context.finish().as_ref()[..16])
+    receipt::subscription_text(&receipt::subscription_id(package.as_str(), endpoint))
 }
 
 /// Reads an optional boolean field.

@@ -12,6 +12,7 @@
 
 mod list;
 mod members;
+mod receipt;
 mod send;
 mod subscribe;
 mod unsubscribe;
@@ -51,6 +52,8 @@ pub enum CommandError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Token(#[from] crate::token::TokenError),
+    #[error("{0}")]
+    ReceiptToken(#[from] crate::receipt::ReceiptTokenError),
     /// With subscribe tokens on, a token proves who the user is, not whose
     /// browser the endpoint is: an endpoint active for another user of the
     /// package stays theirs.
@@ -125,6 +128,8 @@ pub struct ProcessorParts {
     pub max_subscriptions_per_user: usize,
     /// Set when subscribe, unsubscribe and list must carry a token.
     pub subscribe_tokens: Option<Arc<crate::token::TokenKey>>,
+    /// Set when browsers report receipts (`receipts.enabled`).
+    pub receipts: Option<Arc<crate::receipt::Receipts>>,
     pub default_ttl: u32,
     pub dedup_window: Duration,
     /// Acknowledge a command once it is applied, not once the broker has
@@ -343,6 +348,11 @@ impl Processor {
             (Verb::List, target) => list::apply(&self.inner, package, target, payload)
                 .await
                 .map(Applied::Report),
+            (Verb::Receipt, Target::User(user)) => {
+                receipt::apply(&self.inner, package, user, payload)
+                    .await
+                    .map(Applied::Report)
+            }
             (Verb::Members, Target::Group(group)) => {
                 members::apply(&self.inner, package, group, payload)
                     .await
@@ -350,7 +360,7 @@ impl Processor {
             }
             // `Levels::route` refuses these combinations; answer anyway
             // rather than trust that from afar.
-            (Verb::Subscribe | Verb::Unsubscribe, Target::Group(_)) => {
+            (Verb::Subscribe | Verb::Unsubscribe | Verb::Receipt, Target::Group(_)) => {
                 Err(TopicError::GroupNotAllowed {
                     verb: route.verb.as_str(),
                 }

@@ -88,8 +88,12 @@ pub(super) async fn prepare(
     // purpose both go out.
     let digest = generated.then(|| digest(&route, payload));
     let accepted_ms = now_ms();
-    // Rendered once per command and only encrypted per subscription.
-    let web_push = payload::render(&notification, accepted_ms)?;
+    // Rendered once per command and only encrypted per subscription (each
+    // push adds its receipt token, whose length the id decides).
+    let reserved = inner.receipts.as_ref().map_or(0, |r| {
+        payload::receipt_len(crate::receipt::token_len(&notification.id), r.interactions)
+    });
+    let web_push = payload::render(&notification, accepted_ms, reserved)?;
     let (users, group) = match &route.target {
         Target::User(user) => (vec![user.clone()], None),
         Target::Group(group) => (

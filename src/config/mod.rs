@@ -419,6 +419,30 @@ pub struct MetricsSettings {
     pub allow_remote: bool,
 }
 
+/// `axion_push.receipts`: what browsers report back about each push (see
+/// `receipt`).
+#[derive(Debug, Clone)]
+pub struct ReceiptSettings {
+    /// `enabled`: each push carries a receipt token, and the shipped
+    /// service worker reports whether the notification was shown or the
+    /// browser refused it. Default true. Receipts track people: turn them
+    /// off where that is not wanted.
+    pub enabled: bool,
+    /// `clicks`: the worker also reports clicks (with the action) and
+    /// dismissals — what a person did, not only what the browser did.
+    /// Default false (opt-in).
+    pub clicks: bool,
+}
+
+impl Default for ReceiptSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            clicks: false,
+        }
+    }
+}
+
 /// `axion_push.log`.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
@@ -448,6 +472,7 @@ pub struct Settings {
     pub endpoints: EndpointSettings,
     pub limits: Limits,
     pub metrics: MetricsSettings,
+    pub receipts: ReceiptSettings,
     pub log: LogSettings,
     /// `subscribe_token_secret`: when set, browsers log in to the embedded
     /// broker's WebSocket listener with a token the host application
@@ -469,6 +494,7 @@ impl Default for Settings {
             endpoints: EndpointSettings::default(),
             limits: Limits::default(),
             metrics: MetricsSettings::default(),
+            receipts: ReceiptSettings::default(),
             log: LogSettings::default(),
             subscribe_token_secret: None,
         }
@@ -1135,6 +1161,18 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         metrics.finish();
     }
     {
+        let mut receipts = own.section("receipts");
+        receipts.field("enabled", &mut s.receipts.enabled);
+        receipts.field("clicks", &mut s.receipts.clicks);
+        if s.receipts.clicks && !s.receipts.enabled {
+            receipts.problem(
+                "clicks",
+                "needs receipts.enabled: click receipts travel with the others",
+            );
+        }
+        receipts.finish();
+    }
+    {
         let mut log = own.section("log");
         log.field_with("level", &mut s.log.level, |level: String| {
             tracing_subscriber::EnvFilter::try_new(&level)
@@ -1213,6 +1251,8 @@ mod tests {
         );
         assert_eq!(s.metrics.listen, d.metrics.listen);
         assert_eq!(s.metrics.allow_remote, d.metrics.allow_remote);
+        assert_eq!(s.receipts.enabled, d.receipts.enabled);
+        assert_eq!(s.receipts.clicks, d.receipts.clicks);
         assert_eq!(s.log.level, d.log.level);
         assert!(
             c.push.private_key.is_none(),

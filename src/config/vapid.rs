@@ -127,12 +127,18 @@ impl VapidPrivateKey {
 
     /// The raw scalar as base64url: the most compact form for `config.yaml`.
     pub fn to_raw_base64url(&self) -> String {
-        let raw = self
-            .key_pair
+        URL_SAFE_NO_PAD.encode(self.scalar())
+    }
+
+    /// The private scalar, 32 bytes big-endian: what other keys of the
+    /// installation are derived from.
+    pub fn scalar(&self) -> Vec<u8> {
+        self.key_pair
             .private_key()
             .as_be_bytes()
-            .expect("a P-256 key has a big-endian scalar");
-        URL_SAFE_NO_PAD.encode(raw.as_ref())
+            .expect("a P-256 key has a big-endian scalar")
+            .as_ref()
+            .to_vec()
     }
 
     /// The uncompressed public point, base64url: the browser's

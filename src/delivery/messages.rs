@@ -41,6 +41,14 @@ pub struct Prepared {
     pub signer: Arc<VapidSigner>,
 }
 
+impl Prepared {
+    /// When the send was accepted: its expiry is that plus its TTL.
+    pub fn accepted_ms(&self) -> u64 {
+        self.expires_ms
+            .saturating_sub(u64::from(self.ttl).saturating_mul(1000))
+    }
+}
+
 type Key = (String, String);
 
 struct Entry {

@@ -32,7 +32,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
 use crate::model::{Endpoint, Package, SubscriptionKeys, Target, User};
-use crate::push::{Message, Outcome, PushClient, PushError, VapidSigners};
+use crate::push::{Message, Outcome, PushClient, PushError, VapidSigners, payload};
+use crate::receipt::{self, Receipts};
 use crate::report::{Egress, Outgoing, ResultReport, now_ms};
 use crate::stats::Stats;
 use crate::store::{
@@ -96,6 +97,8 @@ pub struct EngineParts {
     /// True while the MQTT client is connected and subscribed: orphaned
     /// reports are only adopted while this daemon can publish them.
     pub broker: watch::Receiver<bool>,
+    /// Set when each push carries a receipt token (`receipts.enabled`).
+    pub receipts: Option<Arc<Receipts>>,
     pub stats: Arc<Stats>,
 }
 
@@ -333,7 +336,14 @@ async fn claim(
                         // Live listeners hear of a notification first.
                         parts.hand_off.wait(&row.package, &row.command_id).await;
                         let started = std::time::Instant::now();
-                        let outcome = send_one(&parts.client, endpoint.as_ref(), &row, &message).await;
+                        let outcome = send_one(
+                            &parts.client,
+                            endpoint.as_ref(),
+                            &row,
+                            &message,
+                            parts.receipts.as_deref(),
+                        )
+                        .await;
                         parts.stats.latency.observe(started.elapsed());
                         outcome
                     } => outcome,
@@ -361,8 +371,8 @@ async fn claim(
     while requests.join_next().await.is_some() {}
 }
 
-/// Forgets finished sends older than the de-duplication window, every
-/// `PURGE_EVERY`.
+/// Forgets finished sends older than the de-duplication window, and
+/// receipts older than their tokens, every `PURGE_EVERY`.
 async fn purge(parts: Arc<EngineParts>, stop: CancellationToken) {
     loop {
         let before = now_ms().saturating_sub(ms(parts.dedup_window));
@@ -373,6 +383,11 @@ async fn purge(parts: Arc<EngineParts>, stop: CancellationToken) {
                 "forgot finished sends past the de-duplication window"
             ),
             Err(e) => parts.health.failed(&e, "forgetting old sends"),
+        }
+        // Receipts of pushes whose tokens are no longer taken at all.
+        let before = now_ms().saturating_sub(receipt::MAX_AGE_SECS * 1000);
+        if let Err(e) = parts.store.purge_receipts(before).await {
+            parts.health.failed(&e, "forgetting old receipts");
         }
         tokio::select! {
             () = stop.cancelled() => return,
@@ -520,6 +535,7 @@ async fn send_one(
     endpoint: Option<&Endpoint>,
     row: &Claimed,
     message: &Prepared,
+    receipts: Option<&Receipts>,
 ) -> Attempt {
     let endpoint = endpoint.ok_or(NotSent::Endpoint)?;
     let keys = SubscriptionKeys::parse(
@@ -527,12 +543,13 @@ async fn send_one(
         row.auth.as_deref().unwrap_or_default(),
     )
     .map_err(|_| NotSent::Keys)?;
+    let with_receipt = receipts.and_then(|r| with_receipt(r, row, message));
     client
         .send(
             endpoint,
             &keys,
             Message {
-                payload: &message.payload,
+                payload: with_receipt.as_deref().unwrap_or(&message.payload),
                 // A retry asks the push service to keep the message only
                 // for what is left of its TTL.
                 ttl: remaining_ttl(message.ttl, message.expires_ms, now_ms()),
@@ -546,6 +563,23 @@ async fn send_one(
             tracing::warn!(origin = endpoint.origin(), error = %e, "push not sent");
             NotSent::Push(e)
         })
+}
+
+/// This push's payload with its receipt token. `None` for a send recorded
+/// while receipts were off, whose payload has no room left for one: it
+/// goes without.
+fn with_receipt(receipts: &Receipts, row: &Claimed, message: &Prepared) -> Option<Vec<u8>> {
+    let token = receipts.key.issue(
+        &row.package,
+        &row.user,
+        &row.command_id,
+        &receipt::subscription_id(&row.package, &row.endpoint),
+        message.accepted_ms() / 1000,
+    );
+    let clicks = receipts.interactions;
+    let len = message.payload.len() + payload::receipt_len(token.len(), clicks);
+    (len <= crate::push::ece::MAX_PLAINTEXT)
+        .then(|| payload::with_receipt(&message.payload, &token, clicks))
 }
 
 /// An attempt's outcome as a metrics class (see `stats::PUSH_CLASSES`).

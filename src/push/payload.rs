@@ -89,8 +89,14 @@ pub struct PayloadTooLarge {
 }
 
 /// Renders the payload once per command; it is then encrypted per
-/// subscription. `timestamp_ms` is when the command was accepted.
-pub fn render(n: &Notification, timestamp_ms: u64) -> Result<Vec<u8>, PayloadTooLarge> {
+/// subscription. `timestamp_ms` is when the command was accepted;
+/// `reserved` is what each push adds to it (see [`with_receipt`]), counted
+/// in the limit.
+pub fn render(
+    n: &Notification,
+    timestamp_ms: u64,
+    reserved: usize,
+) -> Result<Vec<u8>, PayloadTooLarge> {
     let message = Declarative {
         web_push: DECLARATIVE_MAGIC,
         mutable: true,
@@ -125,10 +131,57 @@ pub fn render(n: &Notification, timestamp_ms: u64) -> Result<Vec<u8>, PayloadToo
         url: &n.url,
     };
     let bytes = serde_json::to_vec(&message).expect("a payload of strings and numbers serialises");
-    if bytes.len() > MAX_PLAINTEXT {
-        return Err(PayloadTooLarge { len: bytes.len() });
+    let len = bytes.len() + reserved;
+    if len > MAX_PLAINTEXT {
+        return Err(PayloadTooLarge { len });
     }
     Ok(bytes)
+}
+
+/// The start of the member [`with_receipt`] adds.
+const RECEIPT_OPEN: &str = r#","receipt":{"token":""#;
+const RECEIPT_CLOSE_CLICKS: &str = r#"","clicks":true}"#;
+const RECEIPT_CLOSE: &str = r#"","clicks":false}"#;
+
+/// The bytes [`with_receipt`] adds for a token of `token_len` characters.
+pub fn receipt_len(token_len: usize, clicks: bool) -> usize {
+    let close = if clicks {
+        RECEIPT_CLOSE_CLICKS
+    } else {
+        RECEIPT_CLOSE
+    };
+    RECEIPT_OPEN.len() + token_len + close.len()
+}
+
+/// One push's payload: the rendered one with its receipt token added as a
+/// last top-level member, `"receipt": {"token", "clicks"}` (`clicks`: the
+/// worker may report clicks and dismissals too). The payload is rendered
+/// once per send; this only copies it, so a fan-out stays one render.
+pub fn with_receipt(rendered: &[u8], token: &str, clicks: bool) -> Vec<u8> {
+    debug_assert_eq!(
+        rendered.last(),
+        Some(&b'}'),
+        "a rendered payload is an object"
+    );
+    debug_assert!(
+        token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "a token is base64url: nothing to escape"
+    );
+    let close = if clicks {
+        RECEIPT_CLOSE_CLICKS
+    } else {
+        RECEIPT_CLOSE
+    };
+    let body = &rendered[..rendered.len() - 1];
+    let mut out = Vec::with_capacity(rendered.len() + receipt_len(token.len(), clicks));
+    out.extend_from_slice(body);
+    out.extend_from_slice(RECEIPT_OPEN.as_bytes());
+    out.extend_from_slice(token.as_bytes());
+    out.extend_from_slice(close.as_bytes());
+    out.push(b'}');
+    out
 }
 
 #[cfg(test)]
@@ -144,7 +197,7 @@ mod tests {
         let n = notification(
             r#"{"title":"Alert","body":"Disk full","url":"/disks","tag":"disk","actions":[{"action":"ack","title":"Ack"}],"data":{"host":"db1"}}"#,
         );
-        let v: Value = serde_json::from_slice(&render(&n, 1_700_000_000_000).unwrap()).unwrap();
+        let v: Value = serde_json::from_slice(&render(&n, 1_700_000_000_000, 0).unwrap()).unwrap();
         assert_eq!(v["web_push"], 8030);
         assert_eq!(v["mutable"], true, "the service worker is asked first");
         let d = &v["notification"];
@@ -171,7 +224,7 @@ mod tests {
         let n = notification(
             r#"{"title":"T","require_interaction":true,"renotify":true,"tag":"t","silent":true}"#,
         );
-        let v: Value = serde_json::from_slice(&render(&n, 0).unwrap()).unwrap();
+        let v: Value = serde_json::from_slice(&render(&n, 0, 0).unwrap()).unwrap();
         let d = &v["notification"];
         assert_eq!(d["requireInteraction"], true);
         assert_eq!(d["renotify"], true);
@@ -182,8 +235,30 @@ mod tests {
     #[test]
     fn a_payload_that_cannot_fit_one_record_is_refused() {
         let n = notification(&format!(r#"{{"title":"T","body":"{}"}}"#, "x".repeat(4000)));
-        let e = render(&n, 0).unwrap_err();
+        let e = render(&n, 0, 0).unwrap_err();
         assert!(e.len > MAX_PLAINTEXT);
         assert!(e.to_string().contains("at most 3993"), "{e}");
+    }
+
+    #[test]
+    fn the_receipt_is_a_last_member_and_counted_in_the_limit() {
+        let n = notification(r#"{"title":"T","data":{"k":1}}"#);
+        let rendered = render(&n, 0, 0).unwrap();
+        let token = "AbC-_9";
+        for clicks in [false, true] {
+            let with = with_receipt(&rendered, token, clicks);
+            assert_eq!(
+                with.len(),
+                rendered.len() + receipt_len(token.len(), clicks)
+            );
+            let v: Value = serde_json::from_slice(&with).unwrap();
+            assert_eq!(v["receipt"]["token"], token);
+            assert_eq!(v["receipt"]["clicks"], clicks);
+            assert_eq!(v["notification"]["data"]["k"], 1);
+        }
+        let room = MAX_PLAINTEXT - rendered.len();
+        assert!(render(&n, 0, room).is_ok());
+        let e = render(&n, 0, room + 1).unwrap_err();
+        assert_eq!(e.len, MAX_PLAINTEXT + 1);
     }
 }

@@ -416,6 +416,25 @@ impl Store {
         on_backend!(self, b => b.purge_commands(before_ms).await)
     }
 
+    /// Records that a receipt of `kind` came for the push whose token has
+    /// `tag`; false when one had come before (a replay: nothing changes
+    /// but a count).
+    pub async fn take_receipt(
+        &self,
+        package: &Package,
+        tag: &str,
+        kind: &str,
+        sent_ms: u64,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.take_receipt(package.as_str(), tag, kind, sent_ms).await)
+    }
+
+    /// Forgets the receipts of pushes sent before `before_ms`: their tokens
+    /// are no longer accepted at all.
+    pub async fn purge_receipts(&self, before_ms: u64) -> Result<u64, StoreError> {
+        on_backend!(self, b => b.purge_receipts(before_ms).await)
+    }
+
     /// Waits until in-flight statements finish and closes the pool.
     pub async fn close(&self) {
         on_backend!(self, b => b.close().await)

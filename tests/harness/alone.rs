@@ -87,6 +87,7 @@ impl Alone {
                 dedup_window: Duration::from_secs(60),
                 // No broker: nothing orphaned is adopted.
                 broker: tokio::sync::watch::channel(false).1,
+                receipts: None,
                 stats: Default::default(),
             },
             wake.clone(),
@@ -109,6 +110,7 @@ impl Alone {
             max_command_bytes: 65536,
             max_subscriptions_per_user: 50,
             subscribe_tokens: None,
+            receipts: None,
             default_ttl: 60,
             dedup_window: Duration::from_secs(60),
             ack_once_applied: false,

@@ -16,6 +16,7 @@
 //! Axion's table lock rows Axion's own software writes.
 
 mod queue;
+mod receipts;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -70,6 +71,11 @@ fn migrator() -> Migrator {
             4,
             "axion-push publication",
             include_str!("../../../migrations/mysql/0004_axion_push_publication.sql"),
+        ),
+        step(
+            5,
+            "axion-push receipts",
+            include_str!("../../../migrations/mysql/0005_axion_push_receipt.sql"),
         ),
     ]);
     migrator.dangerous_set_table_name(MIGRATIONS);

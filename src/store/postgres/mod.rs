@@ -13,6 +13,7 @@
 //! column would be cast and its primary key left unused.
 
 mod queue;
+mod receipts;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -78,6 +79,11 @@ fn migrator() -> Migrator {
             5,
             "axion-push digest index",
             include_str!("../../../migrations/postgres/0005_axion_push_digest_partial.sql"),
+        ),
+        step(
+            6,
+            "axion-push receipts",
+            include_str!("../../../migrations/postgres/0006_axion_push_receipt.sql"),
         ),
     ]);
     migrator.dangerous_set_table_name(MIGRATIONS);

@@ -3,6 +3,7 @@
 //! intent.
 
 mod queue;
+mod receipts;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -56,6 +57,11 @@ fn migrator() -> Migrator {
             4,
             "axion-push publication",
             include_str!("../../../migrations/sqlite/0004_axion_push_publication.sql"),
+        ),
+        step(
+            5,
+            "axion-push receipts",
+            include_str!("../../../migrations/sqlite/0005_axion_push_receipt.sql"),
         ),
     ]);
     migrator.dangerous_set_table_name(MIGRATIONS);
