@@ -6,6 +6,8 @@ to the URL in the script tag's `data-relay`, with the page's cookies:
     {"action": "subscribe", "package", "user", "subscription",
      "user_agent", "module", "token"}
     {"action": "unsubscribe", "package", "user", "endpoint"}
+    {"action": "receipt", "package", "user", "receipts": [{"token",
+     "receipt", "action", "reason"}]}   (from the service worker)
 
 The handler takes the user from the session, never from the body (a page
 could name anyone), and hands the rest to ObjNotifyPush. `token` needs no
@@ -19,6 +21,7 @@ with `relay-failed`.
 """
 
 import ObjNotifyPush
+from axion_push_client import AxionPushUnavailable
 
 
 def push_subscription(body, signed_in_user):
@@ -38,4 +41,16 @@ def push_subscription(body, signed_in_user):
         if ObjNotifyPush.unsubscribe(signed_in_user, body["package"], body["endpoint"]):
             return 204, None
         return 422, {"error": "axion-push did not accept the unsubscribe"}
+    if body.get("action") == "receipt":
+        # What the service worker reports about notifications. A receipt the
+        # daemon refuses (a replay, a token of another user) would be
+        # refused again: it is answered 204 like the rest, so the worker
+        # does not keep it. A daemon that cannot be reached is a 503: the
+        # worker keeps them all and tries again later.
+        try:
+            for receipt in body.get("receipts") or []:
+                ObjNotifyPush.client().receipt(signed_in_user, receipt, body["package"])
+        except AxionPushUnavailable as e:
+            return 503, {"error": str(e)}
+        return 204, None
     return 400, {"error": f"unknown action {body.get('action')!r}"}

@@ -43,3 +43,21 @@ def test_a_refused_subscription_is_answered_with_the_daemons_reason(shim, push_s
     status, answer = relay.push_subscription({"action": "subscribe", "package": "crm", "subscription": subscription}, user)
     assert (status, answer["code"]) == (422, None)
     assert "keys is missing" in answer["error"]
+
+
+def test_the_relay_hands_the_service_workers_receipts_to_the_daemon(shim, push_service, user):
+    relay = load_example()
+    browser = push_service.browser("page")
+    assert shim.subscribe(user, "crm", browser.subscription()) is True
+    assert shim.send_push(user, "Seen?", "", package="crm") is True
+    [pushed] = push_service.wait_for(browser)
+    token = pushed.payload["receipt"]["token"]
+
+    # What the service worker POSTs once the notification is shown.
+    body = {"action": "receipt", "package": "crm", "user": user, "receipts": [{"token": token, "receipt": "shown"}]}
+    assert relay.push_subscription(body, user) == (204, None)
+    # The same receipt again is refused by the daemon; the relay still
+    # answers 204, so the worker does not keep it for another try.
+    assert relay.push_subscription(body, user) == (204, None)
+    again = shim.client().receipt(user, {"token": token, "receipt": "shown"}, "crm")
+    assert again["ok"] is False and "already taken" in again["error"]

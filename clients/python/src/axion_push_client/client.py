@@ -380,6 +380,15 @@ class AxionPush:
         payload = self._with_token({"endpoint": endpoint}, package, user)
         return self.request(package, user, "unsubscribe", payload, timeout)
 
+    def receipt(self, user: str, receipt: dict, package: str = DEFAULT_PACKAGE, timeout=None) -> dict:
+        """`receipt`: what a browser did with a push — ``{"token",
+        "receipt", "action"?, "reason"?}`` as the service worker sent it to
+        the relay. The token is its own authorisation (no subscribe token).
+        The report carries ``send_id``, ``receipt`` and ``subscription``."""
+        fields = ("token", "receipt", "action", "reason")
+        payload = {k: receipt[k] for k in fields if receipt.get(k) is not None}
+        return self.request(package, user, "receipt", payload, timeout)
+
     def list(
         self, user: str, package: str = DEFAULT_PACKAGE, all: bool = False, endpoints: bool = True, timeout=None
     ) -> dict:
