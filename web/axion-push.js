@@ -58,6 +58,8 @@ const PACKAGE_KEY_GRACE_MS = 300;
 const DELIVERED_PREFIX = 'axion-push:delivered:';
 /** The daemon's `code` for an endpoint that is another user's. */
 const ENDPOINT_TAKEN = 'endpoint-taken';
+/** Receipt hand-overs of the service worker this page has taken already. */
+const FORWARDED = new WeakSet();
 
 export class AxionPushError extends Error {
   /**
@@ -449,6 +451,16 @@ export class AxionPush {
 
   async #onWorkerMessage(event) {
     const message = event.data || {};
+    if (message.type === 'axion-push:receipts') {
+      // Sent once per page, by its first AxionPush object for that user,
+      // however many the page made. A page with none for the user does not
+      // answer: the worker asks another page, or keeps them.
+      if (message.package !== this.options.package || message.user !== this.options.user) return;
+      if (FORWARDED.has(event)) return;
+      FORWARDED.add(event);
+      await this.#forwardReceipts(message.receipts, event.ports && event.ports[0]);
+      return;
+    }
     if (message.type !== 'axion-push:subscriptionchange') return;
     if (message.user && (message.package !== this.options.package || message.user !== this.options.user)) return;
     const registration = await this.#registration();
@@ -464,6 +476,34 @@ export class AxionPush {
     } catch (error) {
       if (this.options.onchange) this.options.onchange({ ...(await this.status()), error });
     }
+  }
+
+  /**
+   * Receipts the service worker hands over (what became of notifications):
+   * sent on this page's channel, then the worker is told whether they went.
+   * One the daemon refuses (a replay, say) is gone too: it would be refused
+   * again.
+   */
+  async #forwardReceipts(list, port) {
+    const receipts = Array.isArray(list) ? list : [];
+    let ok = true;
+    const { relay } = this.options;
+    try {
+      if (relay) {
+        await this.#relayRequest({ action: 'receipt', package: this.options.package, user: this.options.user, receipts });
+      } else {
+        for (const receipt of receipts) {
+          try {
+            await this.#deliver('receipt', receipt);
+          } catch (error) {
+            if (!(error instanceof AxionPushError && error.code === 'rejected')) throw error;
+          }
+        }
+      }
+    } catch (_) {
+      ok = false;
+    }
+    if (port) port.postMessage({ ok });
   }
 
   #deliveredKey() {
@@ -544,25 +584,7 @@ export class AxionPush {
         : { endpoint: message.endpoint }),
     };
     try {
-      if (typeof relay === 'function') return await relay(request);
-      const response = await fetch(relay, {
-        method: 'POST',
-        credentials: 'include',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(request),
-      });
-      if (!response.ok) {
-        const text = await response.text();
-        const detail = text.slice(0, 200);
-        const error = new Error(`it answered ${response.status}${detail ? `: ${detail}` : ''}`);
-        try {
-          error.code = JSON.parse(text).code;
-        } catch (_) {
-          // Not JSON: no code.
-        }
-        throw error;
-      }
-      return undefined;
+      return await this.#relayRequest(request);
     } catch (error) {
       if (error instanceof AxionPushError) throw error;
       throw new AxionPushError(
@@ -571,6 +593,30 @@ export class AxionPush {
         { cause: error },
       );
     }
+  }
+
+  /** Hands one request to the relay: the host app's function, or a POST to its URL. */
+  async #relayRequest(request) {
+    const { relay } = this.options;
+    if (typeof relay === 'function') return relay(request);
+    const response = await fetch(relay, {
+      method: 'POST',
+      credentials: 'include',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(request),
+    });
+    if (!response.ok) {
+      const text = await response.text();
+      const detail = text.slice(0, 200);
+      const error = new Error(`it answered ${response.status}${detail ? `: ${detail}` : ''}`);
+      try {
+        error.code = JSON.parse(text).code;
+      } catch (_) {
+        // Not JSON: no code.
+      }
+      throw error;
+    }
+    return undefined;
   }
 
   #topic(suffix) {
@@ -636,7 +682,8 @@ export class AxionPush {
     const client = await this.#connect();
     const id = newId();
     const command = { ...message, id };
-    if (token) command.token = token;
+    // A receipt carries its own token, the one its push came with.
+    if (token && verb !== 'receipt') command.token = token;
     const base = `${this.options.package}/push/${this.options.user}`;
     const resultTopic = this.#topic(`${base}/result`);
     try {

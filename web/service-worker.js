@@ -14,6 +14,13 @@
 //     '/service-worker.js?allow-origin=https://help.example.com')
 // (with axion-push.js: the `serviceWorker` option).
 //
+// Receipts: a push from axion-push carries a receipt token; this worker
+// sends it back with what became of the notification — `shown`, or `failed`
+// with the browser's reason, and, where the operator turned click receipts
+// on, `clicked` (with the action) and `closed`. They go to the relay when
+// the page configured one, else through an open page of the app, else they
+// wait here (IndexedDB, at most MAX_KEPT_RECEIPTS) for the next chance.
+//
 // What a push may carry:
 // - a Declarative Web Push message, {"web_push": 8030, "notification": {...}},
 //   which is what axion-push sends (with "mutable": true, so browsers that
@@ -29,6 +36,9 @@ const FALLBACK_BODY = 'Open the app to see what is new.';
 const SETTINGS_DB = 'axion-push';
 const SETTINGS_STORE = 'settings';
 const SETTINGS_KEY = 'subscription';
+const RECEIPTS_STORE = 'receipts';
+// Receipts kept while nothing can take them; the oldest go first.
+const MAX_KEPT_RECEIPTS = 100;
 
 // The origins a click may open: this site's, and https origins the page
 // listed when it registered this worker.
@@ -76,7 +86,18 @@ function readPush(data) {
   }
   const declarative = message.web_push === 8030 && message.notification;
   const n = declarative && typeof message.notification === 'object' ? message.notification : message;
-  return notificationFrom(n);
+  const shown = notificationFrom(n);
+  const receipt = receiptFrom(message.receipt);
+  if (receipt) shown.options.data.receipt = receipt;
+  return shown;
+}
+
+/** The receipt token a push carried, if it is one. */
+function receiptFrom(r) {
+  if (!r || typeof r !== 'object' || typeof r.token !== 'string' || !/^[A-Za-z0-9_-]{1,1024}$/.test(r.token)) {
+    return null;
+  }
+  return { token: r.token, clicks: r.clicks === true };
 }
 
 function text(value) {
@@ -141,22 +162,29 @@ async function showPush(event) {
   } catch (_) {
     shown = { title: FALLBACK_TITLE, options: { body: FALLBACK_BODY, data: { url: self.registration.scope } } };
   }
+  const receipt = shown.options.data && shown.options.data.receipt;
   try {
     await self.registration.showNotification(shown.title, shown.options);
   } catch (error) {
     // An option this browser refuses (an icon URL it cannot parse, too many
     // actions…) must not swallow the notification: show the words alone.
-    await self.registration.showNotification(shown.title, {
-      body: shown.options.body,
-      tag: shown.options.tag,
-      data: shown.options.data,
-    });
+    try {
+      await self.registration.showNotification(shown.title, {
+        body: shown.options.body,
+        tag: shown.options.tag,
+        data: shown.options.data,
+      });
+    } catch (refused) {
+      if (receipt) await report(receipt, 'failed', { reason: describe(refused) });
+      throw refused;
+    }
   }
   // Open pages of the app may want to know (the demo page shows it).
   const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
   for (const client of windows) {
     client.postMessage({ type: 'axion-push:push', title: shown.title, body: shown.options.body, url: shown.options.data.url });
   }
+  if (receipt) await report(receipt, 'shown');
 }
 
 self.addEventListener('push', (event) => {
@@ -184,7 +212,16 @@ self.addEventListener('notificationclick', (event) => {
   event.notification.close();
   // Checked again: a notification shown by an earlier version of this
   // worker carries its URLs unchecked.
-  event.waitUntil(openOrFocus(openable(target), event.action));
+  const opened = openOrFocus(openable(target), event.action);
+  const receipt = data.receipt && data.receipt.clicks ? data.receipt : null;
+  event.waitUntil(
+    Promise.all([opened, receipt ? report(receipt, 'clicked', event.action ? { action: event.action } : {}) : null]),
+  );
+});
+
+self.addEventListener('notificationclose', (event) => {
+  const data = event.notification.data || {};
+  if (data.receipt && data.receipt.clicks) event.waitUntil(report(data.receipt, 'closed'));
 });
 
 // ---- subscription changes -------------------------------------------------
@@ -194,8 +231,12 @@ self.addEventListener('notificationclick', (event) => {
 // over (a relay URL of the host app's backend, or the page's own channel).
 function settingsDb() {
   return new Promise((resolve, reject) => {
-    const request = indexedDB.open(SETTINGS_DB, 1);
-    request.onupgradeneeded = () => request.result.createObjectStore(SETTINGS_STORE);
+    const request = indexedDB.open(SETTINGS_DB, 2);
+    request.onupgradeneeded = () => {
+      const db = request.result;
+      if (!db.objectStoreNames.contains(SETTINGS_STORE)) db.createObjectStore(SETTINGS_STORE);
+      if (!db.objectStoreNames.contains(RECEIPTS_STORE)) db.createObjectStore(RECEIPTS_STORE, { autoIncrement: true });
+    };
     request.onsuccess = () => resolve(request.result);
     request.onerror = () => reject(request.error);
   });
@@ -228,7 +269,9 @@ self.addEventListener('message', (event) => {
       () => event.ports[0] && event.ports[0].postMessage({ ok: true }),
       (error) => event.ports[0] && event.ports[0].postMessage({ ok: false, error: String(error) }),
     );
-    event.waitUntil(done);
+    // A page with a channel to the daemon is here: receipts kept while
+    // there was none can go now.
+    event.waitUntil(done.then(() => flushReceipts()).catch(() => {}));
   }
 });
 
@@ -287,3 +330,122 @@ async function resubscribe(event) {
 self.addEventListener('pushsubscriptionchange', (event) => {
   event.waitUntil(resubscribe(event));
 });
+
+// ---- receipts ---------------------------------------------------------------
+
+function describe(error) {
+  const text = error && (error.message || String(error));
+  return (error && error.name ? `${error.name}: ${text}` : text || 'unknown').slice(0, 256);
+}
+
+/** The receipts kept, and their keys, oldest first. */
+async function keptReceipts() {
+  const db = await settingsDb();
+  try {
+    return await new Promise((resolve, reject) => {
+      const tx = db.transaction(RECEIPTS_STORE, 'readonly');
+      const store = tx.objectStore(RECEIPTS_STORE);
+      const values = store.getAll();
+      const keys = store.getAllKeys();
+      tx.oncomplete = () => resolve({ values: values.result, keys: keys.result });
+      tx.onerror = () => reject(tx.error);
+    });
+  } finally {
+    db.close();
+  }
+}
+
+async function changeKept(change) {
+  const db = await settingsDb();
+  try {
+    await new Promise((resolve, reject) => {
+      const tx = db.transaction(RECEIPTS_STORE, 'readwrite');
+      change(tx.objectStore(RECEIPTS_STORE));
+      tx.oncomplete = () => resolve();
+      tx.onerror = () => reject(tx.error);
+    });
+  } finally {
+    db.close();
+  }
+}
+
+/** Keeps `receipts` for later, dropping the oldest beyond the bound. */
+async function keep(receipts) {
+  const kept = await keptReceipts();
+  const excess = kept.keys.length + receipts.length - MAX_KEPT_RECEIPTS;
+  await changeKept((store) => {
+    for (const key of kept.keys.slice(0, Math.max(0, excess))) store.delete(key);
+    for (const r of receipts.slice(Math.max(0, receipts.length - MAX_KEPT_RECEIPTS))) store.add(r);
+  });
+}
+
+/**
+ * Hands `receipts` to the daemon's channel: the relay, or an open page of the
+ * app (which publishes them over its own connection). Resolves true when one
+ * took them.
+ */
+async function handOver(receipts) {
+  const saved = await settings();
+  if (!saved || !saved.package || !saved.user) return false;
+  if (saved.relayUrl) {
+    try {
+      const response = await fetch(saved.relayUrl, {
+        method: 'POST',
+        credentials: 'include',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ action: 'receipt', package: saved.package, user: saved.user, receipts }),
+      });
+      return response.ok;
+    } catch (_) {
+      return false;
+    }
+  }
+  // The focused page first; a page that cannot send them (signed in as
+  // someone else, its token expired) says so, and the next one is asked.
+  const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
+  windows.sort((a, b) => Number(b.focused) - Number(a.focused));
+  for (const client of windows) {
+    if (await askPage(client, { type: 'axion-push:receipts', package: saved.package, user: saved.user, receipts })) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/** Hands `message` to one page; true when it answers that it sent them. */
+function askPage(client, message) {
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    // A page without axion-push.js never answers.
+    const timer = setTimeout(() => resolve(false), 10000);
+    channel.port1.onmessage = (event) => {
+      clearTimeout(timer);
+      resolve(Boolean(event.data && event.data.ok));
+    };
+    client.postMessage(message, [channel.port2]);
+  });
+}
+
+/** Sends one receipt, with any kept before it; keeps them all if nothing takes them. */
+async function report(receipt, what, extra) {
+  const fresh = { token: receipt.token, receipt: what, ...(extra || {}) };
+  try {
+    const kept = await keptReceipts();
+    const all = [...kept.values, fresh];
+    if (await handOver(all)) {
+      if (kept.keys.length) await changeKept((store) => kept.keys.forEach((key) => store.delete(key)));
+    } else {
+      await keep([fresh]);
+    }
+  } catch (_) {
+    // A receipt is worth less than the notification: never fail its event.
+  }
+}
+
+async function flushReceipts() {
+  const kept = await keptReceipts();
+  if (!kept.values.length) return;
+  if (await handOver(kept.values)) {
+    await changeKept((store) => kept.keys.forEach((key) => store.delete(key)));
+  }
+}

@@ -186,6 +186,55 @@ test('a push with a title and no body shows no filler text', async () => {
   assert.equal(n.body, '');
 });
 
+test('a notification Chromium refuses to show is reported as a failed receipt, with its reason', async () => {
+  // This page stands in for a page of the app: the worker hands receipts to it.
+  await page.evaluate(async (settings) => {
+    const registration = await navigator.serviceWorker.ready;
+    await new Promise((resolve) => {
+      const channel = new MessageChannel();
+      channel.port1.onmessage = resolve;
+      registration.active.postMessage({ type: 'axion-push:settings', settings }, [channel.port2]);
+    });
+  }, { package: PACKAGE, user: USER });
+  // Every hand-over is taken, until one brings a failed receipt.
+  await page.evaluate((ms) => {
+    window.nextReceipts = new Promise((resolve, reject) => {
+      const taken = [];
+      const timer = setTimeout(() => reject(new Error(`no failed receipt; handed over: ${JSON.stringify(taken)}`)), ms);
+      navigator.serviceWorker.addEventListener('message', function onReceipts(event) {
+        if (event.data?.type !== 'axion-push:receipts') return;
+        event.ports[0].postMessage({ ok: true });
+        taken.push(...event.data.receipts);
+        if (!taken.some((r) => r.receipt === 'failed')) return;
+        clearTimeout(timer);
+        navigator.serviceWorker.removeEventListener('message', onReceipts);
+        resolve(taken);
+      });
+    });
+  }, WAIT_MS);
+  const plaintext = await sendThroughDaemon({ title: 'Not allowed' });
+  // The person has since blocked notifications for the site.
+  await browser.defaultBrowserContext().overridePermissions(web.origin, []);
+  try {
+    await cdp.send('ServiceWorker.deliverPushMessage', { origin: web.origin, registrationId, data: plaintext });
+    // Before it, or with it, come the receipts the worker kept while no
+    // page took them (the pushes of the tests before): the failed one is
+    // the last.
+    const receipts = await page.evaluate(() => window.nextReceipts);
+    const failed = receipts.at(-1);
+    assert.equal(failed.receipt, 'failed', JSON.stringify(receipts));
+    assert.match(failed.reason, /permission/i, failed.reason);
+    assert.ok(receipts.slice(0, -1).every((r) => r.receipt === 'shown'), JSON.stringify(receipts));
+
+    const report = await daemon.command(PACKAGE, USER, 'receipt', failed);
+    assert.equal(report.ok, true, JSON.stringify(report));
+    assert.equal(report.receipt, 'failed');
+    assert.equal(report.reason, failed.reason);
+  } finally {
+    await browser.defaultBrowserContext().overridePermissions(web.origin, ['notifications']);
+  }
+});
+
 test('renotify without a tag, which Chromium refuses, does not lose the notification', async () => {
   const n = await deliver(
     JSON.stringify({ web_push: 8030, notification: { title: 'No tag', body: 'renotify alone', navigate: '/', renotify: true } }),

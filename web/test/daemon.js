@@ -37,13 +37,19 @@ export class Daemon {
    * @param {string} caPath the push service's CA
    * @param {number} pushPort the push service's HTTPS port (endpoints must use an allowed port)
    * @param {{origins?: string[], tokenSecret?: string, databaseUrl?: string,
-   *   vapidPrivateKey?: string, vapidPublicKey?: string}} [options] the web
+   *   vapidPrivateKey?: string, vapidPublicKey?: string, receiptClicks?: boolean}} [options] the web
    *   origins whose pages may open the WebSocket listener, a
    *   `subscribe_token_secret` (browsers then log in with a token), the
-   *   database (default: SQLite in `dir`), and `base.push`'s key pair as an
-   *   installation's config.yaml has it (default: generated at first start)
+   *   database (default: SQLite in `dir`), `base.push`'s key pair as an
+   *   installation's config.yaml has it (default: generated at first start),
+   *   and whether click receipts are on (`receipts.clicks`)
    */
-  static async start(dir, caPath, pushPort, { origins = [], tokenSecret, databaseUrl, vapidPrivateKey, vapidPublicKey } = {}) {
+  static async start(
+    dir,
+    caPath,
+    pushPort,
+    { origins = [], tokenSecret, databaseUrl, vapidPrivateKey, vapidPublicKey, receiptClicks = false } = {},
+  ) {
     const binary = daemonBinary();
     if (!existsSync(binary)) {
       throw new Error(`no axion-push binary at ${binary}: run \`cargo build\` or set AXION_PUSH_BIN`);
@@ -82,6 +88,8 @@ ${tokenSecret ? `  subscribe_token_secret: ${tokenSecret}\n` : ''}  database:
     allow_hosts: ["127.0.0.1"]
     allow_ports: [443, ${pushPort}]
     allow_private_addresses: true
+  receipts:
+    clicks: ${receiptClicks}
   log:
     level: info
 `,

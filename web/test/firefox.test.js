@@ -32,7 +32,11 @@ let page;
 let openedPage;
 
 before(async () => {
-  stack = await startStack('firefox', { 'POST /api/push-subscription': relay }, { tokenSecret: TOKEN_SECRET });
+  stack = await startStack(
+    'firefox',
+    { 'POST /api/push-subscription': relay },
+    { tokenSecret: TOKEN_SECRET, receiptClicks: true },
+  );
   ({ push, daemon, web } = stack);
   browser = await launchFirefox(push);
   page = await browser.newPage();
@@ -74,6 +78,12 @@ async function relayToDaemon(request) {
   }
   if (request.action === 'unsubscribe') {
     await daemon.command(request.package, request.user, 'unsubscribe', { endpoint: request.endpoint, token });
+    return { status: 204 };
+  }
+  if (request.action === 'receipt') {
+    for (const receipt of request.receipts) {
+      await daemon.command(request.package, request.user, 'receipt', receipt);
+    }
     return { status: 204 };
   }
   return { status: 400, json: { error: `unknown action ${request.action}` } };
@@ -396,6 +406,35 @@ test('a click on a notification whose URL is another site opens the app\'s start
   // Not a page of the demo: closed, so that the service worker hands later
   // subscription changes to the demo page.
   await (await tab.page())?.close();
+});
+
+test('test-push --wait-receipts shows that Firefox showed the notification and that it was clicked', async () => {
+  const title = `Receipts ${Date.now()}`;
+  const alert = settledLater((await watchAlert(title)).shown());
+  // Demo pages are open: the service worker hands its receipts to one, which
+  // publishes them over its own (confined) connection. The click focuses the
+  // demo page already open on the notification's URL.
+  const run = settledLater(
+    daemon.run(
+      'test-push', USER, '--package', PACKAGE, '--title', title, '--url', '/demo/?opened-by=notification',
+      '--wait-receipts', '20s',
+    ),
+  );
+  const shown = await alert;
+  assert.equal(shown.title, title);
+  await clickAlert(title);
+
+  const { stdout, stderr } = await run;
+  const receipts = stdout
+    .split('\n')
+    .filter((line) => line.startsWith('{"'))
+    .map((line) => JSON.parse(line))
+    .filter((r) => r.command === 'receipt');
+  // Firefox also reports the click's closing of the notification as `closed`.
+  const kinds = receipts.map((r) => r.receipt);
+  assert.ok(kinds.includes('shown') && kinds.includes('clicked'), `test-push printed ${stdout}\n${stderr}`);
+  assert.ok(receipts.every((r) => r.ok && r.send_id), JSON.stringify(receipts));
+  assert.match(stderr, /shown by subscription/, stderr);
 });
 
 async function subscriptions(user = USER) {

@@ -10,7 +10,7 @@ import { Daemon } from './daemon.js';
 import { PushService } from './push-service.js';
 import { serveWeb } from './static.js';
 
-export async function startStack(name, routes, { tokenSecret } = {}) {
+export async function startStack(name, routes, { tokenSecret, receiptClicks } = {}) {
   const stack = { dir: mkdtempSync(join(tmpdir(), `axion-push-${name}-`)) };
   try {
     stack.push = await PushService.start(stack.dir);
@@ -19,6 +19,7 @@ export async function startStack(name, routes, { tokenSecret } = {}) {
     stack.daemon = await Daemon.start(stack.dir, stack.push.caPath, new URL(stack.push.origin).port, {
       origins: [stack.web.origin],
       tokenSecret,
+      receiptClicks,
     });
   } catch (error) {
     await stopStack(stack);
