@@ -426,6 +426,7 @@ impl Daemon {
                 dedup_window: settings.delivery.dedup_window,
                 broker: subscribed,
                 receipts: receipts.clone(),
+                expire_after: settings.subscriptions.expire_after,
                 stats: stats.clone(),
             },
             wake.clone(),

@@ -194,6 +194,11 @@ pub async fn render(sources: &Sources) -> String {
             Stats::get(&stats.deactivated),
         ),
         (
+            "axion_push_stale_total",
+            "Subscriptions deactivated as stale: their push service refused their pushes, and took others', for subscriptions.expire_after.",
+            Stats::get(&stats.stale),
+        ),
+        (
             "axion_push_retries_total",
             "Push attempts put back in the queue for a retry.",
             Stats::get(&stats.retried),

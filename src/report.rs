@@ -102,6 +102,37 @@ pub struct ListedSubscription {
     /// As stored (`CreatedAt`), e.g. `2026-11-27 23:05:21`.
     pub created_at: Option<String>,
     pub active: bool,
+    /// What became of its pushes lately, when anything was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<ListedHealth>,
+}
+
+/// A subscription's health as `list` reports it: times in seconds since
+/// the epoch, and the whole in words.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ListedHealth {
+    /// E.g. "delivered 2 h ago, shown 2 h ago", or "failing for 9 days:
+    /// 400 from fcm.googleapis.com".
+    pub words: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<u64>,
+    /// The last receipt: shown, failed, clicked or closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt_at: Option<u64>,
+    /// The cause of the last push that failed for good: an HTTP status,
+    /// `expired`, `policy`…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<u64>,
+    /// Failures since the last delivery.
+    pub failures: u64,
+    /// Since when its push service has refused its pushes, for it alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<u64>,
 }
 
 impl ResultReport {

@@ -20,6 +20,8 @@ pub struct Stats {
     /// Refused for good by a push service, or unusable (policy, keys).
     pub failed: AtomicU64,
     pub deactivated: AtomicU64,
+    /// Subscriptions deactivated as stale (see `subscriptions.expire_after`).
+    pub stale: AtomicU64,
     pub expired: AtomicU64,
     /// Attempts put back for a retry.
     pub retried: AtomicU64,

@@ -1083,3 +1083,106 @@ async fn a_receipt_is_taken_once_per_push_and_kind_and_forgotten_with_its_token(
     );
     store.close().await;
 }
+
+fn health_event(
+    subscription: &str,
+    at_ms: u64,
+    outcome: axion_push::store::HealthOutcome,
+) -> axion_push::store::HealthEvent {
+    axion_push::store::HealthEvent {
+        package: "crm".into(),
+        subscription: subscription.into(),
+        user: "alice".into(),
+        origin: Some("https://fcm.googleapis.com".into()),
+        at_ms,
+        outcome,
+    }
+}
+
+#[tokio::test]
+async fn a_subscriptions_health_keeps_its_last_delivery_receipt_and_failures() {
+    use axion_push::store::HealthOutcome::{Delivered, Failed};
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let crm = package();
+    let failed = || Failed("expired".into());
+    store
+        .record_health(&[
+            health_event("a", 1_000, failed()),
+            health_event("a", 2_000, Delivered),
+            health_event("b", 2_000, failed()),
+        ])
+        .await
+        .unwrap();
+    store
+        .record_health(&[
+            health_event("a", 3_000, failed()),
+            health_event("b", 3_000, failed()),
+        ])
+        .await
+        .unwrap();
+    store
+        .record_receipt_health(&crm, "a", &user("alice"), "shown", 2_500)
+        .await
+        .unwrap();
+
+    let mut health = store
+        .health(&crm, &["a".into(), "b".into(), "c".into()])
+        .await
+        .unwrap();
+    health.sort_by(|x, y| x.subscription.cmp(&y.subscription));
+    assert_eq!(health.len(), 2, "nothing recorded for c: {health:?}");
+    let (a, b) = (&health[0], &health[1]);
+    assert_eq!(a.delivered_at, Some(2_000));
+    assert_eq!(a.failed_at, Some(3_000));
+    assert_eq!(a.failure.as_deref(), Some("expired"));
+    assert_eq!(a.failures, 1, "failures since the last delivery");
+    assert_eq!(a.receipt.as_deref(), Some("shown"));
+    assert_eq!(a.receipt_at, Some(2_500));
+    assert_eq!(a.origin.as_deref(), Some("https://fcm.googleapis.com"));
+    assert_eq!(b.delivered_at, None);
+    assert_eq!(b.failures, 2);
+    store.close().await;
+}
+
+/// The run of refusals that expires a subscription, on a clock the test
+/// sets: counted refusals start and continue it, any other refusal or a
+/// delivery ends it.
+#[tokio::test]
+async fn a_run_of_refusals_starts_continues_and_ends() {
+    use axion_push::store::HealthOutcome::{Delivered, Failed};
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let refused = |at| health_event("a", at, Failed("400".into()));
+
+    assert_eq!(
+        store.record_refusal(&refused(10), true).await.unwrap(),
+        Some(10)
+    );
+    assert_eq!(
+        store.record_refusal(&refused(20), true).await.unwrap(),
+        Some(10)
+    );
+    assert_eq!(
+        store.record_refusal(&refused(30), false).await.unwrap(),
+        None,
+        "a refusal while the push service delivered to nobody ends the run"
+    );
+    assert_eq!(
+        store.record_refusal(&refused(40), true).await.unwrap(),
+        Some(40)
+    );
+    store
+        .record_health(&[health_event("a", 50, Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.record_refusal(&refused(60), true).await.unwrap(),
+        Some(60),
+        "a delivery ended the run"
+    );
+    let health = store.health(&package(), &["a".into()]).await.unwrap();
+    assert_eq!(health[0].failures, 1);
+    assert_eq!(health[0].refused_since, Some(60));
+    store.close().await;
+}

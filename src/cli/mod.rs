@@ -17,6 +17,7 @@ use crate::config::{
 };
 use crate::daemon::Daemon;
 use crate::model::{Package, User};
+use crate::receipt::{subscription_id, subscription_text};
 use crate::store::Store;
 use crate::topics::Topics;
 
@@ -564,27 +565,52 @@ async fn subscriptions(
         .context("--package")?;
     let store = Store::open(&config.settings.database).await?;
     let rows = store.subscriptions(&user, package.as_ref()).await?;
-    store.close().await;
+    // Each row's health, read per package.
+    let mut health = std::collections::HashMap::new();
+    let mut by_package: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
     for row in &rows {
+        by_package
+            .entry(row.package.as_str())
+            .or_default()
+            .push(subscription_text(&subscription_id(
+                &row.package,
+                &row.endpoint,
+            )));
+    }
+    for (name, ids) in by_package {
+        if let Ok(package) = Package::parse(name) {
+            for h in store.health(&package, &ids).await? {
+                health.insert((name.to_owned(), h.subscription.clone()), h);
+            }
+        }
+    }
+    store.close().await;
+    let now = crate::report::now_ms();
+    for row in &rows {
+        let id = subscription_text(&subscription_id(&row.package, &row.endpoint));
+        let health = health
+            .get(&(row.package.clone(), id.clone()))
+            .map(|h| crate::command::listed_health(h, now));
         if json {
             println!(
                 "{}",
                 serde_json::json!({
                     "user": row.user, "package": row.package, "module": row.module,
-                    "endpoint": row.endpoint, "user_agent": row.user_agent,
-                    "created_at": row.created_at, "active": row.active,
+                    "subscription": id, "endpoint": row.endpoint, "user_agent": row.user_agent,
+                    "created_at": row.created_at, "active": row.active, "health": health,
                 })
             );
         } else {
             let origin = crate::model::Endpoint::parse(&row.endpoint)
                 .map_or_else(|_| "(invalid endpoint)".to_owned(), |e| e.origin());
             println!(
-                "{}\t{}\t{}\t{}\t{}",
+                "{}\t{}\t{}\t{}\t{}\t{}",
                 row.package,
                 if row.active { "active" } else { "inactive" },
                 row.created_at.as_deref().unwrap_or("-"),
                 origin,
                 row.user_agent.as_deref().unwrap_or("-"),
+                health.map_or_else(|| "nothing recorded yet".to_owned(), |h| h.words),
             );
         }
     }

@@ -9,9 +9,12 @@
 use serde_json::Value;
 
 use super::{CommandError, ProcessorParts, check_token, command_id, json_object};
+use std::collections::HashMap;
+
 use crate::model::{Endpoint, Package, Target};
 use crate::receipt;
-use crate::report::{ListedSubscription, ResultReport};
+use crate::report::{ListedHealth, ListedSubscription, ResultReport, now_ms};
+use crate::store::SubscriptionHealth;
 use crate::topics::TopicError;
 
 const EXPECTED: &str =
@@ -65,11 +68,25 @@ pub(super) async fn apply(
     check_token(inner, &value, package, user)?;
     let rows = inner.store.subscriptions(user, Some(package)).await?;
     let active = rows.iter().filter(|row| row.active).count() as u64;
-    let items: Vec<ListedSubscription> = rows
+    let rows: Vec<_> = rows
         .into_iter()
         .filter(|row| all || row.active)
-        .map(|row| ListedSubscription {
-            subscription: subscription_id(package, &row.endpoint),
+        .map(|row| (subscription_id(package, &row.endpoint), row))
+        .collect();
+    let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
+    let mut health: HashMap<String, SubscriptionHealth> = inner
+        .store
+        .health(package, &ids)
+        .await?
+        .into_iter()
+        .map(|h| (h.subscription.clone(), h))
+        .collect();
+    let now = now_ms();
+    let items: Vec<ListedSubscription> = rows
+        .into_iter()
+        .map(|(id, row)| ListedSubscription {
+            health: health.remove(&id).map(|h| listed_health(&h, now)),
+            subscription: id,
             // A row written by other software may hold anything.
             origin: Endpoint::parse(&row.endpoint)
                 .map(|e| e.origin())
@@ -87,6 +104,70 @@ pub(super) async fn apply(
         items: Some(items),
         ..ResultReport::accepted(id, "list")
     })
+}
+
+/// A subscription's health for `list`, with its words.
+pub fn listed_health(h: &SubscriptionHealth, now_ms: u64) -> ListedHealth {
+    let secs = |ms: Option<u64>| ms.map(|ms| ms / 1000);
+    ListedHealth {
+        words: health_words(h, now_ms),
+        delivered_at: secs(h.delivered_at),
+        receipt: h.receipt.clone(),
+        receipt_at: secs(h.receipt_at),
+        failure: h.failure.clone(),
+        failed_at: secs(h.failed_at),
+        failures: h.failures,
+        failing_since: secs(h.refused_since),
+    }
+}
+
+/// A subscription's health in words, as a person asks "does it work?":
+/// "delivered 2 h ago, shown 2 h ago", "failing for 9 days: 400 from
+/// fcm.googleapis.com", "last push failed 5 min ago: expired".
+pub(crate) fn health_words(h: &SubscriptionHealth, now_ms: u64) -> String {
+    let host = h.origin.as_deref().map(|o| {
+        o.trim_start_matches("https://")
+            .trim_start_matches("http://")
+    });
+    let cause = |failure: &str| match (failure.parse::<u16>(), host) {
+        (Ok(_), Some(host)) => format!("{failure} from {host}"),
+        _ => failure.to_owned(),
+    };
+    if let (Some(since), Some(failure)) = (h.refused_since, &h.failure) {
+        return format!("failing for {}: {}", age(now_ms, since), cause(failure));
+    }
+    let mut parts = Vec::new();
+    if let Some(at) = h.delivered_at {
+        parts.push(format!("delivered {} ago", age(now_ms, at)));
+    }
+    if let (Some(receipt), Some(at)) = (&h.receipt, h.receipt_at) {
+        parts.push(format!("{receipt} {} ago", age(now_ms, at)));
+    }
+    if h.failures > 0
+        && let (Some(failure), Some(at)) = (&h.failure, h.failed_at)
+    {
+        parts.push(format!(
+            "last push failed {} ago: {}",
+            age(now_ms, at),
+            cause(failure)
+        ));
+    }
+    if parts.is_empty() {
+        "nothing recorded yet".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// How long ago `then_ms` was, roughly: "30 s", "5 min", "2 h", "9 days".
+fn age(now_ms: u64, then_ms: u64) -> String {
+    let secs = now_ms.saturating_sub(then_ms) / 1000;
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs / 60),
+        3600..172_800 => format!("{} h", secs / 3600),
+        _ => format!("{} days", secs / 86_400),
+    }
 }
 
 #[cfg(test)]
@@ -107,5 +188,54 @@ mod tests {
             subscription_id(&crm, "https://fcm.googleapis.com/fcm/send/abd")
         );
         assert!(!id.contains("abc"));
+    }
+
+    fn health() -> SubscriptionHealth {
+        SubscriptionHealth {
+            subscription: "s".into(),
+            origin: Some("https://fcm.googleapis.com".into()),
+            ..SubscriptionHealth::default()
+        }
+    }
+
+    const HOUR: u64 = 3600 * 1000;
+    const NOW: u64 = 1_790_000_000_000;
+
+    #[test]
+    fn health_in_words_says_when_it_was_delivered_and_shown() {
+        let h = SubscriptionHealth {
+            delivered_at: Some(NOW - 2 * HOUR),
+            receipt: Some("shown".into()),
+            receipt_at: Some(NOW - 2 * HOUR + 5000),
+            ..health()
+        };
+        assert_eq!(health_words(&h, NOW), "delivered 2 h ago, shown 1 h ago");
+    }
+
+    #[test]
+    fn health_in_words_says_how_long_a_subscription_has_been_failing_and_why() {
+        let h = SubscriptionHealth {
+            delivered_at: Some(NOW - 10 * 24 * HOUR),
+            failure: Some("400".into()),
+            failed_at: Some(NOW - HOUR),
+            failures: 30,
+            refused_since: Some(NOW - 9 * 24 * HOUR),
+            ..health()
+        };
+        assert_eq!(
+            health_words(&h, NOW),
+            "failing for 9 days: 400 from fcm.googleapis.com"
+        );
+        let expired = SubscriptionHealth {
+            failure: Some("expired".into()),
+            failed_at: Some(NOW - 5 * 60 * 1000),
+            failures: 1,
+            ..health()
+        };
+        assert_eq!(
+            health_words(&expired, NOW),
+            "last push failed 5 min ago: expired"
+        );
+        assert_eq!(health_words(&health(), NOW), "nothing recorded yet");
     }
 }

@@ -12,6 +12,8 @@
 
 mod list;
 mod members;
+
+pub use list::listed_health;
 mod receipt;
 mod send;
 mod subscribe;

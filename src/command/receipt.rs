@@ -95,6 +95,11 @@ pub(super) async fn apply(
             kind.as_str()
         )));
     }
+    let subscription = receipt::subscription_text(&verified.subscription);
+    inner
+        .store
+        .record_receipt_health(package, &subscription, user, kind.as_str(), now_ms())
+        .await?;
     tracing::info!(
         command_id = id,
         send_id = verified.send_id,
@@ -106,7 +111,7 @@ pub(super) async fn apply(
     Ok(ResultReport {
         send_id: Some(verified.send_id),
         receipt: Some(kind.as_str().to_owned()),
-        subscription: Some(receipt::subscription_text(&verified.subscription)),
+        subscription: Some(subscription),
         action: action.filter(|_| kind == Kind::Clicked),
         reason: reason.filter(|_| kind == Kind::Failed),
         ..ResultReport::accepted(id, "receipt")

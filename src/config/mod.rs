@@ -443,6 +443,26 @@ impl Default for ReceiptSettings {
     }
 }
 
+/// `axion_push.subscriptions`: the life of a subscription.
+#[derive(Debug, Clone)]
+pub struct SubscriptionSettings {
+    /// `expire_after`: a subscription whose pushes its push service has
+    /// refused this long, for it alone (while taking others' pushes), is
+    /// deactivated as `stale`. Outages, 429/5xx, timeouts, a wrong VAPID
+    /// key (refused for everyone) and our own endpoint policy never count;
+    /// a subscription that simply received nothing is never expired.
+    /// Default 60 days.
+    pub expire_after: Duration,
+}
+
+impl Default for SubscriptionSettings {
+    fn default() -> Self {
+        Self {
+            expire_after: Duration::from_secs(60 * 24 * 3600),
+        }
+    }
+}
+
 /// `axion_push.log`.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
@@ -473,6 +493,7 @@ pub struct Settings {
     pub limits: Limits,
     pub metrics: MetricsSettings,
     pub receipts: ReceiptSettings,
+    pub subscriptions: SubscriptionSettings,
     pub log: LogSettings,
     /// `subscribe_token_secret`: when set, browsers log in to the embedded
     /// broker's WebSocket listener with a token the host application
@@ -495,6 +516,7 @@ impl Default for Settings {
             limits: Limits::default(),
             metrics: MetricsSettings::default(),
             receipts: ReceiptSettings::default(),
+            subscriptions: SubscriptionSettings::default(),
             log: LogSettings::default(),
             subscribe_token_secret: None,
         }
@@ -1173,6 +1195,11 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
         receipts.finish();
     }
     {
+        let mut subscriptions = own.section("subscriptions");
+        subscriptions.field_with("expire_after", &mut s.subscriptions.expire_after, duration);
+        subscriptions.finish();
+    }
+    {
         let mut log = own.section("log");
         log.field_with("level", &mut s.log.level, |level: String| {
             tracing_subscriber::EnvFilter::try_new(&level)
@@ -1253,6 +1280,7 @@ mod tests {
         assert_eq!(s.metrics.allow_remote, d.metrics.allow_remote);
         assert_eq!(s.receipts.enabled, d.receipts.enabled);
         assert_eq!(s.receipts.clicks, d.receipts.clicks);
+        assert_eq!(s.subscriptions.expire_after, d.subscriptions.expire_after);
         assert_eq!(s.log.level, d.log.level);
         assert!(
             c.push.private_key.is_none(),

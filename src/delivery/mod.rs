@@ -20,6 +20,7 @@ mod breaker;
 mod hand_off;
 mod ledger;
 mod messages;
+mod tracker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,13 +38,15 @@ use crate::receipt::{self, Receipts};
 use crate::report::{Egress, Outgoing, ResultReport, now_ms};
 use crate::stats::Stats;
 use crate::store::{
-    Claimed, CommandState, Health, Published, Settled, Settlement, Store, UnpublishedEvent,
+    Claimed, CommandState, Health, HealthEvent, HealthOutcome, Published, Settled, Settlement,
+    Store, UnpublishedEvent,
 };
 use crate::topics::Topics;
 pub use breaker::{Admit, Breakers, THRESHOLD};
 pub use hand_off::{HandOff, Marked};
 pub use ledger::{Ledger, publish_event};
 pub use messages::{Messages, Prepared};
+use tracker::Tracker;
 
 /// Rows claimed per query.
 const CLAIM_BATCH: usize = 256;
@@ -99,6 +102,9 @@ pub struct EngineParts {
     pub broker: watch::Receiver<bool>,
     /// Set when each push carries a receipt token (`receipts.enabled`).
     pub receipts: Option<Arc<Receipts>>,
+    /// How long a subscription's pushes must be refused for it alone
+    /// before it is deactivated as `stale` (`subscriptions.expire_after`).
+    pub expire_after: Duration,
     pub stats: Arc<Stats>,
 }
 
@@ -131,8 +137,10 @@ pub fn spawn(parts: EngineParts, wake: Wake, stop: Stop, tracker: &TaskTracker) 
     let parts = Arc::new(parts);
     let slots = Arc::new(Semaphore::new(parts.concurrency));
     let working = Working::default();
+    let subscriptions = Arc::new(Tracker::default());
     tracker.spawn(record(
         parts.clone(),
+        subscriptions.clone(),
         settled_rx,
         slots.clone(),
         working.clone(),
@@ -144,7 +152,17 @@ pub fn spawn(parts: EngineParts, wake: Wake, stop: Stop, tracker: &TaskTracker) 
     let claimer_done = CancellationToken::new();
     tracker.spawn(renew(parts.clone(), working.clone(), claimer_done.clone()));
     tracker.spawn(async move {
-        claim(parts, slots, working, wake, stop, settled_tx, started_ms).await;
+        claim(
+            parts,
+            subscriptions,
+            slots,
+            working,
+            wake,
+            stop,
+            settled_tx,
+            started_ms,
+        )
+        .await;
         claimer_done.cancel();
     });
 }
@@ -190,8 +208,10 @@ async fn sleep_or(stop: &CancellationToken, delay: Duration) {
 }
 
 /// Claims due deliveries and sends them.
+#[allow(clippy::too_many_arguments)]
 async fn claim(
     parts: Arc<EngineParts>,
+    tracker: Arc<Tracker>,
     permits: Arc<Semaphore>,
     working: Working,
     wake: Wake,
@@ -326,6 +346,7 @@ async fn claim(
             }
             let probe = admitted == Admit::Probe;
             let parts = parts.clone();
+            let tracker = tracker.clone();
             let breakers = breakers.clone();
             let settled = settled.clone();
             let abandon = stop.abandon.clone();
@@ -352,7 +373,15 @@ async fn claim(
                 if let Some(origin) = origin.as_deref() {
                     breakers.record(origin, health(&outcome), probe, now_ms());
                 }
-                let settled_as = settle_as(&parts.retry, &row, &message, outcome);
+                if let (Ok(Outcome::Delivered), Some(origin)) = (&outcome, origin.as_deref()) {
+                    tracker.delivered_by(origin, now_ms());
+                }
+                let settled_as = match settle_as(&parts.retry, &row, &message, outcome) {
+                    Settled::Failed(cause) if is_refusal(&cause) => {
+                        refused(&parts, &tracker, &row, origin.as_deref(), cause).await
+                    }
+                    other => other,
+                };
                 let _ = settled.send((
                     Settlement {
                         claimed: row,
@@ -634,6 +663,101 @@ fn settle_as(retry: &Backoff, row: &Claimed, message: &Prepared, attempt: Attemp
     }
 }
 
+/// A push service's answer that refuses a push for good for a reason that
+/// may be the subscription's own: a 4xx status other than 404/410 (gone),
+/// 413 (our payload) and 429 (come back later).
+fn is_refusal(cause: &str) -> bool {
+    cause
+        .parse::<u16>()
+        .is_ok_and(|status| (400..500).contains(&status) && status != 413 && status != 429)
+}
+
+/// The subscription's stable id, as `list` shows it and health is keyed.
+fn subscription_of(row: &Claimed) -> String {
+    receipt::subscription_text(&receipt::subscription_id(&row.package, &row.endpoint))
+}
+
+/// Records a refusal in the subscription's health and decides whether the
+/// subscription is now stale: refused for it alone (its push service took
+/// others' pushes lately), in a run that started `expire_after` ago or
+/// more. A wrong VAPID key (refused for everyone), an outage, our endpoint
+/// policy or a push service that only answers 429/5xx never starts a run,
+/// and a refusal that does not count ends one.
+async fn refused(
+    parts: &EngineParts,
+    tracker: &Tracker,
+    row: &Claimed,
+    origin: Option<&str>,
+    cause: String,
+) -> Settled {
+    let now = now_ms();
+    let subscription = subscription_of(row);
+    tracker.forget(&row.package, &subscription);
+    let counted = origin.is_some_and(|origin| tracker.others_delivered(origin, now));
+    let event = HealthEvent {
+        package: row.package.clone(),
+        subscription,
+        user: row.user.clone(),
+        origin: origin.map(str::to_owned),
+        at_ms: now,
+        outcome: HealthOutcome::Failed(cause.clone()),
+    };
+    match parts.store.record_refusal(&event, counted).await {
+        Ok(Some(since)) if counted && now.saturating_sub(since) >= ms(parts.expire_after) => {
+            tracing::info!(
+                package = row.package,
+                user = row.user,
+                subscription = event.subscription,
+                origin,
+                cause,
+                refused_for = %humantime::format_duration(Duration::from_secs(now.saturating_sub(since) / 1000)),
+                "subscription deactivated as stale: its push service refuses its pushes and takes others'"
+            );
+            Settled::Stale
+        }
+        Ok(_) => Settled::Failed(cause),
+        Err(e) => {
+            // Health is a record, not the delivery: the push still counts.
+            tracing::warn!(error = %e, "could not record a refused push in its subscription's health");
+            Settled::Failed(cause)
+        }
+    }
+}
+
+/// The health events of a written batch: deliveries (once in a while per
+/// subscription, see `Tracker`) and failures other than refusals, which
+/// `refused` recorded as they came.
+fn health_events(tracker: &Tracker, batch: &[Settlement], now: u64) -> Vec<HealthEvent> {
+    let mut events = Vec::new();
+    for Settlement { claimed, settled } in batch {
+        let outcome = match settled {
+            Settled::Delivered => HealthOutcome::Delivered,
+            Settled::Failed(cause) if !is_refusal(cause) => HealthOutcome::Failed(cause.clone()),
+            Settled::Expired => HealthOutcome::Failed("expired".into()),
+            Settled::Gone => HealthOutcome::Failed("gone".into()),
+            _ => continue,
+        };
+        let subscription = subscription_of(claimed);
+        match outcome {
+            HealthOutcome::Delivered => {
+                if !tracker.write_delivery(&claimed.package, &subscription, now) {
+                    continue;
+                }
+            }
+            HealthOutcome::Failed(_) => tracker.forget(&claimed.package, &subscription),
+        }
+        events.push(HealthEvent {
+            package: claimed.package.clone(),
+            subscription,
+            user: claimed.user.clone(),
+            origin: Endpoint::parse(&claimed.endpoint).ok().map(|e| e.origin()),
+            at_ms: now,
+            outcome,
+        });
+    }
+    events
+}
+
 /// How long to wait before trying again after the `previous + 1`-th failed
 /// request: the backoff, and never less than the service's `Retry-After`.
 /// `None` when that ends past the message's expiry.
@@ -663,6 +787,7 @@ fn ms(d: Duration) -> u64 {
 /// due. Runs until every claimer and request is gone, then drains.
 async fn record(
     parts: Arc<EngineParts>,
+    tracker: Arc<Tracker>,
     mut settled: mpsc::UnboundedReceiver<ToRecord>,
     permits: Arc<Semaphore>,
     working: Working,
@@ -719,6 +844,11 @@ async fn record(
             }
         };
         count(&parts.stats, &batch);
+        let events = health_events(&tracker, &batch, now_ms());
+        if let Err(e) = parts.store.record_health(&events).await {
+            // A record for people to read, not the delivery: not retried.
+            tracing::warn!(error = %e, pushes = events.len(), "could not record subscriptions' health");
+        }
         working.remove(batch.iter().map(|s| s.claimed.seq));
         batch.clear();
         slots.clear();
@@ -772,6 +902,10 @@ fn count(stats: &Stats, batch: &[Settlement]) {
             Settled::Delivered => &stats.delivered,
             Settled::Gone => &stats.deactivated,
             Settled::Failed(_) => &stats.failed,
+            Settled::Stale => {
+                Stats::add(&stats.stale, 1);
+                &stats.failed
+            }
             Settled::Expired => &stats.expired,
             Settled::Retry { .. } => &stats.retried,
             Settled::Deferred { .. } => continue,

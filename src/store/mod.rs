@@ -22,6 +22,7 @@ mod mysql;
 mod postgres;
 mod queue;
 mod sqlite;
+mod subscription_health;
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub use queue::{
     Claimed, CommandState, Enqueued, NewSend, Published, QueuedMessage, Recipients, Settled,
     Settlement, UnpublishedEvent,
 };
+pub use subscription_health::{HealthEvent, HealthOutcome, SubscriptionHealth};
 
 use crate::config::DatabaseSettings;
 use crate::model::{Group, Package, Subscription, User};
@@ -433,6 +435,51 @@ impl Store {
     /// are no longer accepted at all.
     pub async fn purge_receipts(&self, before_ms: u64) -> Result<u64, StoreError> {
         on_backend!(self, b => b.purge_receipts(before_ms).await)
+    }
+
+    /// Records what became of a batch of pushes in their subscriptions'
+    /// health. (Refusals go through [`Store::record_refusal`].)
+    pub async fn record_health(&self, events: &[HealthEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        on_backend!(self, b => b.record_health(events).await)
+    }
+
+    /// Records a push refused for good; `counted`: the refusal was for the
+    /// subscription alone (its push service delivered to others), so it
+    /// starts or continues a run of refusals, which any other refusal
+    /// ends. Returns when the run started, if one is on.
+    pub async fn record_refusal(
+        &self,
+        event: &HealthEvent,
+        counted: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        on_backend!(self, b => b.record_refusal(event, counted).await)
+    }
+
+    /// Records a receipt in its subscription's health.
+    pub async fn record_receipt_health(
+        &self,
+        package: &Package,
+        subscription: &str,
+        user: &User,
+        kind: &str,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, b => b
+            .record_receipt_health(package.as_str(), subscription, user.as_str(), kind, at_ms)
+            .await)
+    }
+
+    /// The recorded health of `subscriptions` (their stable ids) in
+    /// `package`; those with none recorded are left out.
+    pub async fn health(
+        &self,
+        package: &Package,
+        subscriptions: &[String],
+    ) -> Result<Vec<SubscriptionHealth>, StoreError> {
+        on_backend!(self, b => b.health(package.as_str(), subscriptions).await)
     }
 
     /// Waits until in-flight statements finish and closes the pool.

@@ -140,6 +140,10 @@ pub enum Settled {
     Deferred {
         after: Duration,
     },
+    /// Refused for the subscription alone, while its push service took
+    /// others' pushes, for `subscriptions.expire_after`: the subscription
+    /// is deactivated, and the push counts as failed under `stale`.
+    Stale,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +217,11 @@ pub(crate) fn tally<'a>(
             Settled::Failed(cause) => {
                 tally.failed += 1;
                 *tally.failures.entry(cause.clone()).or_default() += 1;
+            }
+            Settled::Stale => {
+                gone.push(claimed);
+                tally.failed += 1;
+                *tally.failures.entry("stale".to_owned()).or_default() += 1;
             }
             Settled::Expired => tally.expired += 1,
         }

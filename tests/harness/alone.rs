@@ -88,6 +88,7 @@ impl Alone {
                 // No broker: nothing orphaned is adopted.
                 broker: tokio::sync::watch::channel(false).1,
                 receipts: None,
+                expire_after: Duration::from_secs(60 * 24 * 3600),
                 stats: Default::default(),
             },
             wake.clone(),

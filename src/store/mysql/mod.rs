@@ -17,6 +17,7 @@
 
 mod queue;
 mod receipts;
+mod subscription_health;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -76,6 +77,11 @@ fn migrator() -> Migrator {
             5,
             "axion-push receipts",
             include_str!("../../../migrations/mysql/0005_axion_push_receipt.sql"),
+        ),
+        step(
+            6,
+            "axion-push subscription health",
+            include_str!("../../../migrations/mysql/0006_axion_push_subscription_health.sql"),
         ),
     ]);
     migrator.dangerous_set_table_name(MIGRATIONS);

@@ -14,6 +14,7 @@
 
 mod queue;
 mod receipts;
+mod subscription_health;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -84,6 +85,11 @@ fn migrator() -> Migrator {
             6,
             "axion-push receipts",
             include_str!("../../../migrations/postgres/0006_axion_push_receipt.sql"),
+        ),
+        step(
+            7,
+            "axion-push subscription health",
+            include_str!("../../../migrations/postgres/0007_axion_push_subscription_health.sql"),
         ),
     ]);
     migrator.dangerous_set_table_name(MIGRATIONS);

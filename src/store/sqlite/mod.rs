@@ -4,6 +4,7 @@
 
 mod queue;
 mod receipts;
+mod subscription_health;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -62,6 +63,11 @@ fn migrator() -> Migrator {
             5,
             "axion-push receipts",
             include_str!("../../../migrations/sqlite/0005_axion_push_receipt.sql"),
+        ),
+        step(
+            6,
+            "axion-push subscription health",
+            include_str!("../../../migrations/sqlite/0006_axion_push_subscription_health.sql"),
         ),
     ]);
     migrator.dangerous_set_table_name(MIGRATIONS);

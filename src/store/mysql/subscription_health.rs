@@ -1,0 +1,178 @@
+//! The MariaDB/MySQL statements of each subscription's health.
+
+use sqlx::{MySql as Db, QueryBuilder};
+
+use super::{MySql, classify};
+use crate::store::subscription_health::{HealthEvent, HealthOutcome, SubscriptionHealth, merge};
+use crate::store::{StoreError, to_i64, to_u64};
+
+/// What a batch row changes on a row already there. A delivery in the
+/// batch (`DeliveredAt` set) counts the failures after it only, and ends a
+/// run of refusals.
+/// (`VALUES(col)` is the row the statement wanted to insert; each
+/// assignment reads the new values through it, never a column assigned
+/// before it in the list.)
+const UPDATE: &str = " ON DUPLICATE KEY UPDATE \
+    User = VALUES(User), \
+    Origin = COALESCE(VALUES(Origin), Origin), \
+    Failures = CASE WHEN VALUES(DeliveredAt) IS NOT NULL THEN VALUES(Failures) \
+                    ELSE Failures + VALUES(Failures) END, \
+    RefusedSince = CASE WHEN VALUES(DeliveredAt) IS NOT NULL THEN NULL ELSE RefusedSince END, \
+    DeliveredAt = COALESCE(VALUES(DeliveredAt), DeliveredAt), \
+    FailedAt = COALESCE(VALUES(FailedAt), FailedAt), \
+    Failure = COALESCE(VALUES(Failure), Failure)";
+
+/// A refusal: the last value is when the run of refusals would start, or
+/// NULL when this refusal says nothing against the subscription alone (its
+/// run ends). Read back with [`REFUSED_SINCE`] in the same transaction.
+const REFUSED: &str = "\
+    INSERT INTO axion_push_subscription_health \
+        (Package, Subscription, User, Origin, FailedAt, Failure, Failures, RefusedSince) \
+    VALUES (?, ?, ?, ?, ?, ?, 1, ?) \
+    ON DUPLICATE KEY UPDATE \
+        User = VALUES(User), Origin = COALESCE(VALUES(Origin), Origin), \
+        FailedAt = VALUES(FailedAt), Failure = VALUES(Failure), Failures = Failures + 1, \
+        RefusedSince = CASE WHEN VALUES(RefusedSince) IS NULL THEN NULL \
+                            ELSE COALESCE(RefusedSince, VALUES(RefusedSince)) END";
+
+const REFUSED_SINCE: &str = "\
+    SELECT RefusedSince FROM axion_push_subscription_health WHERE Package = ? AND Subscription = ?";
+
+const RECEIPT: &str = "\
+    INSERT INTO axion_push_subscription_health (Package, Subscription, User, ReceiptAt, Receipt) \
+    VALUES (?, ?, ?, ?, ?) \
+    ON DUPLICATE KEY UPDATE ReceiptAt = VALUES(ReceiptAt), Receipt = VALUES(Receipt)";
+
+const SELECT: &str = "SELECT Subscription, Origin, DeliveredAt, ReceiptAt, Receipt, FailedAt, \
+    Failure, Failures, RefusedSince FROM axion_push_subscription_health WHERE Package = ";
+
+type Row = (
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
+pub(in crate::store) fn from_row(row: Row) -> SubscriptionHealth {
+    let (subscription, origin, delivered, receipt_at, receipt, failed, failure, failures, refused) =
+        row;
+    SubscriptionHealth {
+        subscription,
+        origin,
+        delivered_at: delivered.map(to_u64),
+        receipt_at: receipt_at.map(to_u64),
+        receipt,
+        failed_at: failed.map(to_u64),
+        failure,
+        failures: to_u64(failures),
+        refused_since: refused.map(to_u64),
+    }
+}
+
+impl MySql {
+    pub(in crate::store) async fn record_health(
+        &self,
+        events: &[HealthEvent],
+    ) -> Result<(), StoreError> {
+        let rows = merge(events);
+        for chunk in rows.chunks(1000) {
+            let mut q = QueryBuilder::<Db>::new(
+                "INSERT INTO axion_push_subscription_health \
+                    (Package, Subscription, User, Origin, DeliveredAt, FailedAt, Failure, Failures) ",
+            );
+            q.push_values(chunk, |mut b, row| {
+                b.push_bind(row.package)
+                    .push_bind(row.subscription)
+                    .push_bind(row.user)
+                    .push_bind(row.origin)
+                    .push_bind(row.delivered_at)
+                    .push_bind(row.failed_at)
+                    .push_bind(row.failure)
+                    .push_bind(row.failures);
+            });
+            q.push(UPDATE);
+            q.build().execute(&self.pool).await.map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    pub(in crate::store) async fn record_refusal(
+        &self,
+        event: &HealthEvent,
+        counted: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        let cause = match &event.outcome {
+            HealthOutcome::Failed(cause) => cause.as_str(),
+            HealthOutcome::Delivered => "",
+        };
+        let at = to_i64(event.at_ms);
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query(REFUSED)
+            .bind(&event.package)
+            .bind(&event.subscription)
+            .bind(&event.user)
+            .bind(event.origin.as_deref())
+            .bind(at)
+            .bind(cause)
+            .bind(counted.then_some(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let since: Option<i64> = sqlx::query_scalar(REFUSED_SINCE)
+            .bind(&event.package)
+            .bind(&event.subscription)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(since.map(to_u64))
+    }
+
+    pub(in crate::store) async fn record_receipt_health(
+        &self,
+        package: &str,
+        subscription: &str,
+        user: &str,
+        kind: &str,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(RECEIPT)
+            .bind(package)
+            .bind(subscription)
+            .bind(user)
+            .bind(to_i64(at_ms))
+            .bind(kind)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    pub(in crate::store) async fn health(
+        &self,
+        package: &str,
+        subscriptions: &[String],
+    ) -> Result<Vec<SubscriptionHealth>, StoreError> {
+        if subscriptions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Db>::new(SELECT);
+        q.push_bind(package).push(" AND Subscription IN (");
+        let mut list = q.separated(", ");
+        for s in subscriptions {
+            list.push_bind(s);
+        }
+        q.push(")");
+        let rows: Vec<Row> = q
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(rows.into_iter().map(from_row).collect())
+    }
+}
