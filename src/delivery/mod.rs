@@ -672,9 +672,10 @@ fn is_refusal(cause: &str) -> bool {
         .is_ok_and(|status| (400..500).contains(&status) && status != 413 && status != 429)
 }
 
-/// The subscription's stable id, as `list` shows it and health is keyed.
-fn subscription_of(row: &Claimed) -> String {
-    receipt::subscription_text(&receipt::subscription_id(&row.package, &row.endpoint))
+/// The subscription's stable id (`list` shows it as text, health is keyed
+/// by it).
+fn subscription_of(row: &Claimed) -> [u8; 16] {
+    receipt::subscription_id(&row.package, &row.endpoint)
 }
 
 /// Records a refusal in the subscription's health and decides whether the
@@ -691,12 +692,12 @@ async fn refused(
     cause: String,
 ) -> Settled {
     let now = now_ms();
-    let subscription = subscription_of(row);
-    tracker.forget(&row.package, &subscription);
+    let id = subscription_of(row);
+    tracker.forget(id);
     let counted = origin.is_some_and(|origin| tracker.others_delivered(origin, now));
     let event = HealthEvent {
         package: row.package.clone(),
-        subscription,
+        subscription: receipt::subscription_text(&id),
         user: row.user.clone(),
         origin: origin.map(str::to_owned),
         at_ms: now,
@@ -737,18 +738,18 @@ fn health_events(tracker: &Tracker, batch: &[Settlement], now: u64) -> Vec<Healt
             Settled::Gone => HealthOutcome::Failed("gone".into()),
             _ => continue,
         };
-        let subscription = subscription_of(claimed);
+        let id = subscription_of(claimed);
         match outcome {
             HealthOutcome::Delivered => {
-                if !tracker.write_delivery(&claimed.package, &subscription, now) {
+                if !tracker.write_delivery(id, now) {
                     continue;
                 }
             }
-            HealthOutcome::Failed(_) => tracker.forget(&claimed.package, &subscription),
+            HealthOutcome::Failed(_) => tracker.forget(id),
         }
         events.push(HealthEvent {
             package: claimed.package.clone(),
-            subscription,
+            subscription: receipt::subscription_text(&id),
             user: claimed.user.clone(),
             origin: Endpoint::parse(&claimed.endpoint).ok().map(|e| e.origin()),
             at_ms: now,

@@ -27,8 +27,9 @@ pub struct Tracker {
 struct Inner {
     /// Push-service origin → when it last took a push.
     delivered_by_origin: HashMap<String, u64>,
-    /// (package, subscription) → when its delivery was last written.
-    written: HashMap<(String, String), u64>,
+    /// Subscription (its stable id, which the package and endpoint
+    /// decide) → when its delivery was last written.
+    written: HashMap<[u8; 16], u64>,
 }
 
 impl Tracker {
@@ -56,10 +57,9 @@ impl Tracker {
 
     /// Whether a delivery to this subscription at `now_ms` is to be
     /// written; remembers it when it is.
-    pub fn write_delivery(&self, package: &str, subscription: &str, now_ms: u64) -> bool {
+    pub fn write_delivery(&self, subscription: [u8; 16], now_ms: u64) -> bool {
         let mut inner = self.inner.lock().expect("tracker lock");
-        let key = (package.to_owned(), subscription.to_owned());
-        if let Some(at) = inner.written.get(&key)
+        if let Some(at) = inner.written.get(&subscription)
             && now_ms.saturating_sub(*at) < REWRITE_AFTER_MS
         {
             return false;
@@ -67,17 +67,18 @@ impl Tracker {
         if inner.written.len() >= MAX_REMEMBERED {
             inner.written.clear();
         }
-        inner.written.insert(key, now_ms);
+        inner.written.insert(subscription, now_ms);
         true
     }
 
     /// Something failed for this subscription: its next delivery is
     /// written whenever it comes.
-    pub fn forget(&self, package: &str, subscription: &str) {
-        let mut inner = self.inner.lock().expect("tracker lock");
-        inner
+    pub fn forget(&self, subscription: [u8; 16]) {
+        self.inner
+            .lock()
+            .expect("tracker lock")
             .written
-            .remove(&(package.to_owned(), subscription.to_owned()));
+            .remove(&subscription);
     }
 }
 
@@ -88,12 +89,13 @@ mod tests {
     #[test]
     fn a_delivery_is_written_once_in_a_while_and_again_after_a_failure() {
         let t = Tracker::default();
-        assert!(t.write_delivery("crm", "s", 0));
-        assert!(!t.write_delivery("crm", "s", 1_000));
-        assert!(t.write_delivery("crm", "other", 1_000));
-        t.forget("crm", "s");
-        assert!(t.write_delivery("crm", "s", 2_000));
-        assert!(t.write_delivery("crm", "s", 2_000 + REWRITE_AFTER_MS));
+        let (s, other) = ([1; 16], [2; 16]);
+        assert!(t.write_delivery(s, 0));
+        assert!(!t.write_delivery(s, 1_000));
+        assert!(t.write_delivery(other, 1_000));
+        t.forget(s);
+        assert!(t.write_delivery(s, 2_000));
+        assert!(t.write_delivery(s, 2_000 + REWRITE_AFTER_MS));
     }
 
     #[test]
