@@ -58,6 +58,8 @@ const PACKAGE_KEY_GRACE_MS = 300;
 const DELIVERED_PREFIX = 'axion-push:delivered:';
 /** The daemon's `code` for an endpoint that is another user's. */
 const ENDPOINT_TAKEN = 'endpoint-taken';
+/** Receipts published over one connection (the embedded broker's burst is 10). */
+const RECEIPTS_PER_CONNECTION = 8;
 /** Receipt hand-overs of the service worker this page has taken already. */
 const FORWARDED = new WeakSet();
 
@@ -491,14 +493,15 @@ export class AxionPush {
     try {
       if (relay) {
         await this.#relayRequest({ action: 'receipt', package: this.options.package, user: this.options.user, receipts });
-      } else {
-        for (const receipt of receipts) {
-          try {
-            await this.#deliver('receipt', receipt);
-          } catch (error) {
-            if (!(error instanceof AxionPushError && error.code === 'rejected')) throw error;
-          }
+      } else if (this.options.mqtt) {
+        // Refused ones among the answers are gone too: they would be
+        // refused again. A few per connection: the broker lets a page
+        // publish a burst of 10, then one a second.
+        for (let i = 0; i < receipts.length; i += RECEIPTS_PER_CONNECTION) {
+          await this.#publishAll('receipt', receipts.slice(i, i + RECEIPTS_PER_CONNECTION));
         }
+      } else {
+        ok = false;
       }
     } catch (_) {
       ok = false;
@@ -678,16 +681,35 @@ export class AxionPush {
 
   /** Publishes a command and waits for the daemon's result report. */
   async #publish(verb, message) {
+    const [result] = await this.#publishAll(verb, [message]);
+    if (!result.ok) {
+      throw new AxionPushError(
+        result.code === ENDPOINT_TAKEN ? ENDPOINT_TAKEN : 'rejected',
+        `The notification server refused to ${verb}: ${result.error || 'no reason given'}.`,
+      );
+    }
+    return result;
+  }
+
+  /**
+   * Publishes one command per message over one connection and resolves
+   * with the daemon's result reports, in order (refusals among them).
+   */
+  async #publishAll(verb, messages) {
+    if (!messages.length) return [];
     const token = await this.#token();
     const client = await this.#connect();
-    const id = newId();
-    const command = { ...message, id };
-    // A receipt carries its own token, the one its push came with.
-    if (token && verb !== 'receipt') command.token = token;
+    const commands = messages.map((message) => {
+      const command = { ...message, id: newId() };
+      // A receipt carries its own token, the one its push came with.
+      if (token && verb !== 'receipt') command.token = token;
+      return command;
+    });
     const base = `${this.options.package}/push/${this.options.user}`;
     const resultTopic = this.#topic(`${base}/result`);
     try {
-      const result = await new Promise((resolve, reject) => {
+      return await new Promise((resolve, reject) => {
+        const results = new Map();
         const timer = setTimeout(
           () =>
             reject(
@@ -706,9 +728,11 @@ export class AxionPush {
           } catch (_) {
             return;
           }
-          if (report.id !== id) return;
+          if (!commands.some((c) => c.id === report.id)) return;
+          results.set(report.id, report);
+          if (results.size < commands.length) return;
           clearTimeout(timer);
-          resolve(report);
+          resolve(commands.map((c) => results.get(c.id)));
         });
         client.on('close', () => {
           clearTimeout(timer);
@@ -716,18 +740,13 @@ export class AxionPush {
         });
         client.subscribe(resultTopic, { qos: 1 }, (error) => {
           if (error) return reject(new AxionPushError('failed', `Could not listen for the answer: ${error.message}`));
-          client.publish(this.#topic(`${base}/${verb}`), JSON.stringify(command), { qos: 1 }, (e) => {
-            if (e) reject(new AxionPushError('failed', `Could not send the ${verb} request: ${e.message}`));
-          });
+          for (const command of commands) {
+            client.publish(this.#topic(`${base}/${verb}`), JSON.stringify(command), { qos: 1 }, (e) => {
+              if (e) reject(new AxionPushError('failed', `Could not send the ${verb} request: ${e.message}`));
+            });
+          }
         });
       });
-      if (!result.ok) {
-        throw new AxionPushError(
-          result.code === ENDPOINT_TAKEN ? ENDPOINT_TAKEN : 'rejected',
-          `The notification server refused to ${verb}: ${result.error || 'no reason given'}.`,
-        );
-      }
-      return result;
     } finally {
       client.removeAllListeners('close');
       client.end(true);

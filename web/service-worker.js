@@ -380,13 +380,11 @@ async function keep(receipts) {
 }
 
 /**
- * Hands `receipts` to the daemon's channel: the relay, or an open page of the
- * app (which publishes them over its own connection). Resolves true when one
- * took them.
+ * Hands `receipts` of the user `saved` names to the daemon's channel: the
+ * relay, or an open page of the app (which publishes them over its own
+ * connection). Resolves true when one took them.
  */
-async function handOver(receipts) {
-  const saved = await settings();
-  if (!saved || !saved.package || !saved.user) return false;
+async function handOver(saved, receipts) {
   if (saved.relayUrl) {
     try {
       const response = await fetch(saved.relayUrl, {
@@ -426,26 +424,42 @@ function askPage(client, message) {
   });
 }
 
-/** Sends one receipt, with any kept before it; keeps them all if nothing takes them. */
+/**
+ * Records one receipt, then sends it with any kept before it. Each is kept
+ * under the user this browser was subscribed for when it came: a receipt
+ * is taken only on its own user's topic, so it waits for that user.
+ */
 async function report(receipt, what, extra) {
-  const fresh = { token: receipt.token, receipt: what, ...(extra || {}) };
   try {
-    const kept = await keptReceipts();
-    const all = [...kept.values, fresh];
-    if (await handOver(all)) {
-      if (kept.keys.length) await changeKept((store) => kept.keys.forEach((key) => store.delete(key)));
-    } else {
-      await keep([fresh]);
-    }
+    const saved = (await settings()) || {};
+    await keep([
+      { token: receipt.token, receipt: what, ...(extra || {}), package: saved.package || null, user: saved.user || null },
+    ]);
+    await flushReceipts();
   } catch (_) {
     // A receipt is worth less than the notification: never fail its event.
   }
 }
 
-async function flushReceipts() {
+// One hand-over at a time: two at once would both send what is kept.
+let flushing = Promise.resolve();
+
+/** Sends the kept receipts of the user this browser is subscribed for. */
+function flushReceipts() {
+  flushing = flushing.then(flushNow, flushNow);
+  return flushing;
+}
+
+async function flushNow() {
+  const saved = await settings();
+  if (!saved || !saved.package || !saved.user) return;
   const kept = await keptReceipts();
-  if (!kept.values.length) return;
-  if (await handOver(kept.values)) {
-    await changeKept((store) => kept.keys.forEach((key) => store.delete(key)));
+  const mine = kept.keys
+    .map((key, i) => [key, kept.values[i]])
+    .filter(([, r]) => r.package === saved.package && r.user === saved.user);
+  if (!mine.length) return;
+  const receipts = mine.map(([, { package: _package, user: _user, ...r }]) => r);
+  if (await handOver(saved, receipts)) {
+    await changeKept((store) => mine.forEach(([key]) => store.delete(key)));
   }
 }

@@ -524,8 +524,13 @@ test('with no page open, the service worker hands a replaced subscription to the
   assert.equal(request.subscription.endpoint, `${push.origin}/wpush/${channelID}`);
 
   const acked = push.waitFor('ack', (a) => a.channelID === channelID, 'ack on the new subscription', WAIT_MS);
+  const receipted = nextRelayed((r) => r.action === 'receipt', 'receipts from the service worker');
   await daemon.run('test-push', RELAY_USER, '--package', PACKAGE, '--title', 'Replaced while closed');
   assert.equal((await acked).code, 100);
+  // With no page open, the worker hands its receipt to the relay too.
+  const { user, receipts } = await receipted;
+  assert.equal(user, RELAY_USER);
+  assert.ok(receipts.some((r) => r.receipt === 'shown' && r.token), JSON.stringify(receipts));
   const rows = await subscriptions(RELAY_USER);
   assert.deepEqual(
     rows.filter((r) => r.active).map((r) => r.endpoint),
