@@ -313,6 +313,12 @@ impl Receipts {
         let mut buckets = self.allowance.lock().expect("receipt allowance lock");
         if buckets.len() >= TRACKED {
             buckets.retain(|_, b| b.refilled(now) < f64::from(BURST));
+            // Still full: a flood in many users' names (only a service can
+            // publish for any user). Starting afresh bounds the memory; each
+            // of them gets one more burst.
+            if buckets.len() >= TRACKED {
+                buckets.clear();
+            }
         }
         let bucket = buckets
             .entry((package.to_owned(), user.to_owned()))

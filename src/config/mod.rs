@@ -1291,6 +1291,23 @@ mod tests {
     }
 
     #[test]
+    fn click_receipts_need_receipts_and_expiry_reads_days() {
+        assert_eq!(
+            paths("axion_push:\n  receipts: {enabled: false, clicks: true}\n"),
+            ["axion_push.receipts.clicks"]
+        );
+        let c = Config::from_yaml(
+            "axion_push:\n  subscriptions: {expire_after: 90d}\n",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(
+            c.settings.subscriptions.expire_after,
+            Duration::from_secs(90 * 24 * 3600)
+        );
+    }
+
+    #[test]
     fn values_are_read_into_real_types() {
         let c = Config::from_yaml(
             "axion_push:\n  mqtt: {url: 'mqtts://broker:8883', shared_group: axion-push}\n  delivery: {request_timeout: 1500ms, concurrency: 8}\n  broker: {websocket_listen: '127.0.0.1:8083'}\n",
