@@ -242,6 +242,7 @@ async fn a_flood_of_receipts_from_one_user_is_refused_past_its_allowance() {
             .unwrap()
             .contains("too many receipts")
         {
+            assert_eq!(answer["code"], "rate-limited", "worth sending again later");
             refused = Some(i);
             break;
         }

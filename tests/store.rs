@@ -1181,8 +1181,14 @@ async fn a_run_of_refusals_starts_continues_and_ends() {
         Some(60),
         "a delivery ended the run"
     );
+    let later = 60 + axion_push::store::RUN_GAP_MS + 1;
+    assert_eq!(
+        store.record_refusal(&refused(later), true).await.unwrap(),
+        Some(later),
+        "a run with no push for longer than the gap starts again"
+    );
     let health = store.health(&package(), &["a".into()]).await.unwrap();
-    assert_eq!(health[0].failures, 1);
-    assert_eq!(health[0].refused_since, Some(60));
+    assert_eq!(health[0].failures, 2);
+    assert_eq!(health[0].refused_since, Some(later));
     store.close().await;
 }

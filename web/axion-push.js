@@ -60,8 +60,6 @@ const DELIVERED_PREFIX = 'axion-push:delivered:';
 const ENDPOINT_TAKEN = 'endpoint-taken';
 /** Receipts published over one connection (the embedded broker's burst is 10). */
 const RECEIPTS_PER_CONNECTION = 8;
-/** Receipt hand-overs of the service worker this page has taken already. */
-const FORWARDED = new WeakSet();
 
 export class AxionPushError extends Error {
   /**
@@ -181,7 +179,35 @@ export class AxionPush {
     };
     if (typeof navigator !== 'undefined' && navigator.serviceWorker) {
       navigator.serviceWorker.addEventListener('message', (event) => this.#onWorkerMessage(event));
+      if (!AxionPush.#listening) {
+        AxionPush.#listening = true;
+        navigator.serviceWorker.addEventListener('message', (event) => AxionPush.#onReceipts(event));
+      }
     }
+    AxionPush.#instances.add(this);
+  }
+
+  /** Every AxionPush this page made: receipts go through one of them. */
+  static #instances = new Set();
+  static #listening = false;
+
+  /**
+   * Receipts the service worker hands over (what became of notifications),
+   * sent once per page by its first AxionPush for their user. A page with
+   * none for that user says so at once, and the worker asks another page.
+   */
+  static async #onReceipts(event) {
+    const message = event.data || {};
+    if (message.type !== 'axion-push:receipts') return;
+    const port = event.ports && event.ports[0];
+    const mine = [...AxionPush.#instances].find(
+      (p) => p.options.package === message.package && p.options.user === message.user,
+    );
+    if (!mine) {
+      if (port) port.postMessage({ ok: false });
+      return;
+    }
+    await mine.#forwardReceipts(message.receipts, port);
   }
 
   /** null when this browser can receive notifications, else an AxionPushError saying why not. */
@@ -453,16 +479,6 @@ export class AxionPush {
 
   async #onWorkerMessage(event) {
     const message = event.data || {};
-    if (message.type === 'axion-push:receipts') {
-      // Sent once per page, by its first AxionPush object for that user,
-      // however many the page made. A page with none for the user does not
-      // answer: the worker asks another page, or keeps them.
-      if (message.package !== this.options.package || message.user !== this.options.user) return;
-      if (FORWARDED.has(event)) return;
-      FORWARDED.add(event);
-      await this.#forwardReceipts(message.receipts, event.ports && event.ports[0]);
-      return;
-    }
     if (message.type !== 'axion-push:subscriptionchange') return;
     if (message.user && (message.package !== this.options.package || message.user !== this.options.user)) return;
     const registration = await this.#registration();
@@ -498,7 +514,9 @@ export class AxionPush {
         // refused again. A few per connection: the broker lets a page
         // publish a burst of 10, then one a second.
         for (let i = 0; i < receipts.length; i += RECEIPTS_PER_CONNECTION) {
-          await this.#publishAll('receipt', receipts.slice(i, i + RECEIPTS_PER_CONNECTION));
+          const answers = await this.#publishAll('receipt', receipts.slice(i, i + RECEIPTS_PER_CONNECTION));
+          // Past the user's allowance: the worker keeps them for later.
+          if (answers.some((a) => !a.ok && a.code === 'rate-limited')) ok = false;
         }
       } else {
         ok = false;

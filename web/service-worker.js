@@ -39,6 +39,8 @@ const SETTINGS_KEY = 'subscription';
 const RECEIPTS_STORE = 'receipts';
 // Receipts kept while nothing can take them; the oldest go first.
 const MAX_KEPT_RECEIPTS = 100;
+// Receipts handed over at once.
+const HAND_OVER_BATCH = 8;
 
 // The origins a click may open: this site's, and https origins the page
 // listed when it registered this worker.
@@ -414,8 +416,9 @@ async function handOver(saved, receipts) {
 function askPage(client, message) {
   return new Promise((resolve) => {
     const channel = new MessageChannel();
-    // A page without axion-push.js never answers.
-    const timer = setTimeout(() => resolve(false), 10000);
+    // A page without axion-push.js never answers; one with it answers once
+    // its batch is published (within its own 15 s wait for the daemon).
+    const timer = setTimeout(() => resolve(false), 20000);
     channel.port1.onmessage = (event) => {
       clearTimeout(timer);
       resolve(Boolean(event.data && event.data.ok));
@@ -458,8 +461,12 @@ async function flushNow() {
     .map((key, i) => [key, kept.values[i]])
     .filter(([, r]) => r.package === saved.package && r.user === saved.user);
   if (!mine.length) return;
-  const receipts = mine.map(([, { package: _package, user: _user, ...r }]) => r);
-  if (await handOver(saved, receipts)) {
-    await changeKept((store) => mine.forEach(([key]) => store.delete(key)));
+  // A few at a time, each batch forgotten once taken: a page publishes 8
+  // over one connection, well within the wait for its answer.
+  for (let i = 0; i < mine.length; i += HAND_OVER_BATCH) {
+    const batch = mine.slice(i, i + HAND_OVER_BATCH);
+    const receipts = batch.map(([, { package: _package, user: _user, ...r }]) => r);
+    if (!(await handOver(saved, receipts))) return;
+    await changeKept((store) => batch.forEach(([key]) => store.delete(key)));
   }
 }

@@ -56,6 +56,13 @@ pub enum CommandError {
     Token(#[from] crate::token::TokenError),
     #[error("{0}")]
     ReceiptToken(#[from] crate::receipt::ReceiptTokenError),
+    /// A receipt past its user's allowance: worth sending again later.
+    #[error(
+        "too many receipts from this user: at most {} at once, then {} a second; send the rest later",
+        crate::receipt::BURST,
+        crate::receipt::PER_SECOND
+    )]
+    TooManyReceipts,
     /// With subscribe tokens on, a token proves who the user is, not whose
     /// browser the endpoint is: an endpoint active for another user of the
     /// package stays theirs.
@@ -73,6 +80,7 @@ impl CommandError {
     pub fn code(&self) -> Option<&'static str> {
         match self {
             CommandError::EndpointTaken => Some("endpoint-taken"),
+            CommandError::TooManyReceipts => Some("rate-limited"),
             _ => None,
         }
     }

@@ -72,11 +72,7 @@ pub(super) async fn apply(
     let action = text(&value, "action", MAX_ACTION_CHARS)?;
     let reason = text(&value, "reason", MAX_REASON_CHARS)?;
     if !receipts.allow(package.as_str(), user.as_str(), Instant::now()) {
-        return Err(CommandError::Invalid(format!(
-            "too many receipts from this user: at most {} at once, then {} a second; send the rest later",
-            receipt::BURST,
-            receipt::PER_SECOND
-        )));
+        return Err(CommandError::TooManyReceipts);
     }
     let token = value.get("token").and_then(Value::as_str);
     let verified = receipts.key.verify(token, package, user, now_ms() / 1000)?;
@@ -96,10 +92,15 @@ pub(super) async fn apply(
         )));
     }
     let subscription = receipt::subscription_text(&verified.subscription);
-    inner
+    // The receipt is taken: it is answered whatever becomes of this record
+    // (an error here would leave it taken and never reported).
+    if let Err(e) = inner
         .store
         .record_receipt_health(package, &subscription, user, kind.as_str(), now_ms())
-        .await?;
+        .await
+    {
+        tracing::warn!(error = %e, "could not record a receipt in its subscription's health");
+    }
     tracing::info!(
         command_id = id,
         send_id = verified.send_id,

@@ -374,7 +374,7 @@ async fn claim(
                     breakers.record(origin, health(&outcome), probe, now_ms());
                 }
                 if let (Ok(Outcome::Delivered), Some(origin)) = (&outcome, origin.as_deref()) {
-                    tracker.delivered_by(origin, now_ms());
+                    tracker.delivered_by(&row.package, origin, now_ms());
                 }
                 let settled_as = match settle_as(&parts.retry, &row, &message, outcome) {
                     Settled::Failed(cause) if is_refusal(&cause) => {
@@ -413,8 +413,9 @@ async fn purge(parts: Arc<EngineParts>, stop: CancellationToken) {
             ),
             Err(e) => parts.health.failed(&e, "forgetting old sends"),
         }
-        // Receipts of pushes whose tokens are no longer taken at all.
-        let before = now_ms().saturating_sub(receipt::MAX_AGE_SECS * 1000);
+        // Receipts of pushes whose tokens are no longer taken at all (a day
+        // past their age: daemons' clocks may differ).
+        let before = now_ms().saturating_sub((receipt::MAX_AGE_SECS + 24 * 3600) * 1000);
         if let Err(e) = parts.store.purge_receipts(before).await {
             parts.health.failed(&e, "forgetting old receipts");
         }
@@ -694,7 +695,7 @@ async fn refused(
     let now = now_ms();
     let id = subscription_of(row);
     tracker.forget(id);
-    let counted = origin.is_some_and(|origin| tracker.others_delivered(origin, now));
+    let counted = origin.is_some_and(|origin| tracker.others_delivered(&row.package, origin, now));
     let event = HealthEvent {
         package: row.package.clone(),
         subscription: receipt::subscription_text(&id),

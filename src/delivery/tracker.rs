@@ -25,33 +25,35 @@ pub struct Tracker {
 
 #[derive(Default)]
 struct Inner {
-    /// Push-service origin → when it last took a push.
-    delivered_by_origin: HashMap<String, u64>,
+    /// (package, push-service origin) → when it last took a push of the
+    /// package. Per package: a package may sign with a VAPID key of its
+    /// own, and a wrong key is refused for all of that package only.
+    delivered_by_origin: HashMap<(String, String), u64>,
     /// Subscription (its stable id, which the package and endpoint
     /// decide) → when its delivery was last written.
     written: HashMap<[u8; 16], u64>,
 }
 
 impl Tracker {
-    /// A push service took a push at `now_ms`.
-    pub fn delivered_by(&self, origin: &str, now_ms: u64) {
+    /// A push service took a push of `package` at `now_ms`.
+    pub fn delivered_by(&self, package: &str, origin: &str, now_ms: u64) {
         let mut inner = self.inner.lock().expect("tracker lock");
-        match inner.delivered_by_origin.get_mut(origin) {
-            Some(at) => *at = (*at).max(now_ms),
-            None => {
-                inner.delivered_by_origin.insert(origin.to_owned(), now_ms);
-            }
-        }
+        let at = inner
+            .delivered_by_origin
+            .entry((package.to_owned(), origin.to_owned()))
+            .or_insert(now_ms);
+        *at = (*at).max(now_ms);
     }
 
-    /// Whether the push service at `origin` took a push lately: a refusal
-    /// from it then says something about the subscription, not about us
-    /// (a wrong VAPID key is refused for everyone) or about it (an outage).
-    pub fn others_delivered(&self, origin: &str, now_ms: u64) -> bool {
+    /// Whether the push service at `origin` took a push of `package`
+    /// lately: a refusal from it then says something about the
+    /// subscription, not about us (a wrong VAPID key is refused for the
+    /// whole package) or about it (an outage).
+    pub fn others_delivered(&self, package: &str, origin: &str, now_ms: u64) -> bool {
         let inner = self.inner.lock().expect("tracker lock");
         inner
             .delivered_by_origin
-            .get(origin)
+            .get(&(package.to_owned(), origin.to_owned()))
             .is_some_and(|at| now_ms.saturating_sub(*at) <= EVIDENCE_MS)
     }
 
@@ -99,13 +101,17 @@ mod tests {
     }
 
     #[test]
-    fn a_push_service_counts_as_delivering_for_a_day_after_its_last_delivery() {
+    fn a_push_service_counts_as_delivering_for_a_package_for_a_day_after_its_last_delivery() {
         let t = Tracker::default();
         let fcm = "https://fcm.googleapis.com";
-        assert!(!t.others_delivered(fcm, 0), "never delivered");
-        t.delivered_by(fcm, 1_000);
-        assert!(t.others_delivered(fcm, 1_000 + EVIDENCE_MS));
-        assert!(!t.others_delivered(fcm, 1_001 + EVIDENCE_MS));
-        assert!(!t.others_delivered("https://web.push.apple.com", 1_000));
+        assert!(!t.others_delivered("crm", fcm, 0), "never delivered");
+        t.delivered_by("crm", fcm, 1_000);
+        assert!(t.others_delivered("crm", fcm, 1_000 + EVIDENCE_MS));
+        assert!(!t.others_delivered("crm", fcm, 1_001 + EVIDENCE_MS));
+        assert!(!t.others_delivered("crm", "https://web.push.apple.com", 1_000));
+        assert!(
+            !t.others_delivered("hr", fcm, 1_000),
+            "another package may sign with another (wrong) key"
+        );
     }
 }

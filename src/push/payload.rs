@@ -82,10 +82,14 @@ fn is_empty_object(v: &Value) -> bool {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the notification is {len} bytes as a Web Push payload; at most {MAX_PLAINTEXT} fit one 4096-byte encrypted record (shorten body, data or actions)"
+    "the notification is {len} bytes as a Web Push payload{}; at most {MAX_PLAINTEXT} fit one 4096-byte encrypted record (shorten body, data or actions)",
+    if *reserved > 0 { format!(" ({reserved} of them the receipt token each push carries)") } else { String::new() }
 )]
 pub struct PayloadTooLarge {
+    /// The payload's bytes, `reserved` included.
     pub len: usize,
+    /// What each push adds to it (its receipt token).
+    pub reserved: usize,
 }
 
 /// Renders the payload once per command; it is then encrypted per
@@ -133,7 +137,7 @@ pub fn render(
     let bytes = serde_json::to_vec(&message).expect("a payload of strings and numbers serialises");
     let len = bytes.len() + reserved;
     if len > MAX_PLAINTEXT {
-        return Err(PayloadTooLarge { len });
+        return Err(PayloadTooLarge { len, reserved });
     }
     Ok(bytes)
 }
@@ -260,5 +264,10 @@ mod tests {
         assert!(render(&n, 0, room).is_ok());
         let e = render(&n, 0, room + 1).unwrap_err();
         assert_eq!(e.len, MAX_PLAINTEXT + 1);
+        assert!(
+            e.to_string()
+                .contains(&format!("({} of them the receipt token", room + 1)),
+            "{e}"
+        );
     }
 }

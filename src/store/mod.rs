@@ -31,7 +31,7 @@ pub use queue::{
     Claimed, CommandState, Enqueued, NewSend, Published, QueuedMessage, Recipients, Settled,
     Settlement, UnpublishedEvent,
 };
-pub use subscription_health::{HealthEvent, HealthOutcome, SubscriptionHealth};
+pub use subscription_health::{HealthEvent, HealthOutcome, RUN_GAP_MS, SubscriptionHealth};
 
 use crate::config::DatabaseSettings;
 use crate::model::{Group, Package, Subscription, User};

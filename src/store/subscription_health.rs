@@ -6,6 +6,11 @@
 
 use std::collections::BTreeMap;
 
+/// A run of refusals with no push failing for this long (milliseconds)
+/// starts again at the next refusal: the subscription was not tried in
+/// between, so nothing says it was refused all that time.
+pub const RUN_GAP_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// What became of one push, for its subscription's health.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthEvent {

@@ -3,7 +3,9 @@
 use sqlx::{MySql as Db, QueryBuilder};
 
 use super::{MySql, classify};
-use crate::store::subscription_health::{HealthEvent, HealthOutcome, SubscriptionHealth, merge};
+use crate::store::subscription_health::{
+    HealthEvent, HealthOutcome, RUN_GAP_MS, SubscriptionHealth, merge,
+};
 use crate::store::{StoreError, to_i64, to_u64};
 
 /// What a batch row changes on a row already there. A delivery in the
@@ -24,16 +26,21 @@ const UPDATE: &str = " ON DUPLICATE KEY UPDATE \
 
 /// A refusal: the last value is when the run of refusals would start, or
 /// NULL when this refusal says nothing against the subscription alone (its
-/// run ends). Read back with [`REFUSED_SINCE`] in the same transaction.
+/// run ends); a run whose last failure is older than the last parameter
+/// (`RUN_GAP_MS`) starts again. `RefusedSince` is assigned before
+/// `FailedAt`, as MariaDB's assignments read the columns assigned before
+/// them. Read back with [`REFUSED_SINCE`] in the same transaction.
 const REFUSED: &str = "\
     INSERT INTO axion_push_subscription_health \
         (Package, Subscription, User, Origin, FailedAt, Failure, Failures, RefusedSince) \
     VALUES (?, ?, ?, ?, ?, ?, 1, ?) \
     ON DUPLICATE KEY UPDATE \
         User = VALUES(User), Origin = COALESCE(VALUES(Origin), Origin), \
-        FailedAt = VALUES(FailedAt), Failure = VALUES(Failure), Failures = Failures + 1, \
         RefusedSince = CASE WHEN VALUES(RefusedSince) IS NULL THEN NULL \
-                            ELSE COALESCE(RefusedSince, VALUES(RefusedSince)) END";
+                            WHEN FailedAt IS NULL OR FailedAt < VALUES(FailedAt) - ? \
+                                THEN VALUES(RefusedSince) \
+                            ELSE COALESCE(RefusedSince, VALUES(RefusedSince)) END, \
+        FailedAt = VALUES(FailedAt), Failure = VALUES(Failure), Failures = Failures + 1";
 
 const REFUSED_SINCE: &str = "\
     SELECT RefusedSince FROM axion_push_subscription_health WHERE Package = ? AND Subscription = ?";
@@ -136,6 +143,7 @@ impl MySql {
             .bind(at)
             .bind(cause)
             .bind(counted.then_some(at))
+            .bind(to_i64(RUN_GAP_MS))
             .execute(&mut *tx)
             .await
             .map_err(classify)?;

@@ -3,7 +3,9 @@
 use sqlx::{Postgres as Db, QueryBuilder};
 
 use super::{Postgres, classify};
-use crate::store::subscription_health::{HealthEvent, HealthOutcome, SubscriptionHealth, merge};
+use crate::store::subscription_health::{
+    HealthEvent, HealthOutcome, RUN_GAP_MS, SubscriptionHealth, merge,
+};
 use crate::store::{StoreError, to_i64, to_u64};
 
 /// What a batch row changes on a row already there. A delivery in the
@@ -19,9 +21,10 @@ const UPDATE: &str = r#" ON CONFLICT ("Package", "Subscription") DO UPDATE SET
                       ELSE h."Failures" + excluded."Failures" END,
     "RefusedSince" = CASE WHEN excluded."DeliveredAt" IS NOT NULL THEN NULL ELSE h."RefusedSince" END"#;
 
-/// A refusal: `?9` is when the run of refusals would start, or NULL when
+/// A refusal: `$7` is when the run of refusals would start, or NULL when
 /// this refusal says nothing against the subscription alone (its run
-/// ends).
+/// ends); a run whose last failure is older than `$8` (`RUN_GAP_MS`)
+/// starts again. (The right-hand sides read the row as it was.)
 const REFUSED: &str = r#"
     INSERT INTO axion_push_subscription_health AS h
         ("Package", "Subscription", "User", "Origin", "FailedAt", "Failure", "Failures", "RefusedSince")
@@ -31,6 +34,8 @@ const REFUSED: &str = r#"
         "FailedAt" = excluded."FailedAt", "Failure" = excluded."Failure",
         "Failures" = h."Failures" + 1,
         "RefusedSince" = CASE WHEN excluded."RefusedSince" IS NULL THEN NULL
+                              WHEN h."FailedAt" IS NULL OR h."FailedAt" < excluded."FailedAt" - $8
+                                  THEN excluded."RefusedSince"
                               ELSE COALESCE(h."RefusedSince", excluded."RefusedSince") END
     RETURNING "RefusedSince""#;
 
@@ -117,6 +122,7 @@ impl Postgres {
             .bind(at)
             .bind(cause)
             .bind(counted.then_some(at))
+            .bind(to_i64(RUN_GAP_MS))
             .fetch_one(&self.pool)
             .await
             .map_err(classify)?;

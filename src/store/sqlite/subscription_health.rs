@@ -3,7 +3,9 @@
 use sqlx::{QueryBuilder, Sqlite as Db};
 
 use super::{Sqlite, classify};
-use crate::store::subscription_health::{HealthEvent, HealthOutcome, SubscriptionHealth, merge};
+use crate::store::subscription_health::{
+    HealthEvent, HealthOutcome, RUN_GAP_MS, SubscriptionHealth, merge,
+};
 use crate::store::{StoreError, to_i64, to_u64};
 
 /// What a batch row changes on a row already there. A delivery in the
@@ -19,9 +21,10 @@ const UPDATE: &str = " ON CONFLICT (Package, Subscription) DO UPDATE SET \
                     ELSE Failures + excluded.Failures END, \
     RefusedSince = CASE WHEN excluded.DeliveredAt IS NOT NULL THEN NULL ELSE RefusedSince END";
 
-/// A refusal: `?9` is when the run of refusals would start, or NULL when
+/// A refusal: `?7` is when the run of refusals would start, or NULL when
 /// this refusal says nothing against the subscription alone (its run
-/// ends).
+/// ends); a run whose last failure is older than `?8` (`RUN_GAP_MS`)
+/// starts again. (The right-hand sides read the row as it was.)
 const REFUSED: &str = "\
     INSERT INTO axion_push_subscription_health \
         (Package, Subscription, User, Origin, FailedAt, Failure, Failures, RefusedSince) \
@@ -30,6 +33,8 @@ const REFUSED: &str = "\
         User = excluded.User, Origin = COALESCE(excluded.Origin, Origin), \
         FailedAt = excluded.FailedAt, Failure = excluded.Failure, Failures = Failures + 1, \
         RefusedSince = CASE WHEN excluded.RefusedSince IS NULL THEN NULL \
+                            WHEN FailedAt IS NULL OR FailedAt < excluded.FailedAt - ?8 \
+                                THEN excluded.RefusedSince \
                             ELSE COALESCE(RefusedSince, excluded.RefusedSince) END \
     RETURNING RefusedSince";
 
@@ -115,6 +120,7 @@ impl Sqlite {
             .bind(at)
             .bind(cause)
             .bind(counted.then_some(at))
+            .bind(to_i64(RUN_GAP_MS))
             .fetch_one(&self.pool)
             .await
             .map_err(classify)?;
