@@ -28,7 +28,7 @@ struct Inner {
     /// (package, push-service origin) → when it last took a push of the
     /// package. Per package: a package may sign with a VAPID key of its
     /// own, and a wrong key is refused for all of that package only.
-    delivered_by_origin: HashMap<(String, String), u64>,
+    delivered_by_origin: HashMap<String, HashMap<String, u64>>,
     /// Subscription (its stable id, which the package and endpoint
     /// decide) → when its delivery was last written.
     written: HashMap<[u8; 16], u64>,
@@ -38,11 +38,20 @@ impl Tracker {
     /// A push service took a push of `package` at `now_ms`.
     pub fn delivered_by(&self, package: &str, origin: &str, now_ms: u64) {
         let mut inner = self.inner.lock().expect("tracker lock");
-        let at = inner
+        // Looked up by reference first: a push allocates nothing here.
+        if let Some(at) = inner
             .delivered_by_origin
-            .entry((package.to_owned(), origin.to_owned()))
-            .or_insert(now_ms);
-        *at = (*at).max(now_ms);
+            .get_mut(package)
+            .and_then(|origins| origins.get_mut(origin))
+        {
+            *at = (*at).max(now_ms);
+            return;
+        }
+        inner
+            .delivered_by_origin
+            .entry(package.to_owned())
+            .or_default()
+            .insert(origin.to_owned(), now_ms);
     }
 
     /// Whether the push service at `origin` took a push of `package`
@@ -53,7 +62,8 @@ impl Tracker {
         let inner = self.inner.lock().expect("tracker lock");
         inner
             .delivered_by_origin
-            .get(&(package.to_owned(), origin.to_owned()))
+            .get(package)
+            .and_then(|origins| origins.get(origin))
             .is_some_and(|at| now_ms.saturating_sub(*at) <= EVIDENCE_MS)
     }
 
