@@ -400,10 +400,12 @@ async function handOver(saved, receipts) {
       return false;
     }
   }
-  // The focused page first; a page that cannot send them (signed in as
-  // someone else, its token expired) says so, and the next one is asked.
+  // The focused page first, then those in view (a background tab's timers
+  // are slowed down); a page that cannot send them (signed in as someone
+  // else, its token expired) says so, and the next one is asked.
   const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
-  windows.sort((a, b) => Number(b.focused) - Number(a.focused));
+  const rank = (client) => 2 * Number(client.focused) + Number(client.visibilityState === 'visible');
+  windows.sort((a, b) => rank(b) - rank(a));
   for (const client of windows) {
     if (await askPage(client, { type: 'axion-push:receipts', package: saved.package, user: saved.user, receipts })) {
       return true;
@@ -417,7 +419,8 @@ function askPage(client, message) {
   return new Promise((resolve) => {
     const channel = new MessageChannel();
     // A page without axion-push.js never answers; one with it answers once
-    // its batch is published (within its own 15 s wait for the daemon).
+    // its batch of 8 is published: within a second when it is in view,
+    // several in a background tab, whose timers the browser slows down.
     const timer = setTimeout(() => resolve(false), 20000);
     channel.port1.onmessage = (event) => {
       clearTimeout(timer);
@@ -444,13 +447,23 @@ async function report(receipt, what, extra) {
   }
 }
 
-// One hand-over at a time: two at once would both send what is kept.
-let flushing = Promise.resolve();
+// One hand-over at a time per user: two at once would both send what is
+// kept. (Per user, so that a page that does not answer for one user holds
+// up nobody else's receipts.)
+const flushing = new Map();
 
 /** Sends the kept receipts of the user this browser is subscribed for. */
-function flushReceipts() {
-  flushing = flushing.then(flushNow, flushNow);
-  return flushing;
+async function flushReceipts() {
+  const saved = await settings();
+  if (!saved || !saved.package || !saved.user) return;
+  const key = JSON.stringify([saved.package, saved.user, saved.relayUrl || null]);
+  const next = (flushing.get(key) || Promise.resolve()).then(flushNow, flushNow);
+  flushing.set(key, next);
+  try {
+    await next;
+  } finally {
+    if (flushing.get(key) === next) flushing.delete(key);
+  }
 }
 
 async function flushNow() {
