@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use super::to_u64;
+
 /// A run of refusals with no push failing for this long (milliseconds)
 /// starts again at the next refusal: the subscription was not tried in
 /// between, so nothing says it was refused all that time.
@@ -99,6 +101,37 @@ pub(crate) fn merge(events: &[HealthEvent]) -> Vec<HealthRow<'_>> {
         }
     }
     rows.into_values().collect()
+}
+
+/// A health row as every backend's `SELECT` reads it: subscription,
+/// origin, delivered at, receipt at, receipt, failed at, failure,
+/// failures, refused since.
+pub(crate) type HealthColumns = (
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
+pub(crate) fn from_row(row: HealthColumns) -> SubscriptionHealth {
+    let (subscription, origin, delivered, receipt_at, receipt, failed, failure, failures, refused) =
+        row;
+    SubscriptionHealth {
+        subscription,
+        origin,
+        delivered_at: delivered.map(to_u64),
+        receipt_at: receipt_at.map(to_u64),
+        receipt,
+        failed_at: failed.map(to_u64),
+        failure,
+        failures: to_u64(failures),
+        refused_since: refused.map(to_u64),
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use sqlx::{QueryBuilder, Sqlite as Db};
 
 use super::{Sqlite, classify};
 use crate::store::subscription_health::{
-    HealthEvent, HealthOutcome, RUN_GAP_MS, SubscriptionHealth, merge,
+    HealthColumns, HealthEvent, HealthOutcome, RUN_GAP_MS, SubscriptionHealth, from_row, merge,
 };
 use crate::store::{StoreError, to_i64, to_u64};
 
@@ -46,34 +46,6 @@ const RECEIPT: &str = "\
 
 const SELECT: &str = "SELECT Subscription, Origin, DeliveredAt, ReceiptAt, Receipt, FailedAt, \
     Failure, Failures, RefusedSince FROM axion_push_subscription_health WHERE Package = ";
-
-type Row = (
-    String,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    i64,
-    Option<i64>,
-);
-
-pub(in crate::store) fn from_row(row: Row) -> SubscriptionHealth {
-    let (subscription, origin, delivered, receipt_at, receipt, failed, failure, failures, refused) =
-        row;
-    SubscriptionHealth {
-        subscription,
-        origin,
-        delivered_at: delivered.map(to_u64),
-        receipt_at: receipt_at.map(to_u64),
-        receipt,
-        failed_at: failed.map(to_u64),
-        failure,
-        failures: to_u64(failures),
-        refused_since: refused.map(to_u64),
-    }
-}
 
 impl Sqlite {
     pub(in crate::store) async fn record_health(
@@ -162,7 +134,7 @@ impl Sqlite {
             list.push_bind(s);
         }
         q.push(")");
-        let rows: Vec<Row> = q
+        let rows: Vec<HealthColumns> = q
             .build_query_as()
             .fetch_all(&self.pool)
             .await
