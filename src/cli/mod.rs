@@ -565,17 +565,18 @@ async fn subscriptions(
         .context("--package")?;
     let store = Store::open(&config.settings.database).await?;
     let rows = store.subscriptions(&user, package.as_ref()).await?;
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|row| subscription_text(&subscription_id(&row.package, &row.endpoint)))
+        .collect();
     // Each row's health, read per package.
     let mut health = std::collections::HashMap::new();
     let mut by_package: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
-    for row in &rows {
+    for (row, id) in rows.iter().zip(&ids) {
         by_package
             .entry(row.package.as_str())
             .or_default()
-            .push(subscription_text(&subscription_id(
-                &row.package,
-                &row.endpoint,
-            )));
+            .push(id.clone());
     }
     for (name, ids) in by_package {
         if let Ok(package) = Package::parse(name) {
@@ -586,8 +587,7 @@ async fn subscriptions(
     }
     store.close().await;
     let now = crate::report::now_ms();
-    for row in &rows {
-        let id = subscription_text(&subscription_id(&row.package, &row.endpoint));
+    for (row, id) in rows.iter().zip(ids) {
         let health = health
             .get(&(row.package.clone(), id.clone()))
             .map(|h| crate::command::listed_health(h, now));
