@@ -21,6 +21,8 @@ mod health;
 mod mysql;
 mod postgres;
 mod queue;
+mod rows;
+mod shared;
 mod sqlite;
 mod subscription_health;
 
@@ -49,24 +51,64 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// recorder died, or other daemons help with a large fan-out.
 pub const HOLD: Duration = Duration::from_secs(2);
 
-/// Why a statement failed, and whether trying again later can help.
+/// Why a statement failed, and whether trying again later can help. The
+/// sqlx error it came from is kept as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Text, not the sqlx error: it may repeat the URL's password, which
+    /// is taken out (and the URL shown redacted).
     #[error("cannot open the database {url}: {reason}")]
     Open { url: String, reason: String },
     #[error("database migration failed: {0}")]
-    Migrate(String),
+    Migrate(#[source] sqlx::migrate::MigrateError),
     /// Locked, busy, out of connections, a deadlock, a lost connection, a
     /// server shutting down: the same statement may well succeed later.
     #[error("database unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] sqlx::Error),
+    /// Another daemon's subscribe of the same endpoint held the endpoint's
+    /// lock (MariaDB/MySQL) longer than a statement may wait.
+    #[error("database unavailable: another subscribe of the same endpoint held its lock for 10 s")]
+    EndpointLocked,
     #[error("database error: {0}")]
-    Query(String),
+    Query(#[source] sqlx::Error),
 }
 
 impl StoreError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::EndpointLocked
+        )
+    }
+}
+
+/// A failed statement, unavailable or not by what the error says: a lost,
+/// refused or exhausted connection on any backend, or an error code from
+/// the backend's own list of temporary ones.
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let transient = match &e {
+            // A protocol error is a byte stream broken off: a connection
+            // closed while it opens reads as a bad answer to its first
+            // request.
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                sqlite::is_transient(db.as_ref())
+                    || mysql::is_transient(db.as_ref())
+                    || postgres::is_transient(db.as_ref())
+            }
+            _ => false,
+        };
+        if transient {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Query(e)
+        }
     }
 }
 

@@ -23,17 +23,18 @@ use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::error::DatabaseError;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions, MySqlRow};
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, MySqlPool, Row, SqlSafeStr};
+use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, MySqlPool, SqlSafeStr};
 
 use super::{
-    Backend, DatabaseInfo, MembersChange, StoreError, StoredSubscription, Subscribed, Takeover,
-    endpoint_lock_key, missing_columns, redact_url,
+    Backend, DatabaseInfo, StoreError, StoredSubscription, Subscribed, Takeover, endpoint_lock_key,
+    missing_columns, redact_url,
 };
 use crate::config::DatabaseSettings;
-use crate::model::{Group, Package, Subscription, User};
+use crate::model::{Package, Subscription, User};
 
 /// Our migrations' bookkeeping: sqlx's default `_sqlx_migrations` would be
 /// a stranger in Axion's schema.
@@ -146,16 +147,10 @@ pub(super) fn error_number(e: &sqlx::Error) -> Option<u16> {
     }
 }
 
-pub(super) fn classify(e: sqlx::Error) -> StoreError {
-    let transient = match &e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        _ => error_number(&e).is_some_and(|n| TRANSIENT_ERRORS.contains(&n)),
-    };
-    if transient {
-        StoreError::Unavailable(e.to_string())
-    } else {
-        StoreError::Query(e.to_string())
-    }
+/// Whether a database error is one of MariaDB/MySQL's temporary ones.
+pub(super) fn is_transient(db: &dyn DatabaseError) -> bool {
+    db.try_downcast_ref::<MySqlDatabaseError>()
+        .is_some_and(|e| TRANSIENT_ERRORS.contains(&e.number()))
 }
 
 /// Whether a server of this `VERSION()` knows `SKIP LOCKED`: MariaDB from
@@ -330,10 +325,13 @@ const AXION_TABLE_COLUMNS: &str = "\
     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'def_notify_push_subscription'";
 
 impl MySql {
+    super::shared::groups!();
+    super::shared::change_members_one_by_one!();
+
     pub(super) async fn open(settings: &DatabaseSettings) -> Result<MySql, StoreError> {
-        let open_error = |reason: String| StoreError::Open {
+        let open_error = |e: sqlx::Error| StoreError::Open {
             url: redact_url(&settings.url),
-            reason,
+            reason: e.to_string(),
         };
         // sqlx reads `mysql://` only; MariaDB speaks the same protocol.
         let url = match settings.url.strip_prefix("mariadb://") {
@@ -341,8 +339,7 @@ impl MySql {
             None => settings.url.clone(),
         };
         // sqlx's parse errors do not repeat the URL, so they may be shown.
-        let mut options =
-            MySqlConnectOptions::from_str(&url).map_err(|e| open_error(e.to_string()))?;
+        let mut options = MySqlConnectOptions::from_str(&url).map_err(open_error)?;
         // sqlx sets the session's time zone to UTC; `CreatedAt` in Axion's
         // table is then written in the server's own zone, as Axion's
         // `NOW()` writes it, unless the URL names a zone. (The queue's
@@ -356,9 +353,10 @@ impl MySql {
         }
         options = options.statement_cache_capacity(STATEMENT_CACHE);
         if options.get_database().is_none_or(str::is_empty) {
-            return Err(open_error(
-                "the URL names no database (mysql://user@host:3306/axion)".into(),
-            ));
+            return Err(StoreError::Open {
+                url: redact_url(&settings.url),
+                reason: "the URL names no database (mysql://user@host:3306/axion)".into(),
+            });
         }
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.max_connections)
@@ -372,11 +370,11 @@ impl MySql {
             })
             .connect_with(options)
             .await
-            .map_err(|e| open_error(e.to_string()))?;
+            .map_err(open_error)?;
         let version: String = sqlx::query_scalar(VERSION)
             .fetch_one(&pool)
             .await
-            .map_err(|e| open_error(e.to_string()))?;
+            .map_err(open_error)?;
         Ok(MySql {
             pool,
             skip_locked: has_skip_locked(&version),
@@ -387,18 +385,14 @@ impl MySql {
         migrator()
             .run(&self.pool)
             .await
-            .map_err(|e| StoreError::Migrate(e.to_string()))
+            .map_err(StoreError::Migrate)
     }
 
     pub(super) async fn info(&self) -> Result<DatabaseInfo, StoreError> {
-        let version: String = sqlx::query_scalar(VERSION)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
+        let version: String = sqlx::query_scalar(VERSION).fetch_one(&self.pool).await?;
         let columns: Vec<String> = sqlx::query_scalar(AXION_TABLE_COLUMNS)
             .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         Ok(DatabaseInfo {
             backend: Backend::MySql,
             version,
@@ -429,15 +423,15 @@ impl MySql {
         let conn: &mut MySqlConnection = match &mut lock {
             Some(lock) => lock.connection(),
             None => {
-                pooled = self.pool.acquire().await.map_err(classify)?;
+                pooled = self.pool.acquire().await?;
                 &mut pooled
             }
         };
-        let mut tx = conn.begin().await.map_err(classify)?;
+        let mut tx = conn.begin().await?;
         if takeover == Takeover::Refused
             && endpoint_active_for_others(&mut tx, package, user, endpoint).await?
         {
-            tx.rollback().await.map_err(classify)?;
+            tx.rollback().await?;
             if let Some(lock) = lock {
                 lock.release().await;
             }
@@ -450,8 +444,7 @@ impl MySql {
             .bind(endpoint)
             .bind(user)
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?
+            .await?
             .rows_affected();
         let created_at: String = sqlx::query_scalar(CREATED_AT)
             .bind(user)
@@ -459,8 +452,7 @@ impl MySql {
             .bind(package)
             .bind(package)
             .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
+            .await?;
         sqlx::query(UPSERT_SUBSCRIPTION)
             .bind(user)
             .bind(package)
@@ -478,8 +470,7 @@ impl MySql {
             .bind(&auth)
             .bind(user_agent)
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+            .await?;
         let others: i64 = sqlx::query_scalar(COUNT_OTHERS_ACTIVE)
             .bind(user)
             .bind(user)
@@ -487,8 +478,7 @@ impl MySql {
             .bind(package)
             .bind(endpoint)
             .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
+            .await?;
         let keep_others = i64::try_from(max_active.saturating_sub(1)).unwrap_or(i64::MAX);
         let evicted = if others > keep_others {
             sqlx::query(EVICT_OLDEST)
@@ -499,8 +489,7 @@ impl MySql {
                 .bind(endpoint)
                 .bind(others - keep_others)
                 .execute(&mut *tx)
-                .await
-                .map_err(classify)?
+                .await?
                 .rows_affected()
         } else {
             0
@@ -511,9 +500,8 @@ impl MySql {
             .bind(package)
             .bind(package)
             .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
+            .await?;
+        tx.commit().await?;
         if let Some(lock) = lock {
             lock.release().await;
         }
@@ -538,8 +526,7 @@ impl MySql {
             .bind(endpoint)
             .bind(endpoint)
             .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -556,76 +543,8 @@ impl MySql {
             .bind(package)
             .bind(package)
             .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        rows.iter().map(subscription_from_row).collect()
-    }
-
-    pub(super) async fn change_members(
-        &self,
-        package: &Package,
-        group: &Group,
-        change: &MembersChange,
-    ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let (add, remove): (&[User], &[User]) = match change {
-            MembersChange::Edit { add, remove } => (add, remove),
-            MembersChange::Set(users) => {
-                sqlx::query(CLEAR_GROUP)
-                    .bind(package.as_str())
-                    .bind(group.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                (users, &[])
-            }
-        };
-        for user in remove {
-            sqlx::query(REMOVE_MEMBER)
-                .bind(package.as_str())
-                .bind(group.as_str())
-                .bind(user.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-        }
-        for user in add {
-            sqlx::query(ADD_MEMBER)
-                .bind(package.as_str())
-                .bind(group.as_str())
-                .bind(user.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-        }
-        let count: i64 = sqlx::query_scalar(COUNT_MEMBERS)
-            .bind(package.as_str())
-            .bind(group.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
-        Ok(count.try_into().unwrap_or_default())
-    }
-
-    pub(super) async fn members(
-        &self,
-        package: &Package,
-        group: &Group,
-    ) -> Result<Vec<User>, StoreError> {
-        let names: Vec<String> = sqlx::query_scalar(MEMBERS)
-            .bind(package.as_str())
-            .bind(group.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        // Names were validated when added; one that no longer parses (a
-        // table edited by hand) is skipped rather than failing the group.
-        Ok(names.iter().filter_map(|n| User::parse(n).ok()).collect())
-    }
-
-    pub(super) async fn close(&self) {
-        self.pool.close().await;
+            .await?;
+        rows.iter().map(crate::store::rows::subscription).collect()
     }
 }
 
@@ -643,8 +562,7 @@ async fn endpoint_active_for_others(
         .bind(endpoint)
         .bind(user)
         .fetch_one(conn)
-        .await
-        .map_err(classify)?;
+        .await?;
     Ok(others > 0)
 }
 
@@ -670,7 +588,7 @@ impl EndpointLock {
     ) -> Result<EndpointLock, StoreError> {
         let key = endpoint_lock_key(package, endpoint);
         let hex: String = key[..20].iter().map(|b| format!("{b:02x}")).collect();
-        let conn = pool.acquire().await.map_err(classify)?;
+        let conn = pool.acquire().await?;
         let mut lock = EndpointLock {
             conn: Some(conn),
             // At most 64 characters, server-wide.
@@ -679,12 +597,9 @@ impl EndpointLock {
         let taken: Option<i64> = sqlx::query_scalar(LOCK_ENDPOINT)
             .bind(lock.name.clone())
             .fetch_one(lock.connection())
-            .await
-            .map_err(classify)?;
+            .await?;
         if taken != Some(1) {
-            return Err(StoreError::Unavailable(
-                "another subscribe of the same endpoint held its lock for 10 s".into(),
-            ));
+            return Err(StoreError::EndpointLocked);
         }
         Ok(lock)
     }
@@ -714,22 +629,6 @@ impl Drop for EndpointLock {
             conn.close_on_drop();
         }
     }
-}
-
-fn subscription_from_row(row: &MySqlRow) -> Result<StoredSubscription, StoreError> {
-    let get = |e: sqlx::Error| StoreError::Query(e.to_string());
-    let active: Option<String> = row.try_get("Active").map_err(get)?;
-    Ok(StoredSubscription {
-        user: row.try_get("User").map_err(get)?,
-        package: row.try_get("Package").map_err(get)?,
-        module: row.try_get("Module").map_err(get)?,
-        endpoint: row.try_get("Endpoint").map_err(get)?,
-        p256dh: row.try_get("KeysP256dh").map_err(get)?,
-        auth: row.try_get("KeysAuth").map_err(get)?,
-        user_agent: row.try_get("UserAgent").map_err(get)?,
-        created_at: row.try_get("CreatedAt").map_err(get)?,
-        active: super::is_active(active.as_deref()),
-    })
 }
 
 #[cfg(test)]

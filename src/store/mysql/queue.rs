@@ -15,12 +15,11 @@
 //! prepared (see `shape`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
 
 use sqlx::mysql::MySqlRow;
 use sqlx::{MySql as Db, MySqlConnection, QueryBuilder, Row};
 
-use super::{DUPLICATE_KEY, MySql, active, classify, error_number, exact};
+use super::{DUPLICATE_KEY, MySql, active, error_number, exact};
 use crate::store::queue::{
     Claimed, CommandState, Enqueued, MessageRow, NewSend, Published, QueuedMessage, Recipients,
     Settled, Settlement, Tally, UnpublishedEvent, tally,
@@ -213,6 +212,9 @@ const PURGE_COMMANDS: &str = "\
 const CHUNK: usize = 1000;
 
 impl MySql {
+    super::super::shared::queue_upkeep!();
+    super::super::shared::next_due!();
+
     /// Records `sends` (see `Store::enqueue_many`): together, a few
     /// statements for the whole batch, when each is a send to a user under
     /// a fresh id; otherwise one after the other.
@@ -223,10 +225,10 @@ impl MySql {
     ) -> Result<Vec<Enqueued>, StoreError> {
         // One transaction, one commit (and one redo log flush) for the
         // batch.
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         match record_together(&mut tx, sends, owner).await {
             Ok(Some(enqueued)) => {
-                tx.commit().await.map_err(classify)?;
+                tx.commit().await?;
                 return Ok(enqueued);
             }
             // Nothing written yet.
@@ -234,18 +236,18 @@ impl MySql {
             // Another daemon recorded one of these ids since they were
             // looked up: start again, one by one.
             Err(e) if error_number(&e) == Some(DUPLICATE_KEY) => {
-                tx.rollback().await.map_err(classify)?;
-                tx = self.pool.begin().await.map_err(classify)?;
+                tx.rollback().await?;
+                tx = self.pool.begin().await?;
             }
-            Err(e) => return Err(classify(e)),
+            Err(e) => return Err(e.into()),
         }
         // A duplicate id fails its own insert only, which leaves the
         // transaction going.
         let mut enqueued = Vec::with_capacity(sends.len());
         for send in sends {
-            enqueued.push(record_in(&mut tx, send, owner).await.map_err(classify)?);
+            enqueued.push(record_in(&mut tx, send, owner).await?);
         }
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         Ok(enqueued)
     }
 
@@ -259,7 +261,7 @@ impl MySql {
         send: &NewSend<'_>,
         owner: &str,
     ) -> Result<Enqueued, StoreError> {
-        self.record(send, owner).await.map_err(classify)
+        self.record(send, owner).await.map_err(StoreError::from)
     }
 
     async fn record(&self, send: &NewSend<'_>, owner: &str) -> Result<Enqueued, sqlx::Error> {
@@ -288,11 +290,7 @@ impl MySql {
         );
         let keys: Vec<(&str, &str)> = keys.iter().map(|(p, i)| (p.as_str(), i.as_str())).collect();
         push_keys(&mut q, "Id", &keys);
-        let rows: Vec<MessageRow> = q
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
+        let rows: Vec<MessageRow> = q.build_query_as().fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(QueuedMessage::from_row).collect())
     }
 
@@ -309,30 +307,28 @@ impl MySql {
         } else {
             (CLAIM_DUE_WAITING, CLAIM_HELD_WAITING)
         };
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         let mut rows = sqlx::query(due)
             .bind(to_i64(limit as u64))
             .fetch_all(&mut *tx)
-            .await
-            .map_err(classify)?;
+            .await?;
         if rows.len() < limit {
             let more = sqlx::query(held)
                 .bind(held_by(owner))
                 .bind(to_i64((limit - rows.len()) as u64))
                 .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
             rows.extend(more);
         }
         let mut claimed = rows
             .iter()
-            .map(claimed_from_row)
+            .map(|row| crate::store::rows::claimed(row, tried))
             .collect::<Result<Vec<_>, StoreError>>()?;
         claimed.sort_by_key(|c| c.seq);
         // A row due by the time the second statement ran is in both.
         claimed.dedup_by_key(|c| c.seq);
         if claimed.is_empty() {
-            tx.rollback().await.map_err(classify)?;
+            tx.rollback().await?;
             return Ok(claimed);
         }
         for chunk in claimed.chunks(CHUNK) {
@@ -347,29 +343,10 @@ impl MySql {
                 .push(" WHERE Seq IN (");
             push_seqs(&mut q, chunk.iter().map(|c| c.seq));
             q.push(")");
-            q.build().execute(&mut *tx).await.map_err(classify)?;
+            q.build().execute(&mut *tx).await?;
         }
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         Ok(claimed)
-    }
-
-    pub(in crate::store) async fn next_due(
-        &self,
-        _owner: &str,
-    ) -> Result<Option<Duration>, StoreError> {
-        let next: Option<i64> = sqlx::query_scalar(NEXT_DUE)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(next.map(|ms| Duration::from_millis(to_u64(ms))))
-    }
-
-    pub(in crate::store) async fn pending_deliveries(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(PENDING)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(to_u64(count))
     }
 
     pub(in crate::store) async fn renew(
@@ -390,24 +367,9 @@ impl MySql {
                 .push(" AND Seq IN (");
             push_seqs(&mut q, chunk.iter().copied());
             q.push(")");
-            renewed += q
-                .build()
-                .execute(&self.pool)
-                .await
-                .map_err(classify)?
-                .rows_affected();
+            renewed += q.build().execute(&self.pool).await?.rows_affected();
         }
         Ok(renewed)
-    }
-
-    pub(in crate::store) async fn release(&self, owner: &str) -> Result<u64, StoreError> {
-        Ok(sqlx::query(RELEASE)
-            .bind(owner)
-            .bind(held_by(owner))
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?
-            .rows_affected())
     }
 
     pub(in crate::store) async fn settle(
@@ -420,7 +382,7 @@ impl MySql {
         // Rows in one order for every daemon.
         seqs.sort_unstable();
         seqs.dedup();
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         // Locked through the primary key, so in `Seq` order.
         let mut ours: HashSet<i64> = HashSet::with_capacity(batch.len());
         for chunk in seqs.chunks(CHUNK) {
@@ -430,11 +392,7 @@ impl MySql {
             q.push_bind(owner).push(" AND Seq IN (");
             push_seqs(&mut q, chunk.iter().copied());
             q.push(") ORDER BY Seq FOR UPDATE");
-            let locked: Vec<i64> = q
-                .build_query_scalar()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
+            let locked: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
             ours.extend(locked);
         }
         let mut finished: Vec<i64> = Vec::new();
@@ -453,7 +411,7 @@ impl MySql {
             let mut q = QueryBuilder::<Db>::new("DELETE FROM axion_push_delivery WHERE Seq IN (");
             push_seqs(&mut q, chunk.iter().copied());
             q.push(")");
-            q.build().execute(&mut *tx).await.map_err(classify)?;
+            q.build().execute(&mut *tx).await?;
         }
         for chunk in again.chunks(CHUNK) {
             // A derived table of (Seq, Delay, Attempted), one row each,
@@ -491,7 +449,7 @@ impl MySql {
                 " + v.Delay, d.LeasedBy = NULL, d.Tried = 1, \
                  d.Attempts = d.Attempts + v.Attempted"
             ));
-            q.build().execute(&mut *tx).await.map_err(classify)?;
+            q.build().execute(&mut *tx).await?;
         }
         let (tallies, mut gone) = tally(batch, &ours);
         // Axion's rows in key order too: two daemons may settle deliveries
@@ -508,8 +466,7 @@ impl MySql {
                 .bind(&claimed.endpoint)
                 .bind(&claimed.endpoint)
                 .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
         }
         let tallies: Vec<((&str, &str), Tally)> = tallies.into_iter().collect();
         // Each step one statement for the whole batch, not one per send: a
@@ -527,8 +484,7 @@ impl MySql {
                     .bind(*count)
                     .bind(*count)
                     .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
+                    .await?;
             }
         }
         let keys: Vec<(&str, &str)> = tallies.iter().map(|(key, _)| *key).collect();
@@ -540,9 +496,9 @@ impl MySql {
                 " AND ((Untried <= 0 AND Reported = 0) OR (Pending <= 0 AND Reported < 2)) \
                  ORDER BY Package, Id",
             );
-            let rows = q.build().fetch_all(&mut *tx).await.map_err(classify)?;
+            let rows = q.build().fetch_all(&mut *tx).await?;
             for row in &rows {
-                due.push(state_from_row(row)?);
+                due.push(crate::store::rows::command_state(row)?);
             }
         }
         let due_keys: Vec<(&str, &str)> = due
@@ -557,7 +513,7 @@ impl MySql {
             );
             q.push_bind(to_i64(now_ms)).push(" WHERE ");
             push_keys(&mut q, "Id", chunk);
-            q.build().execute(&mut *tx).await.map_err(classify)?;
+            q.build().execute(&mut *tx).await?;
         }
         drop(due_keys);
         for state in &mut due {
@@ -565,7 +521,7 @@ impl MySql {
                 state.failures = failures;
             }
         }
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         Ok(due)
     }
 
@@ -577,7 +533,7 @@ impl MySql {
         published: &[Published],
     ) -> Result<(), StoreError> {
         let (reports, events) = crate::store::queue::published_by_send(published);
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         for level in [1_u8, 2] {
             let keys: Vec<(&str, &str)> = reports
                 .iter()
@@ -598,7 +554,7 @@ impl MySql {
                 .push_bind(i64::from(level))
                 .push(") WHERE ");
             push_keys(&mut q, "Id", &keys);
-            q.build().execute(&mut *tx).await.map_err(classify)?;
+            q.build().execute(&mut *tx).await?;
         }
         if !events.is_empty() {
             let keys: Vec<(&str, &str)> = events.into_iter().collect();
@@ -606,9 +562,9 @@ impl MySql {
                 "UPDATE axion_push_command SET Event = NULL, EventAt = NULL WHERE ",
             );
             push_keys(&mut q, "Id", &keys);
-            q.build().execute(&mut *tx).await.map_err(classify)?;
+            q.build().execute(&mut *tx).await?;
         }
-        tx.commit().await.map_err(classify)
+        tx.commit().await.map_err(StoreError::from)
     }
 
     pub(in crate::store) async fn take_unpublished(
@@ -621,18 +577,15 @@ impl MySql {
         } else {
             (UNPUBLISHED_REPORTS_WAITING, UNPUBLISHED_EVENTS_WAITING)
         };
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(reports_sql)
             .bind(to_i64(before_ms))
             .fetch_all(&mut *tx)
-            .await
-            .map_err(classify)?;
+            .await?;
         let mut reports = Vec::with_capacity(rows.len());
         for row in &rows {
-            let mut state = state_from_row(row)?;
-            state.failures = failures(&mut tx, &state.package, &state.id)
-                .await
-                .map_err(classify)?;
+            let mut state = crate::store::rows::command_state(row)?;
+            state.failures = failures(&mut tx, &state.package, &state.id).await?;
             reports.push(state);
         }
         let keys: Vec<(&str, &str)> = reports
@@ -643,8 +596,7 @@ impl MySql {
         let events: Vec<UnpublishedEvent> = sqlx::query_as(events_sql)
             .bind(to_i64(before_ms))
             .fetch_all(&mut *tx)
-            .await
-            .map_err(classify)?
+            .await?
             .into_iter()
             .map(|(package, id, target, event)| UnpublishedEvent {
                 package,
@@ -658,25 +610,8 @@ impl MySql {
             .map(|e| (e.package.as_str(), e.id.as_str()))
             .collect();
         mark_handed(&mut tx, "EventAt", &keys, now_ms).await?;
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         Ok((reports, events))
-    }
-
-    pub(in crate::store) async fn purge_commands(&self, before_ms: u64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        sqlx::query(PURGE_FAILURES)
-            .bind(to_i64(before_ms))
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        let purged = sqlx::query(PURGE_COMMANDS)
-            .bind(to_i64(before_ms))
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?
-            .rows_affected();
-        tx.commit().await.map_err(classify)?;
-        Ok(purged)
     }
 }
 
@@ -692,28 +627,9 @@ async fn mark_handed(
         let mut q = QueryBuilder::<Db>::new(format!("UPDATE axion_push_command SET {column} = "));
         q.push_bind(to_i64(now_ms)).push(" WHERE ");
         push_keys(&mut q, "Id", chunk);
-        q.build().execute(&mut *conn).await.map_err(classify)?;
+        q.build().execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-fn claimed_from_row(row: &MySqlRow) -> Result<Claimed, StoreError> {
-    let get = |e: sqlx::Error| StoreError::Query(e.to_string());
-    Ok(Claimed {
-        seq: row.try_get("Seq").map_err(get)?,
-        package: row.try_get("Package").map_err(get)?,
-        command_id: row.try_get("CommandId").map_err(get)?,
-        user: row.try_get("User").map_err(get)?,
-        endpoint: row.try_get("Endpoint").map_err(get)?,
-        p256dh: row.try_get("KeysP256dh").map_err(get)?,
-        auth: row.try_get("KeysAuth").map_err(get)?,
-        attempts: row
-            .try_get::<i64, _>("Attempts")
-            .map_err(get)?
-            .try_into()
-            .unwrap_or_default(),
-        tried: row.try_get::<i64, _>("Tried").map_err(get)? != 0,
-    })
 }
 
 /// The answer for a send seen before: the earlier one's progress, and its
@@ -730,7 +646,8 @@ async fn duplicate(
         .await?
     {
         Some(row) => {
-            let mut state = state_from_row(&row).map_err(|e| sqlx::Error::Decode(e.into()))?;
+            let mut state = crate::store::rows::command_state(&row)
+                .map_err(|e| sqlx::Error::Decode(e.into()))?;
             state.failures = failures(&mut *conn, package, id).await?;
             state
         }
@@ -744,29 +661,6 @@ async fn duplicate(
     Ok(Enqueued::Duplicate {
         earlier,
         unpublished_event,
-    })
-}
-
-fn state_from_row(row: &MySqlRow) -> Result<CommandState, StoreError> {
-    let get = |e: sqlx::Error| StoreError::Query(e.to_string());
-    let count = |name: &str| -> Result<u64, StoreError> {
-        row.try_get::<i64, _>(name).map(to_u64).map_err(get)
-    };
-    Ok(CommandState {
-        package: row.try_get("Package").map_err(get)?,
-        id: row.try_get("Id").map_err(get)?,
-        target: row.try_get("Target").map_err(get)?,
-        members: row
-            .try_get::<Option<i64>, _>("Members")
-            .map_err(get)?
-            .map(to_u64),
-        subscriptions: count("Subscriptions")?,
-        pending: count("Pending")?,
-        delivered: count("Delivered")?,
-        failed: count("Failed")?,
-        deactivated: count("Deactivated")?,
-        expired: count("Expired")?,
-        failures: BTreeMap::new(),
     })
 }
 
@@ -832,7 +726,7 @@ async fn count_settled(
              c.Delivered = c.Delivered + v.Delivered, c.Failed = c.Failed + v.Failed, \
              c.Deactivated = c.Deactivated + v.Deactivated, c.Expired = c.Expired + v.Expired",
     );
-    q.build().execute(&mut *conn).await.map_err(classify)?;
+    q.build().execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -848,11 +742,8 @@ async fn failures_of(
              WHERE ",
         );
         push_keys(&mut q, "CommandId", chunk);
-        let rows: Vec<(String, String, String, i64)> = q
-            .build_query_as()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(classify)?;
+        let rows: Vec<(String, String, String, i64)> =
+            q.build_query_as().fetch_all(&mut *conn).await?;
         for (package, id, cause, count) in rows {
             causes
                 .entry((package, id))
@@ -1210,4 +1101,9 @@ async fn record_in(
     Ok(Enqueued::New {
         subscriptions: queued,
     })
+}
+
+/// `Tried` is an integer.
+fn tried(row: &MySqlRow) -> Result<bool, sqlx::Error> {
+    Ok(row.try_get::<i64, _>("Tried")? != 0)
 }

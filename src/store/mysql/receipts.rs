@@ -1,6 +1,6 @@
 //! The MariaDB/MySQL statements of receipts already taken.
 
-use super::{MySql, classify};
+use super::MySql;
 use crate::store::{StoreError, to_i64};
 
 /// A new receipt is recorded with no replays; one taken before counts one
@@ -14,6 +14,8 @@ const TAKE: &str = "\
 const PURGE: &str = "DELETE FROM axion_push_receipt WHERE SentAt < ?";
 
 impl MySql {
+    super::super::shared::purge_receipts!();
+
     pub(in crate::store) async fn take_receipt(
         &self,
         package: &str,
@@ -27,18 +29,8 @@ impl MySql {
             .bind(kind)
             .bind(to_i64(sent_ms))
             .execute(&self.pool)
-            .await
-            .map_err(classify)?
+            .await?
             .rows_affected();
         Ok(affected == 1)
-    }
-
-    pub(in crate::store) async fn purge_receipts(&self, before_ms: u64) -> Result<u64, StoreError> {
-        Ok(sqlx::query(PURGE)
-            .bind(to_i64(before_ms))
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?
-            .rows_affected())
     }
 }

@@ -2,10 +2,8 @@
 
 use sqlx::{MySql as Db, QueryBuilder};
 
-use super::{MySql, classify};
-use crate::store::subscription_health::{
-    HealthColumns, HealthEvent, HealthOutcome, RUN_GAP_MS, SubscriptionHealth, from_row, merge,
-};
+use super::MySql;
+use crate::store::subscription_health::{HealthEvent, HealthOutcome, RUN_GAP_MS, merge};
 use crate::store::{StoreError, to_i64, to_u64};
 
 /// What a batch row changes on a row already there. A delivery in the
@@ -52,8 +50,12 @@ const RECEIPT: &str = "\
 
 const SELECT: &str = "SELECT Subscription, Origin, DeliveredAt, ReceiptAt, Receipt, FailedAt, \
     Failure, Failures, RefusedSince FROM axion_push_subscription_health WHERE Package = ";
+/// Follows `SELECT` and its package: the list of subscriptions.
+const SUBSCRIPTION_IN: &str = " AND Subscription IN (";
 
 impl MySql {
+    super::super::shared::health_reads!();
+
     pub(in crate::store) async fn record_health(
         &self,
         events: &[HealthEvent],
@@ -66,7 +68,7 @@ impl MySql {
         // placeholders). Padding, as the queue's lists are padded, would
         // apply a row twice here.
         let mut rest = rows.as_slice();
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         while !rest.is_empty() {
             let len = if rest.len() >= 1024 {
                 1024
@@ -90,9 +92,9 @@ impl MySql {
                     .push_bind(row.failures);
             });
             q.push(UPDATE);
-            q.build().execute(&mut *tx).await.map_err(classify)?;
+            q.build().execute(&mut *tx).await?;
         }
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -106,7 +108,7 @@ impl MySql {
             HealthOutcome::Delivered => "",
         };
         let at = to_i64(event.at_ms);
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         sqlx::query(REFUSED)
             .bind(&event.package)
             .bind(&event.subscription)
@@ -117,58 +119,13 @@ impl MySql {
             .bind(counted.then_some(at))
             .bind(to_i64(RUN_GAP_MS))
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+            .await?;
         let since: Option<i64> = sqlx::query_scalar(REFUSED_SINCE)
             .bind(&event.package)
             .bind(&event.subscription)
             .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
+            .await?;
+        tx.commit().await?;
         Ok(since.map(to_u64))
-    }
-
-    pub(in crate::store) async fn record_receipt_health(
-        &self,
-        package: &str,
-        subscription: &str,
-        user: &str,
-        kind: &str,
-        at_ms: u64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(RECEIPT)
-            .bind(package)
-            .bind(subscription)
-            .bind(user)
-            .bind(to_i64(at_ms))
-            .bind(kind)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(())
-    }
-
-    pub(in crate::store) async fn health(
-        &self,
-        package: &str,
-        subscriptions: &[String],
-    ) -> Result<Vec<SubscriptionHealth>, StoreError> {
-        if subscriptions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut q = QueryBuilder::<Db>::new(SELECT);
-        q.push_bind(package).push(" AND Subscription IN (");
-        let mut list = q.separated(", ");
-        for s in subscriptions {
-            list.push_bind(s);
-        }
-        q.push(")");
-        let rows: Vec<HealthColumns> = q
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(rows.into_iter().map(from_row).collect())
     }
 }

@@ -20,9 +20,10 @@ use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::error::DatabaseError;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, PgPool, Row, SqlSafeStr};
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
 
 use super::{
     Backend, DatabaseInfo, MembersChange, StoreError, StoredSubscription, Subscribed, Takeover,
@@ -113,25 +114,10 @@ fn is_transient_state(code: &str) -> bool {
     ) || code.starts_with("08")
 }
 
-pub(super) fn classify(e: sqlx::Error) -> StoreError {
-    let transient = match &e {
-        // A lost connection, one that cannot be made, or no free one. A
-        // protocol error is a byte stream broken off: a connection closed
-        // while it opens reads as a bad answer to its SSLRequest.
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| is_transient_state(&c)),
-        _ => false,
-    };
-    if transient {
-        StoreError::Unavailable(e.to_string())
-    } else {
-        StoreError::Query(e.to_string())
-    }
+/// Whether a database error is one of PostgreSQL's temporary ones.
+pub(super) fn is_transient(db: &dyn DatabaseError) -> bool {
+    db.try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|e| is_transient_state(e.code()))
 }
 
 /// A subscription counts as active when `Active` is 'Y' or, as older
@@ -242,20 +228,23 @@ const AXION_TABLE_COLUMNS: &str = "\
     WHERE table_schema = current_schema() AND table_name = 'def_notify_push_subscription'";
 
 impl Postgres {
+    super::shared::groups!();
+    super::shared::deactivate!();
+
     pub(super) async fn open(settings: &DatabaseSettings) -> Result<Postgres, StoreError> {
-        let open_error = |reason: String| StoreError::Open {
+        let open_error = |e: sqlx::Error| StoreError::Open {
             url: redact_url(&settings.url),
-            reason: without_password(&settings.url, reason),
+            reason: without_password(&settings.url, e.to_string()),
         };
         let options = PgConnectOptions::from_str(&settings.url)
-            .map_err(|e| open_error(e.to_string()))?
+            .map_err(open_error)?
             .application_name(APPLICATION_NAME);
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| open_error(e.to_string()))?;
+            .map_err(open_error)?;
         Ok(Postgres { pool })
     }
 
@@ -265,22 +254,19 @@ impl Postgres {
         migrator()
             .run(&self.pool)
             .await
-            .map_err(|e| StoreError::Migrate(e.to_string()))
+            .map_err(StoreError::Migrate)
     }
 
     pub(super) async fn info(&self) -> Result<DatabaseInfo, StoreError> {
         let version: String = sqlx::query_scalar(SERVER_VERSION)
             .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         let skip_locked: bool = sqlx::query_scalar(HAS_SKIP_LOCKED)
             .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         let columns: Vec<String> = sqlx::query_scalar(AXION_TABLE_COLUMNS)
             .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         Ok(DatabaseInfo {
             backend: Backend::Postgres,
             version,
@@ -297,17 +283,16 @@ impl Postgres {
         max_active: usize,
         takeover: Takeover,
     ) -> Result<Option<Subscribed>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         if takeover == Takeover::Refused {
             let key = endpoint_lock_key(package.as_str(), s.endpoint.as_str());
             sqlx::query(LOCK_ENDPOINT)
                 .bind(ENDPOINT_LOCK_SPACE)
                 .bind(i32::from_be_bytes([key[0], key[1], key[2], key[3]]))
                 .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
             if endpoint_active_for_others(&mut tx, package, user, s.endpoint.as_str()).await? {
-                tx.rollback().await.map_err(classify)?;
+                tx.rollback().await?;
                 return Ok(None);
             }
         }
@@ -316,8 +301,7 @@ impl Postgres {
             .bind(s.endpoint.as_str())
             .bind(user.as_str())
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?
+            .await?
             .rows_affected();
         sqlx::query(UPSERT_SUBSCRIPTION)
             .bind(user.as_str())
@@ -328,8 +312,7 @@ impl Postgres {
             .bind(s.keys.auth_text())
             .bind(s.user_agent.as_deref())
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+            .await?;
         let keep_others = i64::try_from(max_active.saturating_sub(1)).unwrap_or(i64::MAX);
         let evicted = sqlx::query(EVICT_OLDEST)
             .bind(user.as_str())
@@ -337,37 +320,19 @@ impl Postgres {
             .bind(s.endpoint.as_str())
             .bind(keep_others)
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?
+            .await?
             .rows_affected();
         let active: i64 = sqlx::query_scalar(COUNT_ACTIVE)
             .bind(user.as_str())
             .bind(package.as_str())
             .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
+            .await?;
+        tx.commit().await?;
         Ok(Some(Subscribed {
             active: active.try_into().unwrap_or_default(),
             taken_from_others: taken,
             evicted,
         }))
-    }
-
-    pub(super) async fn deactivate(
-        &self,
-        package: &Package,
-        user: &User,
-        endpoint: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(DEACTIVATE)
-            .bind(user.as_str())
-            .bind(package.as_str())
-            .bind(endpoint)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(done.rows_affected() > 0)
     }
 
     pub(super) async fn subscriptions(
@@ -379,9 +344,8 @@ impl Postgres {
             .bind(user.as_str())
             .bind(package.map(Package::as_str))
             .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        rows.iter().map(subscription_from_row).collect()
+            .await?;
+        rows.iter().map(crate::store::rows::subscription).collect()
     }
 
     pub(super) async fn change_members(
@@ -390,7 +354,7 @@ impl Postgres {
         group: &Group,
         change: &MembersChange,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         let (add, remove): (&[User], &[User]) = match change {
             MembersChange::Edit { add, remove } => (add, remove),
             MembersChange::Set(users) => {
@@ -398,8 +362,7 @@ impl Postgres {
                     .bind(package.as_str())
                     .bind(group.as_str())
                     .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
+                    .await?;
                 (users, &[])
             }
         };
@@ -409,8 +372,7 @@ impl Postgres {
                 .bind(group.as_str())
                 .bind(sorted_names(remove))
                 .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
         }
         if !add.is_empty() {
             sqlx::query(ADD_MEMBERS)
@@ -418,37 +380,15 @@ impl Postgres {
                 .bind(group.as_str())
                 .bind(sorted_names(add))
                 .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
         }
         let count: i64 = sqlx::query_scalar(COUNT_MEMBERS)
             .bind(package.as_str())
             .bind(group.as_str())
             .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
+            .await?;
+        tx.commit().await?;
         Ok(count.try_into().unwrap_or_default())
-    }
-
-    pub(super) async fn members(
-        &self,
-        package: &Package,
-        group: &Group,
-    ) -> Result<Vec<User>, StoreError> {
-        let names: Vec<String> = sqlx::query_scalar(MEMBERS)
-            .bind(package.as_str())
-            .bind(group.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        // Names were validated when added; one that no longer parses (a
-        // table edited by hand) is skipped rather than failing the group.
-        Ok(names.iter().filter_map(|n| User::parse(n).ok()).collect())
-    }
-
-    pub(super) async fn close(&self) {
-        self.pool.close().await;
     }
 }
 
@@ -458,38 +398,6 @@ fn sorted_names(users: &[User]) -> Vec<&str> {
     let mut names: Vec<&str> = users.iter().map(User::as_str).collect();
     names.sort_unstable();
     names
-}
-
-/// Whether another user of the package has `endpoint` active.
-async fn endpoint_active_for_others(
-    conn: &mut sqlx::PgConnection,
-    package: &Package,
-    user: &User,
-    endpoint: &str,
-) -> Result<bool, StoreError> {
-    sqlx::query_scalar(ENDPOINT_ACTIVE_FOR_OTHERS)
-        .bind(package.as_str())
-        .bind(endpoint)
-        .bind(user.as_str())
-        .fetch_one(conn)
-        .await
-        .map_err(classify)
-}
-
-fn subscription_from_row(row: &PgRow) -> Result<StoredSubscription, StoreError> {
-    let get = |e: sqlx::Error| StoreError::Query(e.to_string());
-    let active: Option<String> = row.try_get("Active").map_err(get)?;
-    Ok(StoredSubscription {
-        user: row.try_get("User").map_err(get)?,
-        package: row.try_get("Package").map_err(get)?,
-        module: row.try_get("Module").map_err(get)?,
-        endpoint: row.try_get("Endpoint").map_err(get)?,
-        p256dh: row.try_get("KeysP256dh").map_err(get)?,
-        auth: row.try_get("KeysAuth").map_err(get)?,
-        user_agent: row.try_get("UserAgent").map_err(get)?,
-        created_at: row.try_get("CreatedAt").map_err(get)?,
-        active: super::is_active(active.as_deref()),
-    })
 }
 
 /// `reason` with the URL's password, should an error quote it, masked.
@@ -502,6 +410,8 @@ fn without_password(url: &str, reason: String) -> String {
         Err(_) => reason,
     }
 }
+
+super::shared::endpoint_active_for_others!(sqlx::PgConnection);
 
 #[cfg(test)]
 mod tests {

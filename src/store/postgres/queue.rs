@@ -15,16 +15,14 @@
 //! still ours, so a delivery whose lease ran out is counted once, by
 //! whoever settled it.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::time::Duration;
+use std::collections::{BTreeSet, HashSet};
 
-use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::{Postgres, classify};
+use super::Postgres;
 use crate::store::queue::{
-    Claimed, CommandState, Enqueued, MessageRow, NewSend, Published, QueuedMessage, Recipients,
-    Settled, Settlement, UnpublishedEvent, tally,
+    CommandState, Enqueued, MessageRow, NewSend, Published, QueuedMessage, Recipients, Settled,
+    Settlement, tally,
 };
 use crate::store::{HOLD, LEASE, StoreError, held_by, millis, to_i64, to_u64};
 
@@ -310,6 +308,11 @@ const PURGE_COMMANDS: &str = "\
         AND \"ReportedAt\" IS NULL AND \"EventAt\" IS NULL";
 
 impl Postgres {
+    super::super::shared::claim_returning!();
+    super::super::shared::queue_upkeep!();
+    super::super::shared::next_due!();
+    super::super::shared::take_unpublished_returning!();
+
     /// Records `sends` one after the other (see `Store::enqueue_many`).
     pub(in crate::store) async fn enqueue_many(
         &self,
@@ -318,12 +321,12 @@ impl Postgres {
     ) -> Result<Vec<Enqueued>, StoreError> {
         // One transaction, one commit (and one WAL flush) for the batch;
         // each send is still one statement, so a duplicate stays its own.
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         let mut enqueued = Vec::with_capacity(sends.len());
         for send in sends {
             enqueued.push(enqueue_on(&mut tx, send, owner).await?);
         }
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         Ok(enqueued)
     }
 
@@ -332,7 +335,7 @@ impl Postgres {
         send: &NewSend<'_>,
         owner: &str,
     ) -> Result<Enqueued, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        let mut conn = self.pool.acquire().await?;
         enqueue_on(&mut conn, send, owner).await
     }
 
@@ -356,71 +359,12 @@ impl Postgres {
             .bind(packages.into_iter().collect::<Vec<_>>())
             .bind(ids.into_iter().collect::<Vec<_>>())
             .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         let rows: Vec<MessageRow> = rows
             .into_iter()
             .filter(|r| wanted.contains(&(r.0.as_str(), r.1.as_str())))
             .collect();
         Ok(rows.into_iter().map(QueuedMessage::from_row).collect())
-    }
-
-    pub(in crate::store) async fn claim(
-        &self,
-        owner: &str,
-        limit: usize,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        let rows = sqlx::query(CLAIM)
-            .bind(millis(LEASE))
-            .bind(owner)
-            .bind(held_by(owner))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        let get = |e: sqlx::Error| StoreError::Query(e.to_string());
-        let mut claimed = rows
-            .iter()
-            .map(|row| {
-                Ok(Claimed {
-                    seq: row.try_get("Seq").map_err(get)?,
-                    package: row.try_get("Package").map_err(get)?,
-                    command_id: row.try_get("CommandId").map_err(get)?,
-                    user: row.try_get("User").map_err(get)?,
-                    endpoint: row.try_get("Endpoint").map_err(get)?,
-                    p256dh: row.try_get("KeysP256dh").map_err(get)?,
-                    auth: row.try_get("KeysAuth").map_err(get)?,
-                    attempts: row
-                        .try_get::<i64, _>("Attempts")
-                        .map_err(get)?
-                        .try_into()
-                        .unwrap_or_default(),
-                    tried: row.try_get("Tried").map_err(get)?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        // RETURNING gives no order; keep the queue's.
-        claimed.sort_by_key(|c| c.seq);
-        Ok(claimed)
-    }
-
-    pub(in crate::store) async fn next_due(
-        &self,
-        _owner: &str,
-    ) -> Result<Option<Duration>, StoreError> {
-        let next: Option<i64> = sqlx::query_scalar(NEXT_DUE)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(next.map(|ms| Duration::from_millis(to_u64(ms))))
-    }
-
-    pub(in crate::store) async fn pending_deliveries(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(PENDING)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(to_u64(count))
     }
 
     pub(in crate::store) async fn renew(
@@ -433,18 +377,7 @@ impl Postgres {
             .bind(owner)
             .bind(seqs)
             .execute(&self.pool)
-            .await
-            .map_err(classify)?
-            .rows_affected())
-    }
-
-    pub(in crate::store) async fn release(&self, owner: &str) -> Result<u64, StoreError> {
-        Ok(sqlx::query(RELEASE)
-            .bind(owner)
-            .bind(held_by(owner))
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?
+            .await?
             .rows_affected())
     }
 
@@ -475,15 +408,14 @@ impl Postgres {
                     (s, a, n)
                 },
             );
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         let mut ours: HashSet<i64> = HashSet::with_capacity(batch.len());
         if !finished.is_empty() {
             let seqs: Vec<i64> = sqlx::query_scalar(DELETE_FINISHED)
                 .bind(owner)
                 .bind(&finished)
                 .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
             ours.extend(seqs);
         }
         if !again_seq.is_empty() {
@@ -493,8 +425,7 @@ impl Postgres {
                 .bind(&again_after)
                 .bind(&again_attempted)
                 .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
             ours.extend(seqs);
         }
         let (tallies, gone) = tally(batch, &ours);
@@ -504,8 +435,7 @@ impl Postgres {
                 .bind(&claimed.package)
                 .bind(&claimed.endpoint)
                 .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
         }
         let mut due = Vec::new();
         if !tallies.is_empty() {
@@ -537,8 +467,7 @@ impl Postgres {
                 .bind(deactivated)
                 .bind(expired)
                 .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
             for ((package, id), tally) in &tallies {
                 if tally.failures.is_empty() {
                     continue;
@@ -554,15 +483,12 @@ impl Postgres {
                     .bind(causes)
                     .bind(counts)
                     .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
+                    .await?;
             }
             for row in &rows {
-                let is_due: bool = row
-                    .try_get("Due")
-                    .map_err(|e| StoreError::Query(e.to_string()))?;
+                let is_due: bool = row.try_get("Due").map_err(StoreError::Query)?;
                 if is_due {
-                    due.push(state_from_row(row)?);
+                    due.push(crate::store::rows::command_state(row)?);
                 }
             }
             due.sort_by(|a, b| (&a.package, &a.id).cmp(&(&b.package, &b.id)));
@@ -579,11 +505,10 @@ impl Postgres {
                     .bind(packages)
                     .bind(ids)
                     .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
+                    .await?;
             }
         }
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         Ok(due)
     }
 
@@ -594,7 +519,7 @@ impl Postgres {
         published: &[Published],
     ) -> Result<(), StoreError> {
         let (reports, events) = crate::store::queue::published_by_send(published);
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         if !reports.is_empty() {
             let mut packages = Vec::with_capacity(reports.len());
             let mut ids = Vec::with_capacity(reports.len());
@@ -609,8 +534,7 @@ impl Postgres {
                 .bind(ids)
                 .bind(levels)
                 .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
         }
         if !events.is_empty() {
             let (packages, ids): (Vec<&str>, Vec<&str>) = events.iter().copied().unzip();
@@ -618,87 +542,10 @@ impl Postgres {
                 .bind(packages)
                 .bind(ids)
                 .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
         }
-        tx.commit().await.map_err(classify)
+        tx.commit().await.map_err(StoreError::from)
     }
-
-    pub(in crate::store) async fn take_unpublished(
-        &self,
-        before_ms: u64,
-        now_ms: u64,
-    ) -> Result<(Vec<CommandState>, Vec<UnpublishedEvent>), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let rows = sqlx::query(TAKE_UNPUBLISHED_REPORTS)
-            .bind(to_i64(now_ms))
-            .bind(to_i64(before_ms))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(classify)?;
-        let mut reports = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut state = state_from_row(row)?;
-            state.failures = failures(&mut tx, &state.package, &state.id).await?;
-            reports.push(state);
-        }
-        let events = sqlx::query_as(TAKE_UNPUBLISHED_EVENTS)
-            .bind(to_i64(now_ms))
-            .bind(to_i64(before_ms))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(classify)?
-            .into_iter()
-            .map(|(package, id, target, event)| UnpublishedEvent {
-                package,
-                id,
-                target,
-                event,
-            })
-            .collect();
-        tx.commit().await.map_err(classify)?;
-        Ok((reports, events))
-    }
-
-    pub(in crate::store) async fn purge_commands(&self, before_ms: u64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        sqlx::query(PURGE_FAILURES)
-            .bind(to_i64(before_ms))
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        let purged = sqlx::query(PURGE_COMMANDS)
-            .bind(to_i64(before_ms))
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?
-            .rows_affected();
-        tx.commit().await.map_err(classify)?;
-        Ok(purged)
-    }
-}
-
-fn state_from_row(row: &PgRow) -> Result<CommandState, StoreError> {
-    let get = |e: sqlx::Error| StoreError::Query(e.to_string());
-    let count = |name: &str| -> Result<u64, StoreError> {
-        row.try_get::<i64, _>(name).map(to_u64).map_err(get)
-    };
-    Ok(CommandState {
-        package: row.try_get("Package").map_err(get)?,
-        id: row.try_get("Id").map_err(get)?,
-        target: row.try_get("Target").map_err(get)?,
-        members: row
-            .try_get::<Option<i64>, _>("Members")
-            .map_err(get)?
-            .map(to_u64),
-        subscriptions: count("Subscriptions")?,
-        pending: count("Pending")?,
-        delivered: count("Delivered")?,
-        failed: count("Failed")?,
-        deactivated: count("Deactivated")?,
-        expired: count("Expired")?,
-        failures: BTreeMap::new(),
-    })
 }
 
 async fn state(
@@ -710,28 +557,13 @@ async fn state(
         .bind(package)
         .bind(id)
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(classify)?
+        .await?
     else {
         return Ok(None);
     };
-    let mut state = state_from_row(&row)?;
+    let mut state = crate::store::rows::command_state(&row)?;
     state.failures = failures(conn, package, id).await?;
     Ok(Some(state))
-}
-
-async fn failures(
-    conn: &mut PgConnection,
-    package: &str,
-    id: &str,
-) -> Result<BTreeMap<String, u64>, StoreError> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(FAILURES)
-        .bind(package)
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(classify)?;
-    Ok(rows.into_iter().map(|(c, n)| (c, to_u64(n))).collect())
 }
 
 /// Records one send on `conn` (a transaction of a batch, or a connection of
@@ -748,8 +580,7 @@ async fn enqueue_on(
             .bind(digest)
             .bind(cutoff)
             .fetch_optional(&mut *conn)
-            .await
-            .map_err(classify)?;
+            .await?;
         if let Some(id) = earlier {
             return duplicate(conn, send.package.as_str(), &id).await;
         }
@@ -778,8 +609,7 @@ async fn enqueue_on(
         .bind(held_by(owner))
         .bind(to)
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(classify)?;
+        .await?;
     let Some(queued) = queued else {
         return duplicate(conn, send.package.as_str(), send.id).await;
     };
@@ -800,10 +630,16 @@ async fn duplicate(
         .bind(package)
         .bind(id)
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(classify)?;
+        .await?;
     Ok(Enqueued::Duplicate {
         earlier,
         unpublished_event,
     })
+}
+
+super::super::shared::failures!(PgConnection);
+
+/// `Tried` is a boolean.
+fn tried(row: &sqlx::postgres::PgRow) -> Result<bool, sqlx::Error> {
+    row.try_get("Tried")
 }

@@ -2,11 +2,9 @@
 
 use sqlx::{Postgres as Db, QueryBuilder};
 
-use super::{Postgres, classify};
-use crate::store::subscription_health::{
-    HealthColumns, HealthEvent, HealthOutcome, RUN_GAP_MS, SubscriptionHealth, from_row, merge,
-};
-use crate::store::{StoreError, to_i64, to_u64};
+use super::Postgres;
+use crate::store::StoreError;
+use crate::store::subscription_health::{HealthEvent, merge};
 
 /// What a batch row changes on a row already there. A delivery in the
 /// batch (`DeliveredAt` set) counts the failures after it only, and ends a
@@ -48,8 +46,13 @@ const RECEIPT: &str = r#"
 const SELECT: &str = r#"SELECT "Subscription", "Origin", "DeliveredAt", "ReceiptAt", "Receipt",
     "FailedAt", "Failure", "Failures"::bigint, "RefusedSince"
     FROM axion_push_subscription_health WHERE "Package" = "#;
+/// Follows `SELECT` and its package: the list of subscriptions.
+const SUBSCRIPTION_IN: &str = r#" AND "Subscription" IN ("#;
 
 impl Postgres {
+    super::super::shared::health_reads!();
+    super::super::shared::record_refusal_returning!();
+
     pub(in crate::store) async fn record_health(
         &self,
         events: &[HealthEvent],
@@ -71,76 +74,8 @@ impl Postgres {
                     .push_bind(i32::try_from(row.failures).unwrap_or(i32::MAX));
             });
             q.push(UPDATE);
-            q.build().execute(&self.pool).await.map_err(classify)?;
+            q.build().execute(&self.pool).await?;
         }
         Ok(())
-    }
-
-    pub(in crate::store) async fn record_refusal(
-        &self,
-        event: &HealthEvent,
-        counted: bool,
-    ) -> Result<Option<u64>, StoreError> {
-        let cause = match &event.outcome {
-            HealthOutcome::Failed(cause) => cause.as_str(),
-            HealthOutcome::Delivered => "",
-        };
-        let at = to_i64(event.at_ms);
-        let since: Option<i64> = sqlx::query_scalar(REFUSED)
-            .bind(&event.package)
-            .bind(&event.subscription)
-            .bind(&event.user)
-            .bind(event.origin.as_deref())
-            .bind(at)
-            .bind(cause)
-            .bind(counted.then_some(at))
-            .bind(to_i64(RUN_GAP_MS))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(since.map(to_u64))
-    }
-
-    pub(in crate::store) async fn record_receipt_health(
-        &self,
-        package: &str,
-        subscription: &str,
-        user: &str,
-        kind: &str,
-        at_ms: u64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(RECEIPT)
-            .bind(package)
-            .bind(subscription)
-            .bind(user)
-            .bind(to_i64(at_ms))
-            .bind(kind)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(())
-    }
-
-    pub(in crate::store) async fn health(
-        &self,
-        package: &str,
-        subscriptions: &[String],
-    ) -> Result<Vec<SubscriptionHealth>, StoreError> {
-        if subscriptions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut q = QueryBuilder::<Db>::new(SELECT);
-        q.push_bind(package).push(r#" AND "Subscription" IN ("#);
-        let mut list = q.separated(", ");
-        for s in subscriptions {
-            list.push_bind(s);
-        }
-        q.push(")");
-        let rows: Vec<HealthColumns> = q
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(rows.into_iter().map(from_row).collect())
     }
 }

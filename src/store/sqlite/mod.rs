@@ -9,16 +9,19 @@ mod subscription_health;
 use std::borrow::Cow;
 use std::str::FromStr;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row, SqlSafeStr, SqlitePool};
+use sqlx::error::DatabaseError;
+use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteError, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, SqlSafeStr, SqlitePool};
 
 use super::{
-    Backend, DatabaseInfo, MembersChange, StoreError, StoredSubscription, Subscribed, Takeover,
-    missing_columns, redact_url,
+    Backend, DatabaseInfo, StoreError, StoredSubscription, Subscribed, Takeover, missing_columns,
+    redact_url,
 };
 use crate::config::DatabaseSettings;
-use crate::model::{Group, Package, Subscription, User};
+use crate::model::{Package, Subscription, User};
 
 /// Where sqlx would keep its bookkeeping; ours is `axion_push_migrations`,
 /// and an installation migrated before keeps its history under the new name.
@@ -84,20 +87,12 @@ pub(super) struct Sqlite {
 /// I/O error, full, cannot open.
 const TRANSIENT_CODES: [i64; 6] = [5, 6, 8, 10, 13, 14];
 
-pub(super) fn classify(e: sqlx::Error) -> StoreError {
-    let transient = match &e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|c| c.parse::<i64>().ok())
-            .is_some_and(|c| TRANSIENT_CODES.contains(&(c & 0xff))),
-        _ => false,
-    };
-    if transient {
-        StoreError::Unavailable(e.to_string())
-    } else {
-        StoreError::Query(e.to_string())
-    }
+/// Whether a database error is one of SQLite's temporary ones.
+pub(super) fn is_transient(db: &dyn DatabaseError) -> bool {
+    db.try_downcast_ref::<SqliteError>()
+        .and_then(|e| e.code())
+        .and_then(|c| c.parse::<i64>().ok())
+        .is_some_and(|c| TRANSIENT_CODES.contains(&(c & 0xff)))
 }
 
 /// A subscription counts as active when `Active` is 'Y' or, as older
@@ -180,13 +175,16 @@ const COUNT_MEMBERS: &str =
 const ROW_BUFFER: usize = 1024;
 
 impl Sqlite {
+    super::shared::groups!();
+    super::shared::change_members_one_by_one!();
+    super::shared::deactivate!();
+
     pub(super) async fn open(settings: &DatabaseSettings) -> Result<Sqlite, StoreError> {
-        let open_error = |reason: String| StoreError::Open {
+        let open_error = |e: sqlx::Error| StoreError::Open {
             url: redact_url(&settings.url),
-            reason,
+            reason: e.to_string(),
         };
-        let options =
-            SqliteConnectOptions::from_str(&settings.url).map_err(|e| open_error(e.to_string()))?;
+        let options = SqliteConnectOptions::from_str(&settings.url).map_err(open_error)?;
         create_private(&options, &settings.url);
         let options = options
             .create_if_missing(true)
@@ -215,42 +213,40 @@ impl Sqlite {
             .acquire_timeout(settings.busy_timeout.max(std::time::Duration::from_secs(1)))
             .connect_with(options)
             .await
-            .map_err(|e| open_error(e.to_string()))?;
+            .map_err(open_error)?;
         Ok(Sqlite { pool })
     }
 
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
-        let migrate_error = |e: &dyn std::fmt::Display| StoreError::Migrate(e.to_string());
+        let migrate_error = |e| StoreError::Migrate(MigrateError::Execute(e));
         let tables: Vec<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
                 .fetch_all(&self.pool)
                 .await
-                .map_err(|e| migrate_error(&e))?;
+                .map_err(migrate_error)?;
         if tables.iter().any(|t| t == SQLX_MIGRATIONS) && !tables.iter().any(|t| t == MIGRATIONS) {
             sqlx::query(AssertSqlSafe(format!(
                 "ALTER TABLE {SQLX_MIGRATIONS} RENAME TO {MIGRATIONS}"
             )))
             .execute(&self.pool)
             .await
-            .map_err(|e| migrate_error(&e))?;
+            .map_err(migrate_error)?;
         }
         migrator()
             .run(&self.pool)
             .await
-            .map_err(|e| migrate_error(&e))
+            .map_err(StoreError::Migrate)
     }
 
     pub(super) async fn info(&self) -> Result<DatabaseInfo, StoreError> {
         let version: String = sqlx::query_scalar("SELECT sqlite_version()")
             .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         let columns: Vec<String> = sqlx::query_scalar(
             "SELECT name FROM pragma_table_info('def_notify_push_subscription')",
         )
         .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         Ok(DatabaseInfo {
             backend: Backend::Sqlite,
             version,
@@ -270,15 +266,11 @@ impl Sqlite {
     ) -> Result<Option<Subscribed>, StoreError> {
         // IMMEDIATE: the write lock from the start, so the check below sees
         // every other subscribe's rows and none comes in before ours.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(classify)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if takeover == Takeover::Refused
             && endpoint_active_for_others(&mut tx, package, user, s.endpoint.as_str()).await?
         {
-            tx.rollback().await.map_err(classify)?;
+            tx.rollback().await?;
             return Ok(None);
         }
         let taken = sqlx::query(DEACTIVATE_ENDPOINT_FOR_OTHERS)
@@ -286,8 +278,7 @@ impl Sqlite {
             .bind(s.endpoint.as_str())
             .bind(user.as_str())
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?
+            .await?
             .rows_affected();
         sqlx::query(UPSERT_SUBSCRIPTION)
             .bind(user.as_str())
@@ -298,8 +289,7 @@ impl Sqlite {
             .bind(s.keys.auth_text())
             .bind(s.user_agent.as_deref())
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+            .await?;
         let keep_others = i64::try_from(max_active.saturating_sub(1)).unwrap_or(i64::MAX);
         let evicted = sqlx::query(EVICT_OLDEST)
             .bind(user.as_str())
@@ -309,37 +299,19 @@ impl Sqlite {
             .bind(s.endpoint.as_str())
             .bind(keep_others)
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?
+            .await?
             .rows_affected();
         let active: i64 = sqlx::query_scalar(COUNT_ACTIVE)
             .bind(user.as_str())
             .bind(package.as_str())
             .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
+            .await?;
+        tx.commit().await?;
         Ok(Some(Subscribed {
             active: active.try_into().unwrap_or_default(),
             taken_from_others: taken,
             evicted,
         }))
-    }
-
-    pub(super) async fn deactivate(
-        &self,
-        package: &Package,
-        user: &User,
-        endpoint: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(DEACTIVATE)
-            .bind(user.as_str())
-            .bind(package.as_str())
-            .bind(endpoint)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(done.rows_affected() > 0)
     }
 
     pub(super) async fn subscriptions(
@@ -353,109 +325,9 @@ impl Sqlite {
             .bind(package)
             .bind(package)
             .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        rows.iter().map(subscription_from_row).collect()
+            .await?;
+        rows.iter().map(crate::store::rows::subscription).collect()
     }
-
-    pub(super) async fn change_members(
-        &self,
-        package: &Package,
-        group: &Group,
-        change: &MembersChange,
-    ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let (add, remove): (&[User], &[User]) = match change {
-            MembersChange::Edit { add, remove } => (add, remove),
-            MembersChange::Set(users) => {
-                sqlx::query(CLEAR_GROUP)
-                    .bind(package.as_str())
-                    .bind(group.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                (users, &[])
-            }
-        };
-        for user in remove {
-            sqlx::query(REMOVE_MEMBER)
-                .bind(package.as_str())
-                .bind(group.as_str())
-                .bind(user.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-        }
-        for user in add {
-            sqlx::query(ADD_MEMBER)
-                .bind(package.as_str())
-                .bind(group.as_str())
-                .bind(user.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-        }
-        let count: i64 = sqlx::query_scalar(COUNT_MEMBERS)
-            .bind(package.as_str())
-            .bind(group.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
-        Ok(count.try_into().unwrap_or_default())
-    }
-
-    pub(super) async fn members(
-        &self,
-        package: &Package,
-        group: &Group,
-    ) -> Result<Vec<User>, StoreError> {
-        let names: Vec<String> = sqlx::query_scalar(MEMBERS)
-            .bind(package.as_str())
-            .bind(group.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        // Names were validated when added; one that no longer parses (a
-        // table edited by hand) is skipped rather than failing the group.
-        Ok(names.iter().filter_map(|n| User::parse(n).ok()).collect())
-    }
-
-    pub(super) async fn close(&self) {
-        self.pool.close().await;
-    }
-}
-
-/// Whether another user of the package has `endpoint` active.
-async fn endpoint_active_for_others(
-    conn: &mut sqlx::SqliteConnection,
-    package: &Package,
-    user: &User,
-    endpoint: &str,
-) -> Result<bool, StoreError> {
-    sqlx::query_scalar(ENDPOINT_ACTIVE_FOR_OTHERS)
-        .bind(package.as_str())
-        .bind(endpoint)
-        .bind(user.as_str())
-        .fetch_one(conn)
-        .await
-        .map_err(classify)
-}
-
-fn subscription_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredSubscription, StoreError> {
-    let get = |e: sqlx::Error| StoreError::Query(e.to_string());
-    let active: Option<String> = row.try_get("Active").map_err(get)?;
-    Ok(StoredSubscription {
-        user: row.try_get("User").map_err(get)?,
-        package: row.try_get("Package").map_err(get)?,
-        module: row.try_get("Module").map_err(get)?,
-        endpoint: row.try_get("Endpoint").map_err(get)?,
-        p256dh: row.try_get("KeysP256dh").map_err(get)?,
-        auth: row.try_get("KeysAuth").map_err(get)?,
-        user_agent: row.try_get("UserAgent").map_err(get)?,
-        created_at: row.try_get("CreatedAt").map_err(get)?,
-        active: super::is_active(active.as_deref()),
-    })
 }
 
 /// Creates a database file that does not exist yet readable by the daemon's
@@ -479,3 +351,5 @@ fn create_private(options: &SqliteConnectOptions, url: &str) {
     std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
     let _ = file.open(path);
 }
+
+super::shared::endpoint_active_for_others!(sqlx::SqliteConnection);

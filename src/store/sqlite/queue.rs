@@ -8,14 +8,13 @@
 //! counted once, by whoever settled it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite as Db, SqliteConnection};
 
-use super::{Sqlite, classify};
+use super::Sqlite;
 use crate::store::queue::{
-    Claimed, CommandState, Enqueued, MessageRow, NewSend, Published, QueuedMessage, Recipients,
-    Settlement, UnpublishedEvent, tally,
+    CommandState, Enqueued, MessageRow, NewSend, Published, QueuedMessage, Recipients, Settlement,
+    tally,
 };
 use crate::store::{HOLD, LEASE, StoreError, held_by, millis, to_i64, to_u64};
 
@@ -153,24 +152,28 @@ const PURGE_COMMANDS: &str = "\
 const ROWS_PER_STATEMENT: usize = 1000;
 
 impl Sqlite {
+    super::super::shared::claim_returning!();
+    super::super::shared::queue_upkeep!();
+    super::super::shared::next_due!();
+    super::super::shared::take_unpublished_returning!();
+
     pub(in crate::store) async fn enqueue(
         &self,
         send: &NewSend<'_>,
         owner: &str,
     ) -> Result<Enqueued, StoreError> {
         let cutoff = to_i64(send.duplicate_after_ms);
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         if let (true, Some(digest)) = (send.redelivered, send.digest) {
             let earlier: Option<String> = sqlx::query_scalar(SAME_DIGEST)
                 .bind(send.package.as_str())
                 .bind(digest)
                 .bind(cutoff)
                 .fetch_optional(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
             if let Some(id) = earlier {
                 let duplicate = duplicate(&mut tx, send.package.as_str(), &id).await?;
-                tx.rollback().await.map_err(classify)?;
+                tx.rollback().await?;
                 return Ok(duplicate);
             }
         }
@@ -181,8 +184,7 @@ impl Sqlite {
             .bind(send.id)
             .bind(cutoff)
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+            .await?;
         let accepted = to_i64(send.accepted_ms);
         let expires = accepted.saturating_add(i64::from(send.ttl) * 1000);
         let inserted = sqlx::query(INSERT_COMMAND)
@@ -201,12 +203,11 @@ impl Sqlite {
             .bind(accepted)
             .bind(cutoff)
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?
+            .await?
             .rows_affected();
         if inserted == 0 {
             let duplicate = duplicate(&mut tx, send.package.as_str(), send.id).await?;
-            tx.rollback().await.map_err(classify)?;
+            tx.rollback().await?;
             return Ok(duplicate);
         }
         let (sql, to) = match send.recipients {
@@ -220,17 +221,15 @@ impl Sqlite {
             .bind(send.package.as_str())
             .bind(to)
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?
+            .await?
             .rows_affected();
         sqlx::query(SET_COUNTS)
             .bind(to_i64(queued))
             .bind(send.package.as_str())
             .bind(send.id)
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
+            .await?;
+        tx.commit().await?;
         Ok(Enqueued::New {
             subscriptions: queued,
         })
@@ -249,7 +248,7 @@ impl Sqlite {
             return Ok(Vec::new());
         };
         let window = to_i64(first.accepted_ms.saturating_sub(first.duplicate_after_ms));
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
 
         let mut commands = QueryBuilder::<Db>::new(
             "INSERT INTO axion_push_command \
@@ -288,8 +287,7 @@ impl Sqlite {
         let recorded: HashSet<(String, String)> = commands
             .build_query_as::<(String, String)>()
             .fetch_all(&mut *tx)
-            .await
-            .map_err(classify)?
+            .await?
             .into_iter()
             .collect();
         let new: Vec<&NewSend<'_>> = sends
@@ -312,7 +310,7 @@ impl Sqlite {
                     .push_unseparated(")");
             }
             cleared.push(")");
-            cleared.build().execute(&mut *tx).await.map_err(classify)?;
+            cleared.build().execute(&mut *tx).await?;
 
             let mut deliveries = QueryBuilder::<Db>::new(concat!(
                 "INSERT INTO axion_push_delivery \
@@ -348,8 +346,7 @@ impl Sqlite {
             for key in deliveries
                 .build_query_as::<(String, String)>()
                 .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?
+                .await?
             {
                 *counts.entry(key).or_default() += 1;
             }
@@ -376,7 +373,7 @@ impl Sqlite {
                     .push_unseparated(")");
             }
             set.push(") AS v WHERE Package = v.column1 AND Id = v.column2");
-            set.build().execute(&mut *tx).await.map_err(classify)?;
+            set.build().execute(&mut *tx).await?;
         }
 
         let mut enqueued = Vec::with_capacity(sends.len());
@@ -390,7 +387,7 @@ impl Sqlite {
                 duplicate(&mut tx, send.package.as_str(), send.id).await?
             });
         }
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         Ok(enqueued)
     }
 
@@ -416,70 +413,8 @@ impl Sqlite {
                 .push_unseparated(")");
         }
         q.push(")");
-        let rows: Vec<MessageRow> = q
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
+        let rows: Vec<MessageRow> = q.build_query_as().fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(QueuedMessage::from_row).collect())
-    }
-
-    pub(in crate::store) async fn claim(
-        &self,
-        owner: &str,
-        limit: usize,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        let rows = sqlx::query(CLAIM)
-            .bind(millis(LEASE))
-            .bind(owner)
-            .bind(held_by(owner))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        let get = |e: sqlx::Error| StoreError::Query(e.to_string());
-        let mut claimed = rows
-            .iter()
-            .map(|row| {
-                Ok(Claimed {
-                    seq: row.try_get("Seq").map_err(get)?,
-                    package: row.try_get("Package").map_err(get)?,
-                    command_id: row.try_get("CommandId").map_err(get)?,
-                    user: row.try_get("User").map_err(get)?,
-                    endpoint: row.try_get("Endpoint").map_err(get)?,
-                    p256dh: row.try_get("KeysP256dh").map_err(get)?,
-                    auth: row.try_get("KeysAuth").map_err(get)?,
-                    attempts: row
-                        .try_get::<i64, _>("Attempts")
-                        .map_err(get)?
-                        .try_into()
-                        .unwrap_or_default(),
-                    tried: row.try_get::<i64, _>("Tried").map_err(get)? != 0,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        // RETURNING gives no order; keep the queue's.
-        claimed.sort_by_key(|c| c.seq);
-        Ok(claimed)
-    }
-
-    pub(in crate::store) async fn next_due(
-        &self,
-        _owner: &str,
-    ) -> Result<Option<Duration>, StoreError> {
-        let next: Option<i64> = sqlx::query_scalar(NEXT_DUE)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(next.map(|ms| Duration::from_millis(to_u64(ms))))
-    }
-
-    pub(in crate::store) async fn pending_deliveries(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(PENDING)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(to_u64(count))
     }
 
     pub(in crate::store) async fn renew(
@@ -503,24 +438,9 @@ impl Sqlite {
                 list.push_bind(*seq);
             }
             q.push(")");
-            renewed += q
-                .build()
-                .execute(&self.pool)
-                .await
-                .map_err(classify)?
-                .rows_affected();
+            renewed += q.build().execute(&self.pool).await?.rows_affected();
         }
         Ok(renewed)
-    }
-
-    pub(in crate::store) async fn release(&self, owner: &str) -> Result<u64, StoreError> {
-        Ok(sqlx::query(RELEASE)
-            .bind(owner)
-            .bind(held_by(owner))
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?
-            .rows_affected())
     }
 
     pub(in crate::store) async fn settle(
@@ -545,7 +465,7 @@ impl Sqlite {
         // Rows in one order for every daemon.
         finished.sort_unstable();
         again.sort_unstable();
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         let mut ours: HashSet<i64> = HashSet::with_capacity(batch.len());
         for chunk in finished.chunks(ROWS_PER_STATEMENT) {
             let mut q =
@@ -556,11 +476,7 @@ impl Sqlite {
                 list.push_bind(*seq);
             }
             q.push(") RETURNING Seq");
-            let seqs: Vec<i64> = q
-                .build_query_scalar()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
+            let seqs: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
             ours.extend(seqs);
         }
         for chunk in again.chunks(ROWS_PER_STATEMENT) {
@@ -582,14 +498,10 @@ impl Sqlite {
             }
             q.push(") AS v WHERE axion_push_delivery.Seq = v.column1 AND LeasedBy = ");
             q.push_bind(owner).push(" RETURNING Seq");
-            let seqs: Vec<i64> = q
-                .build_query_scalar()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
+            let seqs: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
             ours.extend(seqs);
         }
-        let get = |e: sqlx::Error| StoreError::Query(e.to_string());
+        let get = StoreError::Query;
         let (tallies, gone) = tally(batch, &ours);
         for claimed in gone {
             sqlx::query(DEACTIVATE_GONE)
@@ -597,8 +509,7 @@ impl Sqlite {
                 .bind(&claimed.package)
                 .bind(&claimed.endpoint)
                 .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
         }
         let mut due = Vec::new();
         if !tallies.is_empty() {
@@ -633,11 +544,7 @@ impl Sqlite {
                  RETURNING Package, Id, Target, Members, Subscriptions, Pending, Delivered, \
                     Failed, Deactivated, Expired, Untried, Reported",
             );
-            let rows = counted
-                .build()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
+            let rows = counted.build().fetch_all(&mut *tx).await?;
             let failures_counted: Vec<(&str, &str, &String, i64)> = tallies
                 .iter()
                 .flat_map(|((package, id), t)| {
@@ -660,7 +567,7 @@ impl Sqlite {
                     " ON CONFLICT (Package, CommandId, Cause) \
                      DO UPDATE SET Count = Count + excluded.Count",
                 );
-                upsert.build().execute(&mut *tx).await.map_err(classify)?;
+                upsert.build().execute(&mut *tx).await?;
             }
             // Whose next report is due: every delivery tried once (the
             // first report), or none left in the queue (the final one).
@@ -669,7 +576,7 @@ impl Sqlite {
                 let pending: i64 = row.try_get("Pending").map_err(get)?;
                 let reported: i64 = row.try_get("Reported").map_err(get)?;
                 if (untried <= 0 && reported == 0) || (pending <= 0 && reported < 2) {
-                    due.push(state_from_row(row)?);
+                    due.push(crate::store::rows::command_state(row)?);
                 }
             }
             due.sort_by(|a, b| (&a.package, &a.id).cmp(&(&b.package, &b.id)));
@@ -693,7 +600,7 @@ impl Sqlite {
                     .push(" WHERE (Package, Id) IN (VALUES ");
                 keys(&mut marked);
                 marked.push(")");
-                marked.build().execute(&mut *tx).await.map_err(classify)?;
+                marked.build().execute(&mut *tx).await?;
                 if due.iter().any(|state| state.failed > 0) {
                     let mut read = QueryBuilder::<Db>::new(
                         "SELECT Package, CommandId, Cause, Count FROM axion_push_command_failure \
@@ -701,11 +608,8 @@ impl Sqlite {
                     );
                     keys(&mut read);
                     read.push(")");
-                    let causes: Vec<(String, String, String, i64)> = read
-                        .build_query_as()
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(classify)?;
+                    let causes: Vec<(String, String, String, i64)> =
+                        read.build_query_as().fetch_all(&mut *tx).await?;
                     for (package, id, cause, n) in causes {
                         if let Some(state) =
                             due.iter_mut().find(|s| s.package == package && s.id == id)
@@ -716,7 +620,7 @@ impl Sqlite {
                 }
             }
         }
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         Ok(due)
     }
 
@@ -759,61 +663,8 @@ impl Sqlite {
                 .push_unseparated(")");
         }
         q.push(") AS v WHERE Package = v.column1 AND Id = v.column2");
-        q.build().execute(&self.pool).await.map_err(classify)?;
+        q.build().execute(&self.pool).await?;
         Ok(())
-    }
-
-    pub(in crate::store) async fn take_unpublished(
-        &self,
-        before_ms: u64,
-        now_ms: u64,
-    ) -> Result<(Vec<CommandState>, Vec<UnpublishedEvent>), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let rows = sqlx::query(TAKE_UNPUBLISHED_REPORTS)
-            .bind(to_i64(now_ms))
-            .bind(to_i64(before_ms))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(classify)?;
-        let mut reports = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut state = state_from_row(row)?;
-            state.failures = failures(&mut tx, &state.package, &state.id).await?;
-            reports.push(state);
-        }
-        let events = sqlx::query_as(TAKE_UNPUBLISHED_EVENTS)
-            .bind(to_i64(now_ms))
-            .bind(to_i64(before_ms))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(classify)?
-            .into_iter()
-            .map(|(package, id, target, event)| UnpublishedEvent {
-                package,
-                id,
-                target,
-                event,
-            })
-            .collect();
-        tx.commit().await.map_err(classify)?;
-        Ok((reports, events))
-    }
-
-    pub(in crate::store) async fn purge_commands(&self, before_ms: u64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        sqlx::query(PURGE_FAILURES)
-            .bind(to_i64(before_ms))
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        let purged = sqlx::query(PURGE_COMMANDS)
-            .bind(to_i64(before_ms))
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?
-            .rows_affected();
-        tx.commit().await.map_err(classify)?;
-        Ok(purged)
     }
 }
 
@@ -829,34 +680,10 @@ async fn duplicate(
         .bind(package)
         .bind(id)
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(classify)?;
+        .await?;
     Ok(Enqueued::Duplicate {
         earlier,
         unpublished_event,
-    })
-}
-
-fn state_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<CommandState, StoreError> {
-    let get = |e: sqlx::Error| StoreError::Query(e.to_string());
-    let count = |name: &str| -> Result<u64, StoreError> {
-        row.try_get::<i64, _>(name).map(to_u64).map_err(get)
-    };
-    Ok(CommandState {
-        package: row.try_get("Package").map_err(get)?,
-        id: row.try_get("Id").map_err(get)?,
-        target: row.try_get("Target").map_err(get)?,
-        members: row
-            .try_get::<Option<i64>, _>("Members")
-            .map_err(get)?
-            .map(to_u64),
-        subscriptions: count("Subscriptions")?,
-        pending: count("Pending")?,
-        delivered: count("Delivered")?,
-        failed: count("Failed")?,
-        deactivated: count("Deactivated")?,
-        expired: count("Expired")?,
-        failures: BTreeMap::new(),
     })
 }
 
@@ -871,26 +698,18 @@ async fn state(
         .bind(package)
         .bind(id)
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(classify)?
+        .await?
     else {
         return Ok(None);
     };
-    let mut state = state_from_row(&row)?;
+    let mut state = crate::store::rows::command_state(&row)?;
     state.failures = failures(conn, package, id).await?;
     Ok(Some(state))
 }
 
-async fn failures(
-    conn: &mut SqliteConnection,
-    package: &str,
-    id: &str,
-) -> Result<BTreeMap<String, u64>, StoreError> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(FAILURES)
-        .bind(package)
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(classify)?;
-    Ok(rows.into_iter().map(|(c, n)| (c, to_u64(n))).collect())
+super::super::shared::failures!(SqliteConnection);
+
+/// `Tried` is an integer.
+fn tried(row: &sqlx::sqlite::SqliteRow) -> Result<bool, sqlx::Error> {
+    Ok(row.try_get::<i64, _>("Tried")? != 0)
 }

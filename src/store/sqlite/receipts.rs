@@ -1,7 +1,6 @@
 //! The SQLite statements of receipts already taken.
 
-use super::{Sqlite, classify};
-use crate::store::{StoreError, to_i64};
+use super::Sqlite;
 
 /// A new receipt is recorded with no replays; one taken before counts one
 /// more and says how many.
@@ -13,30 +12,6 @@ const TAKE: &str = "\
 const PURGE: &str = "DELETE FROM axion_push_receipt WHERE SentAt < ?";
 
 impl Sqlite {
-    pub(in crate::store) async fn take_receipt(
-        &self,
-        package: &str,
-        tag: &str,
-        kind: &str,
-        sent_ms: u64,
-    ) -> Result<bool, StoreError> {
-        let replays: i64 = sqlx::query_scalar(TAKE)
-            .bind(package)
-            .bind(tag)
-            .bind(kind)
-            .bind(to_i64(sent_ms))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(replays == 0)
-    }
-
-    pub(in crate::store) async fn purge_receipts(&self, before_ms: u64) -> Result<u64, StoreError> {
-        Ok(sqlx::query(PURGE)
-            .bind(to_i64(before_ms))
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?
-            .rows_affected())
-    }
+    super::super::shared::take_receipt_returning!();
+    super::super::shared::purge_receipts!();
 }

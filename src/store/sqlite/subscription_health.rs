@@ -2,11 +2,9 @@
 
 use sqlx::{QueryBuilder, Sqlite as Db};
 
-use super::{Sqlite, classify};
-use crate::store::subscription_health::{
-    HealthColumns, HealthEvent, HealthOutcome, RUN_GAP_MS, SubscriptionHealth, from_row, merge,
-};
-use crate::store::{StoreError, to_i64, to_u64};
+use super::Sqlite;
+use crate::store::StoreError;
+use crate::store::subscription_health::{HealthEvent, merge};
 
 /// What a batch row changes on a row already there. A delivery in the
 /// batch (`DeliveredAt` set) counts the failures after it only, and ends a
@@ -46,8 +44,13 @@ const RECEIPT: &str = "\
 
 const SELECT: &str = "SELECT Subscription, Origin, DeliveredAt, ReceiptAt, Receipt, FailedAt, \
     Failure, Failures, RefusedSince FROM axion_push_subscription_health WHERE Package = ";
+/// Follows `SELECT` and its package: the list of subscriptions.
+const SUBSCRIPTION_IN: &str = " AND Subscription IN (";
 
 impl Sqlite {
+    super::super::shared::health_reads!();
+    super::super::shared::record_refusal_returning!();
+
     pub(in crate::store) async fn record_health(
         &self,
         events: &[HealthEvent],
@@ -69,76 +72,8 @@ impl Sqlite {
                     .push_bind(row.failures);
             });
             q.push(UPDATE);
-            q.build().execute(&self.pool).await.map_err(classify)?;
+            q.build().execute(&self.pool).await?;
         }
         Ok(())
-    }
-
-    pub(in crate::store) async fn record_refusal(
-        &self,
-        event: &HealthEvent,
-        counted: bool,
-    ) -> Result<Option<u64>, StoreError> {
-        let cause = match &event.outcome {
-            HealthOutcome::Failed(cause) => cause.as_str(),
-            HealthOutcome::Delivered => "",
-        };
-        let at = to_i64(event.at_ms);
-        let since: Option<i64> = sqlx::query_scalar(REFUSED)
-            .bind(&event.package)
-            .bind(&event.subscription)
-            .bind(&event.user)
-            .bind(event.origin.as_deref())
-            .bind(at)
-            .bind(cause)
-            .bind(counted.then_some(at))
-            .bind(to_i64(RUN_GAP_MS))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(since.map(to_u64))
-    }
-
-    pub(in crate::store) async fn record_receipt_health(
-        &self,
-        package: &str,
-        subscription: &str,
-        user: &str,
-        kind: &str,
-        at_ms: u64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(RECEIPT)
-            .bind(package)
-            .bind(subscription)
-            .bind(user)
-            .bind(to_i64(at_ms))
-            .bind(kind)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(())
-    }
-
-    pub(in crate::store) async fn health(
-        &self,
-        package: &str,
-        subscriptions: &[String],
-    ) -> Result<Vec<SubscriptionHealth>, StoreError> {
-        if subscriptions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut q = QueryBuilder::<Db>::new(SELECT);
-        q.push_bind(package).push(" AND Subscription IN (");
-        let mut list = q.separated(", ");
-        for s in subscriptions {
-            list.push_bind(s);
-        }
-        q.push(")");
-        let rows: Vec<HealthColumns> = q
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(rows.into_iter().map(from_row).collect())
     }
 }
