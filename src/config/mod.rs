@@ -8,6 +8,7 @@
 //! own `base.push` that the daemon does not use; an unknown key under
 //! `axion_push` is an error.
 
+pub mod keys;
 mod reader;
 mod vapid;
 mod yaml;
@@ -177,38 +178,27 @@ impl VapidRegistry {
 #[derive(Debug, Clone)]
 pub struct MqttSettings {
     /// `url`: an external broker, `mqtt://host:1883` or `mqtts://host:8883`.
-    /// Default `null`: start the embedded broker and connect to it.
     pub url: Option<Url>,
-    /// `client_id`: the daemon's MQTT client id, and its `instance` name in
-    /// the status topic. Must be unique per instance. Default `axion-push`.
+    /// `client_id`: the daemon's MQTT client id, and its `instance` name in the
+    /// status topic. Must be unique per instance.
     pub client_id: String,
-    /// `username`, `password`: broker credentials. Default none.
+    /// `username`, `password`: broker credentials.
     pub username: Option<String>,
     pub password: Option<Secret>,
     /// `shared_group`: subscribe through `$share/{group}/…` so several
-    /// instances split the commands. Default `null`.
+    /// instances split the commands.
     pub shared_group: Option<String>,
-    /// `topic_prefix`: prepended to every topic, e.g. `staging/`. Default empty.
+    /// `topic_prefix`: prepended to every topic, e.g. `staging/`.
     pub topic_prefix: String,
-    /// `keep_alive`: MQTT keep-alive interval. Default `30s`.
+    /// `keep_alive`: MQTT keep-alive interval.
     pub keep_alive: Duration,
     /// `ca_file`: PEM roots for an `mqtts://` broker with a private CA.
-    /// Default `null`: the system roots.
     pub ca_file: Option<PathBuf>,
 }
 
 impl Default for MqttSettings {
     fn default() -> Self {
-        Self {
-            url: None,
-            client_id: "axion-push".into(),
-            username: None,
-            password: None,
-            shared_group: None,
-            topic_prefix: String::new(),
-            keep_alive: Duration::from_secs(30),
-            ca_file: None,
-        }
+        Settings::default().mqtt
     }
 }
 
@@ -219,57 +209,45 @@ impl Default for MqttSettings {
 /// logins confined to their own user.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    /// `listen`: MQTT over TCP, for services and the command line. Default
-    /// `127.0.0.1:1883` (loopback only). Another address needs an account
-    /// in `users` (or `mqtt.username`).
+    /// `listen`: MQTT over TCP, for services and the command line. Another
+    /// address needs an account in `users` (or `mqtt.username`).
     pub listen: SocketAddr,
     /// `websocket_listen`: MQTT over WebSocket for browsers, e.g.
-    /// `127.0.0.1:8083`. Default `null` (off). A browser logs in as
-    /// `{package}/{user}` with its subscribe token as the password. Another
-    /// address than loopback needs `subscribe_token_secret`, and a TLS
-    /// reverse proxy in front (the listener speaks plain `ws`).
+    /// `127.0.0.1:8083`. A browser logs in as `{package}/{user}` with its
+    /// subscribe token as the password. Another address than loopback needs
+    /// `subscribe_token_secret`, and a TLS reverse proxy in front (the listener
+    /// speaks plain `ws`).
     pub websocket_listen: Option<SocketAddr>,
-    /// `websocket_origins`: the web origins (`https://app.example.com`)
-    /// whose pages may open the WebSocket listener; a browser's handshake
-    /// from any other origin is refused with 403. A client sending no
-    /// `Origin` (not a browser) is let through to log in. Default: none.
+    /// `websocket_origins`: the web origins (`https://app.example.com`) whose
+    /// pages may open the WebSocket listener; a browser's handshake from any
+    /// other origin is refused with 403. A client sending no `Origin` (not a
+    /// browser) is let through to log in.
     pub websocket_origins: Vec<String>,
     /// `max_payload_bytes`: the largest message the broker accepts; a client
-    /// publishing more is disconnected by the broker. Default 1048576.
+    /// publishing more is disconnected by the broker.
     pub max_payload_bytes: usize,
     /// `users`: service accounts (`name: password`) the broker accepts on
     /// `listen`. With none and no `mqtt.username`, anyone who reaches that
     /// listener may connect (it is loopback by default). With any, or with
-    /// `mqtt.username` set, every service must log in; the daemon's own
-    /// `mqtt` account is accepted too. Passwords may not be empty. Default:
-    /// none.
+    /// `mqtt.username` set, every service must log in; the daemon's own `mqtt`
+    /// account is accepted too. Passwords may not be empty.
     pub users: BTreeMap<String, Secret>,
-    /// `max_connections`: open connections on both listeners together;
-    /// beyond, new ones wait until one closes. Default 1000 (each takes
-    /// three file descriptors: see `LimitNOFILE` in the systemd unit).
+    /// `max_connections`: open connections on both listeners together; beyond,
+    /// new ones wait until one closes.
     pub max_connections: usize,
     /// `websocket_max_per_address`: open WebSocket connections from one IP
-    /// address; beyond, new ones are closed at once. Default 32. Behind a
-    /// reverse proxy every browser comes from the proxy's address: raise it
-    /// there, and cap per client in the proxy.
+    /// address; beyond, new ones are closed at once. Behind a reverse proxy
+    /// every browser comes from the proxy's address: raise it there, and cap
+    /// per client in the proxy.
     pub websocket_max_per_address: usize,
     /// `connect_timeout`: how long a new connection may take to log in (the
-    /// WebSocket handshake included) before it is closed. Default `5s`.
+    /// WebSocket handshake included) before it is closed.
     pub connect_timeout: Duration,
 }
 
 impl Default for BrokerSettings {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
-            websocket_listen: None,
-            websocket_origins: Vec::new(),
-            max_payload_bytes: 1024 * 1024,
-            users: BTreeMap::new(),
-            max_connections: 1000,
-            websocket_max_per_address: 32,
-            connect_timeout: Duration::from_secs(5),
-        }
+        Settings::default().broker
     }
 }
 
@@ -277,75 +255,57 @@ impl Default for BrokerSettings {
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     /// `url`: `sqlite://axion-push.db` (relative to the working directory),
-    /// `sqlite:///var/lib/axion-push/axion-push.db`. Default
-    /// `sqlite://axion-push.db`.
+    /// `sqlite:///var/lib/axion-push/axion-push.db`.
     pub url: String,
-    /// `busy_timeout`: how long a statement waits for a locked database
-    /// before it fails. Default `5s`.
+    /// `busy_timeout`: how long a statement waits for a locked database before
+    /// it fails.
     pub busy_timeout: Duration,
-    /// `max_connections`: pool size on a server database (SQLite always
-    /// uses one: its writes share one lock). Default 4.
+    /// `max_connections`: pool size on a server database (SQLite always uses
+    /// one: its writes share one lock).
     pub max_connections: u32,
 }
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self {
-            url: "sqlite://axion-push.db".into(),
-            busy_timeout: Duration::from_secs(5),
-            max_connections: 4,
-        }
+        Settings::default().database
     }
 }
 
 /// `axion_push.delivery`: how Web Push requests are sent.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
-    /// `concurrency`: push requests in flight at once, over all push
-    /// services. Default 256.
+    /// `concurrency`: push requests in flight at once, over all push services.
     pub concurrency: usize,
-    /// `default_ttl`: seconds a push service keeps an undelivered message,
-    /// when the command has no `ttl`. Default 86400.
+    /// `default_ttl`: seconds a push service keeps an undelivered message, when
+    /// the command has no `ttl`.
     pub default_ttl: u32,
-    /// `request_timeout`: the whole request, connect included. Default `10s`.
+    /// `request_timeout`: the whole request, connect included.
     pub request_timeout: Duration,
     /// `shutdown_grace`: on SIGTERM, how long pushes in flight may take to
-    /// finish. Default `10s`.
+    /// finish.
     pub shutdown_grace: Duration,
     /// `extra_root_ca`: a PEM file of roots trusted besides the system's
-    /// (private push services, tests, benchmarks). Default `null`.
+    /// (private push services, tests, benchmarks).
     pub extra_root_ca: Option<PathBuf>,
-    /// `retry_initial`: the first delay before retrying a push that met a
-    /// 429, a 5xx, a timeout or a broken connection; it doubles per attempt
-    /// (with jitter) and is never shorter than the service's `Retry-After`.
-    /// Default `5s`.
+    /// `retry_initial`: the first delay before retrying a push that met a 429,
+    /// a 5xx, a timeout or a broken connection; it doubles per attempt (with
+    /// jitter) and is never shorter than the service's `Retry-After`.
     pub retry_initial: Duration,
     /// `retry_max`: the longest delay between two attempts, unless the push
-    /// service asks for longer. Default `10m`.
+    /// service asks for longer.
     pub retry_max: Duration,
     /// `pause_max`: the longest a push service that keeps failing is paused
     /// (its circuit breaker), even when its `Retry-After` asks for more; a
-    /// single delivery still waits what `Retry-After` says. Default `1h`.
+    /// single delivery still waits what `Retry-After` says.
     pub pause_max: Duration,
-    /// `dedup_window`: how long a send's `id` is remembered; the same id
-    /// again within it is answered `duplicate` and not delivered. Default
-    /// `24h`.
+    /// `dedup_window`: how long a send's `id` is remembered; the same id again
+    /// within it is answered `duplicate` and not delivered.
     pub dedup_window: Duration,
 }
 
 impl Default for DeliverySettings {
     fn default() -> Self {
-        Self {
-            concurrency: 256,
-            default_ttl: 86_400,
-            request_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(10),
-            extra_root_ca: None,
-            retry_initial: Duration::from_secs(5),
-            retry_max: Duration::from_secs(600),
-            pause_max: Duration::from_secs(3600),
-            dedup_window: Duration::from_secs(86_400),
-        }
+        Settings::default().delivery
     }
 }
 
@@ -355,138 +315,118 @@ impl Default for DeliverySettings {
 pub struct EndpointSettings {
     /// `allow_hosts`: push-service hosts; `*.domain` matches any subdomain.
     pub allow_hosts: Vec<String>,
-    /// `allow_ports`: the ports an endpoint may name. Default `[443]`: push
-    /// services listen there, and any other port of an allowed host is one
-    /// of its other services. A private push service (or a test) adds its
-    /// own; `http` endpoints need 80.
+    /// `allow_ports`: the ports an endpoint may name. A private push service
+    /// (or a test) adds its own; `http` endpoints need 80.
     pub allow_ports: Vec<u16>,
-    /// `allow_http`: accept `http://` endpoints. Default false.
+    /// `allow_http`: accept `http://` endpoints.
     pub allow_http: bool,
     /// `allow_private_addresses`: accept endpoints resolving to loopback,
-    /// private, link-local or unique-local addresses. Default false.
+    /// private, link-local or unique-local addresses.
     pub allow_private_addresses: bool,
 }
 
 impl Default for EndpointSettings {
     fn default() -> Self {
-        Self {
-            allow_hosts: [
-                "fcm.googleapis.com",
-                "*.push.services.mozilla.com",
-                "*.push.apple.com",
-                "*.notify.windows.com",
-            ]
-            .map(String::from)
-            .to_vec(),
-            allow_ports: vec![443],
-            allow_http: false,
-            allow_private_addresses: false,
-        }
+        Settings::default().endpoints
     }
 }
 
 /// `axion_push.limits`: bounds on input the daemon does not control.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// `max_command_bytes`: the largest command payload accepted; larger
-    /// ones are answered with an error. Default 65536.
+    /// `max_command_bytes`: the largest command payload accepted; larger ones
+    /// are answered with an error.
     pub max_command_bytes: usize,
-    /// `max_subscriptions_per_user`: active subscriptions one user may have
-    /// in a package; subscribing one more deactivates the oldest, so a user
-    /// (or a script posing as one) cannot grow the table without bound.
-    /// Default 50.
+    /// `max_subscriptions_per_user`: active subscriptions one user may have in
+    /// a package; subscribing one more deactivates the oldest, so a user (or a
+    /// script posing as one) cannot grow the table without bound.
     pub max_subscriptions_per_user: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_command_bytes: 64 * 1024,
-            max_subscriptions_per_user: 50,
-        }
+        Settings::default().limits
     }
 }
 
 /// `axion_push.metrics`: the Prometheus endpoint.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MetricsSettings {
-    /// `listen`: where `GET /metrics` is served, e.g. `127.0.0.1:9464`.
-    /// Default `null` (off). A non-loopback address needs `allow_remote`.
+    /// `listen`: where `GET /metrics` is served, e.g. `127.0.0.1:9464`. A
+    /// non-loopback address needs `allow_remote`.
     pub listen: Option<SocketAddr>,
     /// `allow_remote`: accept a `listen` address other than loopback. The
     /// endpoint has no authentication; it shows push-service hosts, command
-    /// counts and the queue's depth. Default false.
+    /// counts and the queue's depth.
     pub allow_remote: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Settings::default().metrics
+    }
 }
 
 /// `axion_push.receipts`: what browsers report back about each push (see
 /// `receipt`).
 #[derive(Debug, Clone)]
 pub struct ReceiptSettings {
-    /// `enabled`: each push carries a receipt token, and the shipped
-    /// service worker reports whether the notification was shown or the
-    /// browser refused it. Default true. Receipts track people: turn them
-    /// off where that is not wanted.
+    /// `enabled`: each push carries a receipt token, and the shipped service
+    /// worker reports whether the notification was shown or the browser refused
+    /// it. Receipts track people: turn them off where that is not wanted.
     pub enabled: bool,
     /// `clicks`: the worker also reports clicks (with the action) and
     /// dismissals — what a person did, not only what the browser did.
-    /// Default false (opt-in).
     pub clicks: bool,
 }
 
 impl Default for ReceiptSettings {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            clicks: false,
-        }
+        Settings::default().receipts
     }
 }
 
 /// `axion_push.subscriptions`: the life of a subscription.
 #[derive(Debug, Clone)]
 pub struct SubscriptionSettings {
-    /// `expire_after`: a subscription whose pushes its push service has
-    /// refused this long, for it alone (while taking others' pushes), is
-    /// deactivated as `stale`. Outages, 429/5xx, timeouts, a wrong VAPID
-    /// key (refused for everyone) and our own endpoint policy never count;
-    /// a subscription that simply received nothing is never expired.
-    /// Default 60 days.
+    /// `expire_after`: a subscription whose pushes its push service has refused
+    /// this long, for it alone (while taking others' pushes), is deactivated as
+    /// `stale`. Outages, 429/5xx, timeouts, a wrong VAPID key (refused for
+    /// everyone) and our own endpoint policy never count; a subscription that
+    /// simply received nothing is never expired.
     pub expire_after: Duration,
 }
 
 impl Default for SubscriptionSettings {
     fn default() -> Self {
-        Self {
-            expire_after: Duration::from_secs(60 * 24 * 3600),
-        }
+        Settings::default().subscriptions
     }
 }
 
 /// `axion_push.log`.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
-    /// `level`: `error`, `warn`, `info`, `debug`, `trace`, or a full
-    /// tracing filter. `RUST_LOG` overrides it. Default `info`.
+    /// `level`: `error`, `warn`, `info`, `debug`, `trace`, or a full tracing
+    /// filter. `RUST_LOG` overrides it.
     pub level: String,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-        }
+        Settings::default().log
     }
 }
 
-/// The daemon's own section, `axion_push`.
+/// The daemon's own section, `axion_push`. Each key's default and meaning
+/// are declared once, in [`keys::KEYS`]; the fields' comments say what the
+/// daemon does with them.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub mqtt: MqttSettings,
     pub broker: BrokerSettings,
     pub database: DatabaseSettings,
     /// `vapid_key_file`: where the first-run VAPID key is written (mode 0600)
-    /// and read back, when `base.push` has none. Default `vapid.pem`.
+    /// and read back, when `base.push` has none.
     pub vapid_key_file: PathBuf,
     pub delivery: DeliverySettings,
     pub endpoints: EndpointSettings,
@@ -496,30 +436,26 @@ pub struct Settings {
     pub subscriptions: SubscriptionSettings,
     pub log: LogSettings,
     /// `subscribe_token_secret`: when set, browsers log in to the embedded
-    /// broker's WebSocket listener with a token the host application
-    /// issued for their user and package with this secret (see `token`),
-    /// and `subscribe`, `unsubscribe` and `list` must carry one. At least
-    /// 32 characters. Default `null`: any client that may publish a command
-    /// may subscribe as anyone.
+    /// broker's WebSocket listener with a token the host application issued for
+    /// their user and package with this secret (see `token`), and `subscribe`,
+    /// `unsubscribe` and `list` must carry one. At least 32 characters.
     pub subscribe_token_secret: Option<Secret>,
 }
 
 impl Default for Settings {
+    /// The declared defaults (`keys::KEYS`), read as a file that sets no
+    /// key would be.
     fn default() -> Self {
-        Self {
-            mqtt: MqttSettings::default(),
-            broker: BrokerSettings::default(),
-            database: DatabaseSettings::default(),
-            vapid_key_file: PathBuf::from("vapid.pem"),
-            delivery: DeliverySettings::default(),
-            endpoints: EndpointSettings::default(),
-            limits: Limits::default(),
-            metrics: MetricsSettings::default(),
-            receipts: ReceiptSettings::default(),
-            subscriptions: SubscriptionSettings::default(),
-            log: LogSettings::default(),
-            subscribe_token_secret: None,
-        }
+        let mut findings = Findings::default();
+        let mut own = Section::new("axion_push", None, Unknown::Refuse, &mut findings);
+        let settings = read_settings(&mut own);
+        own.finish();
+        assert!(
+            findings.problems.is_empty(),
+            "the declared defaults do not read: {:?}",
+            findings.problems
+        );
+        settings
     }
 }
 
@@ -841,7 +777,7 @@ fn read_root(root: &serde_json::Value, findings: &mut Findings) -> Config {
         }
         {
             let mut own = top.section_as("axion_push", Unknown::Refuse);
-            read_settings(&mut own, &mut config.settings);
+            config.settings = read_settings(&mut own);
             own.finish();
         }
     }
@@ -878,11 +814,12 @@ fn read_root(root: &serde_json::Value, findings: &mut Findings) -> Config {
     config
 }
 
-fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
-    {
-        let mut mqtt = own.section("mqtt");
-        let m = &mut s.mqtt;
-        mqtt.field_with("url", &mut m.url, |raw: Option<String>| {
+/// The daemon's own section, key by key; each key's default comes from
+/// `keys::KEYS` (see [`Section::value`]).
+fn read_settings(own: &mut Section<'_, '_>) -> Settings {
+    let mqtt = {
+        let mut section = own.section("mqtt");
+        let url = section.value("url", |raw: Option<String>| {
             raw.map(|u| {
                 let url = Url::parse(&u)
                     .map_err(|e| format!("'{}' is not a URL ({e})", masked_url(&u)))?;
@@ -900,74 +837,75 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
             })
             .transpose()
         });
-        mqtt.field_with("client_id", &mut m.client_id, |id: String| {
+        let client_id = section.value("client_id", |id: String| {
             if id.is_empty() || id.len() > 128 {
                 Err("must be 1 to 128 characters".into())
             } else {
                 Ok(id)
             }
         });
-        mqtt.field_with("username", &mut m.username, |u: Option<String>| match u {
+        let username = section.value("username", |u: Option<String>| match u {
             Some(u) if u.is_empty() => Err("must not be empty (null: no login)".to_owned()),
             u => Ok(u),
         });
-        mqtt.field_with("password", &mut m.password, |raw: serde_json::Value| {
+        let password = section.value("password", |raw: serde_json::Value| {
             Ok(secret_text(raw)?.map(Secret::new))
         });
-        match (&m.username, &m.password) {
-            (Some(_), None) => mqtt.problem(
+        match (&username, &password) {
+            (Some(_), None) => section.problem(
                 "password",
                 "is missing: a username without a password would let anyone log in with that name",
             ),
             (_, Some(p)) if p.expose().is_empty() => {
-                mqtt.problem("password", "must not be empty");
+                section.problem("password", "must not be empty");
             }
             _ => {}
         }
-        mqtt.field_with(
-            "shared_group",
-            &mut m.shared_group,
-            |g: Option<String>| match g {
-                Some(g) if g.is_empty() || g.contains(['/', '+', '#']) => {
-                    Err("must be a single non-empty topic level".into())
-                }
-                g => Ok(g),
-            },
-        );
-        mqtt.field_with("topic_prefix", &mut m.topic_prefix, |p: String| {
+        let shared_group = section.value("shared_group", |g: Option<String>| match g {
+            Some(g) if g.is_empty() || g.contains(['/', '+', '#']) => {
+                Err("must be a single non-empty topic level".into())
+            }
+            g => Ok(g),
+        });
+        let topic_prefix = section.value("topic_prefix", |p: String| {
             if p.contains(['+', '#']) || p.starts_with('$') {
                 Err("must not contain wildcards or start with '$'".into())
             } else {
                 Ok(p)
             }
         });
-        mqtt.field_with("keep_alive", &mut m.keep_alive, duration);
-        mqtt.field("ca_file", &mut m.ca_file);
-        mqtt.finish();
-    }
+        let keep_alive = section.value("keep_alive", duration);
+        let ca_file = section.value("ca_file", Ok);
+        section.finish();
+        MqttSettings {
+            url,
+            client_id,
+            username,
+            password,
+            shared_group,
+            topic_prefix,
+            keep_alive,
+            ca_file,
+        }
+    };
     // Read before `broker`, whose WebSocket listener depends on it.
-    own.field_with(
-        "subscribe_token_secret",
-        &mut s.subscribe_token_secret,
-        |raw: serde_json::Value| match secret_text(raw)? {
+    let subscribe_token_secret = own.value("subscribe_token_secret", |raw: serde_json::Value| {
+        match secret_text(raw)? {
             Some(secret) if secret.chars().count() < MIN_TOKEN_SECRET => Err(format!(
                 "must be at least {MIN_TOKEN_SECRET} characters (e.g. `openssl rand -base64 32`)"
             )),
             secret => Ok(secret.map(Secret::new)),
-        },
-    );
-    {
-        let mut broker = own.section("broker");
-        let b = &mut s.broker;
-        broker.field("listen", &mut b.listen);
-        broker.field("websocket_listen", &mut b.websocket_listen);
-        broker.field_with(
-            "websocket_origins",
-            &mut b.websocket_origins,
-            |origins: Vec<String>| origins.iter().map(|o| web_origin(o)).collect(),
-        );
-        broker.field_with("max_payload_bytes", &mut b.max_payload_bytes, positive);
-        broker.field_with("users", &mut b.users, |raw: serde_json::Value| {
+        }
+    });
+    let broker = {
+        let mut section = own.section("broker");
+        let listen: SocketAddr = section.value("listen", Ok);
+        let websocket_listen: Option<SocketAddr> = section.value("websocket_listen", Ok);
+        let websocket_origins = section.value("websocket_origins", |origins: Vec<String>| {
+            origins.iter().map(|o| web_origin(o)).collect()
+        });
+        let max_payload_bytes = section.value("max_payload_bytes", positive);
+        let users = section.value("users", |raw: serde_json::Value| {
             let users = match raw {
                 serde_json::Value::Null => return Ok(BTreeMap::new()),
                 serde_json::Value::Object(users) => users,
@@ -998,48 +936,32 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
                 })
                 .collect()
         });
-        broker.field_with("max_connections", &mut b.max_connections, positive);
-        broker.field_with(
-            "websocket_max_per_address",
-            &mut b.websocket_max_per_address,
-            positive,
-        );
-        broker.field_with("connect_timeout", &mut b.connect_timeout, |text| {
-            let d = duration(text)?;
-            if d.is_zero() {
-                Err("must be longer than 0s".to_owned())
-            } else {
-                Ok(d)
-            }
-        });
-        let embedded = s.mqtt.url.is_none();
-        if embedded && !b.users.is_empty() && s.mqtt.username.is_none() {
-            broker.problem(
+        let max_connections = section.value("max_connections", positive);
+        let websocket_max_per_address = section.value("websocket_max_per_address", positive);
+        let connect_timeout = section.value("connect_timeout", positive_duration);
+        let embedded = mqtt.url.is_none();
+        if embedded && !users.is_empty() && mqtt.username.is_none() {
+            section.problem(
                 "users",
                 "the embedded broker then requires a login: set axion_push.mqtt.username and password (for the daemon and the command line)",
             );
         }
-        if embedded
-            && !b.listen.ip().is_loopback()
-            && b.users.is_empty()
-            && s.mqtt.username.is_none()
-        {
-            broker.problem(
+        if embedded && !listen.ip().is_loopback() && users.is_empty() && mqtt.username.is_none() {
+            section.problem(
                 "listen",
                 format!(
-                    "{} is not a loopback address, and the broker has no accounts: anyone who reaches it could publish commands. \
+                    "{listen} is not a loopback address, and the broker has no accounts: anyone who reaches it could publish commands. \
                      Add service accounts in axion_push.broker.users (and axion_push.mqtt.username and password for the daemon), \
-                     or listen on 127.0.0.1",
-                    b.listen
+                     or listen on 127.0.0.1"
                 ),
             );
         }
         if embedded
-            && let Some(ws) = b.websocket_listen
+            && let Some(ws) = websocket_listen
             && !ws.ip().is_loopback()
-            && s.subscribe_token_secret.is_none()
+            && subscribe_token_secret.is_none()
         {
-            broker.problem(
+            section.problem(
                 "websocket_listen",
                 format!(
                     "{ws} is not a loopback address: browsers there must prove who they are, so set axion_push.subscribe_token_secret \
@@ -1047,12 +969,21 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
                 ),
             );
         }
-        broker.finish();
-    }
-    {
-        let mut db = own.section("database");
-        let d = &mut s.database;
-        db.field_with("url", &mut d.url, |url: String| {
+        section.finish();
+        BrokerSettings {
+            listen,
+            websocket_listen,
+            websocket_origins,
+            max_payload_bytes,
+            users,
+            max_connections,
+            websocket_max_per_address,
+            connect_timeout,
+        }
+    };
+    let database = {
+        let mut section = own.section("database");
+        let url = section.value("url", |url: String| {
             let Some(backend) = crate::store::Backend::of_url(&url) else {
                 return Err(format!(
                     "'{}' is not a database URL: sqlite://PATH, mysql://USER@HOST/DB \
@@ -1065,32 +996,36 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
             }
             Ok(url)
         });
-        db.field_with("busy_timeout", &mut d.busy_timeout, duration);
+        let busy_timeout = section.value("busy_timeout", duration);
         // SQLite's own: a server database has its own lock timeouts, and a
         // setting that silently does nothing would mislead.
-        if crate::store::Backend::of_url(&d.url).is_some_and(|b| b != crate::store::Backend::Sqlite)
-            && d.busy_timeout != DatabaseSettings::default().busy_timeout
+        if crate::store::Backend::of_url(&url).is_some_and(|b| b != crate::store::Backend::Sqlite)
+            && busy_timeout != section.default_of("busy_timeout", duration)
         {
-            db.problem(
+            section.problem(
                 "busy_timeout",
                 "applies to SQLite only; remove it for a MariaDB/MySQL or PostgreSQL database",
             );
         }
-        db.field_with("max_connections", &mut d.max_connections, |n: u32| {
+        let max_connections = section.value("max_connections", |n: u32| {
             if n == 0 {
                 Err("must be at least 1".into())
             } else {
                 Ok(n)
             }
         });
-        db.finish();
-    }
-    own.field("vapid_key_file", &mut s.vapid_key_file);
-    {
-        let mut delivery = own.section("delivery");
-        let d = &mut s.delivery;
-        delivery.field_with("concurrency", &mut d.concurrency, positive);
-        delivery.field_with("default_ttl", &mut d.default_ttl, |ttl: u32| {
+        section.finish();
+        DatabaseSettings {
+            url,
+            busy_timeout,
+            max_connections,
+        }
+    };
+    let vapid_key_file = own.value("vapid_key_file", Ok);
+    let delivery = {
+        let mut section = own.section("delivery");
+        let concurrency = section.value("concurrency", positive);
+        let default_ttl = section.value("default_ttl", |ttl: u32| {
             if ttl > crate::model::MAX_TTL {
                 Err(format!(
                     "must be at most {} seconds (4 weeks)",
@@ -1100,78 +1035,81 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
                 Ok(ttl)
             }
         });
-        delivery.field_with("request_timeout", &mut d.request_timeout, duration);
-        delivery.field_with("shutdown_grace", &mut d.shutdown_grace, duration);
-        delivery.field("extra_root_ca", &mut d.extra_root_ca);
-        let positive_duration = |text: DurationText| {
-            let d = duration(text)?;
-            if d.is_zero() {
-                Err("must be longer than 0s".to_owned())
-            } else {
-                Ok(d)
-            }
-        };
-        delivery.field_with("retry_initial", &mut d.retry_initial, positive_duration);
-        delivery.field_with("retry_max", &mut d.retry_max, positive_duration);
-        delivery.field_with("pause_max", &mut d.pause_max, positive_duration);
-        delivery.field_with("dedup_window", &mut d.dedup_window, duration);
-        if d.retry_max < d.retry_initial {
-            delivery.problem("retry_max", "must not be shorter than retry_initial");
+        let request_timeout = section.value("request_timeout", duration);
+        let shutdown_grace = section.value("shutdown_grace", duration);
+        let extra_root_ca: Option<PathBuf> = section.value("extra_root_ca", Ok);
+        let retry_initial = section.value("retry_initial", positive_duration);
+        let retry_max = section.value("retry_max", positive_duration);
+        let pause_max = section.value("pause_max", positive_duration);
+        let dedup_window = section.value("dedup_window", duration);
+        if retry_max < retry_initial {
+            section.problem("retry_max", "must not be shorter than retry_initial");
         }
-        if let Some(path) = &d.extra_root_ca
+        if let Some(path) = &extra_root_ca
             && !path.is_file()
         {
-            delivery.problem(
+            section.problem(
                 "extra_root_ca",
                 format!("{} is not a readable file", path.display()),
             );
         }
-        delivery.finish();
-    }
-    {
-        let mut endpoints = own.section("endpoints");
-        let e = &mut s.endpoints;
-        endpoints.field_with("allow_hosts", &mut e.allow_hosts, |hosts: Vec<String>| {
+        section.finish();
+        DeliverySettings {
+            concurrency,
+            default_ttl,
+            request_timeout,
+            shutdown_grace,
+            extra_root_ca,
+            retry_initial,
+            retry_max,
+            pause_max,
+            dedup_window,
+        }
+    };
+    let endpoints = {
+        let mut section = own.section("endpoints");
+        let allow_hosts = section.value("allow_hosts", |hosts: Vec<String>| {
             for host in &hosts {
                 crate::model::HostPattern::parse(host)?;
             }
             Ok(hosts)
         });
-        endpoints.field_with("allow_ports", &mut e.allow_ports, |ports: Vec<u16>| {
+        let allow_ports = section.value("allow_ports", |ports: Vec<u16>| {
             if ports.is_empty() || ports.contains(&0) {
                 Err("must list at least one port, each 1 to 65535 (the default is [443])".into())
             } else {
                 Ok(ports)
             }
         });
-        endpoints.field("allow_http", &mut e.allow_http);
-        endpoints.field("allow_private_addresses", &mut e.allow_private_addresses);
-        endpoints.finish();
-    }
-    {
-        let mut limits = own.section("limits");
-        limits.field_with(
-            "max_command_bytes",
-            &mut s.limits.max_command_bytes,
-            positive,
-        );
-        limits.field_with(
-            "max_subscriptions_per_user",
-            &mut s.limits.max_subscriptions_per_user,
-            positive,
-        );
-        limits.finish();
-    }
-    {
-        let mut metrics = own.section("metrics");
-        let m = &mut s.metrics;
-        metrics.field("listen", &mut m.listen);
-        metrics.field("allow_remote", &mut m.allow_remote);
-        if let Some(listen) = m.listen
+        let allow_http = section.value("allow_http", Ok);
+        let allow_private_addresses = section.value("allow_private_addresses", Ok);
+        section.finish();
+        EndpointSettings {
+            allow_hosts,
+            allow_ports,
+            allow_http,
+            allow_private_addresses,
+        }
+    };
+    let limits = {
+        let mut section = own.section("limits");
+        let max_command_bytes = section.value("max_command_bytes", positive);
+        let max_subscriptions_per_user = section.value("max_subscriptions_per_user", positive);
+        section.finish();
+        Limits {
+            max_command_bytes,
+            max_subscriptions_per_user,
+        }
+    };
+    let metrics = {
+        let mut section = own.section("metrics");
+        let listen: Option<SocketAddr> = section.value("listen", Ok);
+        let allow_remote: bool = section.value("allow_remote", Ok);
+        if let Some(listen) = listen
             && !listen.ip().is_loopback()
-            && !m.allow_remote
+            && !allow_remote
         {
-            metrics.problem(
+            section.problem(
                 "listen",
                 format!(
                     "{listen} is not a loopback address: the endpoint has no authentication; \
@@ -1180,33 +1118,63 @@ fn read_settings(own: &mut Section<'_, '_>, s: &mut Settings) {
                 ),
             );
         }
-        metrics.finish();
-    }
-    {
-        let mut receipts = own.section("receipts");
-        receipts.field("enabled", &mut s.receipts.enabled);
-        receipts.field("clicks", &mut s.receipts.clicks);
-        if s.receipts.clicks && !s.receipts.enabled {
-            receipts.problem(
+        section.finish();
+        MetricsSettings {
+            listen,
+            allow_remote,
+        }
+    };
+    let receipts = {
+        let mut section = own.section("receipts");
+        let enabled: bool = section.value("enabled", Ok);
+        let clicks: bool = section.value("clicks", Ok);
+        if clicks && !enabled {
+            section.problem(
                 "clicks",
                 "needs receipts.enabled: click receipts travel with the others",
             );
         }
-        receipts.finish();
-    }
-    {
-        let mut subscriptions = own.section("subscriptions");
-        subscriptions.field_with("expire_after", &mut s.subscriptions.expire_after, duration);
-        subscriptions.finish();
-    }
-    {
-        let mut log = own.section("log");
-        log.field_with("level", &mut s.log.level, |level: String| {
+        section.finish();
+        ReceiptSettings { enabled, clicks }
+    };
+    let subscriptions = {
+        let mut section = own.section("subscriptions");
+        let expire_after = section.value("expire_after", duration);
+        section.finish();
+        SubscriptionSettings { expire_after }
+    };
+    let log = {
+        let mut section = own.section("log");
+        let level = section.value("level", |level: String| {
             tracing_subscriber::EnvFilter::try_new(&level)
                 .map(|_| level.clone())
                 .map_err(|e| format!("'{level}' is not a log level or filter ({e})"))
         });
-        log.finish();
+        section.finish();
+        LogSettings { level }
+    };
+    Settings {
+        mqtt,
+        broker,
+        database,
+        vapid_key_file,
+        delivery,
+        endpoints,
+        limits,
+        metrics,
+        receipts,
+        subscriptions,
+        log,
+        subscribe_token_secret,
+    }
+}
+
+fn positive_duration(text: DurationText) -> Result<Duration, String> {
+    let d = duration(text)?;
+    if d.is_zero() {
+        Err("must be longer than 0s".to_owned())
+    } else {
+        Ok(d)
     }
 }
 
@@ -1238,56 +1206,69 @@ mod tests {
     fn the_shipped_config_parses_to_the_defaults() {
         let text = include_str!("../../config.yaml");
         let c = Config::from_yaml(text, "config.yaml").unwrap();
-        let d = Settings::default();
-        let s = &c.settings;
-        assert_eq!(s.mqtt.url, d.mqtt.url);
-        assert_eq!(s.mqtt.client_id, d.mqtt.client_id);
-        assert_eq!(s.mqtt.shared_group, d.mqtt.shared_group);
-        assert_eq!(s.mqtt.topic_prefix, d.mqtt.topic_prefix);
-        assert_eq!(s.mqtt.keep_alive, d.mqtt.keep_alive);
-        assert_eq!(s.broker.listen, d.broker.listen);
-        assert_eq!(s.broker.websocket_listen, d.broker.websocket_listen);
-        assert_eq!(s.broker.max_payload_bytes, d.broker.max_payload_bytes);
-        assert_eq!(s.broker.websocket_origins, d.broker.websocket_origins);
-        assert_eq!(s.broker.max_connections, d.broker.max_connections);
+        // Every key is there, set to its declared default; read with no
+        // problem, so every key the file has is one the daemon reads.
+        let tree = yaml::parse(text).unwrap();
+        for key in keys::KEYS {
+            let value = key
+                .path
+                .split('.')
+                .try_fold(&tree, |node, part| node.get(part));
+            assert_eq!(
+                value,
+                Some(&keys::default_value(key)),
+                "config.yaml: {} is not {}",
+                key.path,
+                key.default
+            );
+        }
         assert_eq!(
-            s.broker.websocket_max_per_address,
-            d.broker.websocket_max_per_address
+            format!("{:?}", c.settings),
+            format!("{:?}", Settings::default())
         );
-        assert_eq!(s.broker.connect_timeout, d.broker.connect_timeout);
-        assert!(s.broker.users.is_empty());
-        assert!(s.subscribe_token_secret.is_none());
-        assert_eq!(s.database.url, d.database.url);
-        assert_eq!(s.database.busy_timeout, d.database.busy_timeout);
-        assert_eq!(s.vapid_key_file, d.vapid_key_file);
-        assert_eq!(s.delivery.concurrency, d.delivery.concurrency);
-        assert_eq!(s.delivery.default_ttl, d.delivery.default_ttl);
-        assert_eq!(s.delivery.request_timeout, d.delivery.request_timeout);
-        assert_eq!(s.delivery.shutdown_grace, d.delivery.shutdown_grace);
-        assert_eq!(s.delivery.retry_initial, d.delivery.retry_initial);
-        assert_eq!(s.delivery.retry_max, d.delivery.retry_max);
-        assert_eq!(s.delivery.pause_max, d.delivery.pause_max);
-        assert_eq!(s.delivery.dedup_window, d.delivery.dedup_window);
-        assert_eq!(s.endpoints.allow_hosts, d.endpoints.allow_hosts);
-        assert_eq!(s.endpoints.allow_ports, d.endpoints.allow_ports);
-        assert_eq!(s.endpoints.allow_http, d.endpoints.allow_http);
-        assert_eq!(s.limits.max_command_bytes, d.limits.max_command_bytes);
-        assert_eq!(
-            s.limits.max_subscriptions_per_user,
-            d.limits.max_subscriptions_per_user
-        );
-        assert_eq!(s.metrics.listen, d.metrics.listen);
-        assert_eq!(s.metrics.allow_remote, d.metrics.allow_remote);
-        assert_eq!(s.receipts.enabled, d.receipts.enabled);
-        assert_eq!(s.receipts.clicks, d.receipts.clicks);
-        assert_eq!(s.subscriptions.expire_after, d.subscriptions.expire_after);
-        assert_eq!(s.log.level, d.log.level);
         assert!(
             c.push.private_key.is_none(),
             "keys are generated on first run"
         );
         assert_eq!(c.push.email.as_deref(), Some("mailto:admin@example.com"));
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn the_readme_table_shows_every_key_with_its_declared_default_and_meaning() {
+        let readme = include_str!("../../README.md");
+        let mut shown = BTreeMap::new();
+        for row in readme.lines().filter(|l| l.starts_with("| `axion_push.")) {
+            let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+            let [path, default, meaning] = cells[..] else {
+                panic!("README: a row of the configuration table without three cells: {row}");
+            };
+            let path = path.trim_matches('`');
+            assert!(
+                shown.insert(path, (default, meaning)).is_none(),
+                "README: {path} has two rows"
+            );
+        }
+        for key in keys::KEYS {
+            let Some((default, meaning)) = shown.remove(key.path) else {
+                panic!(
+                    "README: the configuration table has no row for {}",
+                    key.path
+                );
+            };
+            assert_eq!(
+                default,
+                format!("`{}`", key.default),
+                "README: the default of {}",
+                key.path
+            );
+            assert_eq!(meaning, key.meaning, "README: the meaning of {}", key.path);
+        }
+        assert!(
+            shown.is_empty(),
+            "README: rows for keys the daemon does not declare: {:?}",
+            shown.keys()
+        );
     }
 
     #[test]

@@ -119,6 +119,46 @@ impl<'v, 'p> Section<'v, 'p> {
         }
     }
 
+    /// The value of `key` in the daemon's own section: the file's when it
+    /// has a usable one, otherwise the key's default from
+    /// [`super::keys::KEYS`], read through the same `check`. A value the
+    /// file gets wrong is a problem, and the default stands in meanwhile so
+    /// that every other key is still checked.
+    pub(crate) fn value<R, T>(
+        &mut self,
+        key: &'static str,
+        check: impl Fn(R) -> Result<T, String>,
+    ) -> T
+    where
+        R: DeserializeOwned,
+    {
+        let mut slot = self.default_of(key, &check);
+        self.field_with(key, &mut slot, &check);
+        slot
+    }
+
+    /// The declared default of `key`, read through `check`. A default that
+    /// does not read is a mistake in the table, caught by every test.
+    pub(crate) fn default_of<R, T>(
+        &self,
+        key: &'static str,
+        check: impl Fn(R) -> Result<T, String>,
+    ) -> T
+    where
+        R: DeserializeOwned,
+    {
+        let declared = super::keys::key(&self.path_of(key));
+        serde_json::from_value::<R>(super::keys::default_value(declared))
+            .map_err(|e| e.to_string())
+            .and_then(check)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the declared default of {} ({}) does not read: {e}",
+                    declared.path, declared.default
+                )
+            })
+    }
+
     /// A section below this one, treating unknown keys the same way.
     pub(crate) fn section(&mut self, key: &'static str) -> Section<'v, '_> {
         let unknown = self.unknown;
