@@ -100,20 +100,16 @@ async fn with_file_descriptors_exhausted_the_broker_waits_instead_of_spinning() 
         &format!("    listen: 127.0.0.1:{port}\n    connect_timeout: 60s\n"),
     );
     std::fs::write(&config, yaml).unwrap();
-    let mut child = std::process::Command::new("sh")
+    let mut command = std::process::Command::new("sh");
+    command
         .arg("-c")
         .arg(format!(
             "ulimit -n 200 && exec '{}' serve --config '{}'",
             process::bin(),
             config.display()
         ))
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let log = process::Lines::of(child.stderr.take().unwrap());
-    let mut serve = process::Serve { child, log };
+        .env("RUST_LOG", "info");
+    let mut serve = process::Serve::spawn(command);
     serve.wait_for("axion-push is running");
 
     let mut idle = Vec::new();

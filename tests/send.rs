@@ -154,11 +154,11 @@ async fn an_unreachable_push_service_is_retried_until_the_message_expires() {
     let h = Harness::start().await;
     let reachable = h.browser("reachable");
     h.subscribe("crm", "dave", &reachable).await;
-    // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port bound but not listening: connections to it are refused, and
+    // nothing else can take it while the test holds it.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = held.local_addr().unwrap();
     let mut unreachable = h.browser("unreachable");
     unreachable.endpoint = format!("https://{closed}/push/unreachable");
     h.subscribe("crm", "dave", &unreachable).await;

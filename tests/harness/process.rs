@@ -144,10 +144,73 @@ impl Lines {
     }
 }
 
-/// A running `axion-push serve` whose log lines can be awaited.
+/// The daemon's systemd notifications (`READY=1`, `STOPPING=1`), read from
+/// a socket of the test's own: events to await rather than log lines.
+pub struct Notifications {
+    rx: mpsc::Receiver<String>,
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Notifications {
+    fn bind() -> (Notifications, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        // Woken now and then to notice that the test is done with it.
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .unwrap();
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let done = closed.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf)
+                    && tx
+                        .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                        .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let notifications = Notifications {
+            rx,
+            closed,
+            _dir: dir,
+        };
+        (notifications, path)
+    }
+
+    /// Waits for a notification holding the line `what` (`READY=1`).
+    pub fn wait_for(&self, what: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(message) if message.lines().any(|l| l == what) => return message,
+                Ok(_) => {}
+                Err(_) => panic!("no {what} from the daemon within {WAIT:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Notifications {
+    fn drop(&mut self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A running `axion-push serve` whose log lines and systemd notifications
+/// can be awaited.
 pub struct Serve {
     pub child: Child,
     pub log: Lines,
+    pub notifications: Notifications,
 }
 
 impl Serve {
@@ -157,16 +220,38 @@ impl Serve {
 
     /// Like [`Serve::start`], with extra environment variables.
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Serve {
-        let mut child = Command::new(bin())
+        let mut command = Command::new(bin());
+        command
             .args(["serve", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Self::spawn(command)
+    }
+
+    /// Runs `command` (one that runs `serve`) with its log and systemd
+    /// notifications to await.
+    pub fn spawn(mut command: Command) -> Serve {
+        let (notifications, socket) = Notifications::bind();
+        if command.get_envs().all(|(k, _)| k != "NOTIFY_SOCKET") {
+            command.env("NOTIFY_SOCKET", &socket);
+        }
+        let mut child = command
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
         let log = Lines::of(child.stderr.take().unwrap());
-        Serve { child, log }
+        Serve {
+            child,
+            log,
+            notifications,
+        }
+    }
+
+    /// Waits until the daemon is running: subscribed to its commands, as
+    /// it tells systemd (`READY=1`).
+    pub fn wait_ready(&self) {
+        self.notifications.wait_for("READY=1");
     }
 
     pub fn wait_for(&mut self, needle: &str) -> String {
