@@ -12,6 +12,14 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+/// Trying a statement again while the database is unavailable (a restart,
+/// a lost connection, a lock): soon at first, then every few seconds, the
+/// same for every part of the daemon that waits on it.
+pub const DATABASE_RETRY: Backoff = Backoff {
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+};
+
 impl Backoff {
     /// The delay before attempt `attempt + 1`, counting from 0: `initial`
     /// doubled `attempt` times, capped at `max`, then jittered by ±50 %.

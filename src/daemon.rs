@@ -309,6 +309,50 @@ fn announcements(topics: &Topics, vapid: &VapidRegistry, instance: &str) -> Vec<
     out
 }
 
+/// Opens the database, brings its tables up to date and says what it is.
+async fn open_store(settings: &crate::config::DatabaseSettings) -> Result<Store> {
+    let store = Store::open(settings).await?;
+    store.migrate().await?;
+    let database = store.info().await?;
+    tracing::info!(
+        backend = database.backend.name(),
+        version = database.version,
+        url = crate::store::redact_url(&settings.url),
+        "database ready"
+    );
+    if !database.skip_locked {
+        tracing::warn!(
+            backend = database.backend.name(),
+            version = database.version,
+            "this database has no FOR UPDATE SKIP LOCKED (MariaDB 10.6 and MySQL 8 have it): only one daemon may use it"
+        );
+    }
+    Ok(store)
+}
+
+/// The embedded broker behind our gateway, which checks logins against
+/// `broker.users`, the daemon's own account and subscribe tokens.
+async fn start_embedded_broker(
+    settings: &crate::config::Settings,
+    stats: &Arc<Stats>,
+    tokens: Option<Arc<crate::token::TokenKey>>,
+) -> Result<broker::EmbeddedBroker> {
+    let own = settings
+        .mqtt
+        .username
+        .as_deref()
+        .zip(settings.mqtt.password.as_ref());
+    let gate = broker::Gate {
+        logins: broker::Logins {
+            accounts: broker::accounts(&settings.broker, own),
+            tokens,
+        },
+        topics: Topics::new(settings.mqtt.topic_prefix.clone()),
+        stats: stats.clone(),
+    };
+    Ok(broker::start(&settings.broker, gate).await?)
+}
+
 impl Daemon {
     /// Starts every part and returns once the daemon is subscribed to its
     /// commands. With an external broker that is down, it keeps retrying.
@@ -322,22 +366,7 @@ impl Daemon {
             "VAPID key loaded"
         );
 
-        let store = Store::open(&settings.database).await?;
-        store.migrate().await?;
-        let database = store.info().await?;
-        tracing::info!(
-            backend = database.backend.name(),
-            version = database.version,
-            url = crate::store::redact_url(&settings.database.url),
-            "database ready"
-        );
-        if !database.skip_locked {
-            tracing::warn!(
-                backend = database.backend.name(),
-                version = database.version,
-                "this database has no FOR UPDATE SKIP LOCKED (MariaDB 10.6 and MySQL 8 have it): only one daemon may use it"
-            );
-        }
+        let store = open_store(&settings.database).await?;
         // Bound before anything else listens, so a taken port fails the
         // start at once, naming the key.
         let metrics_listener = match settings.metrics.listen {
@@ -355,22 +384,7 @@ impl Daemon {
             .map(|secret| Arc::new(crate::token::TokenKey::new(secret.expose())));
         let broker = match settings.mqtt.url {
             Some(_) => None,
-            None => {
-                let own = settings
-                    .mqtt
-                    .username
-                    .as_deref()
-                    .zip(settings.mqtt.password.as_ref());
-                let gate = broker::Gate {
-                    logins: broker::Logins {
-                        accounts: broker::accounts(&settings.broker, own),
-                        tokens: subscribe_tokens.clone(),
-                    },
-                    topics: Topics::new(settings.mqtt.topic_prefix.clone()),
-                    stats: stats.clone(),
-                };
-                Some(broker::start(&settings.broker, gate).await?)
-            }
+            None => Some(start_embedded_broker(settings, &stats, subscribe_tokens.clone()).await?),
         };
 
         // Derived from the default VAPID key: every daemon of the
@@ -433,19 +447,19 @@ impl Daemon {
             engine_stop.clone(),
             &engine,
         );
-        let database_state = (health.watch(), egress.clone());
-        let monitor_parts = (health.clone(), stats.clone());
+        // Watched from here on: a change while the rest starts is published.
+        let database_changes = health.watch();
         let processor = Processor::new(ProcessorParts {
             store: store.clone(),
             topics: topics.clone(),
-            egress,
+            egress: egress.clone(),
             wake,
             ledger,
             hand_off,
             messages,
             owner: owner.clone(),
-            health,
-            stats,
+            health: health.clone(),
+            stats: stats.clone(),
             signers,
             policy,
             max_command_bytes: settings.limits.max_command_bytes,
@@ -461,8 +475,8 @@ impl Daemon {
         // the internal login: no client can crowd it out of the gateway.
         let own_mqtt = match &broker {
             Some(embedded) => crate::config::MqttSettings {
-                username: Some(embedded.internal_login.0.clone()),
-                password: Some(embedded.internal_login.1.clone()),
+                username: Some(embedded.internal_login.username.clone()),
+                password: Some(embedded.internal_login.password.clone()),
                 ..settings.mqtt.clone()
             },
             None => settings.mqtt.clone(),
@@ -486,13 +500,13 @@ impl Daemon {
             processor,
             egress_rx,
             subscribed_tx,
-            monitor_parts.1.clone(),
+            stats.clone(),
             &tracker,
             lifecycle.clone(),
         );
         tracker.spawn(publish_database_state(
-            database_state.0,
-            database_state.1,
+            database_changes,
+            egress,
             topics.status(),
             instance.clone(),
             lifecycle.finish.clone(),
@@ -510,9 +524,9 @@ impl Daemon {
                 metrics_task = Some(tokio::spawn(crate::metrics::serve(
                     listener,
                     crate::metrics::Sources {
-                        stats: monitor_parts.1.clone(),
+                        stats: stats.clone(),
                         store: store.clone(),
-                        health: monitor_parts.0.clone(),
+                        health: health.clone(),
                         broker: client.subscribed.clone(),
                     },
                     metrics_stop.clone(),
@@ -534,8 +548,8 @@ impl Daemon {
             lifecycle,
             grace: settings.delivery.shutdown_grace,
             owner,
-            health: monitor_parts.0,
-            stats: monitor_parts.1,
+            health,
+            stats,
             broker_state: client.subscribed,
             metrics_addr,
             metrics_stop,

@@ -13,7 +13,9 @@
 //! - [`config`]: `config.yaml`, defaults, VAPID key forms, problems by key path.
 //! - [`notification`]: what the user sees, parsed from a send command.
 //! - [`report`]: result reports, real-time events, the egress channel.
-//! - [`backoff`]: exponential delays with jitter.
+//! - [`backoff`]: exponential delays with jitter, and the one for database
+//!   outages.
+//! - [`clock`]: milliseconds, the unit of every stored and reported time.
 //! - [`token`]: subscribe tokens the host application issues.
 //! - [`receipt`]: receipt tokens each push carries, and what a browser may
 //!   report with one (shown, failed, clicked, closed).
@@ -60,6 +62,7 @@
 pub mod backoff;
 pub mod broker;
 pub mod cli;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod daemon;

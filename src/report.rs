@@ -3,7 +3,6 @@
 //! client. Nothing here knows who publishes or how.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -184,13 +183,6 @@ impl Event<'_> {
             .expect("an event of strings and numbers serialises")
             .into()
     }
-}
-
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX))
 }
 
 /// One message for the broker.

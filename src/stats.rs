@@ -68,15 +68,15 @@ impl Stats {
 /// The verb label of a command: one of [`Verb::ALL`], or `other` for a verb
 /// level the daemon does not know (kept apart so a stray topic cannot grow
 /// the label set).
-pub const VERB_LABELS: [&str; Verb::ALL.len() + 1] = [
-    "send",
-    "subscribe",
-    "unsubscribe",
-    "members",
-    "list",
-    "receipt",
-    "other",
-];
+pub const VERB_LABELS: [&str; Verb::ALL.len() + 1] = {
+    let mut labels = ["other"; Verb::ALL.len() + 1];
+    let mut i = 0;
+    while i < Verb::ALL.len() {
+        labels[i] = Verb::ALL[i].as_str();
+        i += 1;
+    }
+    labels
+};
 
 /// One counter per [`VERB_LABELS`] entry.
 #[derive(Debug, Default)]

@@ -31,7 +31,7 @@ impl Verb {
         Verb::Receipt,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Verb::Send => "send",
             Verb::Subscribe => "subscribe",

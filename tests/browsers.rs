@@ -30,7 +30,7 @@ fn token_until(package: &str, user: &str, expires: u64) -> String {
 }
 
 fn token(package: &str, user: &str) -> String {
-    token_until(package, user, axion_push::report::now_ms() / 1000 + 600)
+    token_until(package, user, axion_push::clock::now_ms() / 1000 + 600)
 }
 
 /// A daemon whose embedded broker has the WebSocket listener on, tokens
@@ -329,7 +329,7 @@ async fn each_listener_takes_only_its_own_kind_of_login() {
     .await;
     let broker = h.daemon().embedded_broker().unwrap();
     let (ws, tcp) = (broker.websocket.unwrap(), broker.listen);
-    let now = axion_push::report::now_ms() / 1000;
+    let now = axion_push::clock::now_ms() / 1000;
     for (user, password, code) in [
         (
             "svc",
@@ -383,7 +383,7 @@ async fn each_listener_takes_only_its_own_kind_of_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_ends_when_its_token_expires() {
     let (h, ws) = start().await;
-    let expires = axion_push::report::now_ms() / 1000 + 2;
+    let expires = axion_push::clock::now_ms() / 1000 + 2;
     let (mut alice, code) = BrowserLogin::login(
         ws,
         Some(ORIGIN),
@@ -394,7 +394,7 @@ async fn a_connection_ends_when_its_token_expires() {
     assert_eq!(code, ConnectReturnCode::Success);
     alice.closed().await;
     assert!(
-        axion_push::report::now_ms() / 1000 >= expires,
+        axion_push::clock::now_ms() / 1000 >= expires,
         "closed before it expired"
     );
     h.stop().await;
@@ -462,7 +462,7 @@ async fn a_token_for_one_split_of_names_does_not_pass_for_another() {
         c.settings.subscribe_token_secret = Some(harness::secret(SECRET));
     })
     .await;
-    let expires = axion_push::report::now_ms() / 1000 + 3600;
+    let expires = axion_push::clock::now_ms() / 1000 + 3600;
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
     let signed = format!("axion-push subscribe v1\ncrm\na\nb\n{expires}");
     let tag = aws_lc_rs::hmac::sign(&key, signed.as_bytes());

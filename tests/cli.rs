@@ -1063,7 +1063,7 @@ fn subscribe_token_prints_a_token_the_daemon_accepts() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let token = text(&out.stdout).trim().to_owned();
-    let now = axion_push::report::now_ms() / 1000;
+    let now = axion_push::clock::now_ms() / 1000;
     let key = axion_push::token::TokenKey::new(secret);
     let (crm, alice) = (
         axion_push::model::Package::parse("crm").unwrap(),
@@ -1092,7 +1092,7 @@ fn subscribe_token_takes_a_plain_number_of_seconds_as_config_durations_do() {
         format!("axion_push:\n  subscribe_token_secret: {secret}\n"),
     )
     .unwrap();
-    let before = axion_push::report::now_ms() / 1000;
+    let before = axion_push::clock::now_ms() / 1000;
     let out = run(&[
         "subscribe-token",
         "alice",
@@ -1104,7 +1104,7 @@ fn subscribe_token_takes_a_plain_number_of_seconds_as_config_durations_do() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let token = text(&out.stdout).trim().to_owned();
     let expires: u64 = token.split('.').nth(1).unwrap().parse().unwrap();
-    let after = axion_push::report::now_ms() / 1000;
+    let after = axion_push::clock::now_ms() / 1000;
     assert!(
         (before + 15..=after + 15).contains(&expires),
         "15 seconds: {expires} not in {}..={}",

@@ -96,8 +96,8 @@ async fn a_daemon_killed_mid_fan_out_delivers_to_every_subscription_after_restar
         &format!("    concurrency: {CONCURRENCY}\n"),
         "",
     );
-    let mut serve = Serve::start(&config);
-    serve.wait_for("axion-push is running");
+    let serve = Serve::start(&config);
+    serve.wait_ready();
     let mqtt = TestClient::connect("127.0.0.1", port, &["axion/#".into()]).await;
     mqtt.publish(
         "axion/crm/push/many/send",
@@ -372,8 +372,8 @@ async fn reports_due_while_the_broker_is_away_are_published_after_a_kill_and_res
         "",
     );
     let service = service_on(&broker, "axion/crm/push/+/result").await;
-    let mut serve = Serve::start(&config);
-    serve.wait_for("axion-push is running");
+    let serve = Serve::start(&config);
+    serve.wait_ready();
     for i in 0..SENDS {
         let b = push.browser(&format!("b{i}"));
         // Slow answers: the broker goes away while the pushes are out.
@@ -427,8 +427,8 @@ async fn an_event_the_broker_never_took_is_published_after_a_kill_and_restart() 
         "",
     );
     let service = service_on(&broker, "axion/crm/push/alice").await;
-    let mut serve = Serve::start(&config);
-    serve.wait_for("axion-push is running");
+    let serve = Serve::start(&config);
+    serve.wait_ready();
     let b = push.browser("b");
     let subscriber = TestClient::connect(
         "127.0.0.1",
@@ -484,7 +484,7 @@ async fn what_a_dead_daemon_handed_and_no_broker_took_is_published_by_one_still_
         Package::parse("crm").unwrap(),
         User::parse("alice").unwrap(),
     );
-    let long_ago = axion_push::report::now_ms() - 3_600_000;
+    let long_ago = axion_push::clock::now_ms() - 3_600_000;
     let send = NewSend {
         package: &crm,
         id: "orphan",
@@ -596,8 +596,8 @@ async fn a_qos_0_flood_during_a_database_outage_stays_within_bounded_memory_and_
         "",
         &format!("{busy}  metrics:\n    listen: {metrics}"),
     );
-    let mut serve = Serve::start(&config);
-    serve.wait_for("axion-push is running");
+    let serve = Serve::start(&config);
+    serve.wait_ready();
     let service = TestClient::connect(
         "127.0.0.1",
         broker.addr.port(),

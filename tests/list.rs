@@ -119,7 +119,7 @@ async fn list_needs_the_token_like_subscribe() {
         key.issue(
             &axion_push::model::Package::parse("crm").unwrap(),
             &axion_push::model::User::parse(user).unwrap(),
-            axion_push::report::now_ms() / 1000 + 300,
+            axion_push::clock::now_ms() / 1000 + 300,
         )
     };
     let refused = list(&h, "crm", "alice", "").await;

@@ -49,7 +49,7 @@ fn endpoint(n: usize) -> String {
 
 /// A send to `user` with id `id`, accepted now.
 fn send<'a>(id: &'a str, to: &'a User, package: &'a Package) -> NewSend<'a> {
-    let now = axion_push::report::now_ms();
+    let now = axion_push::clock::now_ms();
     NewSend {
         package,
         id,
@@ -814,7 +814,7 @@ async fn reports_and_events_never_acknowledged_are_taken_again_once() {
     let db = TestDatabase::create().await;
     let store = store(&db).await;
     delivered_send_to_alice(&store, "n-1").await;
-    let later = axion_push::report::now_ms() + 1;
+    let later = axion_push::clock::now_ms() + 1;
     let (reports, events) = store.take_unpublished(later, later).await.unwrap();
     assert_eq!(reports.len(), 1);
     assert_eq!((reports[0].id.as_str(), reports[0].delivered), ("n-1", 1));
@@ -858,7 +858,7 @@ async fn an_acknowledged_event_leaves_its_sends_unacknowledged_report_to_be_take
         }])
         .await
         .unwrap();
-    let later = axion_push::report::now_ms() + 1;
+    let later = axion_push::clock::now_ms() + 1;
     let (reports, events) = store.take_unpublished(later, later).await.unwrap();
     assert!(events.is_empty(), "{events:?}");
     assert_eq!(
@@ -928,7 +928,7 @@ async fn several_sends_are_recorded_at_once_as_one_after_the_other_would_be() {
         "{claimed:?}"
     );
     // bob's send reached nobody: its final report is due at once.
-    let later = axion_push::report::now_ms() + 1;
+    let later = axion_push::clock::now_ms() + 1;
     let (reports, _) = store.take_unpublished(later, later).await.unwrap();
     assert_eq!(
         reports.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
@@ -976,7 +976,7 @@ async fn a_batch_of_fresh_sends_reaches_exactly_whom_each_would_alone_in_order()
         "{claimed:?}"
     );
     // Those that reached nobody have their final report due at once.
-    let later = axion_push::report::now_ms() + 1;
+    let later = axion_push::clock::now_ms() + 1;
     let (reports, _) = store.take_unpublished(later, later).await.unwrap();
     let mut due: Vec<&str> = reports.iter().map(|r| r.id.as_str()).collect();
     due.sort_unstable();
@@ -1036,7 +1036,7 @@ async fn a_receipt_is_taken_once_per_push_and_kind_and_forgotten_with_its_token(
     let db = TestDatabase::create().await;
     let store = store(&db).await;
     let crm = package();
-    let now = axion_push::report::now_ms();
+    let now = axion_push::clock::now_ms();
 
     assert!(
         store

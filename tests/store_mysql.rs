@@ -69,7 +69,7 @@ fn subscription(endpoint: &str) -> Subscription {
 }
 
 fn send<'a>(id: &'a str, to: &'a User, package: &'a Package) -> NewSend<'a> {
-    let now = axion_push::report::now_ms();
+    let now = axion_push::clock::now_ms();
     NewSend {
         package,
         id,
@@ -387,8 +387,8 @@ async fn a_send_recorded_by_another_daemon_at_the_same_moment_is_a_duplicate() {
          (Package, Id, Target, AcceptedAt, ExpiresAt, Payload, Ttl, Urgency) \
          VALUES ('crm', 'n-1', 'alice', ?, ?, '', 60, 'normal')",
     )
-    .bind(axion_push::report::now_ms() as i64)
-    .bind(axion_push::report::now_ms() as i64 + 60_000)
+    .bind(axion_push::clock::now_ms() as i64)
+    .bind(axion_push::clock::now_ms() as i64 + 60_000)
     .execute(&mut *other_tx)
     .await
     .unwrap();

@@ -80,7 +80,7 @@ fn send<'a>(
     target: &'a str,
     p: &'a Package,
 ) -> NewSend<'a> {
-    let now = axion_push::report::now_ms();
+    let now = axion_push::clock::now_ms();
     NewSend {
         package: p,
         id,

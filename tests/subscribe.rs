@@ -328,7 +328,7 @@ const TOKEN_SECRET: &str = "a long secret shared with the host application";
 
 fn token_for(package: &str, user: &str) -> String {
     let key = axion_push::token::TokenKey::new(TOKEN_SECRET);
-    let expires = axion_push::report::now_ms() / 1000 + 3600;
+    let expires = axion_push::clock::now_ms() / 1000 + 3600;
     key.issue(
         &axion_push::model::Package::parse(package).unwrap(),
         &axion_push::model::User::parse(user).unwrap(),

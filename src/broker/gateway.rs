@@ -50,7 +50,6 @@ use tokio::sync::Semaphore;
 use super::confine::Scope;
 use super::login::{Access, Browser, Listener, Logins};
 use super::websocket::{self, HandshakeError, Socket};
-use crate::config::Secret;
 use crate::stats::{Refusal, Stats};
 use crate::topics::Topics;
 
@@ -73,7 +72,7 @@ const HEADER_ROOM: usize = 64 * 1024;
 pub struct Gateway {
     /// rumqttd's internal listener, and the login it accepts.
     pub upstream: SocketAddr,
-    pub internal_login: (String, Secret),
+    pub internal_login: super::InternalLogin,
     pub logins: Logins,
     pub topics: Topics,
     /// `websocket_origins`, normalised.
@@ -313,7 +312,7 @@ async fn connection(gateway: &Gateway, kind: Listener, stream: TcpStream, peer: 
         }
         Ok(Ok(greeted)) => greeted,
     };
-    let now = crate::report::now_ms() / 1000;
+    let now = crate::clock::now_ms() / 1000;
     let access = match gateway.logins.check(kind, &connect, now) {
         Ok(access) => access,
         Err(refused) => {
@@ -408,8 +407,11 @@ async fn greet(
 /// holds none of the characters rumqttd refuses in ids), a clean session
 /// and no Will.
 fn forwarded_connect(gateway: &Gateway, mut connect: Connect, access: &Access) -> Connect {
-    let (user, password) = &gateway.internal_login;
-    connect.login = Some(Login::new(user.clone(), password.expose()));
+    let internal = &gateway.internal_login;
+    connect.login = Some(Login::new(
+        internal.username.clone(),
+        internal.password.expose(),
+    ));
     if let Access::Browser(browser) = access {
         let own = if connect.client_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
@@ -466,7 +468,7 @@ impl Rate {
 async fn expiry(expires: Option<u64>) {
     match expires {
         Some(expires) => {
-            let now = crate::report::now_ms() / 1000;
+            let now = crate::clock::now_ms() / 1000;
             tokio::time::sleep(Duration::from_secs(expires.saturating_sub(now))).await;
         }
         None => std::future::pending().await,

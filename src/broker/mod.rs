@@ -66,7 +66,7 @@ pub struct EmbeddedBroker {
     /// does not compete with clients for `max_connections`.
     pub internal: SocketAddr,
     /// The only login rumqttd accepts.
-    pub internal_login: (String, Secret),
+    pub internal_login: InternalLogin,
 }
 
 /// What the gateway checks logins and topics against.
@@ -104,11 +104,7 @@ fn reserve(addr: SocketAddr, key: &'static str) -> Result<SocketAddr, BrokerErro
     }
 }
 
-fn server(
-    listen: SocketAddr,
-    settings: &BrokerSettings,
-    login: &(String, Secret),
-) -> ServerSettings {
+fn server(listen: SocketAddr, settings: &BrokerSettings, login: &InternalLogin) -> ServerSettings {
     ServerSettings {
         name: "axion-push-internal".to_owned(),
         listen,
@@ -123,8 +119,8 @@ fn server(
             max_payload_size: settings.max_payload_bytes,
             max_inflight_count: 256,
             auth: Some(HashMap::from([(
-                login.0.clone(),
-                login.1.expose().to_owned(),
+                login.username.clone(),
+                login.password.expose().to_owned(),
             )])),
             external_auth: None,
             dynamic_filters: true,
@@ -132,14 +128,21 @@ fn server(
     }
 }
 
+/// The one account rumqttd accepts: the gateway's and the daemon's own.
+#[derive(Debug, Clone)]
+pub struct InternalLogin {
+    pub username: String,
+    pub password: Secret,
+}
+
 /// A password nobody else knows, made at each start.
-fn internal_login() -> (String, Secret) {
+fn internal_login() -> InternalLogin {
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).expect("the system's random generator works");
-    (
-        INTERNAL_USER.to_owned(),
-        Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)),
-    )
+    InternalLogin {
+        username: INTERNAL_USER.to_owned(),
+        password: Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)),
+    }
 }
 
 /// Attempts for a listener on port 0, whose port is picked before rumqttd
@@ -277,7 +280,7 @@ pub async fn start(settings: &BrokerSettings, gate: Gate) -> Result<EmbeddedBrok
 /// answers there.
 async fn start_rumqttd(
     settings: &BrokerSettings,
-    login: &(String, Secret),
+    login: &InternalLogin,
 ) -> Result<SocketAddr, BrokerError> {
     let internal = reserve(
         SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -315,7 +318,7 @@ async fn start_rumqttd(
 
     // rumqttd binds inside its own threads; it is ready once an MQTT
     // handshake succeeds (a bare TCP probe would make it log an error).
-    let probe_login = Some((login.0.clone(), login.1.expose().to_owned()));
+    let probe_login = Some((login.username.clone(), login.password.expose().to_owned()));
     let ready = async {
         while !handshake(internal, probe_login.clone()).await {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -238,7 +238,7 @@ fn subscribe_token(
             crate::token::MAX_LIFETIME
         );
     }
-    let expires = crate::report::now_ms() / 1000 + valid.as_secs();
+    let expires = crate::clock::now_ms() / 1000 + valid.as_secs();
     println!(
         "{}",
         crate::token::TokenKey::new(secret.expose()).issue(&package, &user, expires)
@@ -586,7 +586,7 @@ async fn subscriptions(
         }
     }
     store.close().await;
-    let now = crate::report::now_ms();
+    let now = crate::clock::now_ms();
     for (row, id) in rows.iter().zip(ids) {
         let health = health
             .get(&(row.package.clone(), id.clone()))

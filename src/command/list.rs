@@ -11,9 +11,10 @@ use serde_json::Value;
 use super::{CommandError, ProcessorParts, check_token, command_id, json_object};
 use std::collections::HashMap;
 
+use crate::clock::now_ms;
 use crate::model::{Endpoint, Package, Target};
 use crate::receipt;
-use crate::report::{ListedHealth, ListedSubscription, ResultReport, now_ms};
+use crate::report::{ListedHealth, ListedSubscription, ResultReport};
 use crate::store::SubscriptionHealth;
 use crate::topics::TopicError;
 

@@ -475,7 +475,7 @@ fn check_token(
     let Some(key) = &inner.subscribe_tokens else {
         return Ok(());
     };
-    let now = crate::report::now_ms() / 1000;
+    let now = crate::clock::now_ms() / 1000;
     let token = value.get("token").and_then(serde_json::Value::as_str);
     key.verify(token, package, user, now)?;
     Ok(())

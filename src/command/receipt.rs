@@ -17,9 +17,10 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::{CommandError, ProcessorParts, command_id, json_object};
+use crate::clock::now_ms;
 use crate::model::{Package, User};
 use crate::receipt::{self, Kind};
-use crate::report::{ResultReport, now_ms};
+use crate::report::ResultReport;
 
 const EXPECTED: &str = r#"{"token": "…", "receipt": "shown"|"failed"|"clicked"|"closed", "action": "…", "reason": "…"}"#;
 const FIELDS: [&str; 5] = ["id", "token", "receipt", "action", "reason"];

@@ -8,11 +8,12 @@
 use super::{Applied, CommandError, Processor, new_id};
 use std::sync::Arc;
 
+use crate::clock::now_ms;
 use crate::delivery::{self, Marked, Prepared, publish_event};
 use crate::model::{Group, Target, User};
 use crate::notification::Notification;
 use crate::push::payload;
-use crate::report::{Event, now_ms};
+use crate::report::Event;
 use crate::store::{Enqueued, NewSend, Published, Recipients, StoreError};
 use crate::topics::Route;
 
@@ -45,7 +46,7 @@ impl Ready {
     }
 
     fn new_send<'a>(&'a self, window: std::time::Duration) -> NewSend<'a> {
-        let window_ms: u64 = window.as_millis().try_into().unwrap_or(u64::MAX);
+        let window_ms = crate::clock::ms(window);
         let recipients = match (&self.route.target, &self.group) {
             (_, Some(group)) => Recipients::Group(group),
             (Target::User(user), None) => Recipients::User(user),

@@ -6,12 +6,19 @@
 //! shorter than the service's `Retry-After`. When it ends one delivery goes
 //! through as a probe (*half-open*); its success closes the breaker, its
 //! failure opens it again. Every other push service keeps full speed.
+//!
+//! It is also the one place that tells the operator about a push service
+//! in trouble: once when its failures start, once when it is paused, once
+//! when it answers again — not for every push in between.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
+use crate::clock::ms;
+use crate::push::RetryCause;
 
 /// Consecutive retryable failures that pause an origin.
 pub const THRESHOLD: u32 = 5;
@@ -25,7 +32,10 @@ pub enum Health {
     /// It answered as a working service does (2xx, 404/410, a 4xx refusal).
     Answering,
     /// 429, 5xx, a timeout or a broken connection.
-    Struggling { retry_after: Option<Duration> },
+    Struggling {
+        cause: RetryCause,
+        retry_after: Option<Duration>,
+    },
     /// The request never went out (keys that cannot be used, the endpoint
     /// policy, a payload too large): it says nothing about the service.
     NotAsked,
@@ -61,10 +71,6 @@ pub struct Breakers {
     origins: Mutex<HashMap<String, Origin>>,
 }
 
-fn ms(d: Duration) -> u64 {
-    d.as_millis().try_into().unwrap_or(u64::MAX)
-}
-
 impl Breakers {
     pub fn new(cool_down: Backoff, pause_max: Duration) -> Self {
         Self {
@@ -98,20 +104,30 @@ impl Breakers {
     pub fn record(&self, origin: &str, health: Health, probe: bool, now_ms: u64) {
         let mut origins = self.origins.lock().expect("breaker lock");
         match health {
-            Health::Answering => {
-                if let Some(state) = origins.remove(origin)
-                    && state.open_until.is_some()
-                {
+            Health::Answering => match origins.remove(origin) {
+                Some(state) if state.open_until.is_some() => {
                     tracing::info!(origin, "push service answering again; deliveries resume");
                 }
-            }
+                Some(_) => tracing::info!(origin, "push service recovered"),
+                None => {}
+            },
             Health::NotAsked => {
                 if probe && let Some(state) = origins.get_mut(origin) {
                     state.probing = false;
                 }
             }
-            Health::Struggling { retry_after } => {
-                let state = origins.entry(origin.to_owned()).or_default();
+            Health::Struggling { cause, retry_after } => {
+                let state = match origins.entry(origin.to_owned()) {
+                    Entry::Occupied(known) => known.into_mut(),
+                    Entry::Vacant(new) => {
+                        tracing::warn!(
+                            origin,
+                            trouble = %cause,
+                            "push service failing; counting failures until it recovers"
+                        );
+                        new.insert(Origin::default())
+                    }
+                };
                 if !probe && state.open_until.is_some() {
                     // Paused: an answer to a request sent before the pause
                     // began; only the probe decides what comes next.
@@ -168,9 +184,17 @@ mod tests {
         )
     }
 
+    /// A 503, with the push service's `Retry-After` if any.
+    fn struggling(retry_after: Option<Duration>) -> Health {
+        Health::Struggling {
+            cause: RetryCause::Status(503),
+            retry_after,
+        }
+    }
+
     fn struggle(b: &Breakers, times: u32, now: u64) {
         for _ in 0..times {
-            b.record(ORIGIN, Health::Struggling { retry_after: None }, false, now);
+            b.record(ORIGIN, struggling(None), false, now);
         }
     }
 
@@ -215,12 +239,7 @@ mod tests {
         struggle(&b, THRESHOLD, 0);
         let later = 100_000;
         assert_eq!(b.admit(ORIGIN, later), Admit::Probe);
-        b.record(
-            ORIGIN,
-            Health::Struggling { retry_after: None },
-            true,
-            later,
-        );
+        b.record(ORIGIN, struggling(None), true, later);
         // Second opening: 20 s ± 50 %.
         assert!(matches!(b.admit(ORIGIN, later + 1), Admit::Wait(t) if t >= later + 10_000));
     }
@@ -242,9 +261,7 @@ mod tests {
         for _ in 0..THRESHOLD {
             b.record(
                 ORIGIN,
-                Health::Struggling {
-                    retry_after: Some(Duration::from_secs(3600)),
-                },
+                struggling(Some(Duration::from_secs(3600))),
                 false,
                 0,
             );
@@ -281,9 +298,7 @@ mod tests {
         for _ in 0..THRESHOLD {
             b.record(
                 ORIGIN,
-                Health::Struggling {
-                    retry_after: Some(Duration::from_secs(999_999_999)),
-                },
+                struggling(Some(Duration::from_secs(999_999_999))),
                 false,
                 0,
             );

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backoff::Backoff;
+use crate::backoff::{self};
 use crate::model::{Package, User};
 use crate::report::{Egress, Outgoing, Receipt};
 use crate::store::{Health, Published, Store};
@@ -32,10 +32,6 @@ const BATCH: usize = 1024;
 /// rather than two per send (each a round trip to SQLite's thread, or to
 /// the server).
 const LINGER: Duration = Duration::from_millis(20);
-const DATABASE_RETRY: Backoff = Backoff {
-    initial: Duration::from_millis(100),
-    max: Duration::from_secs(5),
-};
 
 /// Hands out receipts that record what the broker acknowledged.
 #[derive(Debug, Clone)]
@@ -95,7 +91,7 @@ async fn write(
                     health.failed(&e, "recording what the broker acknowledged");
                     tokio::select! {
                         () = abandon.cancelled() => return,
-                        () = tokio::time::sleep(DATABASE_RETRY.delay(outage)) => {}
+                        () = tokio::time::sleep(backoff::DATABASE_RETRY.delay(outage)) => {}
                     }
                     outage = outage.saturating_add(1);
                 }

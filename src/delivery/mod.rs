@@ -31,11 +31,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backoff::Backoff;
+use crate::backoff::{self, Backoff};
+use crate::clock::{ms, now_ms};
 use crate::model::{Endpoint, Package, SubscriptionKeys, Target, User};
 use crate::push::{Message, Outcome, PushClient, PushError, VapidSigners, payload};
 use crate::receipt::{self, Receipts};
-use crate::report::{Egress, Outgoing, ResultReport, now_ms};
+use crate::report::{Egress, Outgoing, ResultReport};
 use crate::stats::Stats;
 use crate::store::{
     Claimed, CommandState, Health, HealthEvent, HealthOutcome, Published, Settled, Settlement,
@@ -68,11 +69,6 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 const ORPHANED_AFTER: Duration = crate::store::LEASE;
 /// How often the store is asked for orphaned reports and events.
 const ADOPT_EVERY: Duration = crate::store::RENEW_EVERY;
-/// Retrying statements while the database is unavailable.
-const DATABASE_RETRY: Backoff = Backoff {
-    initial: Duration::from_millis(100),
-    max: Duration::from_secs(5),
-};
 
 /// Everything the engine is built from.
 pub struct EngineParts {
@@ -151,18 +147,20 @@ pub fn spawn(parts: EngineParts, wake: Wake, stop: Stop, tracker: &TaskTracker) 
     // Renewing ends when the claimer does, its last request answered.
     let claimer_done = CancellationToken::new();
     tracker.spawn(renew(parts.clone(), working.clone(), claimer_done.clone()));
+    let claimer = Claimer {
+        breakers: Arc::new(Breakers::new(parts.retry, parts.pause_max)),
+        parts,
+        tracker: subscriptions,
+        permits: slots,
+        working,
+        wake,
+        stop,
+        settled: settled_tx,
+        requests: JoinSet::new(),
+        outage: 0,
+    };
     tracker.spawn(async move {
-        claim(
-            parts,
-            subscriptions,
-            slots,
-            working,
-            wake,
-            stop,
-            settled_tx,
-            started_ms,
-        )
-        .await;
+        claim(claimer, started_ms).await;
         claimer_done.cancel();
     });
 }
@@ -207,79 +205,112 @@ async fn sleep_or(stop: &CancellationToken, delay: Duration) {
     }
 }
 
-/// Claims due deliveries and sends them.
-#[allow(clippy::too_many_arguments)]
-async fn claim(
+/// Claims due deliveries and sends them: first what a previous run left
+/// unpublished, then round after round of [`Claimer::round`] until told
+/// to stop, then waits for the requests in flight.
+async fn claim(mut claimer: Claimer, started_ms: u64) {
+    if !claimer.resume(started_ms).await {
+        return;
+    }
+    while !claimer.stop.claiming.is_cancelled() {
+        claimer.round().await;
+    }
+    // Stopping: requests in flight finish (or are abandoned); the recorder
+    // ends once the last sender of settlements is gone.
+    while claimer.requests.join_next().await.is_some() {}
+}
+
+/// The claimer's state between rounds.
+struct Claimer {
     parts: Arc<EngineParts>,
+    /// Which push services delivered lately (see `refused`).
     tracker: Arc<Tracker>,
+    /// One per request in flight or settlement not yet written.
     permits: Arc<Semaphore>,
     working: Working,
     wake: Wake,
     stop: Stop,
     settled: mpsc::UnboundedSender<ToRecord>,
-    started_ms: u64,
-) {
-    let breakers = Arc::new(Breakers::new(parts.retry, parts.pause_max));
-    let mut requests = JoinSet::new();
-    let mut outage: u32 = 0;
+    breakers: Arc<Breakers>,
+    requests: JoinSet<()>,
+    /// Database failures in a row, for the retry's backoff.
+    outage: u32,
+}
 
-    // Results and events a previous run handed to a broker that never
-    // acknowledged them. (Deliveries it left in flight come due again when
-    // their lease runs out.)
-    loop {
-        match republish_unacknowledged(&parts, started_ms).await {
-            Ok(()) => {
-                parts.health.ok();
-                break;
-            }
-            Err(e) => {
-                parts.health.failed(&e, "resuming the delivery queue");
-                sleep_or(&stop.claiming, DATABASE_RETRY.delay(outage)).await;
-                outage = outage.saturating_add(1);
-                if stop.claiming.is_cancelled() {
-                    return;
+/// What becomes of a claimed row: sent now, or settled without a request.
+enum Verdict {
+    Send(Cleared),
+    Settle(Claimed, Settled),
+}
+
+/// A claimed row cleared to go: its message, endpoint and breaker verdict.
+struct Cleared {
+    row: Claimed,
+    message: Arc<Prepared>,
+    endpoint: Option<Endpoint>,
+    origin: Option<String>,
+    /// The first request after a pause: its answer closes the breaker or
+    /// opens it again.
+    probe: bool,
+}
+
+impl Claimer {
+    /// Results and events a previous run handed to a broker that never
+    /// acknowledged them, published again; retried until the database
+    /// answers. (Deliveries it left in flight come due again when their
+    /// lease runs out.) False when told to stop meanwhile.
+    async fn resume(&mut self, started_ms: u64) -> bool {
+        loop {
+            match republish_unacknowledged(&self.parts, started_ms).await {
+                Ok(()) => {
+                    self.parts.health.ok();
+                    self.outage = 0;
+                    return true;
+                }
+                Err(e) => {
+                    self.parts.health.failed(&e, "resuming the delivery queue");
+                    self.wait_out_outage().await;
+                    if self.stop.claiming.is_cancelled() {
+                        return false;
+                    }
                 }
             }
         }
     }
-    outage = 0;
 
-    while !stop.claiming.is_cancelled() {
-        while requests.try_join_next().is_some() {}
-        // Wait for a free request slot before claiming.
-        let free = tokio::select! {
-            () = stop.claiming.cancelled() => break,
-            permit = permits.clone().acquire_owned() => {
-                drop(permit.expect("the request semaphore is never closed"));
-                permits.available_permits().clamp(1, CLAIM_BATCH)
-            }
+    /// One round: wait for free request slots, claim up to that many due
+    /// rows, read their messages, and dispatch each row; idle when nothing
+    /// more is due.
+    async fn round(&mut self) {
+        while self.requests.try_join_next().is_some() {}
+        let Some(free) = self.free_slots().await else {
+            return;
         };
-        let claimed = match parts.store.claim(&parts.owner, free).await {
+        let claimed = match self.parts.store.claim(&self.parts.owner, free).await {
             Ok(claimed) => {
-                parts.health.ok();
-                outage = 0;
+                self.parts.health.ok();
+                self.outage = 0;
                 claimed
             }
             Err(e) => {
-                parts.health.failed(&e, "claiming deliveries");
-                sleep_or(&stop.claiming, DATABASE_RETRY.delay(outage)).await;
-                outage = outage.saturating_add(1);
-                continue;
+                self.parts.health.failed(&e, "claiming deliveries");
+                self.wait_out_outage().await;
+                return;
             }
         };
         if claimed.is_empty() {
-            idle(&parts, &wake, &stop.claiming).await;
-            continue;
+            idle(&self.parts, &self.wake, &self.stop.claiming).await;
+            return;
         }
         // Fewer than asked for: nothing more was due. Claiming again at once
         // would only find nothing; wait for the next send or retry instead.
         let drained = claimed.len() < free;
-        working.add(claimed.iter().map(|c| c.seq));
-        let messages = match messages_for(&parts, &claimed).await {
+        self.working.add(claimed.iter().map(|c| c.seq));
+        let messages = match messages_for(&self.parts, &claimed).await {
             Ok(messages) => Some(messages),
             Err(e) => {
-                // Put them back; the claim loop waits out the outage.
-                parts.health.failed(&e, "reading queued messages");
+                // Put them back; the next claim waits out the outage.
+                self.parts.health.failed(&e, "reading queued messages");
                 None
             }
         };
@@ -287,117 +318,187 @@ async fn claim(
             // Every claimed row holds a slot until its settlement is
             // written, whether it is sent or put off: memory stays bounded
             // however long the queue is.
-            let permit = permits
+            let permit = self
+                .permits
                 .clone()
                 .acquire_owned()
                 .await
                 .expect("the request semaphore is never closed");
-            let put_back = |row: Claimed, settled_as: Settled, permit| {
-                let _ = settled.send((
-                    Settlement {
-                        claimed: row,
-                        settled: settled_as,
-                    },
-                    permit,
-                ));
-            };
-            let Some(messages) = &messages else {
-                let after = DATABASE_RETRY.max;
-                put_back(row, Settled::Deferred { after }, permit);
-                continue;
-            };
-            let message = messages
-                .get(&(row.package.clone(), row.command_id.clone()))
-                .cloned();
-            let Some(message) = message else {
-                tracing::error!(
-                    command_id = row.command_id,
-                    package = row.package,
-                    "a queued delivery has no command; dropping it"
-                );
-                put_back(row, Settled::Failed("lost".into()), permit);
-                continue;
-            };
-            let now = now_ms();
-            if now >= message.expires_ms {
-                put_back(row, Settled::Expired, permit);
-                continue;
+            match self.clear(row, messages.as_ref()) {
+                Verdict::Send(cleared) => self.start_request(cleared, permit),
+                Verdict::Settle(row, settled) => self.put_back(row, settled, permit),
             }
-            let endpoint = Endpoint::parse(&row.endpoint).ok();
-            let origin = endpoint.as_ref().map(Endpoint::origin);
-            // The host only, for the metrics: the endpoint is a capability.
-            let host = endpoint
-                .as_ref()
-                .and_then(|e| e.url().host_str().map(str::to_owned))
-                .unwrap_or_else(|| "unknown".to_owned());
-            let admitted = origin
-                .as_deref()
-                .map_or(Admit::Go, |origin| breakers.admit(origin, now));
-            if let Admit::Wait(until) = admitted {
-                let settled_as = if until >= message.expires_ms {
-                    Settled::Expired
-                } else {
-                    Settled::Deferred {
-                        after: Duration::from_millis(until.saturating_sub(now)),
-                    }
-                };
-                put_back(row, settled_as, permit);
-                continue;
-            }
-            let probe = admitted == Admit::Probe;
-            let parts = parts.clone();
-            let tracker = tracker.clone();
-            let breakers = breakers.clone();
-            let settled = settled.clone();
-            let abandon = stop.abandon.clone();
-            requests.spawn(async move {
-                let outcome = tokio::select! {
-                    () = abandon.cancelled() => return,
-                    outcome = async {
-                        // Live listeners hear of a notification first.
-                        parts.hand_off.wait(&row.package, &row.command_id).await;
-                        let started = std::time::Instant::now();
-                        let outcome = send_one(
-                            &parts.client,
-                            endpoint.as_ref(),
-                            &row,
-                            &message,
-                            parts.receipts.as_deref(),
-                        )
-                        .await;
-                        parts.stats.latency.observe(started.elapsed());
-                        outcome
-                    } => outcome,
-                };
-                parts.stats.pushes.add(&host, push_class(&outcome));
-                if let Some(origin) = origin.as_deref() {
-                    breakers.record(origin, health(&outcome), probe, now_ms());
-                }
-                if let (Ok(Outcome::Delivered), Some(origin)) = (&outcome, origin.as_deref()) {
-                    tracker.delivered_by(&row.package, origin, now_ms());
-                }
-                let settled_as = match settle_as(&parts.retry, &row, &message, outcome) {
-                    Settled::Failed(cause) if is_refusal(&cause) => {
-                        refused(&parts, &tracker, &row, origin.as_deref(), cause).await
-                    }
-                    other => other,
-                };
-                let _ = settled.send((
-                    Settlement {
-                        claimed: row,
-                        settled: settled_as,
-                    },
-                    permit,
-                ));
-            });
         }
         if drained {
-            idle(&parts, &wake, &stop.claiming).await;
+            idle(&self.parts, &self.wake, &self.stop.claiming).await;
         }
     }
-    // Stopping: requests in flight finish (or are abandoned); the recorder
-    // ends once the last sender of settlements is gone.
-    while requests.join_next().await.is_some() {}
+
+    /// Waits for a free request slot; how many rows to claim (at least
+    /// one, at most a batch), or None when told to stop.
+    async fn free_slots(&self) -> Option<usize> {
+        tokio::select! {
+            () = self.stop.claiming.cancelled() => None,
+            permit = self.permits.clone().acquire_owned() => {
+                drop(permit.expect("the request semaphore is never closed"));
+                Some(self.permits.available_permits().clamp(1, CLAIM_BATCH))
+            }
+        }
+    }
+
+    async fn wait_out_outage(&mut self) {
+        sleep_or(
+            &self.stop.claiming,
+            backoff::DATABASE_RETRY.delay(self.outage),
+        )
+        .await;
+        self.outage = self.outage.saturating_add(1);
+    }
+
+    /// Whether `row` may be sent now, or how it settles without a request:
+    /// put off while its message cannot be read or its push service is
+    /// paused, failed when its send is gone, expired past its TTL.
+    fn clear(
+        &self,
+        row: Claimed,
+        messages: Option<&HashMap<(String, String), Arc<Prepared>>>,
+    ) -> Verdict {
+        let Some(messages) = messages else {
+            let after = backoff::DATABASE_RETRY.max;
+            return Verdict::Settle(row, Settled::Deferred { after });
+        };
+        let key = (row.package.clone(), row.command_id.clone());
+        let Some(message) = messages.get(&key).cloned() else {
+            tracing::error!(
+                command_id = row.command_id,
+                package = row.package,
+                "a queued delivery has no command; dropping it"
+            );
+            return Verdict::Settle(row, Settled::Failed("lost".into()));
+        };
+        let now = now_ms();
+        if now >= message.expires_ms {
+            return Verdict::Settle(row, Settled::Expired);
+        }
+        let endpoint = Endpoint::parse(&row.endpoint).ok();
+        let origin = endpoint.as_ref().map(Endpoint::origin);
+        let admitted = origin
+            .as_deref()
+            .map_or(Admit::Go, |origin| self.breakers.admit(origin, now));
+        if let Admit::Wait(until) = admitted {
+            let settled = if until >= message.expires_ms {
+                Settled::Expired
+            } else {
+                Settled::Deferred {
+                    after: Duration::from_millis(until.saturating_sub(now)),
+                }
+            };
+            return Verdict::Settle(row, settled);
+        }
+        Verdict::Send(Cleared {
+            row,
+            message,
+            endpoint,
+            origin,
+            probe: admitted == Admit::Probe,
+        })
+    }
+
+    fn put_back(&self, row: Claimed, settled: Settled, permit: OwnedSemaphorePermit) {
+        let settlement = Settlement {
+            claimed: row,
+            settled,
+        };
+        let _ = self.settled.send((settlement, permit));
+    }
+
+    /// Spawns the request of a cleared row; it settles the row when done.
+    /// A request abandoned at stop settles nothing: its row stays leased
+    /// and comes due again.
+    fn start_request(&mut self, cleared: Cleared, permit: OwnedSemaphorePermit) {
+        let request = Request {
+            parts: self.parts.clone(),
+            tracker: self.tracker.clone(),
+            breakers: self.breakers.clone(),
+            settled: self.settled.clone(),
+        };
+        let abandon = self.stop.abandon.clone();
+        self.requests.spawn(async move {
+            let attempt = tokio::select! {
+                () = abandon.cancelled() => return,
+                attempt = request.send(&cleared) => attempt,
+            };
+            request.settle(cleared, attempt, permit).await;
+        });
+    }
+}
+
+/// What one request needs of the engine.
+struct Request {
+    parts: Arc<EngineParts>,
+    tracker: Arc<Tracker>,
+    breakers: Arc<Breakers>,
+    settled: mpsc::UnboundedSender<ToRecord>,
+}
+
+impl Request {
+    /// Sends one push once its send's event is out.
+    async fn send(&self, cleared: &Cleared) -> Attempt {
+        let parts = &self.parts;
+        // Live listeners hear of a notification first.
+        parts
+            .hand_off
+            .wait(&cleared.row.package, &cleared.row.command_id)
+            .await;
+        let started = std::time::Instant::now();
+        let attempt = send_one(
+            &parts.client,
+            cleared.endpoint.as_ref(),
+            &cleared.row,
+            &cleared.message,
+            parts.receipts.as_deref(),
+        )
+        .await;
+        parts.stats.latency.observe(started.elapsed());
+        attempt
+    }
+
+    /// Tells the metrics, the breaker and the tracker how the attempt
+    /// went, and hands the row's settlement to the recorder.
+    async fn settle(self, cleared: Cleared, attempt: Attempt, permit: OwnedSemaphorePermit) {
+        let Cleared {
+            row,
+            message,
+            endpoint,
+            origin,
+            probe,
+        } = cleared;
+        let parts = &self.parts;
+        // The host only, for the metrics: the endpoint is a capability.
+        let host = endpoint
+            .as_ref()
+            .and_then(|e| e.url().host_str())
+            .unwrap_or("unknown");
+        parts.stats.pushes.add(host, push_class(&attempt));
+        if let Some(origin) = origin.as_deref() {
+            self.breakers
+                .record(origin, health(&attempt), probe, now_ms());
+            if let Ok(Outcome::Delivered) = &attempt {
+                self.tracker.delivered_by(&row.package, origin, now_ms());
+            }
+        }
+        let settled = match settle_as(&parts.retry, &row, &message, attempt) {
+            Settled::Failed(cause) if is_refusal(&cause) => {
+                refused(parts, &self.tracker, &row, origin.as_deref(), cause).await
+            }
+            other => other,
+        };
+        let settlement = Settlement {
+            claimed: row,
+            settled,
+        };
+        let _ = self.settled.send((settlement, permit));
+    }
 }
 
 /// Forgets finished sends older than the de-duplication window, and
@@ -638,7 +739,8 @@ fn push_class(attempt: &Attempt) -> &'static str {
 /// attempt has an answer here, so none can leave a probe unrecorded.
 fn health(attempt: &Attempt) -> breaker::Health {
     match attempt {
-        Ok(Outcome::Retry { after, .. }) => breaker::Health::Struggling {
+        Ok(Outcome::Retry { cause, after }) => breaker::Health::Struggling {
+            cause: *cause,
             retry_after: *after,
         },
         Ok(Outcome::Delivered | Outcome::Gone(_) | Outcome::TooLarge | Outcome::Rejected(_)) => {
@@ -781,10 +883,6 @@ fn remaining_ttl(ttl: u32, expires_ms: u64, now_ms: u64) -> u32 {
     ttl.min(u32::try_from(left).unwrap_or(u32::MAX))
 }
 
-fn ms(d: Duration) -> u64 {
-    d.as_millis().try_into().unwrap_or(u64::MAX)
-}
-
 /// Writes settlements back in batches and publishes the reports they make
 /// due. Runs until every claimer and request is gone, then drains.
 async fn record(
@@ -839,7 +937,7 @@ async fn record(
                         // still away: these rows stay leased, and the next
                         // run sends them again.
                         () = abandon.cancelled() => return,
-                        () = tokio::time::sleep(DATABASE_RETRY.delay(outage)) => {}
+                        () = tokio::time::sleep(backoff::DATABASE_RETRY.delay(outage)) => {}
                     }
                     outage = outage.saturating_add(1);
                 }
@@ -931,17 +1029,30 @@ pub fn report(state: &CommandState) -> ResultReport {
     }
 }
 
+/// The package and target of a recorded send, parsed again; `None`, and
+/// logged, when either no longer parses (a table edited by hand): its
+/// `what` (result or event) is then not published.
+fn recorded_route(id: &str, package: &str, target: &str, what: &str) -> Option<(Package, Target)> {
+    match (Package::parse(package), Target::parse(target)) {
+        (Ok(package), Ok(target)) => Some((package, target)),
+        _ => {
+            tracing::error!(
+                command_id = id,
+                package,
+                target,
+                "a recorded send has a package or target that no longer parses; its {what} is not published"
+            );
+            None
+        }
+    }
+}
+
 /// Hands a send's result report to egress; the ledger records it once the
 /// broker has acknowledged it.
 async fn publish_report(parts: &EngineParts, state: &CommandState) {
-    let (Ok(package), Ok(target)) = (Package::parse(&state.package), Target::parse(&state.target))
+    let Some((package, target)) =
+        recorded_route(&state.id, &state.package, &state.target, "result")
     else {
-        tracing::error!(
-            command_id = state.id,
-            package = state.package,
-            target = state.target,
-            "a recorded send has a package or target that no longer parses; its result is not published"
-        );
         return;
     };
     let report = report(state);
@@ -978,16 +1089,12 @@ async fn publish_report(parts: &EngineParts, state: &CommandState) {
 /// Publishes again an event a previous run recorded but the broker never
 /// acknowledged; a group's event goes to its members as they are now.
 async fn republish_event(parts: &EngineParts, unpublished: UnpublishedEvent) {
-    let (Ok(package), Ok(target)) = (
-        Package::parse(&unpublished.package),
-        Target::parse(&unpublished.target),
+    let Some((package, target)) = recorded_route(
+        &unpublished.id,
+        &unpublished.package,
+        &unpublished.target,
+        "event",
     ) else {
-        tracing::error!(
-            command_id = unpublished.id,
-            package = unpublished.package,
-            target = unpublished.target,
-            "a recorded send has a package or target that no longer parses; its event is not published"
-        );
         return;
     };
     let users: Vec<User> = match &target {

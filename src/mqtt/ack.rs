@@ -1,9 +1,15 @@
 //! Acknowledging commands in the order they arrived, once they are handled.
 //!
-//! Commands finish out of order (a send to a slow push service outlasts the
-//! subscribe behind it), but MQTT 3.1.1 §4.6 wants PUBACKs in arrival order and
-//! rumqttd disconnects a client that acks out of order. So a finished command
-//! only releases its ack when every command before it has finished too.
+//! MQTT 3.1.1 §4.6 wants PUBACKs in arrival order, and rumqttd disconnects
+//! a client that acks out of order. A command counts as handled when what
+//! answers it is safe — on an external broker, when the broker acknowledges
+//! the command's answer (its result report; a group send's events, one
+//! message per member, confirm together through `Receipt::split`). Those
+//! acknowledgements come back in the order the broker answers different
+//! messages of different sizes, not in the commands' order, even though
+//! commands are applied in order, in batches (`Processor::handle_many`):
+//! so a handled command only releases its ack when every command before it
+//! has been handled too. (Re-checked after batching: still needed.)
 
 use std::collections::VecDeque;
 

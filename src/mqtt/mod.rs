@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backoff::Backoff;
+use crate::backoff::{self, Backoff};
 use crate::command::{self, Processor};
 use crate::config::MqttSettings;
 use crate::report::{Outgoing, Publication, Receipt};
@@ -73,12 +73,6 @@ const DROP_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// Commands taken from the intake at once, at most.
 const DISPATCH_BATCH: usize = 256;
-
-/// Handling a command again while the database is unavailable.
-const DATABASE_RETRY: Backoff = Backoff {
-    initial: Duration::from_millis(100),
-    max: Duration::from_secs(5),
-};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
@@ -613,7 +607,7 @@ async fn dispatch(
             // and are handled again (when stopping, by the next run).
             tokio::select! {
                 () = intake.cancelled() => return,
-                () = tokio::time::sleep(DATABASE_RETRY.delay(attempt)) => {}
+                () = tokio::time::sleep(backoff::DATABASE_RETRY.delay(attempt)) => {}
             }
             attempt = attempt.saturating_add(1);
         }

@@ -6,7 +6,6 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
@@ -60,48 +59,6 @@ pub struct PushClient {
     /// Origins that answered 403 already, so the VAPID hint is logged once
     /// per push service instead of once per push.
     forbidden_origins: Mutex<HashSet<String>>,
-    /// Origins in trouble (unreachable, timing out, 5xx, 429): logged when
-    /// the trouble starts and when it ends, not for every push in between.
-    troubled: Troubled,
-}
-
-/// The set of push services currently failing, with a lock-free check for
-/// the common case that none is.
-#[derive(Default)]
-struct Troubled {
-    count: AtomicUsize,
-    origins: Mutex<HashSet<String>>,
-}
-
-impl Troubled {
-    fn start(&self, origin: &str, what: &str) {
-        let mut origins = self
-            .origins
-            .lock()
-            .expect("the trouble lock is never poisoned");
-        if origins.insert(origin.to_owned()) {
-            self.count.store(origins.len(), Ordering::Relaxed);
-            tracing::warn!(
-                origin,
-                trouble = what,
-                "push service failing; counting failures until it recovers"
-            );
-        }
-    }
-
-    fn end(&self, origin: &str) {
-        if self.count.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let mut origins = self
-            .origins
-            .lock()
-            .expect("the trouble lock is never poisoned");
-        if origins.remove(origin) {
-            self.count.store(origins.len(), Ordering::Relaxed);
-            tracing::info!(origin, "push service recovered");
-        }
-    }
 }
 
 impl PushClient {
@@ -137,7 +94,6 @@ impl PushClient {
             http,
             policy,
             forbidden_origins: Mutex::new(HashSet::new()),
-            troubled: Troubled::default(),
         })
     }
 
@@ -179,14 +135,9 @@ impl PushClient {
             // capability, which must reach no log, report or metric.
             Err(e) => return self.network_failure(&origin, &e.without_url()),
         };
+        // A push service in trouble is the breakers' to log (see
+        // `delivery::Breakers`), once per run of failures.
         let outcome = status::classify(response.status(), response.headers(), SystemTime::now());
-        match outcome {
-            Outcome::Delivered | Outcome::Gone(_) => self.troubled.end(&origin),
-            Outcome::Retry { cause, .. } => {
-                self.troubled.start(&origin, &cause.to_string());
-            }
-            _ => {}
-        }
         if outcome != Outcome::Delivered {
             let reason = reason_of(response).await;
             self.log_refusal(&origin, outcome, &reason);
@@ -203,9 +154,7 @@ impl PushClient {
         } else {
             RetryCause::Connection
         };
-        let error = error_chain(e);
-        self.troubled.start(origin, &error);
-        tracing::debug!(origin, error, "push request failed");
+        tracing::debug!(origin, error = error_chain(e), "push request failed");
         Ok(Outcome::Retry { cause, after: None })
     }
 
