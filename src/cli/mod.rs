@@ -126,10 +126,29 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("axion-push: {e:#}");
+            eprintln!("axion-push: {}", chain_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, like anyhow's `{:#}`, leaving out
+/// a cause the text already says: the library's errors show their source
+/// in their own message too (`database unavailable: …`), so that a log
+/// line carries it.
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -739,4 +758,22 @@ fn print_figures(text: &str) {
         show(one("axion_push_broker_connected")),
         show(one("axion_push_database_available")),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_shown_with_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("database unavailable: {0}")]
+        struct Outer(#[source] std::io::Error);
+        let e = anyhow::Error::new(Outer(std::io::Error::other("connection refused")))
+            .context("cannot list subscriptions");
+        assert_eq!(
+            chain_text(&e),
+            "cannot list subscriptions: database unavailable: connection refused"
+        );
+    }
 }
