@@ -884,7 +884,10 @@ fn remaining_ttl(ttl: u32, expires_ms: u64, now_ms: u64) -> u32 {
 }
 
 /// Writes settlements back in batches and publishes the reports they make
-/// due. Runs until every claimer and request is gone, then drains.
+/// due. Runs until every claimer and request is gone, then drains. Each
+/// round: [`collect`] a batch, [`write`] it (retrying while the database
+/// is away), count it and record the subscriptions' health, free its
+/// slots, and [`follow_up`] with the reports it made due.
 async fn record(
     parts: Arc<EngineParts>,
     tracker: Arc<Tracker>,
@@ -896,52 +899,20 @@ async fn record(
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
     let mut slots = Vec::with_capacity(SETTLE_BATCH);
     while let Some(first) = settled.recv().await {
-        let mut next = Some(first);
-        let mut lingered = false;
-        loop {
-            while let Some((settlement, slot)) = next.take() {
-                batch.push(settlement);
-                slots.push(slot);
-                if batch.len() < SETTLE_BATCH {
-                    next = settled.try_recv().ok();
-                }
-            }
-            // With other requests in flight, more answers are on their
-            // way: a moment's wait turns many small transactions into one.
-            let elsewhere = parts
-                .concurrency
-                .saturating_sub(permits.available_permits() + slots.len());
-            if lingered || batch.len() >= SETTLE_BATCH || elsewhere == 0 {
-                break;
-            }
-            lingered = true;
-            tokio::time::sleep(SETTLE_LINGER).await;
-            next = settled.try_recv().ok();
-        }
-        let mut outage: u32 = 0;
-        let mut failed_at = None;
-        let due = loop {
-            let at = now_ms();
-            match parts.store.settle(&parts.owner, &batch, at).await {
-                Ok(due) => {
-                    parts.health.ok();
-                    break due;
-                }
-                // Kept, not dropped: until they are written these rows stay
-                // leased to us and nobody sends them again.
-                Err(e) => {
-                    failed_at = Some(at);
-                    parts.health.failed(&e, "recording deliveries");
-                    tokio::select! {
-                        // Stopping past the grace period with the database
-                        // still away: these rows stay leased, and the next
-                        // run sends them again.
-                        () = abandon.cancelled() => return,
-                        () = tokio::time::sleep(backoff::DATABASE_RETRY.delay(outage)) => {}
-                    }
-                    outage = outage.saturating_add(1);
-                }
-            }
+        collect(
+            &parts,
+            &permits,
+            &mut settled,
+            first,
+            &mut batch,
+            &mut slots,
+        )
+        .await;
+        let Some((due, failed_at)) = write(&parts, &batch, &abandon).await else {
+            // Stopping past the grace period with the database still
+            // away: these rows stay leased, and the next run sends them
+            // again.
+            return;
         };
         count(&parts.stats, &batch);
         let events = health_events(&tracker, &batch, now_ms());
@@ -952,23 +923,94 @@ async fn record(
         working.remove(batch.iter().map(|s| s.claimed.seq));
         batch.clear();
         slots.clear();
-        for state in &due {
-            publish_report(&parts, state).await;
-        }
-        if let Some(at) = failed_at {
-            // A settle that failed may have failed only to say that it
-            // committed (the connection dropped with the COMMIT on its
-            // way): its rows are gone, and so is its answer — the reports
-            // it made due and marked as handed to the broker at `at`,
-            // which nobody then hands. Whatever was handed by then and
-            // never acknowledged goes out again; a report published twice
-            // carries its send's id.
-            if let Err(e) = republish_unacknowledged(&parts, at + 1).await {
-                // Left for the next run's start, which publishes them.
-                parts
-                    .health
-                    .failed(&e, "publishing again what the broker never acknowledged");
+        follow_up(&parts, &due, failed_at).await;
+    }
+}
+
+/// Takes `first` and whatever else has arrived, up to a batch; with other
+/// requests in flight, more answers are on their way, and a moment's wait
+/// turns many small transactions into one.
+async fn collect(
+    parts: &EngineParts,
+    permits: &Semaphore,
+    settled: &mut mpsc::UnboundedReceiver<ToRecord>,
+    first: ToRecord,
+    batch: &mut Vec<Settlement>,
+    slots: &mut Vec<OwnedSemaphorePermit>,
+) {
+    let mut next = Some(first);
+    let mut lingered = false;
+    loop {
+        while let Some((settlement, slot)) = next.take() {
+            batch.push(settlement);
+            slots.push(slot);
+            if batch.len() < SETTLE_BATCH {
+                next = settled.try_recv().ok();
             }
+        }
+        let elsewhere = parts
+            .concurrency
+            .saturating_sub(permits.available_permits() + slots.len());
+        if lingered || batch.len() >= SETTLE_BATCH || elsewhere == 0 {
+            return;
+        }
+        lingered = true;
+        tokio::time::sleep(SETTLE_LINGER).await;
+        next = settled.try_recv().ok();
+    }
+}
+
+/// Settles `batch` in the store, retrying while the database is
+/// unavailable: the commands it made due, and when the first failed try
+/// was (see `follow_up`). `None` when abandoned meanwhile.
+async fn write(
+    parts: &EngineParts,
+    batch: &[Settlement],
+    abandon: &CancellationToken,
+) -> Option<(Vec<CommandState>, Option<u64>)> {
+    let mut outage: u32 = 0;
+    let mut failed_at = None;
+    loop {
+        let at = now_ms();
+        match parts.store.settle(&parts.owner, batch, at).await {
+            Ok(due) => {
+                parts.health.ok();
+                return Some((due, failed_at));
+            }
+            // Kept, not dropped: until they are written these rows stay
+            // leased to us and nobody sends them again.
+            Err(e) => {
+                failed_at = Some(at);
+                parts.health.failed(&e, "recording deliveries");
+                tokio::select! {
+                    () = abandon.cancelled() => return None,
+                    () = tokio::time::sleep(backoff::DATABASE_RETRY.delay(outage)) => {}
+                }
+                outage = outage.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// Publishes the reports a settled batch made due; after a settle that
+/// failed first (at `failed_at`), also what may have been lost with it.
+async fn follow_up(parts: &EngineParts, due: &[CommandState], failed_at: Option<u64>) {
+    for state in due {
+        publish_report(parts, state).await;
+    }
+    if let Some(at) = failed_at {
+        // A settle that failed may have failed only to say that it
+        // committed (the connection dropped with the COMMIT on its
+        // way): its rows are gone, and so is its answer — the reports
+        // it made due and marked as handed to the broker at `at`,
+        // which nobody then hands. Whatever was handed by then and
+        // never acknowledged goes out again; a report published twice
+        // carries its send's id.
+        if let Err(e) = republish_unacknowledged(parts, at + 1).await {
+            // Left for the next run's start, which publishes them.
+            parts
+                .health
+                .failed(&e, "publishing again what the broker never acknowledged");
         }
     }
 }
