@@ -5,7 +5,7 @@
 //! loopback port (picked at start) where nothing but our own gateway and
 //! the daemon can log in: they hold a random password made at start. The
 //! public listeners — `broker.listen` for services, `broker.websocket_listen`
-//! for browsers — are the gateway's (see [`gateway`] for why), which checks
+//! for browsers — are the gateway's (see `gateway.rs` for why), which checks
 //! every login, confines each browser to its own user's topics, and bounds
 //! connections and the time they take to log in. Its commit-log segments
 //! are small: each subscription filter holds at most `SEGMENT_SIZE ×

@@ -6,7 +6,7 @@
 //!   (re)subscribes and republishes the retained topics on every connect,
 //!   passes commands on without ever waiting for the stages behind it, and
 //!   publishes results and events from the egress channel through the
-//!   [`outbox`](outbox::Outbox), which tells each publication's receipt when
+//!   `outbox::Outbox`, which tells each publication's receipt when
 //!   the broker has acknowledged it; on stop it publishes what is left,
 //!   says goodbye on the status topic and disconnects;
 //! - the *dispatcher* hands each command to [`Processor::handle_message`]
