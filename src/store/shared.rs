@@ -38,8 +38,10 @@ macro_rules! groups {
 }
 pub(super) use groups;
 
-/// `change_members` one statement per member (backends without arrays).
-macro_rules! change_members_one_by_one {
+/// `change_members`: a `set` clears the group first, then members are
+/// removed and added (each backend's `edit_members` applies a list with
+/// its statement) and counted, in one transaction.
+macro_rules! change_members {
     () => {
         pub(super) async fn change_members(
             &self,
@@ -61,16 +63,8 @@ macro_rules! change_members_one_by_one {
                     (users, &[])
                 }
             };
-            for (users, statement) in [(remove, REMOVE_MEMBER), (add, ADD_MEMBER)] {
-                for user in users {
-                    sqlx::query(statement)
-                        .bind(package.as_str())
-                        .bind(group.as_str())
-                        .bind(user.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
+            edit_members(&mut tx, REMOVE_MEMBERS, package, group, remove).await?;
+            edit_members(&mut tx, ADD_MEMBERS, package, group, add).await?;
             let count: i64 = sqlx::query_scalar(COUNT_MEMBERS)
                 .bind(package.as_str())
                 .bind(group.as_str())
@@ -81,7 +75,32 @@ macro_rules! change_members_one_by_one {
         }
     };
 }
-pub(super) use change_members_one_by_one;
+pub(super) use change_members;
+
+/// `edit_members` for backends without arrays: `statement` (which names
+/// one member) once per member, on `$conn`.
+macro_rules! edit_members_one_by_one {
+    ($conn:ty) => {
+        async fn edit_members(
+            conn: &mut $conn,
+            statement: &'static str,
+            package: &$crate::model::Package,
+            group: &$crate::model::Group,
+            users: &[$crate::model::User],
+        ) -> Result<(), $crate::store::StoreError> {
+            for user in users {
+                sqlx::query(statement)
+                    .bind(package.as_str())
+                    .bind(group.as_str())
+                    .bind(user.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        }
+    };
+}
+pub(super) use edit_members_one_by_one;
 
 /// `deactivate`: one user's row for an endpoint (backends whose plain
 /// comparison is already exact).
@@ -403,3 +422,44 @@ macro_rules! endpoint_active_for_others {
     };
 }
 pub(super) use endpoint_active_for_others;
+
+/// One statement writing `$chunk` of merged health rows: the backend's
+/// `INSERT_HEALTH` head, a row of values each, its `UPDATE` tail;
+/// `$failures` turns a row's count into the column's type.
+macro_rules! health_upsert {
+    ($chunk:expr, $failures:expr) => {{
+        let mut q = sqlx::QueryBuilder::<Db>::new(INSERT_HEALTH);
+        q.push_values($chunk, |mut b, row| {
+            b.push_bind(row.package)
+                .push_bind(row.subscription)
+                .push_bind(row.user)
+                .push_bind(row.origin)
+                .push_bind(row.delivered_at)
+                .push_bind(row.failed_at)
+                .push_bind(row.failure)
+                .push_bind($failures(row.failures));
+        });
+        q.push(UPDATE);
+        q
+    }};
+}
+pub(super) use health_upsert;
+
+/// `record_health` in statements of at most 1,000 rows, each on its own
+/// (a batch is a record for people to read: no transaction needed).
+macro_rules! record_health_by_thousands {
+    ($failures:expr) => {
+        pub(in crate::store) async fn record_health(
+            &self,
+            events: &[$crate::store::HealthEvent],
+        ) -> Result<(), $crate::store::StoreError> {
+            let rows = $crate::store::subscription_health::merge(events);
+            for chunk in rows.chunks(1000) {
+                let mut q = super::super::shared::health_upsert!(chunk, $failures);
+                q.build().execute(&self.pool).await?;
+            }
+            Ok(())
+        }
+    };
+}
+pub(super) use record_health_by_thousands;

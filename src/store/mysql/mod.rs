@@ -308,10 +308,12 @@ const SUBSCRIPTIONS: &str = concat!(
     ") ORDER BY Package, CreatedAt"
 );
 
-const ADD_MEMBER: &str = "\
+/// Run once per member (see `edit_members`).
+const ADD_MEMBERS: &str = "\
     INSERT INTO axion_push_group_member (Package, GroupName, User, AddedAt) \
     VALUES (?, ?, ?, CURRENT_TIMESTAMP) ON DUPLICATE KEY UPDATE AddedAt = AddedAt";
-const REMOVE_MEMBER: &str =
+/// Run once per member.
+const REMOVE_MEMBERS: &str =
     "DELETE FROM axion_push_group_member WHERE Package = ? AND GroupName = ? AND User = ?";
 const CLEAR_GROUP: &str = "DELETE FROM axion_push_group_member WHERE Package = ? AND GroupName = ?";
 const MEMBERS: &str =
@@ -326,7 +328,7 @@ const AXION_TABLE_COLUMNS: &str = "\
 
 impl MySql {
     super::shared::groups!();
-    super::shared::change_members_one_by_one!();
+    super::shared::change_members!();
 
     pub(super) async fn open(settings: &DatabaseSettings) -> Result<MySql, StoreError> {
         let open_error = |e: sqlx::Error| StoreError::Open {
@@ -630,6 +632,8 @@ impl Drop for EndpointLock {
         }
     }
 }
+
+super::shared::edit_members_one_by_one!(sqlx::MySqlConnection);
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,6 @@
 //! The MariaDB/MySQL statements of each subscription's health.
 
-use sqlx::{MySql as Db, QueryBuilder};
+use sqlx::MySql as Db;
 
 use super::MySql;
 use crate::store::subscription_health::{HealthEvent, HealthOutcome, RUN_GAP_MS, merge};
@@ -53,6 +53,10 @@ const SELECT: &str = "SELECT Subscription, Origin, DeliveredAt, ReceiptAt, Recei
 /// Follows `SELECT` and its package: the list of subscriptions.
 const SUBSCRIPTION_IN: &str = " AND Subscription IN (";
 
+/// The head of a batch of health rows (see `shared::health_upsert`).
+const INSERT_HEALTH: &str = "INSERT INTO axion_push_subscription_health \
+    (Package, Subscription, User, Origin, DeliveredAt, FailedAt, Failure, Failures) ";
+
 impl MySql {
     super::super::shared::health_reads!();
 
@@ -77,21 +81,7 @@ impl MySql {
             };
             let (chunk, after) = rest.split_at(len);
             rest = after;
-            let mut q = QueryBuilder::<Db>::new(
-                "INSERT INTO axion_push_subscription_health \
-                    (Package, Subscription, User, Origin, DeliveredAt, FailedAt, Failure, Failures) ",
-            );
-            q.push_values(chunk, |mut b, row| {
-                b.push_bind(row.package)
-                    .push_bind(row.subscription)
-                    .push_bind(row.user)
-                    .push_bind(row.origin)
-                    .push_bind(row.delivered_at)
-                    .push_bind(row.failed_at)
-                    .push_bind(row.failure)
-                    .push_bind(row.failures);
-            });
-            q.push(UPDATE);
+            let mut q = super::super::shared::health_upsert!(chunk, std::convert::identity);
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;

@@ -26,8 +26,8 @@ use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
 
 use super::{
-    Backend, DatabaseInfo, MembersChange, StoreError, StoredSubscription, Subscribed, Takeover,
-    endpoint_lock_key, missing_columns, redact_url,
+    Backend, DatabaseInfo, StoreError, StoredSubscription, Subscribed, Takeover, endpoint_lock_key,
+    missing_columns, redact_url,
 };
 use crate::config::DatabaseSettings;
 use crate::model::{Group, Package, Subscription, User};
@@ -229,6 +229,7 @@ const AXION_TABLE_COLUMNS: &str = "\
 
 impl Postgres {
     super::shared::groups!();
+    super::shared::change_members!();
     super::shared::deactivate!();
 
     pub(super) async fn open(settings: &DatabaseSettings) -> Result<Postgres, StoreError> {
@@ -347,57 +348,29 @@ impl Postgres {
             .await?;
         rows.iter().map(crate::store::rows::subscription).collect()
     }
-
-    pub(super) async fn change_members(
-        &self,
-        package: &Package,
-        group: &Group,
-        change: &MembersChange,
-    ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let (add, remove): (&[User], &[User]) = match change {
-            MembersChange::Edit { add, remove } => (add, remove),
-            MembersChange::Set(users) => {
-                sqlx::query(CLEAR_GROUP)
-                    .bind(package.as_str())
-                    .bind(group.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                (users, &[])
-            }
-        };
-        if !remove.is_empty() {
-            sqlx::query(REMOVE_MEMBERS)
-                .bind(package.as_str())
-                .bind(group.as_str())
-                .bind(sorted_names(remove))
-                .execute(&mut *tx)
-                .await?;
-        }
-        if !add.is_empty() {
-            sqlx::query(ADD_MEMBERS)
-                .bind(package.as_str())
-                .bind(group.as_str())
-                .bind(sorted_names(add))
-                .execute(&mut *tx)
-                .await?;
-        }
-        let count: i64 = sqlx::query_scalar(COUNT_MEMBERS)
-            .bind(package.as_str())
-            .bind(group.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(count.try_into().unwrap_or_default())
-    }
 }
 
-/// Users as one array parameter, sorted: concurrent edits of one group
-/// then lock its rows in the same order.
-fn sorted_names(users: &[User]) -> Vec<&str> {
+/// `statement` with the users as one array parameter, sorted: concurrent
+/// edits of one group then lock its rows in the same order.
+async fn edit_members(
+    conn: &mut sqlx::PgConnection,
+    statement: &'static str,
+    package: &Package,
+    group: &Group,
+    users: &[User],
+) -> Result<(), StoreError> {
+    if users.is_empty() {
+        return Ok(());
+    }
     let mut names: Vec<&str> = users.iter().map(User::as_str).collect();
     names.sort_unstable();
-    names
+    sqlx::query(statement)
+        .bind(package.as_str())
+        .bind(group.as_str())
+        .bind(names)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// `reason` with the URL's password, should an error quote it, masked.

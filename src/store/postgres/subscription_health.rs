@@ -1,10 +1,8 @@
 //! The PostgreSQL statements of each subscription's health.
 
-use sqlx::{Postgres as Db, QueryBuilder};
+use sqlx::Postgres as Db;
 
 use super::Postgres;
-use crate::store::StoreError;
-use crate::store::subscription_health::{HealthEvent, merge};
 
 /// What a batch row changes on a row already there. A delivery in the
 /// batch (`DeliveredAt` set) counts the failures after it only, and ends a
@@ -49,33 +47,17 @@ const SELECT: &str = r#"SELECT "Subscription", "Origin", "DeliveredAt", "Receipt
 /// Follows `SELECT` and its package: the list of subscriptions.
 const SUBSCRIPTION_IN: &str = r#" AND "Subscription" IN ("#;
 
+/// The head of a batch of health rows (see `shared::health_upsert`).
+const INSERT_HEALTH: &str = r#"INSERT INTO axion_push_subscription_health AS h
+    ("Package", "Subscription", "User", "Origin", "DeliveredAt", "FailedAt", "Failure", "Failures") "#;
+
 impl Postgres {
     super::super::shared::health_reads!();
     super::super::shared::record_refusal_returning!();
+    super::super::shared::record_health_by_thousands!(int4);
+}
 
-    pub(in crate::store) async fn record_health(
-        &self,
-        events: &[HealthEvent],
-    ) -> Result<(), StoreError> {
-        let rows = merge(events);
-        for chunk in rows.chunks(1000) {
-            let mut q = QueryBuilder::<Db>::new(
-                r#"INSERT INTO axion_push_subscription_health AS h
-                    ("Package", "Subscription", "User", "Origin", "DeliveredAt", "FailedAt", "Failure", "Failures") "#,
-            );
-            q.push_values(chunk, |mut b, row| {
-                b.push_bind(row.package)
-                    .push_bind(row.subscription)
-                    .push_bind(row.user)
-                    .push_bind(row.origin)
-                    .push_bind(row.delivered_at)
-                    .push_bind(row.failed_at)
-                    .push_bind(row.failure)
-                    .push_bind(i32::try_from(row.failures).unwrap_or(i32::MAX));
-            });
-            q.push(UPDATE);
-            q.build().execute(&self.pool).await?;
-        }
-        Ok(())
-    }
+/// `Failures` is an INT column here.
+fn int4(n: i64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }

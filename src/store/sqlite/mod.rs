@@ -157,10 +157,12 @@ const SUBSCRIPTIONS: &str = "\
     FROM def_notify_push_subscription \
     WHERE User = ? AND (? IS NULL OR Package = ?) ORDER BY Package, CreatedAt";
 
-const ADD_MEMBER: &str = "\
+/// Run once per member (see `edit_members`).
+const ADD_MEMBERS: &str = "\
     INSERT INTO axion_push_group_member (Package, GroupName, User, AddedAt) \
     VALUES (?, ?, ?, CURRENT_TIMESTAMP) ON CONFLICT DO NOTHING";
-const REMOVE_MEMBER: &str =
+/// Run once per member.
+const REMOVE_MEMBERS: &str =
     "DELETE FROM axion_push_group_member WHERE Package = ? AND GroupName = ? AND User = ?";
 const CLEAR_GROUP: &str = "DELETE FROM axion_push_group_member WHERE Package = ? AND GroupName = ?";
 const MEMBERS: &str =
@@ -176,7 +178,7 @@ const ROW_BUFFER: usize = 1024;
 
 impl Sqlite {
     super::shared::groups!();
-    super::shared::change_members_one_by_one!();
+    super::shared::change_members!();
     super::shared::deactivate!();
 
     pub(super) async fn open(settings: &DatabaseSettings) -> Result<Sqlite, StoreError> {
@@ -353,3 +355,5 @@ fn create_private(options: &SqliteConnectOptions, url: &str) {
 }
 
 super::shared::endpoint_active_for_others!(sqlx::SqliteConnection);
+
+super::shared::edit_members_one_by_one!(sqlx::SqliteConnection);

@@ -1,10 +1,8 @@
 //! The SQLite statements of each subscription's health.
 
-use sqlx::{QueryBuilder, Sqlite as Db};
+use sqlx::Sqlite as Db;
 
 use super::Sqlite;
-use crate::store::StoreError;
-use crate::store::subscription_health::{HealthEvent, merge};
 
 /// What a batch row changes on a row already there. A delivery in the
 /// batch (`DeliveredAt` set) counts the failures after it only, and ends a
@@ -47,33 +45,12 @@ const SELECT: &str = "SELECT Subscription, Origin, DeliveredAt, ReceiptAt, Recei
 /// Follows `SELECT` and its package: the list of subscriptions.
 const SUBSCRIPTION_IN: &str = " AND Subscription IN (";
 
+/// The head of a batch of health rows (see `shared::health_upsert`).
+const INSERT_HEALTH: &str = "INSERT INTO axion_push_subscription_health \
+    (Package, Subscription, User, Origin, DeliveredAt, FailedAt, Failure, Failures) ";
+
 impl Sqlite {
     super::super::shared::health_reads!();
     super::super::shared::record_refusal_returning!();
-
-    pub(in crate::store) async fn record_health(
-        &self,
-        events: &[HealthEvent],
-    ) -> Result<(), StoreError> {
-        let rows = merge(events);
-        for chunk in rows.chunks(1000) {
-            let mut q = QueryBuilder::<Db>::new(
-                "INSERT INTO axion_push_subscription_health \
-                    (Package, Subscription, User, Origin, DeliveredAt, FailedAt, Failure, Failures) ",
-            );
-            q.push_values(chunk, |mut b, row| {
-                b.push_bind(row.package)
-                    .push_bind(row.subscription)
-                    .push_bind(row.user)
-                    .push_bind(row.origin)
-                    .push_bind(row.delivered_at)
-                    .push_bind(row.failed_at)
-                    .push_bind(row.failure)
-                    .push_bind(row.failures);
-            });
-            q.push(UPDATE);
-            q.build().execute(&self.pool).await?;
-        }
-        Ok(())
-    }
+    super::super::shared::record_health_by_thousands!(std::convert::identity);
 }
