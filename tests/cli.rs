@@ -685,6 +685,52 @@ fn status_with_an_external_broker_down_asks_whether_that_broker_runs() {
     );
 }
 
+/// The password in `axion_push.mqtt.url` is a secret: every verb that
+/// cannot reach that broker names its host, never the password.
+#[test]
+fn a_broker_that_cannot_be_reached_is_named_without_the_password_in_its_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!("axion_push:\n  mqtt: {{url: 'mqtt://svc:hunter2x@127.0.0.1:{port}'}}\n"),
+    )
+    .unwrap();
+    let config = path.to_str().unwrap();
+    let host = format!("127.0.0.1:{port}");
+    for verb in [
+        &["status", "--config", config][..],
+        &["test-push", "alice", "--timeout", "5", "--config", config],
+    ] {
+        let out = run(verb);
+        assert_eq!(out.status.code(), Some(1), "{verb:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("cannot reach the MQTT broker"), "{err}");
+        assert!(err.contains(&host), "{verb:?} names the broker: {err}");
+        assert!(
+            !err.contains("hunter2x"),
+            "{verb:?} shows the password: {err}"
+        );
+    }
+    // `listen` keeps retrying (and is killed when dropped); its first
+    // report of the broker is enough.
+    let mut command = Command::new(BIN);
+    command
+        .args(["listen", "--config", config])
+        .env_remove("RUST_LOG");
+    let said = Serve::spawn(command).wait_for("retrying");
+    assert!(said.contains(&host), "listen names the broker: {said}");
+    assert!(
+        !said.contains("hunter2x"),
+        "listen shows the password: {said}"
+    );
+}
+
 #[test]
 fn test_push_without_a_daemon_fails_fast_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,8 +24,9 @@ fn connect(config: &Config, purpose: &str) -> Result<(AsyncClient, rumqttc::Even
 }
 
 /// Why the broker could not be reached, and what to check: the external
-/// broker `mqtt.url` names, or `serve` for the embedded one. The cause is
-/// said once (rumqttc's errors repeat their source in their own text).
+/// broker `mqtt.url` names (its password masked), or `serve` for the
+/// embedded one. The cause is said once (rumqttc's errors repeat their
+/// source in their own text).
 fn unreachable(config: &Config, broker: &str, error: &rumqttc::ConnectionError) -> anyhow::Error {
     let cause = causes(error);
     let file = config.source.as_ref().map_or_else(
@@ -34,8 +35,9 @@ fn unreachable(config: &Config, broker: &str, error: &rumqttc::ConnectionError) 
     );
     match &config.settings.mqtt.url {
         Some(url) => anyhow::anyhow!(
-            "cannot reach the MQTT broker at {url} (axion_push.mqtt.url in {file}): {cause}. \
-             Is that broker running, and reachable from here?"
+            "cannot reach the MQTT broker at {} (axion_push.mqtt.url in {file}): {cause}. \
+             Is that broker running, and reachable from here?",
+            crate::store::redact_url(url.as_str())
         ),
         None => anyhow::anyhow!(
             "cannot reach the MQTT broker at {broker} (axion-push's embedded broker, \
