@@ -356,6 +356,31 @@ fn check_config_names_a_database_it_cannot_reach() {
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
+/// `migrate` on a database it cannot reach fails naming the database,
+/// without its password.
+#[test]
+fn migrate_names_a_database_it_cannot_reach_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "axion_push:\n  database: {{url: 'mysql://axion:hunter2@127.0.0.1:{port}/axion'}}\n"
+        ),
+    )
+    .unwrap();
+    let out = run(&["migrate", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(said.contains(&format!("127.0.0.1:{port}")), "{said}");
+    assert!(!said.contains("hunter2"), "{said}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_and_test_push_deliver_and_report() {
     let Served {

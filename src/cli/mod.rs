@@ -217,7 +217,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let store = Store::open(&config.settings.database).await?;
             store.migrate().await?;
             store.close().await;
-            println!("database {} is up to date", config.settings.database.url);
+            println!("{}", up_to_date(&config.settings.database.url));
             Ok(ExitCode::SUCCESS)
         }
         Action::SubscribeToken {
@@ -227,6 +227,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => subscribe_token(&config, &user, &package, valid),
         Action::CheckConfig | Action::GenerateVapid { .. } => unreachable!("handled above"),
     }
+}
+
+/// What `migrate` says once the schema of the database at `url` is current
+/// (its password masked).
+fn up_to_date(url: &str) -> String {
+    format!("database {} is up to date", crate::store::redact_url(url))
 }
 
 /// What a host application does for its logged-in user, for scripts and
@@ -763,6 +769,14 @@ fn print_figures(text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn migrate_names_its_database_without_the_password() {
+        let said = up_to_date("mysql://axion:hunter2@db.example:3306/axion");
+        assert!(!said.contains("hunter2"), "{said}");
+        assert!(said.contains("db.example:3306/axion"), "{said}");
+        assert!(said.ends_with("is up to date"), "{said}");
+    }
 
     #[test]
     fn an_error_is_shown_with_each_cause_once() {
