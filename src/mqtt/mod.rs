@@ -76,8 +76,11 @@ const DISPATCH_BATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
-    #[error("axion_push.mqtt.url '{0}' has no host")]
-    NoHost(String),
+    /// The URL is not repeated: without a host, its password (if any) is
+    /// not where `store::redact_url` looks for one. Config loading refuses
+    /// such a URL first, masked.
+    #[error("axion_push.mqtt.url has no host")]
+    NoHost,
     #[error("cannot read axion_push.mqtt.ca_file {path}: {reason}")]
     CaFile { path: String, reason: String },
 }
@@ -93,7 +96,7 @@ pub fn options(
         Some(url) => {
             let host = url
                 .host_str()
-                .ok_or_else(|| MqttError::NoHost(url.to_string()))?
+                .ok_or(MqttError::NoHost)?
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_owned();
@@ -623,6 +626,17 @@ mod tests {
         let settings = MqttSettings::default();
         let o = options(&settings, Some("0.0.0.0:1999".parse().unwrap()), "id").unwrap();
         assert_eq!(o.broker_address(), ("127.0.0.1".to_owned(), 1999));
+    }
+
+    #[test]
+    fn a_url_without_a_host_is_refused_without_repeating_it() {
+        let settings = MqttSettings {
+            url: Some("mqtt:svc:hunter2@broker".parse().unwrap()),
+            ..MqttSettings::default()
+        };
+        let error = options(&settings, None, "id").unwrap_err().to_string();
+        assert!(error.contains("axion_push.mqtt.url"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]
