@@ -8,7 +8,7 @@ mod process;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use axion_push::config::Config;
+use axion_push::config::{BrokerSettings, Config};
 use process::{Serve, write_config};
 
 /// The problems `yaml` has, as `check-config` would print them.
@@ -278,18 +278,41 @@ async fn a_daemon_killed_by_a_dumping_signal_leaves_no_core_dump() {
     assert!(cores.is_empty(), "core files: {cores:?}");
 }
 
-/// Under systemd the daemon stays dumpable (the test above runs it without
-/// systemd): the unit itself forbids core dumps.
-#[test]
-fn the_systemd_unit_forbids_core_dumps() {
+/// The values of `key` in the shipped systemd unit's `[Service]` section.
+fn unit_service_values(key: &str) -> Vec<String> {
     let unit = std::fs::read_to_string("deploy/axion-push.service").unwrap();
     let service = unit
         .split("\n[")
         .find(|section| section.starts_with("Service]"))
         .expect("a [Service] section");
-    let limits: Vec<&str> = service
+    service
         .lines()
-        .filter(|l| l.trim_start().starts_with("LimitCORE="))
-        .collect();
-    assert_eq!(limits, ["LimitCORE=0"]);
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Under systemd the daemon stays dumpable (the test above runs it without
+/// systemd): the unit itself forbids core dumps.
+#[test]
+fn the_systemd_unit_forbids_core_dumps() {
+    assert_eq!(unit_service_values("LimitCORE"), ["0"]);
+}
+
+/// The unit's open-files limit covers the embedded broker at its default
+/// connection cap: below it the daemon warns at start, and connections
+/// wait once descriptors run out.
+#[test]
+fn the_systemd_unit_allows_the_open_files_the_embedded_broker_needs() {
+    let needed = axion_push::broker::descriptors_needed(&BrokerSettings::default());
+    let limits = unit_service_values("LimitNOFILE");
+    let [limit] = &limits[..] else {
+        panic!("one LimitNOFILE= in [Service], not {limits:?}");
+    };
+    // `soft:hard` or one value for both; the soft limit is the one met.
+    let soft = limit.split(':').next().unwrap();
+    assert!(
+        soft == "infinity" || soft.parse::<u64>().expect("a number") >= needed,
+        "LimitNOFILE={limit}, below the {needed} the embedded broker's defaults need"
+    );
 }

@@ -201,11 +201,17 @@ fn open_files_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// The open files the daemon may need with the embedded broker at
+/// `max_connections`: below this limit it warns at start.
+pub fn descriptors_needed(settings: &BrokerSettings) -> u64 {
+    settings.max_connections as u64 * DESCRIPTORS_PER_CONNECTION + DESCRIPTORS_BESIDES
+}
+
 /// Says so when `max_connections` could run the process out of file
 /// descriptors before the cap is reached (the gateway then pauses
 /// accepting, and other work may fail to open files).
 fn check_descriptors(settings: &BrokerSettings) {
-    let needed = settings.max_connections as u64 * DESCRIPTORS_PER_CONNECTION + DESCRIPTORS_BESIDES;
+    let needed = descriptors_needed(settings);
     if let Some(limit) = open_files_limit().filter(|limit| *limit < needed) {
         tracing::warn!(
             limit,
