@@ -2,11 +2,18 @@
 //! their own user's things: they log in as `{package}/{user}` with their
 //! subscribe token, may publish only their own subscribe, unsubscribe and
 //! list, and read only the VAPID keys and their own events and results.
-//! Each attack below succeeded before the gateway.
+//! The listener itself survives the open web: it caps connections per
+//! address, gives each `broker.connect_timeout` to log in, and holds each
+//! browser to a publish rate. Each attack below succeeded before the
+//! gateway.
 
 mod harness;
+#[path = "harness/process.rs"]
+mod process;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use axion_push::metrics::sample;
 use axion_push::model::{Package, User};
@@ -14,7 +21,7 @@ use axion_push::token::TokenKey;
 use harness::browser_login::BrowserLogin;
 use harness::{Harness, WAIT};
 use rumqttc::mqttbytes::QoS;
-use rumqttc::mqttbytes::v4::{ConnectReturnCode, LastWill, SubscribeReasonCode};
+use rumqttc::mqttbytes::v4::{ConnectReturnCode, LastWill, Packet, Publish, SubscribeReasonCode};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -36,10 +43,18 @@ fn token(package: &str, user: &str) -> String {
 /// A daemon whose embedded broker has the WebSocket listener on, tokens
 /// required, the test's page origin allowed and metrics on.
 async fn start() -> (Harness, SocketAddr) {
+    start_with(|_| {}).await
+}
+
+/// Like [`start`], with the broker's settings changed by `tweak`.
+async fn start_with(
+    tweak: impl FnOnce(&mut axion_push::config::BrokerSettings),
+) -> (Harness, SocketAddr) {
     let h = Harness::start_with(|c| {
         let b = &mut c.settings.broker;
         b.websocket_listen = Some("127.0.0.1:0".parse().unwrap());
         b.websocket_origins = vec![ORIGIN.into()];
+        tweak(b);
         c.settings.subscribe_token_secret = Some(harness::secret(SECRET));
         c.settings.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
     })
@@ -73,6 +88,38 @@ async fn metric(h: &Harness, key: &str) -> f64 {
     let mut text = String::new();
     stream.read_to_string(&mut text).await.unwrap();
     sample(&text, key).unwrap_or_else(|| panic!("no {key} in {text}"))
+}
+
+/// Waits until the metric `key` reads `want`, failing after the wait.
+async fn metric_reaches(h: &Harness, key: &str, want: f64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = metric(h, key).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} is {got}, not {want}, after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn refusals(reason: &str) -> String {
+    format!(r#"axion_push_broker_refusals_total{{reason="{reason}"}}"#)
+}
+
+/// The `id`s of the `list` commands that reached the broker, in order, as
+/// the test's service client saw them.
+fn lists_on_the_broker(h: &Harness, user: &str) -> Vec<String> {
+    let topic = format!("axion/crm/push/{user}/list");
+    h.mqtt
+        .messages()
+        .into_iter()
+        .filter(|m| m.topic == topic)
+        .map(|m| m.json()["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 /// The first attack of the report: the page login subscribed to `axion/#`
@@ -488,4 +535,262 @@ async fn a_token_for_one_split_of_names_does_not_pass_for_another() {
         "nothing recorded"
     );
     h.stop().await;
+}
+
+/// One address may hold `broker.websocket_max_per_address` WebSocket
+/// connections at once: one more is closed before its handshake, and
+/// counted; once one of them has closed, the address may connect again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_websocket_max_per_address_connections() {
+    let (h, ws) = start_with(|b| b.websocket_max_per_address = 2).await;
+    let alice = login(ws, "crm", "alice").await;
+    let _bob = login(ws, "crm", "bob").await;
+
+    assert!(
+        BrowserLogin::open(ws, Some(ORIGIN)).await.is_err(),
+        "a third connection from 127.0.0.1 is closed"
+    );
+    assert_eq!(metric(&h, &refusals("address_cap")).await, 1.0);
+
+    drop(alice);
+    metric_reaches(
+        &h,
+        r#"axion_push_broker_connections{listener="websocket"}"#,
+        1.0,
+    )
+    .await;
+    let (_carol, code) =
+        BrowserLogin::login(ws, Some(ORIGIN), "crm/carol", &token("crm", "carol")).await;
+    assert_eq!(code, ConnectReturnCode::Success, "the freed place is taken");
+    assert_eq!(metric(&h, &refusals("address_cap")).await, 1.0);
+    h.stop().await;
+}
+
+/// A browser may publish 10 commands at once, then 1 a second. Beyond
+/// that, a publish is dropped (still acknowledged, so the page does not
+/// send it again and again) and counted: it never reaches the daemon,
+/// which answers the others only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_publishing_faster_than_its_allowance_has_the_excess_dropped_unanswered() {
+    let (h, ws) = start().await;
+    let mut alice = login(ws, "crm", "alice").await;
+    assert_eq!(
+        alice.subscribe(&["axion/crm/push/alice/result"]).await,
+        Some(vec![GRANTED])
+    );
+    let token = token("crm", "alice");
+    let list = |id: &str| json!({"id": id, "token": token}).to_string();
+
+    // Eleven at once, without waiting for acknowledgements between them:
+    // the eleventh is beyond the burst however slow the machine.
+    let ids: Vec<String> = (1..=11).map(|n| format!("l-{n}")).collect();
+    for (pkid, id) in (100..).zip(&ids) {
+        let mut publish = Publish::new("axion/crm/push/alice/list", QoS::AtLeastOnce, list(id));
+        publish.pkid = pkid;
+        alice.send(Packet::Publish(publish)).await;
+    }
+    let mut acknowledged = BTreeSet::new();
+    let mut answered = Vec::new();
+    while acknowledged.len() < ids.len() {
+        match alice.next().await {
+            Some(Packet::PubAck(ack)) => {
+                acknowledged.insert(ack.pkid);
+            }
+            Some(Packet::Publish(result)) => {
+                let result: serde_json::Value = serde_json::from_slice(&result.payload).unwrap();
+                answered.push(result["id"].as_str().unwrap().to_owned());
+            }
+            other => panic!("{other:?} before every publish was acknowledged"),
+        }
+    }
+    assert_eq!(acknowledged, (100..111).collect());
+    assert_eq!(metric(&h, &refusals("rate")).await, 1.0);
+
+    // Not a wait for an event: the allowance refills at 1 a second. The
+    // list after it is answered, and comes after all the others.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut late = Publish::new("axion/crm/push/alice/list", QoS::AtLeastOnce, list("late"));
+    late.pkid = 111;
+    alice.send(Packet::Publish(late)).await;
+    while !answered.iter().any(|id| id == "late") {
+        match alice.next().await {
+            Some(Packet::Publish(result)) => {
+                let result: serde_json::Value = serde_json::from_slice(&result.payload).unwrap();
+                answered.push(result["id"].as_str().unwrap().to_owned());
+            }
+            Some(Packet::PubAck(ack)) => assert_eq!(ack.pkid, 111),
+            other => panic!("{other:?} while waiting for the answers"),
+        }
+    }
+    let mut expected: Vec<String> = ids[..10].to_vec();
+    expected.push("late".into());
+    h.mqtt
+        .wait_for(0, "the late list", WAIT, |m| {
+            m.topic == "axion/crm/push/alice/list" && m.json()["id"] == "late"
+        })
+        .await;
+    assert_eq!(lists_on_the_broker(&h, "alice"), expected);
+    answered.sort_by_key(|id| expected.iter().position(|e| e == id));
+    assert_eq!(answered, expected, "no answer for l-11");
+    assert_eq!(metric(&h, &refusals("rate")).await, 1.0);
+    h.stop().await;
+}
+
+/// An endpoint is a capability (whoever holds it can wake that browser):
+/// `list` with `"endpoints": true` is for services. From a browser it is
+/// dropped and counted, and no endpoint reaches the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_asking_list_for_whole_endpoints_is_refused_and_sees_none() {
+    let (h, ws) = start().await;
+    let browser = h.browser("alice");
+    let mut subscription = browser.subscription();
+    subscription["token"] = json!(token("crm", "alice"));
+    let r = h
+        .command(
+            "axion/crm/push/alice/subscribe",
+            subscription.to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    let endpoint = subscription["endpoint"].as_str().unwrap().to_owned();
+
+    let mut alice = login(ws, "crm", "alice").await;
+    assert_eq!(
+        alice.subscribe(&["axion/crm/push/alice/result"]).await,
+        Some(vec![GRANTED])
+    );
+    let whole = json!({"id": "whole", "endpoints": true, "token": token("crm", "alice")});
+    assert!(
+        alice
+            .publish(
+                "axion/crm/push/alice/list",
+                whole.to_string().as_bytes(),
+                false
+            )
+            .await,
+        "a dropped publish is still acknowledged"
+    );
+    let plain = json!({"id": "plain", "token": token("crm", "alice")});
+    assert!(
+        alice
+            .publish(
+                "axion/crm/push/alice/list",
+                plain.to_string().as_bytes(),
+                false
+            )
+            .await
+    );
+    let listed = alice.message_on("axion/crm/push/alice/result").await;
+    assert_eq!(listed["id"], "plain", "{listed}");
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert!(!listed.to_string().contains(&endpoint), "{listed}");
+
+    // The plain list reached the broker after the other would have.
+    h.mqtt
+        .wait_for(0, "the plain list", WAIT, |m| {
+            m.topic == "axion/crm/push/alice/list" && m.json()["id"] == "plain"
+        })
+        .await;
+    assert_eq!(lists_on_the_broker(&h, "alice"), ["plain"]);
+    assert_eq!(metric(&h, &refusals("endpoints")).await, 1.0);
+    h.stop().await;
+}
+
+/// A connection to the WebSocket listener has `broker.connect_timeout` to
+/// log in, its handshake included: one that never finishes its handshake,
+/// and one that finishes it and never sends CONNECT, are both closed then
+/// and counted, and neither holds up a browser logging in meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_connection_that_does_not_log_in_is_closed_after_the_connect_timeout() {
+    let connect_timeout = Duration::from_secs(2);
+    let (h, ws) = start_with(|b| b.connect_timeout = connect_timeout).await;
+    let opened = Instant::now();
+    let mut half_handshake = tokio::net::TcpStream::connect(ws).await.unwrap();
+    half_handshake
+        .write_all(b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let mut no_connect = BrowserLogin::open(ws, Some(ORIGIN))
+        .await
+        .expect("the handshake succeeds");
+
+    let _alice = login(ws, "crm", "alice").await;
+    assert_eq!(
+        metric(&h, &refusals("timeout")).await,
+        0.0,
+        "alice logged in while both idle connections were open"
+    );
+
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, half_handshake.read_to_end(&mut rest))
+        .await
+        .expect("the half handshake is closed within the wait");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}: {rest:?}");
+    no_connect.closed().await;
+    let tolerance = Duration::from_millis(100);
+    assert!(
+        opened.elapsed() >= connect_timeout - tolerance,
+        "closed after {:?}",
+        opened.elapsed()
+    );
+    assert_eq!(metric(&h, &refusals("timeout")).await, 2.0);
+    h.stop().await;
+}
+
+/// A browser's refusals are counted each, but only the first of a
+/// connection is logged (with what was refused): a page cannot flood the
+/// log. The next connection's first refusal is logged again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_first_refusal_of_a_connection_is_logged() {
+    harness::init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let push = harness::PushService::start().await;
+    let (config, port) = process::write_config(dir.path(), &push, "");
+    let listen = format!("    listen: 127.0.0.1:{port}\n");
+    let yaml = std::fs::read_to_string(&config).unwrap().replace(
+        &listen,
+        &format!("{listen}    websocket_listen: 127.0.0.1:0\n"),
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let mut serve = process::Serve::start(&config);
+    let listening = serve.wait_for("embedded MQTT broker listening");
+    let ws: SocketAddr = listening
+        .split("websocket=Some(")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no WebSocket address in {listening:?}"));
+
+    // Without a token secret, on loopback: a browser login needs no token.
+    let (mut first, code) = BrowserLogin::login(ws, None, "crm/alice", "").await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    assert!(first.publish("axion/crm/push/bob/send", b"{}", false).await);
+    assert!(
+        !first
+            .publish("axion/crm/push/bob/subscribe", b"{}", false)
+            .await,
+        "the second refusal closes the connection"
+    );
+    let (mut second, code) = BrowserLogin::login(ws, None, "crm/alice", "").await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    assert!(
+        second
+            .publish("axion/crm/push/carol/send", b"{}", false)
+            .await
+    );
+
+    // The log is in the order things happened: the first connection's
+    // second refusal, had it been logged, would come before the second
+    // connection's first.
+    let needle = "a browser's packet was refused";
+    let logged = [serve.wait_for(needle), serve.wait_for(needle)];
+    assert!(logged[0].contains("axion/crm/push/bob/send"), "{logged:#?}");
+    assert!(
+        logged[1].contains("axion/crm/push/carol/send"),
+        "{logged:#?}"
+    );
 }
