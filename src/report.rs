@@ -51,6 +51,13 @@ pub struct ResultReport {
     /// `connection`, `policy` or `keys`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub failures: BTreeMap<String, u64>,
+    /// Beside `queued`, `failed` or `expired`: attempts that met a
+    /// temporary failure and were retried (or are waiting to be), by cause
+    /// — an HTTP status (`"503"`, `"429"`), `timeout`, `connection`, or
+    /// `paused` for a push service paused after repeated failures. So a
+    /// report with `queued: 1` says why.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub retries: BTreeMap<String, u64>,
     /// For group commands: the members the command reached.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<u64>,

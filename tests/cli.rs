@@ -521,7 +521,8 @@ async fn test_push_waits_for_and_prints_the_receipts_of_its_push() {
 }
 
 /// A push the push service could not take yet (503) waits for a retry:
-/// the first report says `queued: 1, failed: 0`, and so must the words.
+/// the first report says `queued: 1, failed: 0` and what the attempt met,
+/// and so must the words.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_push_says_a_push_waiting_for_a_retry_is_queued_not_failed() {
     // No retry within the test: the first report is the one printed.
@@ -543,8 +544,14 @@ async fn test_push_says_a_push_waiting_for_a_retry_is_queued_not_failed() {
         (report["queued"].as_u64(), report["failed"].as_u64()),
         (Some(1), Some(0))
     );
+    assert_eq!(report["retries"], serde_json::json!({"503": 1}), "and why");
     let err = text(&out.stderr);
-    assert!(err.starts_with("1 push queued for retry:"), "{err}");
+    assert!(
+        err.starts_with(
+            "1 push queued for retry: the push service answered 503: an error on its side."
+        ),
+        "{err}"
+    );
     assert!(!err.contains("failed"), "nothing failed: {err}");
 }
 

@@ -554,6 +554,7 @@ async fn settling_counts_each_outcome_and_makes_the_report_due() {
         e if e == endpoint(2) => Settled::Failed("403".into()),
         _ => Settled::Retry {
             after: Duration::from_secs(3600),
+            cause: "503".into(),
         },
     });
     let due = store.settle("a", &batch, 1).await.unwrap();
@@ -569,12 +570,79 @@ async fn settling_counts_each_outcome_and_makes_the_report_due() {
         (1, 1, 1, 1),
         "{first:?}"
     );
-    assert_eq!(first.failures.get("403"), Some(&1));
+    assert_eq!(first.failures(), [("403".to_owned(), 1)].into());
+    assert_eq!(
+        first.retries(),
+        [("503".to_owned(), 1)].into(),
+        "why the queued one waits"
+    );
     let rows = store.subscriptions(&alice, Some(&p)).await.unwrap();
     let gone = rows.iter().find(|r| r.endpoint == endpoint(1)).unwrap();
     assert!(!gone.active, "404/410 deactivates");
     let retry = store.next_due("a").await.unwrap().expect("the retry");
     assert!(retry > Duration::from_secs(3500), "{retry:?}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn reports_say_why_deliveries_wait_and_why_they_expired() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let (p, alice) = (package(), user("alice"));
+    for n in 0..3 {
+        store
+            .upsert_subscription(&p, &alice, &subscription(&endpoint(n)), 50)
+            .await
+            .unwrap();
+    }
+    enqueue(&store, "n-1", &alice, "a").await;
+    let claimed = store.claim("a", 10).await.unwrap();
+    let batch = settled(&claimed, |c| match c.endpoint.as_str() {
+        e if e == endpoint(0) => Settled::Delivered,
+        e if e == endpoint(1) => Settled::Retry {
+            after: Duration::ZERO,
+            cause: "connection".into(),
+        },
+        _ => Settled::Deferred {
+            after: Duration::ZERO,
+        },
+    });
+    let first = store.settle("a", &batch, 1).await.unwrap();
+    assert_eq!(
+        first.len(),
+        1,
+        "every delivery tried once: the first report"
+    );
+    assert_eq!(first[0].pending, 2);
+    assert_eq!(
+        first[0].retries(),
+        [("connection".to_owned(), 1), ("paused".to_owned(), 1)].into(),
+        "a retry by its cause, a delivery not tried by its paused push service"
+    );
+    assert!(first[0].failures().is_empty(), "nothing failed for good");
+
+    // Both tried again, both met a 503, then ran out of time.
+    let again = store.claim("a", 10).await.unwrap();
+    assert_eq!(again.len(), 2);
+    let batch = settled(&again, |_| Settled::Retry {
+        after: Duration::ZERO,
+        cause: "503".into(),
+    });
+    assert!(store.settle("a", &batch, 2).await.unwrap().is_empty());
+    let last = store.claim("a", 10).await.unwrap();
+    let batch = settled(&last, |_| Settled::Expired);
+    let last = store.settle("a", &batch, 3).await.unwrap();
+    assert_eq!((last.len(), last[0].expired, last[0].pending), (1, 2, 0));
+    assert_eq!(
+        last[0].retries(),
+        [
+            ("503".to_owned(), 2),
+            ("connection".to_owned(), 1),
+            ("paused".to_owned(), 1)
+        ]
+        .into(),
+        "the final report says what the expired ones met"
+    );
     store.close().await;
 }
 
@@ -657,6 +725,7 @@ async fn a_retry_comes_due_after_its_delay() {
     let claimed = store.claim("a", 10).await.unwrap();
     let batch = settled(&claimed, |_| Settled::Retry {
         after: Duration::ZERO,
+        cause: "timeout".into(),
     });
     store.settle("a", &batch, 1).await.unwrap();
     let again = store.claim("b", 10).await.unwrap();

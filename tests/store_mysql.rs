@@ -511,6 +511,7 @@ async fn the_queue_closes_no_statement_whatever_its_batch_sizes() {
             claimed: c.clone(),
             settled: Settled::Retry {
                 after: Duration::from_secs(3600),
+                cause: "503".into(),
             },
         }));
         let due = store.settle("a", &batch, 1).await.unwrap();

@@ -147,7 +147,7 @@ impl Verdict {
             lines.push(format!(
                 "{} failed: {}",
                 pushes(report.failed),
-                failure_causes(report)
+                causes(&report.failures)
             ));
         }
         if report.deactivated > 0 {
@@ -157,16 +157,27 @@ impl Verdict {
             ));
         }
         if report.expired > 0 {
+            let met = if report.retries.is_empty() || report.queued > 0 {
+                String::new()
+            } else {
+                format!(" (its attempts met: {})", causes(&report.retries))
+            };
             lines.push(format!(
-                "{} expired: the message's TTL ran out before a push service took it",
+                "{} expired: the message's TTL ran out before a push service took it{met}",
                 pushes(report.expired)
             ));
         }
         if report.queued > 0 {
+            let why = if report.retries.is_empty() {
+                "the push service could not take it yet (a 429, a 5xx, a timeout or no \
+                 connection)"
+                    .to_owned()
+            } else {
+                causes(&report.retries)
+            };
             lines.push(format!(
-                "{} queued for retry: the push service could not take it yet (a 429, a 5xx, \
-                 a timeout or no connection; the daemon's log says which). The daemon retries \
-                 until the message's TTL runs out, then publishes a final report",
+                "{} queued for retry: {why}. The daemon retries until the message's TTL runs \
+                 out, then publishes a final report",
                 pushes(report.queued)
             ));
         }
@@ -184,13 +195,13 @@ fn pushes(n: u64) -> String {
     count(n, "push", "pushes")
 }
 
-/// The report's `failures` in words: one cause alone, or each with its count.
-fn failure_causes(report: &ResultReport) -> String {
-    match report.failures.len() {
+/// A report's `failures` or `retries` in words: one cause alone, or each
+/// with its count.
+fn causes(causes: &std::collections::BTreeMap<String, u64>) -> String {
+    match causes.len() {
         0 => "the report names no cause".to_owned(),
-        1 => report.failures.keys().map(|c| explain(c)).collect(),
-        _ => report
-            .failures
+        1 => causes.keys().map(|c| explain(c)).collect(),
+        _ => causes
             .iter()
             .map(|(cause, n)| format!("{n} × {}", explain(cause)))
             .collect::<Vec<_>>()
@@ -211,6 +222,12 @@ fn explain(cause: &str) -> String {
         }
         "endpoint" => "the stored endpoint cannot be used".into(),
         "keys" => "the stored subscription keys cannot be used".into(),
+        "paused" => "its push service is paused after failing repeatedly; the daemon tries \
+                     again when it recovers"
+            .into(),
+        "stale" => "the push service refused this subscription alone for \
+                    subscriptions.expire_after while taking others' pushes: deactivated as stale"
+            .into(),
         "401" | "403" => format!(
             "the push service answered {cause}: the VAPID key pair or vapid_email is wrong, \
              or the browser subscribed with another key"
@@ -243,6 +260,35 @@ mod tests {
         assert_eq!(v.lines.len(), 1, "{v:?}");
         assert!(v.lines[0].starts_with("1 push queued for retry:"), "{v:?}");
         assert!(!v.lines[0].contains("failed"), "{v:?}");
+    }
+
+    #[test]
+    fn a_push_queued_for_retry_says_what_its_attempt_met() {
+        let v = Verdict::of(&report(serde_json::json!({
+            "ok": true, "subscriptions": 1, "queued": 1, "retries": {"connection": 1}
+        })));
+        assert_eq!(
+            v.lines,
+            [
+                "1 push queued for retry: no connection to the push service (name resolution, \
+              network or TLS). The daemon retries until the message's TTL runs out, then \
+              publishes a final report"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_expired_push_says_what_its_attempts_met() {
+        let v = Verdict::of(&report(serde_json::json!({
+            "ok": true, "subscriptions": 1, "expired": 1, "retries": {"503": 3}
+        })));
+        assert_eq!(
+            v.lines,
+            [
+                "1 push expired: the message's TTL ran out before a push service took it (its \
+              attempts met: the push service answered 503: an error on its side)"
+            ]
+        );
     }
 
     #[test]

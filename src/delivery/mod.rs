@@ -755,9 +755,12 @@ fn settle_as(retry: &Backoff, row: &Claimed, message: &Prepared, attempt: Attemp
     match attempt {
         Ok(Outcome::Delivered) => Settled::Delivered,
         Ok(Outcome::Gone(_)) => Settled::Gone,
-        Ok(Outcome::Retry { after, .. }) => {
+        Ok(outcome @ Outcome::Retry { after, .. }) => {
             match next_attempt(retry, row.attempts, after, now_ms(), message.expires_ms) {
-                Some(after) => Settled::Retry { after },
+                Some(after) => Settled::Retry {
+                    after,
+                    cause: outcome.failure_key().unwrap_or_else(|| "other".into()),
+                },
                 None => Settled::Expired,
             }
         }
@@ -1065,7 +1068,8 @@ pub fn report(state: &CommandState) -> ResultReport {
         deactivated: state.deactivated,
         expired: state.expired,
         queued: state.pending,
-        failures: state.failures.clone(),
+        failures: state.failures(),
+        retries: state.retries(),
         members: state.members,
         ..ResultReport::accepted(state.id.clone(), "send")
     }
@@ -1167,6 +1171,31 @@ async fn republish_event(parts: &EngineParts, unpublished: UnpublishedEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_4xx_refusal_of_the_subscription_can_make_it_stale() {
+        for cause in ["400", "401", "403", "406", "451"] {
+            assert!(is_refusal(cause), "{cause}");
+        }
+        // Our payload (413), come back later (429), the push service's
+        // trouble (5xx, timeouts, connections), our policy, unusable rows
+        // and lost leases say nothing about the subscription.
+        for cause in [
+            "413",
+            "429",
+            "500",
+            "503",
+            "timeout",
+            "connection",
+            "policy",
+            "keys",
+            "endpoint",
+            "lost",
+            "paused",
+        ] {
+            assert!(!is_refusal(cause), "{cause}");
+        }
+    }
 
     const RETRY: Backoff = Backoff {
         initial: Duration::from_secs(1),

@@ -69,7 +69,37 @@ pub struct CommandState {
     pub failed: u64,
     pub deactivated: u64,
     pub expired: u64,
+    /// Causes as the send's causes table holds them: failures for good,
+    /// and under [`RETRY_CAUSE`] the causes of attempts retried. Read only
+    /// when [`CommandState::may_have_causes`].
     pub failures: BTreeMap<String, u64>,
+}
+
+impl CommandState {
+    /// Whether anything was not (yet) delivered, so that the report names
+    /// causes: a delivery failed, expired or waits for a retry. A send whose
+    /// pushes all went out needs no read of its causes.
+    pub fn may_have_causes(&self) -> bool {
+        self.failed > 0 || self.expired > 0 || self.pending > 0
+    }
+
+    /// Failures for good, by cause.
+    pub fn failures(&self) -> BTreeMap<String, u64> {
+        self.failures
+            .iter()
+            .filter(|(cause, _)| !cause.starts_with(RETRY_CAUSE))
+            .map(|(cause, n)| (cause.clone(), *n))
+            .collect()
+    }
+
+    /// Attempts that failed for a while and were (or are to be) retried,
+    /// by cause.
+    pub fn retries(&self) -> BTreeMap<String, u64> {
+        self.failures
+            .iter()
+            .filter_map(|(cause, n)| Some((cause.strip_prefix(RETRY_CAUSE)?.to_owned(), *n)))
+            .collect()
+    }
 }
 
 /// The message of a recorded send, loaded once per command by the engine.
@@ -131,9 +161,11 @@ pub enum Settled {
     Failed(String),
     /// The message's TTL ran out before a push service took it.
     Expired,
-    /// Try again `after` this long (on the database's clock).
+    /// Try again `after` this long (on the database's clock); the attempt
+    /// failed under `cause` (`"503"`, `"timeout"`, `"connection"`, …).
     Retry {
         after: Duration,
+        cause: String,
     },
     /// Not attempted (its push service is paused); claim it again `after`
     /// this long.
@@ -186,8 +218,21 @@ pub(crate) struct Tally {
     pub failed: i64,
     pub deactivated: i64,
     pub expired: i64,
+    /// Failures for good by cause, and the causes of attempts to be
+    /// retried under [`RETRY_CAUSE`].
     pub failures: BTreeMap<String, i64>,
 }
+
+/// The prefix under which a send's causes table keeps the causes of
+/// attempts that will be retried (`retry:503`), beside the causes of
+/// deliveries that failed for good (`503`): both are counts of causes per
+/// send, so one table holds them, and a report tells them apart
+/// ([`CommandState::retries`]).
+pub const RETRY_CAUSE: &str = "retry:";
+
+/// The cause counted for a delivery whose first attempt was not made
+/// because its push service is paused (see the delivery's breakers).
+pub const PAUSED: &str = "paused";
 
 /// What a batch of settlements changes, counting only the rows still held
 /// (`ours`: a row whose lease ran out was taken over by another daemon,
@@ -208,7 +253,22 @@ pub(crate) fn tally<'a>(
             .or_default();
         tally.tried += i64::from(!claimed.tried);
         match settled {
-            Settled::Retry { .. } | Settled::Deferred { .. } => continue,
+            Settled::Retry { cause, .. } => {
+                *tally
+                    .failures
+                    .entry(format!("{RETRY_CAUSE}{cause}"))
+                    .or_default() += 1;
+                continue;
+            }
+            Settled::Deferred { .. } => {
+                if !claimed.tried {
+                    *tally
+                        .failures
+                        .entry(format!("{RETRY_CAUSE}{PAUSED}"))
+                        .or_default() += 1;
+                }
+                continue;
+            }
             Settled::Delivered => tally.delivered += 1,
             Settled::Gone => {
                 gone.push(claimed);

@@ -400,7 +400,7 @@ impl MySql {
         let mut again: Vec<(i64, i64, i64)> = Vec::new();
         for s in batch.iter().filter(|s| ours.contains(&s.claimed.seq)) {
             match s.settled {
-                Settled::Retry { after } => again.push((s.claimed.seq, millis(after), 1)),
+                Settled::Retry { after, .. } => again.push((s.claimed.seq, millis(after), 1)),
                 Settled::Deferred { after } => again.push((s.claimed.seq, millis(after), 0)),
                 _ => finished.push(s.claimed.seq),
             }
@@ -505,7 +505,15 @@ impl MySql {
             .iter()
             .map(|d| (d.package.as_str(), d.id.as_str()))
             .collect();
-        let mut causes = failures_of(&mut tx, &due_keys).await?;
+        // Causes only of the sends with something not delivered: most
+        // reports have none, and this is a round trip.
+        let with_causes: Vec<(&str, &str)> = due
+            .iter()
+            .filter(|d| d.may_have_causes())
+            .map(|d| (d.package.as_str(), d.id.as_str()))
+            .collect();
+        let mut causes = failures_of(&mut tx, &with_causes).await?;
+        drop(with_causes);
         for chunk in due_keys.chunks(CHUNK) {
             let mut q = QueryBuilder::<Db>::new(
                 "UPDATE axion_push_command SET Reported = CASE WHEN Pending <= 0 THEN 2 ELSE 1 END, \

@@ -392,7 +392,7 @@ impl Postgres {
         let mut again: Vec<(i64, i64, i64)> = Vec::new();
         for s in batch {
             match s.settled {
-                Settled::Retry { after } => again.push((s.claimed.seq, millis(after), 1)),
+                Settled::Retry { after, .. } => again.push((s.claimed.seq, millis(after), 1)),
                 Settled::Deferred { after } => again.push((s.claimed.seq, millis(after), 0)),
                 _ => finished.push(s.claimed.seq),
             }
@@ -493,7 +493,7 @@ impl Postgres {
             }
             due.sort_by(|a, b| (&a.package, &a.id).cmp(&(&b.package, &b.id)));
             if !due.is_empty() {
-                for state in due.iter_mut().filter(|state| state.failed > 0) {
+                for state in due.iter_mut().filter(|state| state.may_have_causes()) {
                     state.failures = failures(&mut tx, &state.package, &state.id).await?;
                 }
                 let (packages, ids): (Vec<&str>, Vec<&str>) = due

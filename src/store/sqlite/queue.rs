@@ -453,7 +453,7 @@ impl Sqlite {
         let mut again: Vec<(i64, i64, i64)> = Vec::new();
         for s in batch {
             match s.settled {
-                crate::store::Settled::Retry { after } => {
+                crate::store::Settled::Retry { after, .. } => {
                     again.push((s.claimed.seq, millis(after), 1));
                 }
                 crate::store::Settled::Deferred { after } => {
@@ -601,7 +601,7 @@ impl Sqlite {
                 keys(&mut marked);
                 marked.push(")");
                 marked.build().execute(&mut *tx).await?;
-                if due.iter().any(|state| state.failed > 0) {
+                if due.iter().any(CommandState::may_have_causes) {
                     let mut read = QueryBuilder::<Db>::new(
                         "SELECT Package, CommandId, Cause, Count FROM axion_push_command_failure \
                          WHERE (Package, CommandId) IN (VALUES ",
