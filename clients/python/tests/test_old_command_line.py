@@ -82,7 +82,23 @@ def test_test_push_whose_push_is_refused_exits_1(with_daemon, shim, push_service
     run = old_cli(with_daemon, "test-push", user, "--title", "Alert")
     assert run.returncode == 1
     assert json.loads(run.stdout)["failures"] == {"403": 1}
-    assert "1 of 1 pushes failed" in run.stderr
+    assert "1 push failed: the push service answered 403: the VAPID key pair" in run.stderr
+
+
+def test_test_push_with_a_push_queued_for_retry_exits_1_and_says_why(with_daemon, shim, push_service, user):
+    """As `axion-push test-push`: one push delivered beside one waiting for a
+    retry is not a success yet."""
+    ok = push_service.browser("old-cli-ok")
+    busy = push_service.browser("old-cli-busy", answers=[503])
+    assert shim.subscribe(user, "base", ok.subscription())
+    assert shim.subscribe(user, "base", busy.subscription())
+    run = old_cli(with_daemon, "test-push", user, "--title", "Alert")
+    report = json.loads(run.stdout)
+    assert (report["delivered"], report["queued"], report["retries"]) == (1, 1, {"503": 1})
+    assert run.returncode == 1, run.stderr
+    assert "1 push delivered" in run.stderr
+    assert "1 push queued for retry: the push service answered 503: an error on its side." in run.stderr
+    assert "failed" not in run.stderr
 
 
 def test_test_push_without_a_daemon_exits_1(axion):

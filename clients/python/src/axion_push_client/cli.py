@@ -3,9 +3,10 @@
 module's file, runnable as it was).
 
 - ``test-push USER [--title T] [--body B] [--package P] [--url U]`` publishes a
-  send command (``@group`` works too), prints the result report and exits 0
-  when at least one push was delivered and none failed, 1 otherwise, 2 on a
-  usage error — as ``axion-push test-push`` does.
+  send command (``@group`` works too), prints the result report, says what
+  it means in the words of ``axion-push test-push``, and exits as it does: 0
+  when a push was delivered and none failed, expired or waits for a retry, 1
+  otherwise, 2 on a usage error.
 - ``generate-vapid [--email ADDR]`` prints a new key pair as a ``base.push``
   block for config.yaml, as py_vapid users know it: the private key as PEM
   (PKCS#8, what ``vapid --gen`` writes), the public key in base64url (its
@@ -48,10 +49,86 @@ def _test_push(args) -> int:
             file=sys.stderr,
         )
         return 1
-    if report.get("failed", 0) or not report.get("delivered", 0):
-        print(f"{report.get('failed')} of {report.get('subscriptions')} pushes failed", file=sys.stderr)
-        return 1
-    return 0
+    lines, success = _verdict(report)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return 0 if success else 1
+
+
+def _pushes(n: int) -> str:
+    return f"{n} push" if n == 1 else f"{n} pushes"
+
+
+def _causes(causes: dict) -> str:
+    """A report's ``failures`` or ``retries`` in words: one cause alone, or
+    each with its count."""
+    if not causes:
+        return "the report names no cause"
+    if len(causes) == 1:
+        return _explain(next(iter(causes)))
+    return "; ".join(f"{n} × {_explain(cause)}" for cause, n in sorted(causes.items()))
+
+
+def _explain(cause: str) -> str:
+    """One cause of a report (an HTTP status or a word), as ``axion-push
+    test-push`` words it."""
+    words = {
+        "timeout": "the push service did not answer within delivery.request_timeout",
+        "connection": "no connection to the push service (name resolution, network or TLS)",
+        "policy": "the endpoint no longer passes the endpoint policy (axion_push.endpoints)",
+        "endpoint": "the stored endpoint cannot be used",
+        "keys": "the stored subscription keys cannot be used",
+        "paused": "its push service is paused after failing repeatedly; the daemon tries again when it recovers",
+        "stale": "the push service refused this subscription alone for subscriptions.expire_after "
+        "while taking others' pushes: deactivated as stale",
+        "400": "the push service answered 400: it found the request malformed",
+        "413": "the push service answered 413: the notification is too large for it",
+        "429": "the push service answered 429: too many requests",
+    }
+    if cause in words:
+        return words[cause]
+    if cause in ("401", "403"):
+        return (
+            f"the push service answered {cause}: the VAPID key pair or vapid_email is wrong, "
+            "or the browser subscribed with another key"
+        )
+    if cause.isdigit() and len(cause) == 3 and cause.startswith("5"):
+        return f"the push service answered {cause}: an error on its side"
+    if cause.isdigit():
+        return f"the push service answered {cause}"
+    return cause
+
+
+def _verdict(report: dict):
+    """The first report in sentences, one per kind of outcome, and whether
+    it is a success: something delivered and nothing failed, expired or
+    waiting for a retry — ``axion-push test-push``'s rule and words."""
+    delivered, failed = report.get("delivered", 0), report.get("failed", 0)
+    deactivated, expired, queued = report.get("deactivated", 0), report.get("expired", 0), report.get("queued", 0)
+    retries = report.get("retries") or {}
+    lines = []
+    if delivered:
+        lines.append(f"{_pushes(delivered)} delivered")
+    if failed:
+        lines.append(f"{_pushes(failed)} failed: {_causes(report.get('failures') or {})}")
+    if deactivated:
+        subscriptions = "1 subscription" if deactivated == 1 else f"{deactivated} subscriptions"
+        lines.append(f"{subscriptions} gone (the push service answered 404 or 410): deactivated")
+    if expired:
+        met = f" (its attempts met: {_causes(retries)})" if retries and not queued else ""
+        lines.append(f"{_pushes(expired)} expired: the message's TTL ran out before a push service took it{met}")
+    if queued:
+        why = (
+            _causes(retries)
+            if retries
+            else "the push service could not take it yet (a 429, a 5xx, a timeout or no connection)"
+        )
+        lines.append(
+            f"{_pushes(queued)} queued for retry: {why}. The daemon retries until the message's TTL runs out, "
+            "then publishes a final report"
+        )
+    success = delivered > 0 and not failed and not expired and not queued
+    return lines, success
 
 
 def _b64url(data: bytes) -> str:
