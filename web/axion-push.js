@@ -298,18 +298,26 @@ export class AxionPush {
 
   /**
    * Hands the current subscription to axion-push again if the browser
-   * replaced it while no page was open. Call it on page load.
+   * replaced it while no page was open, and tells the service worker that
+   * a page of the app is open: receipts it kept while none was can go
+   * through this one now. Call it on page load.
    */
   async resync() {
     if (unsupportedReason() || Notification.permission !== 'granted') return this.status();
     const registration = await this.#registration();
     const subscription = registration ? await registration.pushManager.getSubscription() : null;
-    if (subscription && this.#delivered() !== subscription.endpoint) {
+    if (!subscription) return this.status();
+    if (this.#delivered() !== subscription.endpoint) {
       const current = subscription.options && subscription.options.applicationServerKey;
       const key = current ? bytesToBase64url(current) : await this.#vapidKey();
       const handed = await this.#handOver(registration, key, subscription);
-      if (handed !== subscription) await this.#tellWorker(registration, this.#workerSettings(key, handed));
+      if (handed !== subscription) {
+        // New settings send the kept receipts too.
+        await this.#tellWorker(registration, this.#workerSettings(key, handed));
+        return this.status();
+      }
     }
+    this.#pageOpen(registration);
     return this.status();
   }
 
@@ -475,6 +483,16 @@ export class AxionPush {
       };
       worker.postMessage({ type: 'axion-push:settings', settings }, [channel.port2]);
     });
+  }
+
+  /**
+   * Tells the service worker a page of the app is open, to send the
+   * receipts it kept (through this page, or its relay). Not waited for:
+   * the worker asks this page for them when it is ready.
+   */
+  #pageOpen(registration) {
+    const worker = registration.active;
+    if (worker) worker.postMessage({ type: 'axion-push:ready' });
   }
 
   async #onWorkerMessage(event) {

@@ -19,7 +19,9 @@
 // with the browser's reason, and, where the operator turned click receipts
 // on, `clicked` (with the action) and `closed`. They go to the relay when
 // the page configured one, else through an open page of the app, else they
-// wait here (IndexedDB, at most MAX_KEPT_RECEIPTS) for the next chance.
+// wait here (IndexedDB, at most MAX_KEPT_RECEIPTS) for the next chance: the
+// next receipt, or a page of the app opening (axion-push.js's resync() and
+// subscribe() tell this worker).
 //
 // What a push may carry:
 // - a Declarative Web Push message, {"web_push": 8030, "notification": {...}},
@@ -274,6 +276,11 @@ self.addEventListener('message', (event) => {
     // A page with a channel to the daemon is here: receipts kept while
     // there was none can go now.
     event.waitUntil(done.then(() => flushReceipts()).catch(() => {}));
+  } else if (message.type === 'axion-push:ready') {
+    // A page of the app opened on a subscribed browser (axion-push.js's
+    // resync() on page load): the chance receipts kept while no page was
+    // open were waiting for.
+    event.waitUntil(flushReceipts().catch(() => {}));
   }
 });
 

@@ -235,6 +235,37 @@ test('a notification Chromium refuses to show is reported as a failed receipt, w
   }
 });
 
+test('the service worker keeps the newest 100 receipts it could not send, dropping the oldest', async () => {
+  const worker = await (
+    await browser.waitForTarget((t) => t.type() === 'service_worker' && t.url() === `${web.origin}/service-worker.js`, {
+      timeout: WAIT_MS,
+    })
+  ).worker();
+  /** The tokens of the receipts the worker keeps, oldest first. */
+  const keptTokens = () => worker.evaluate(async () => (await keptReceipts()).values.map((r) => r.token));
+  // 103 receipts no page took, kept one at a time as the worker keeps
+  // each (its own keep(), not 103 pushes): the first 3 are gone already.
+  await worker.evaluate(async (pkg) => {
+    for (let i = 0; i < 103; i += 1) {
+      await keep([{ token: `kept-${i}`, receipt: 'shown', package: pkg, user: 'away' }]);
+    }
+  }, PACKAGE);
+  const full = Array.from({ length: 100 }, (_, i) => `kept-${i + 3}`);
+  assert.deepEqual(await keptTokens(), full);
+
+  // One more, from a push whose receipt nothing takes (this page has no
+  // AxionPush for the worker's user): it pushes out the oldest.
+  const newest = 'newest-receipt-token';
+  await deliver(JSON.stringify({ title: 'One more', receipt: { token: newest, clicks: false } }));
+  const deadline = Date.now() + WAIT_MS;
+  let kept = await keptTokens();
+  while (!kept.includes(newest) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    kept = await keptTokens();
+  }
+  assert.deepEqual(kept, [...full.slice(1), newest]);
+});
+
 test('renotify without a tag, which Chromium refuses, does not lose the notification', async () => {
   const n = await deliver(
     JSON.stringify({ web_push: 8030, notification: { title: 'No tag', body: 'renotify alone', navigate: '/', renotify: true } }),

@@ -34,7 +34,7 @@ let openedPage;
 before(async () => {
   stack = await startStack(
     'firefox',
-    { 'POST /api/push-subscription': relay },
+    { 'POST /api/push-subscription': relay, 'GET /app/': appPage },
     { tokenSecret: TOKEN_SECRET, receiptClicks: true },
   );
   ({ push, daemon, web } = stack);
@@ -87,6 +87,32 @@ async function relayToDaemon(request) {
     return { status: 204 };
   }
   return { status: 400, json: { error: `unknown action ${request.action}` } };
+}
+
+/**
+ * A page of the app as the host app renders it for its signed-in user
+ * (`?user=`): it loads axion-push.js and calls resync(), as every page of
+ * the app should on load, and does nothing else. The AxionPush is
+ * `window.axionPush`, its resync() `window.resynced`.
+ */
+async function appPage(_, req) {
+  const user = new URL(req.url, 'http://x').searchParams.get('user');
+  const options = { package: PACKAGE, user, mqtt: { url: daemon.websocketUrl }, token: await daemon.token(PACKAGE, user) };
+  return {
+    status: 200,
+    html: `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>The app</title>
+<script type="importmap">{ "imports": { "mqtt": "/node_modules/mqtt/dist/mqtt.esm.js" } }</script>
+<script type="module">
+  import { AxionPush } from '/axion-push.js';
+  window.axionPush = new AxionPush(${JSON.stringify(options).replace(/</g, '\\u003c')});
+  window.resynced = window.axionPush.resync();
+</script>
+</head>
+<body><h1>The app</h1></body>
+</html>`,
+  };
 }
 
 /** The next request the relay has handled that passes `test`. */
@@ -231,6 +257,52 @@ async function clickAlert(title, action) {
       })()`
     : `(() => { (${ALERT_HELPERS}).find(${JSON.stringify(title)}).document.getElementById('alertBox').click(); return true; })()`;
   await inChrome(script);
+}
+
+/**
+ * Dismisses the alert window titled `title` as a person does, with its
+ * close button.
+ */
+async function dismissAlert(title) {
+  await inChrome(`(() => { (${ALERT_HELPERS}).find(${JSON.stringify(title)}).document.getElementById('alert-close').doCommand(); return true; })()`);
+}
+
+/**
+ * The receipts the service worker keeps for `user` (its IndexedDB store,
+ * read from Firefox's chrome, so that no page of the app need be open).
+ */
+function keptReceipts(user) {
+  return inChrome(`new Promise((resolve, reject) => {
+    const principal = Services.scriptSecurityManager.createContentPrincipalFromOrigin(${JSON.stringify(web.origin)});
+    const request = indexedDB.openForPrincipal(principal, 'axion-push');
+    request.onerror = () => reject(request.error);
+    request.onsuccess = () => {
+      const db = request.result;
+      if (!db.objectStoreNames.contains('receipts')) {
+        db.close();
+        resolve([]);
+        return;
+      }
+      const tx = db.transaction('receipts');
+      const all = tx.objectStore('receipts').getAll();
+      tx.oncomplete = () => {
+        db.close();
+        resolve(all.result.filter((r) => r.user === ${JSON.stringify(user)}));
+      };
+      tx.onerror = () => reject(tx.error);
+    };
+  })`);
+}
+
+/** Waits until `check(await read())` is true; resolves with what was read last. */
+async function eventually(read, check, what, ms = WAIT_MS) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await read();
+    if (check(value)) return value;
+    if (Date.now() > deadline) throw new Error(`${what} within ${ms / 1000} s; last: ${JSON.stringify(value)}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }
 
 async function pageState() {
@@ -743,4 +815,82 @@ test('a fresh subscription refused again is reported in words, after one try', a
   assert.equal(outcome.endpoints.length, 2, 'one fresh subscription, not more');
   assert.notEqual(outcome.endpoints[0], outcome.endpoints[1]);
   assert.match(outcome.message, /^This browser was subscribed for another account on this site, so it made a new subscription for you, but the notification server refused that one too/);
+});
+
+const APP_USER = 'app-user';
+
+/** The next `receipt` report of `kind` on APP_USER's result topic, once listening. */
+async function nextReceipt(kind, ms) {
+  const { report } = await daemon.nextResult(PACKAGE, APP_USER, (r) => r.command === 'receipt' && r.receipt === kind, ms);
+  return report;
+}
+
+test('a notification a person dismisses in Firefox is reported as closed, and the daemon publishes it', async () => {
+  // The earlier tests' notifications closed now, not in the middle of the
+  // tests below (Firefox closes its alert windows after 20 s, and reports
+  // that as closed: a receipt, and with it a hand-over of those kept).
+  await page.evaluate(async () => {
+    const registration = await navigator.serviceWorker.ready;
+    for (const n of await registration.getNotifications()) n.close();
+  });
+  await eventually(
+    () => inChrome(`(${ALERT_HELPERS}).titles()`),
+    (titles) => titles.length === 0,
+    'alert windows are still open',
+  );
+  await dropBrowserSubscription();
+  await page.goto(`${web.origin}/app/?user=${APP_USER}`);
+  await page.evaluate(() => window.resynced);
+  const status = await page.evaluate(() => window.axionPush.subscribe());
+  assert.equal(status.state, 'subscribed', JSON.stringify(status));
+
+  const title = `Dismissed ${Date.now()}`;
+  const alert = settledLater((await watchAlert(title)).shown());
+  // Firefox's alert window also closes by itself after 20 s, which Firefox
+  // reports as closed too: this one must come from the person's dismissal.
+  const shown = settledLater(nextReceipt('shown'));
+  const closed = settledLater(nextReceipt('closed', 15000));
+  const sent = await daemon.command(PACKAGE, APP_USER, 'send', { title });
+  assert.equal(sent.delivered, 1, JSON.stringify(sent));
+  await alert;
+  await dismissAlert(title);
+  // The page of the app is open: the worker hands both receipts to it,
+  // which publishes them over its own connection.
+  for (const report of [await shown, await closed]) {
+    assert.equal(report.ok, true, JSON.stringify(report));
+    assert.equal(report.send_id, sent.id, JSON.stringify(report));
+  }
+});
+
+test('receipts kept while no page of the app was open are sent when one opens, without subscribing again', async () => {
+  // Subscribed (the test before) over MQTT: no relay, so only a page of
+  // the app can take the worker's receipts. None is open now.
+  for (const open of await browser.pages()) await open.goto('about:blank');
+  const title = `While away ${Date.now()}`;
+  const alert = settledLater((await watchAlert(title)).shown());
+  const sent = await daemon.command(PACKAGE, APP_USER, 'send', { title });
+  assert.equal(sent.delivered, 1, JSON.stringify(sent));
+  await alert;
+  // Dismissed too, so that the alert's own closing after 20 s does not
+  // bring a receipt (and with it a hand-over) while the page is open.
+  await dismissAlert(title);
+  const kept = await eventually(
+    () => keptReceipts(APP_USER),
+    (receipts) => ['shown', 'closed'].every((kind) => receipts.some((r) => r.receipt === kind)),
+    'the service worker kept no shown and closed receipts',
+  );
+  assert.equal(kept.length, 2, JSON.stringify(kept));
+
+  const shown = settledLater(nextReceipt('shown'));
+  const closed = settledLater(nextReceipt('closed'));
+  // A page of the app opens and only loads axion-push.js (its resync()).
+  await page.goto(`${web.origin}/app/?user=${APP_USER}`);
+  const status = await page.evaluate(() => window.resynced);
+  assert.equal(status.state, 'subscribed', JSON.stringify(status));
+  for (const report of [await shown, await closed]) {
+    assert.equal(report.ok, true, JSON.stringify(report));
+    assert.equal(report.send_id, sent.id, JSON.stringify(report));
+  }
+  // Taken, so forgotten.
+  await eventually(() => keptReceipts(APP_USER), (receipts) => receipts.length === 0, 'the receipts sent are still kept');
 });
