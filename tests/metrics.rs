@@ -36,6 +36,28 @@ async fn request(addr: SocketAddr, method: &str, path: &str) -> (String, String)
     (head.to_owned(), body.to_owned())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_deactivated_as_stale_is_counted() {
+    let h = Harness::start_with(|c| {
+        c.settings.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.settings.subscriptions.expire_after = std::time::Duration::ZERO;
+    })
+    .await;
+    let addr = h.daemon().metrics_addr().expect("metrics are on");
+    let (good, refused) = (h.browser("good"), h.browser("refused"));
+    h.subscribe("crm", "bob", &good).await;
+    h.subscribe("crm", "alice", &refused).await;
+    h.push.script(&refused, [Reply::status(400)]);
+    let delivered = h.send("crm", "bob", json!({"title": "for bob"})).await;
+    assert_eq!(delivered["delivered"], 1, "{delivered}");
+    let stale = h.send("crm", "alice", json!({"title": "for alice"})).await;
+    assert_eq!(stale["failures"]["stale"], 1, "{stale}");
+
+    let (_, text) = get(addr, "/metrics").await;
+    assert_eq!(sample(&text, "axion_push_stale_total"), Some(1.0), "{text}");
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn metrics_are_off_by_default() {
     assert_eq!(Config::default().settings.metrics.listen, None);

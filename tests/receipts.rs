@@ -4,6 +4,7 @@
 
 mod harness;
 
+use axion_push::topics::Verb;
 use harness::{Harness, WAIT};
 use serde_json::{Value, json};
 
@@ -70,6 +71,39 @@ async fn a_shown_receipt_is_published_with_the_send_and_subscription_it_names() 
         report["subscription"], listed["items"][0]["subscription"],
         "the subscription is named as list names it"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_leaves_its_sends_final_report_alone() {
+    let h = Harness::start().await;
+    let (send_id, payload) = push_to_alice(&h).await;
+    let shown = receipt(
+        &h,
+        "alice",
+        json!({"id": "r-1", "token": token(&payload), "receipt": "shown"}),
+    )
+    .await;
+    assert_eq!(shown["ok"], true, "{shown}");
+    // A later send's report: whatever the receipt caused is on the bus by now.
+    let later = h.send("crm", "alice", json!({"title": "later"})).await;
+    assert_eq!(later["delivered"], 1, "{later}");
+
+    let send_topic = h.command_topic("crm", "alice", Verb::Send);
+    let results = format!("{}/result", send_topic.rsplit_once('/').unwrap().0);
+    let reports_of_the_send: Vec<Value> = h
+        .mqtt
+        .messages()
+        .iter()
+        .filter(|m| m.topic == results)
+        .map(|m| m.json())
+        .filter(|r| r["id"] == send_id.as_str())
+        .collect();
+    assert_eq!(
+        reports_of_the_send.len(),
+        1,
+        "one final report, not re-opened: {reports_of_the_send:?}"
+    );
+    assert_eq!(reports_of_the_send[0]["queued"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

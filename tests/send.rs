@@ -490,3 +490,101 @@ async fn commands_handled_together_keep_their_order_and_fail_alone() {
     );
     alone.stop().await;
 }
+
+/// A trigger that makes the database refuse to record the send `poison`,
+/// as a constraint or a hand-made rule of an operator's would.
+fn refuse_the_send_poison(backend: axion_push::store::Backend) -> &'static str {
+    use axion_push::store::Backend;
+    match backend {
+        Backend::Sqlite => {
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON axion_push_command \
+             WHEN NEW.Id = 'poison' BEGIN SELECT RAISE(ABORT, 'poison refused'); END"
+        }
+        Backend::MySql => {
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON axion_push_command FOR EACH ROW \
+             BEGIN IF NEW.Id = 'poison' THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'poison refused'; END IF; END"
+        }
+        Backend::Postgres => {
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.\"Id\" = 'poison' THEN RAISE EXCEPTION 'poison refused'; END IF; \
+             RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_poison BEFORE INSERT ON axion_push_command \
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+        }
+    }
+}
+
+/// Sends that arrive together are recorded in one transaction; when the
+/// database refuses one of them, each is recorded alone, so that only that
+/// one is answered with an error and the others are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_the_database_refuses_fails_alone_among_sends_recorded_together() {
+    use axion_push::command::Inbound;
+    let mut alone = harness::alone::Alone::with_egress(64).await;
+    let mut egress = alone.egress.take().unwrap();
+    alone
+        .database
+        .execute(refuse_the_send_poison(alone.database.backend))
+        .await;
+    let alice = alone.push.browser("alice-phone");
+    let subscribe = alice.subscription().to_string();
+    let message = |topic, payload| Inbound {
+        topic,
+        payload,
+        redelivered: false,
+    };
+    let subscribed = [message(
+        "axion/crm/push/alice/subscribe",
+        subscribe.as_bytes(),
+    )];
+    alone
+        .processor
+        .handle_many(&subscribed, |_| axion_push::report::Receipt::none())
+        .await;
+    let sends = [
+        message(
+            "axion/crm/push/alice/send",
+            br#"{"id":"a-1","title":"first"}"#,
+        ),
+        message(
+            "axion/crm/push/alice/send",
+            br#"{"id":"poison","title":"refused"}"#,
+        ),
+        message(
+            "axion/crm/push/alice/send",
+            br#"{"id":"a-2","title":"second"}"#,
+        ),
+    ];
+    let handled = alone
+        .processor
+        .handle_many(&sends, |_| axion_push::report::Receipt::none())
+        .await;
+    assert_eq!(handled, sends.len(), "none left to handle again");
+
+    let pushed = alone.push.wait_for(2, WAIT).await;
+    let mut titles: Vec<&str> = pushed
+        .iter()
+        .map(|r| {
+            r.payload.as_ref().unwrap()["notification"]["title"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    titles.sort_unstable();
+    assert_eq!(titles, ["first", "second"]);
+    let mut refusal = None;
+    while let Ok(publication) = egress.try_recv() {
+        let r: serde_json::Value = serde_json::from_slice(&publication.out.payload).unwrap();
+        if publication.out.topic.ends_with("/result") && r["id"] == "poison" {
+            refusal = Some(r);
+        }
+    }
+    let refusal = refusal.expect("the refused send is answered");
+    assert_eq!(refusal["ok"], false, "{refusal}");
+    assert!(
+        refusal["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{refusal}"
+    );
+    alone.stop().await;
+}

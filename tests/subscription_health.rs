@@ -114,3 +114,39 @@ async fn a_refusal_while_the_push_service_delivers_to_nobody_never_expires_anyon
     assert_eq!(items[0]["health"]["failures"], 2);
     assert!(items[0]["health"].get("failing_since").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_service_in_trouble_for_a_subscription_never_expires_it() {
+    // 503 and 429 for alice while bob's pushes are taken: temporary
+    // trouble, retried, not a refusal of her subscription.
+    let h = Harness::start_with(|c| c.settings.subscriptions.expire_after = Duration::ZERO).await;
+    let good = h.browser("good");
+    let busy = h.browser("busy");
+    h.subscribe("crm", "bob", &good).await;
+    h.subscribe("crm", "alice", &busy).await;
+    h.push
+        .script(&busy, [Reply::status(503), Reply::status(429)]);
+    let delivered = h.send("crm", "bob", json!({"title": "for bob"})).await;
+    assert_eq!(delivered["delivered"], 1, "{delivered}");
+
+    let first = h
+        .send(
+            "crm",
+            "alice",
+            json!({"id": "busy-1", "title": "for alice"}),
+        )
+        .await;
+    assert_eq!(first["queued"], 1, "{first}");
+    let last = h.final_result("crm", "alice", "busy-1").await;
+    assert_eq!(
+        (&last["delivered"], &last["failed"]),
+        (&json!(1), &json!(0)),
+        "{last}"
+    );
+    let items = list(&h, "alice").await;
+    assert_eq!(items[0]["active"], true, "{items:?}");
+    assert!(
+        items[0]["health"].get("failing_since").is_none(),
+        "{items:?}"
+    );
+}

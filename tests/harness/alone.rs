@@ -16,7 +16,7 @@ pub struct Alone {
     pub egress_tx: axion_push::report::Egress,
     pub wake: axion_push::delivery::Wake,
     pub store: axion_push::store::Store,
-    _database: super::database::TestDatabase,
+    pub database: super::database::TestDatabase,
     _dir: tempfile::TempDir,
 }
 
@@ -125,7 +125,7 @@ impl Alone {
             egress_tx: egress,
             wake,
             store,
-            _database: database,
+            database,
             _dir: dir,
         }
     }
