@@ -305,4 +305,58 @@ mod tests {
         }
         assert!(matches!(b.admit(ORIGIN, 1), Admit::Wait(t) if t == 7_200_000));
     }
+
+    /// The log lines `f` writes on this thread, as the daemon prints them.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = lines.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_retry_after_past_pause_max_is_logged_once_until_the_service_recovers() {
+        const TOO_LONG: &str = "longer pause than delivery.pause_max";
+        let b = breakers();
+        let asks_too_much = || struggling(Some(Duration::from_secs(999_999)));
+        let pause = 7_200_000;
+        let log = logged(|| {
+            for _ in 0..THRESHOLD {
+                b.record(ORIGIN, asks_too_much(), false, 0);
+            }
+            // Its probes keep asking: paused for pause_max again, silently.
+            for n in 1..=3 {
+                assert_eq!(b.admit(ORIGIN, n * pause), Admit::Probe);
+                b.record(ORIGIN, asks_too_much(), true, n * pause);
+            }
+        });
+        assert_eq!(log.matches(TOO_LONG).count(), 1, "{log}");
+
+        let log = logged(|| {
+            let later = 4 * pause;
+            assert_eq!(b.admit(ORIGIN, later), Admit::Probe);
+            b.record(ORIGIN, Health::Answering, true, later);
+            // Recovered, then in trouble again and asking too much again.
+            for _ in 0..THRESHOLD {
+                b.record(ORIGIN, asks_too_much(), false, later);
+            }
+        });
+        assert_eq!(log.matches(TOO_LONG).count(), 1, "{log}");
+    }
 }
