@@ -288,22 +288,27 @@ struct Drops {
 }
 
 impl Drops {
-    fn drop_one(&mut self, stats: &Stats) {
+    /// Counts a command dropped at `now`; warns when the last warning is
+    /// a minute old or there was none. Returns the number the warning gave
+    /// (the drops since the previous one), `None` when it kept quiet.
+    fn drop_one(&mut self, stats: &Stats, now: tokio::time::Instant) -> Option<u64> {
         Stats::add(&stats.dropped, 1);
         self.since_warning += 1;
-        let now = tokio::time::Instant::now();
         if self
             .warned_at
-            .is_none_or(|at| now.duration_since(at) >= DROP_WARNING_EVERY)
+            .is_some_and(|at| now.duration_since(at) < DROP_WARNING_EVERY)
         {
-            tracing::warn!(
-                dropped = self.since_warning,
-                backlog = QOS0_BACKLOG,
-                "QoS 0 commands dropped: the daemon's intake is full (the database is slow or away); publish commands with QoS 1 to have the broker hold them instead"
-            );
-            self.since_warning = 0;
-            self.warned_at = Some(now);
+            return None;
         }
+        let dropped = self.since_warning;
+        tracing::warn!(
+            dropped,
+            backlog = QOS0_BACKLOG,
+            "QoS 0 commands dropped: the daemon's intake is full (the database is slow or away); publish commands with QoS 1 to have the broker hold them instead"
+        );
+        self.since_warning = 0;
+        self.warned_at = Some(now);
+        Some(dropped)
     }
 }
 
@@ -505,7 +510,7 @@ async fn drive(
                 }
                 let tracked = if publish.qos == QoS::AtMostOnce {
                     if !intake.backlog.admit(publish.payload.len()) {
-                        drops.drop_one(&intake.stats);
+                        drops.drop_one(&intake.stats, tokio::time::Instant::now());
                         continue;
                     }
                     None
@@ -650,5 +655,29 @@ mod tests {
         let o = options(&settings, None, "id").unwrap();
         assert_eq!(o.broker_address(), ("broker.example".to_owned(), 1884));
         assert_eq!(o.credentials().map(|l| l.username), Some("svc".to_owned()));
+    }
+
+    #[test]
+    fn dropped_qos0_commands_are_warned_about_at_most_once_a_minute() {
+        let stats = Stats::default();
+        let mut drops = Drops::default();
+        let start = tokio::time::Instant::now();
+        let at = |secs: f64| start + Duration::from_secs_f64(secs);
+        assert_eq!(drops.drop_one(&stats, at(0.0)), Some(1), "the first drop");
+        assert_eq!(drops.drop_one(&stats, at(1.0)), None);
+        assert_eq!(drops.drop_one(&stats, at(59.9)), None);
+        assert_eq!(
+            drops.drop_one(&stats, at(60.0)),
+            Some(3),
+            "a minute on: the drops since the last warning"
+        );
+        assert_eq!(drops.drop_one(&stats, at(119.9)), None);
+        assert_eq!(drops.drop_one(&stats, at(120.0)), Some(2));
+        assert_eq!(drops.drop_one(&stats, at(500.0)), Some(1));
+        assert_eq!(
+            stats.dropped.load(Ordering::Relaxed),
+            7,
+            "every drop counts"
+        );
     }
 }
