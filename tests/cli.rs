@@ -107,7 +107,15 @@ fn every_verb_has_help() {
         assert!(text(&out.stdout).contains("Usage: axion-push"), "{verb}");
     }
     let out = run(&["--help"]);
-    assert!(text(&out.stdout).contains("test-push"));
+    let help = text(&out.stdout);
+    assert!(help.contains("test-push"));
+    // Where the config comes from, in the order the verbs look.
+    assert!(
+        help.contains(
+            "$AXION_PUSH_CONFIG, else ./config.local.yaml if it exists, else ./config.yaml"
+        ),
+        "{help}"
+    );
 }
 
 #[test]

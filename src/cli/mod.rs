@@ -36,7 +36,7 @@ pub const DEFAULT_PACKAGE: &str = "base";
     about = "Bridges MQTT real-time notifications to Web Push"
 )]
 pub struct Cli {
-    /// Config file [default: $AXION_PUSH_CONFIG, else ./config.yaml]
+    /// Config file [default: $AXION_PUSH_CONFIG, else ./config.local.yaml if it exists, else ./config.yaml]
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(subcommand)]
