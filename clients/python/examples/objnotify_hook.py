@@ -52,7 +52,7 @@ def deliver(records, send=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="config.yaml [default: $AXION_PUSH_CONFIG, else ./config.yaml]")
+    parser.add_argument("--config", help="config.yaml [default: $AXION_PUSH_CONFIG, else ./config.local.yaml if it exists, else ./config.yaml]")
     parser.add_argument("user")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -56,3 +56,24 @@ def test_a_broken_setting_names_its_key(tmp_path):
         config.load(write(tmp_path / "d.yaml", "axion_push:\n  broker:\n    listen: nowhere\n"))
     with pytest.raises(AxionPushConfigError, match="cannot read"):
         config.load(tmp_path / "missing.yaml")
+
+
+def test_config_local_yaml_is_read_in_place_of_config_yaml(tmp_path, monkeypatch):
+    # As the daemon's verbs do: this machine's settings beside the checkout's.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AXION_PUSH_CONFIG", raising=False)
+    write(tmp_path / "config.yaml", "axion_push:\n  broker:\n    listen: 127.0.0.1:1999\n")
+    local = write(tmp_path / "config.local.yaml", "axion_push:\n  broker:\n    listen: 127.0.0.1:2003\n")
+    s = config.load()
+    assert (s.port, s.source) == (2003, "config.local.yaml")
+    env_file = write(tmp_path / "env.yaml", "axion_push:\n  broker:\n    listen: 127.0.0.1:2001\n")
+    monkeypatch.setenv("AXION_PUSH_CONFIG", str(env_file))
+    assert config.load().port == 2001, "$AXION_PUSH_CONFIG wins over ./config.local.yaml"
+    monkeypatch.delenv("AXION_PUSH_CONFIG")
+    # Present, even as a broken link, it is the one read: the error says why not.
+    local.unlink()
+    local.symlink_to(tmp_path / "nowhere.yaml")
+    with pytest.raises(AxionPushConfigError, match="cannot read config.local.yaml"):
+        config.load()
+    local.unlink()
+    assert config.load().port == 1999, "without it, ./config.yaml"

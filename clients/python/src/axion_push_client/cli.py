@@ -222,7 +222,7 @@ def _generate_vapid(args) -> int:
 def parser(prog: str = "axion-push-py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="ObjNotifyPush's command line, through axion-push")
     p.set_defaults(prog=prog)
-    p.add_argument("--config", metavar="PATH", help="config file [default: $AXION_PUSH_CONFIG, else ./config.yaml]")
+    p.add_argument("--config", metavar="PATH", help="config file [default: $AXION_PUSH_CONFIG, else ./config.local.yaml if it exists, else ./config.yaml]")
     verbs = p.add_subparsers(dest="verb", required=True)
     t = verbs.add_parser("test-push", help="send a notification through the daemon and print its result")
     t.add_argument("user", help="Axion user to notify (or @group)")

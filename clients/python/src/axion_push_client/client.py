@@ -70,7 +70,8 @@ class AxionPush:
     """Commands to the axion-push daemon over MQTT.
 
     ``settings`` default to config.yaml (``config`` path, else
-    ``$AXION_PUSH_CONFIG``, else ``./config.yaml``), read when first needed.
+    ``$AXION_PUSH_CONFIG``, else ``./config.local.yaml`` if it exists, else
+    ``./config.yaml``), read when first needed.
     """
 
     def __init__(

@@ -1,8 +1,10 @@
 """Broker settings, read from the daemon's own config.yaml.
 
 The file is found the way `axion-push` finds it: an explicit path, else
-``$AXION_PUSH_CONFIG``, else ``./config.yaml``; without any, the daemon's
-defaults apply (its embedded broker on 127.0.0.1:1883, no topic prefix).
+``$AXION_PUSH_CONFIG``, else ``./config.local.yaml`` if it exists (this
+machine's settings, kept beside a checkout's ``config.yaml``), else
+``./config.yaml``; without any, the daemon's defaults apply (its embedded
+broker on 127.0.0.1:1883, no topic prefix).
 Only ``axion_push.mqtt``, ``axion_push.broker.listen`` and
 ``axion_push.subscribe_token_secret`` are read.
 """
@@ -19,6 +21,8 @@ from .errors import AxionPushConfigError
 
 ENV_VAR = "AXION_PUSH_CONFIG"
 DEFAULT_FILE = "config.yaml"
+#: Read in place of DEFAULT_FILE when it exists, as the daemon does.
+LOCAL_FILE = "config.local.yaml"
 DEFAULT_LISTEN = "127.0.0.1:1883"
 
 
@@ -55,12 +59,17 @@ class BrokerSettings:
 
 
 def locate(path: Union[str, os.PathLike, None] = None) -> Optional[Path]:
-    """The config file to read: `path`, $AXION_PUSH_CONFIG, ./config.yaml."""
+    """The config file to read: `path`, $AXION_PUSH_CONFIG,
+    ./config.local.yaml if it exists, ./config.yaml."""
     if path is not None:
         return Path(path)
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
+    local = Path(LOCAL_FILE)
+    # Present at all, even as a broken link: reading it then says why not.
+    if os.path.lexists(local):
+        return local
     default = Path(DEFAULT_FILE)
     return default if default.exists() else None
 

@@ -86,7 +86,7 @@ def configure(
     """Chooses the config file (or explicit ``settings``), the timeout in
     seconds, and whether failures raise. Optional: without it the first call
     reads config.yaml as ``axion-push`` does ($AXION_PUSH_CONFIG, then
-    ./config.yaml) and waits up to 30 s for each answer."""
+    ./config.local.yaml if it exists, then ./config.yaml) and waits up to 30 s for each answer."""
     global _client, _raise_errors
     kwargs: Dict[str, Any] = {"config": config, "timeout": timeout}
     if connect_timeout is not None:
