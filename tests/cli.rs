@@ -447,10 +447,19 @@ async fn serve_and_test_push_deliver_and_report() {
         !listing.contains(&browser.endpoint),
         "endpoints are capabilities: origin only"
     );
+    // Its health in words, last on the line: the push just delivered.
+    let health = listing.trim_end().rsplit('\t').next().unwrap();
+    assert!(
+        health.starts_with("delivered ") && health.ends_with(" ago"),
+        "{listing}"
+    );
     let out = run(&["subscriptions", "alice", "--json", "--config", &cfg]);
     let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(row["endpoint"], browser.endpoint.as_str());
     assert_eq!(row["active"], true);
+    let words = row["health"]["words"].as_str().unwrap_or_default();
+    assert!(words.starts_with("delivered "), "{row}");
+    assert!(row["health"]["delivered_at"].is_u64(), "{row}");
 
     serve.signal("-TERM");
     serve.wait_for("stopped");
