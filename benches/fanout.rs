@@ -18,7 +18,8 @@
 //! Then the same fan-out on each database of `--backends` (default: SQLite
 //! only), e.g. `--backends sqlite,mysql://root@127.0.0.1:3306,postgres://postgres@127.0.0.1:5432`:
 //! one send to 10,000 subscriptions written straight into Axion's table,
-//! as pushes/s and as the ratio to SQLite's figure of the same run.
+//! as pushes/s and as the ratio to SQLite's figure of the same run
+//! (`--backends-only` skips the workloads above and runs just this).
 //!
 //! Run: `cargo bench --bench fanout`; `cargo bench --bench fanout -- --smoke`
 //! is a run of seconds that only proves the benchmark works (`.ci/run`).
@@ -242,7 +243,13 @@ fn main() {
             ""
         }
     );
-    for workload in workloads(scale) {
+    // `--backends-only`: only the comparison of databases below.
+    let workloads = if std::env::args().any(|a| a == "--backends-only") {
+        Vec::new()
+    } else {
+        workloads(scale)
+    };
+    for workload in workloads {
         let ours = runtime.block_on(pushes_per_second(&workload, 256));
         let baseline = runtime.block_on(pushes_per_second(&workload, 1));
         println!(

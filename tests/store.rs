@@ -478,6 +478,42 @@ async fn a_new_sends_deliveries_are_held_for_the_daemon_that_recorded_it() {
 }
 
 #[tokio::test]
+async fn small_claims_take_every_held_delivery_once_in_the_order_sends_were_recorded() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let (p, alice) = (package(), user("alice"));
+    for n in 0..5 {
+        store
+            .upsert_subscription(&p, &alice, &subscription(&endpoint(n)), 50)
+            .await
+            .unwrap();
+    }
+    enqueue(&store, "n-1", &alice, "a").await;
+    enqueue(&store, "n-2", &alice, "a").await;
+    let mut taken = Vec::new();
+    let first = store.claim("a", 3).await.unwrap();
+    taken.extend(first);
+    // A send recorded between claims is taken too.
+    enqueue(&store, "n-3", &alice, "a").await;
+    loop {
+        let claimed = store.claim("a", 3).await.unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        taken.extend(claimed);
+    }
+    let mut seqs: Vec<i64> = taken.iter().map(|c| c.seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!((taken.len(), seqs.len()), (15, 15), "each once: {taken:?}");
+    let sends: Vec<&str> = taken.iter().map(|c| c.command_id.as_str()).collect();
+    let mut in_order = sends.clone();
+    in_order.sort_unstable();
+    assert_eq!(sends, in_order, "oldest send first");
+    store.close().await;
+}
+
+#[tokio::test]
 async fn a_held_send_is_anyones_once_the_hold_is_over() {
     let db = TestDatabase::create().await;
     let store = store(&db).await;

@@ -113,6 +113,8 @@ pub(super) struct MySql {
     /// MySQL 8.0.1): without it claims wait for each other's rows, and only
     /// one daemon may use the database.
     skip_locked: bool,
+    /// Where this process's claims stand (see `queue.rs`).
+    claim_cursors: queue::ClaimCursors,
 }
 
 /// Server error numbers that describe the server's or the connection's
@@ -380,6 +382,7 @@ impl MySql {
         Ok(MySql {
             pool,
             skip_locked: has_skip_locked(&version),
+            claim_cursors: queue::ClaimCursors::default(),
         })
     }
 
