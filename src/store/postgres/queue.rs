@@ -15,7 +15,7 @@
 //! still ours, so a delivery whose lease ran out is counted once, by
 //! whoever settled it.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sqlx::{PgConnection, Row};
 
@@ -101,6 +101,73 @@ macro_rules! enqueue {
         )
     };
 }
+
+/// Records a batch of sends to users in one statement, as [`enqueue!`]
+/// records one: the sends come as arrays (`$1` packages, `$2` ids, `$3`
+/// targets, `$4` accepted at, `$5` expires at, `$6` payloads, `$7` TTLs,
+/// `$8` urgencies, `$9` topics, `$10` members, `$11` digests, `$12` events,
+/// `$13` users), with `$14` the de-duplication window, `$15` the hold in ms
+/// and `$16` the daemon they are held for. It answers with a row per send
+/// recorded; a send missing from the answer is a duplicate.
+const ENQUEUE_USERS: &str = concat!(
+    "WITH s AS ( \
+        SELECT * FROM UNNEST($1::varchar[], $2::varchar[], $3::varchar[], $4::int8[], \
+            $5::int8[], $6::bytea[], $7::int8[], $8::varchar[], $9::varchar[], $10::int8[], \
+            $11::varchar[], $12::bytea[], $13::varchar[]) \
+        AS s(package, id, target, accepted, expires, payload, ttl, urgency, topic, members, \
+             digest, event, recipient)), \
+     recipients AS ( \
+        SELECT s.package AS send_package, s.id, d.\"Package\", d.\"User\", d.\"Endpoint\", \
+            d.\"KeysP256dh\", d.\"KeysAuth\" \
+        FROM s JOIN def_notify_push_subscription d \
+            ON d.\"Package\" = s.package::bpchar AND d.\"User\" = s.recipient::bpchar \
+            AND (d.\"Active\" = 'Y' OR d.\"Active\" IS NULL)), \
+     counted AS ( \
+        SELECT s.*, (SELECT COUNT(*) FROM recipients r \
+                     WHERE r.send_package = s.package AND r.id = s.id) AS n \
+        FROM s), \
+     cleared AS ( \
+        DELETE FROM axion_push_command_failure f USING counted c \
+        WHERE f.\"Package\" = c.package AND f.\"CommandId\" = c.id \
+        AND EXISTS (SELECT 1 FROM axion_push_command x \
+                    WHERE x.\"Package\" = c.package AND x.\"Id\" = c.id \
+                    AND x.\"AcceptedAt\" < c.accepted - $14 AND x.\"Pending\" = 0)), \
+     command AS ( \
+        INSERT INTO axion_push_command \
+            (\"Package\", \"Id\", \"Target\", \"AcceptedAt\", \"ExpiresAt\", \"Payload\", \
+             \"Ttl\", \"Urgency\", \"Topic\", \"Members\", \"Digest\", \"Event\", \
+             \"EventAt\", \"Subscriptions\", \"Untried\", \"Pending\", \"Reported\", \
+             \"ReportedAt\") \
+        SELECT package, id, target, accepted, expires, payload, ttl, urgency, topic, members, \
+            digest, event, accepted, n, n, n, CASE WHEN n = 0 THEN 2 ELSE 0 END, \
+            CASE WHEN n = 0 THEN accepted END \
+        FROM counted \
+        ON CONFLICT (\"Package\", \"Id\") DO UPDATE SET \
+            \"Target\" = EXCLUDED.\"Target\", \"AcceptedAt\" = EXCLUDED.\"AcceptedAt\", \
+            \"ExpiresAt\" = EXCLUDED.\"ExpiresAt\", \"Payload\" = EXCLUDED.\"Payload\", \
+            \"Ttl\" = EXCLUDED.\"Ttl\", \"Urgency\" = EXCLUDED.\"Urgency\", \
+            \"Topic\" = EXCLUDED.\"Topic\", \"Members\" = EXCLUDED.\"Members\", \
+            \"Digest\" = EXCLUDED.\"Digest\", \"Event\" = EXCLUDED.\"Event\", \
+            \"EventAt\" = EXCLUDED.\"EventAt\", \
+            \"Subscriptions\" = EXCLUDED.\"Subscriptions\", \
+            \"Untried\" = EXCLUDED.\"Untried\", \"Pending\" = EXCLUDED.\"Pending\", \
+            \"Delivered\" = 0, \"Failed\" = 0, \"Deactivated\" = 0, \"Expired\" = 0, \
+            \"Reported\" = EXCLUDED.\"Reported\", \"Published\" = 0, \
+            \"ReportedAt\" = EXCLUDED.\"ReportedAt\" \
+        WHERE axion_push_command.\"AcceptedAt\" < EXCLUDED.\"AcceptedAt\" - $14 \
+            AND axion_push_command.\"Pending\" = 0 \
+        RETURNING \"Package\", \"Id\", \"Subscriptions\"), \
+     queued AS ( \
+        INSERT INTO axion_push_delivery \
+            (\"Package\", \"CommandId\", \"User\", \"Endpoint\", \"KeysP256dh\", \
+             \"KeysAuth\", \"NextAt\", \"LeasedBy\") \
+        SELECT r.\"Package\", r.id, r.\"User\", r.\"Endpoint\", r.\"KeysP256dh\", \
+            r.\"KeysAuth\", ",
+    now_ms!(),
+    " + $15, $16 \
+        FROM recipients r JOIN command c ON c.\"Package\" = r.send_package AND c.\"Id\" = r.id) \
+     SELECT \"Package\", \"Id\", \"Subscriptions\" FROM command"
+);
 
 /// A user's active subscriptions. Axion's `char(255)` values lose their
 /// padding on the way into our `varchar` columns.
@@ -313,19 +380,25 @@ impl Postgres {
     super::super::shared::next_due!();
     super::super::shared::take_unpublished_returning!();
 
-    /// Records `sends` one after the other (see `Store::enqueue_many`).
+    /// Records `sends` (see `Store::enqueue_many`): with one statement when
+    /// they are what a batch nearly always is, else one after the other.
     pub(in crate::store) async fn enqueue_many(
         &self,
         sends: &[NewSend<'_>],
         owner: &str,
     ) -> Result<Vec<Enqueued>, StoreError> {
-        // One transaction, one commit (and one WAL flush) for the batch;
-        // each send is still one statement, so a duplicate stays its own.
+        // One transaction, one commit (and one WAL flush) for the batch.
         let mut tx = self.pool.begin().await?;
-        let mut enqueued = Vec::with_capacity(sends.len());
-        for send in sends {
-            enqueued.push(enqueue_on(&mut tx, send, owner).await?);
-        }
+        let enqueued = match together(sends) {
+            Some(together) => enqueue_users(&mut tx, sends, together, owner).await?,
+            None => {
+                let mut enqueued = Vec::with_capacity(sends.len());
+                for send in sends {
+                    enqueued.push(enqueue_on(&mut tx, send, owner).await?);
+                }
+                enqueued
+            }
+        };
         tx.commit().await?;
         Ok(enqueued)
     }
@@ -616,6 +689,70 @@ async fn enqueue_on(
     Ok(Enqueued::New {
         subscriptions: to_u64(queued),
     })
+}
+
+/// The de-duplication window of `sends` and the user each is to, when one
+/// statement can record them all ([`ENQUEUE_USERS`]): each to a user, none
+/// a redelivery to be matched by its digest, all with the same window.
+fn together<'a>(sends: &[NewSend<'a>]) -> Option<(i64, Vec<&'a str>)> {
+    let window = |s: &NewSend<'_>| s.accepted_ms.saturating_sub(s.duplicate_after_ms);
+    let first = window(sends.first()?);
+    let users = sends
+        .iter()
+        .map(|s| match s.recipients {
+            Recipients::User(user) if !(s.redelivered && s.digest.is_some()) => {
+                (window(s) == first).then_some(user.as_str())
+            }
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((to_i64(first), users))
+}
+
+/// Records `sends` with one statement; the answer for each, in order.
+async fn enqueue_users(
+    conn: &mut PgConnection,
+    sends: &[NewSend<'_>],
+    (window, users): (i64, Vec<&str>),
+    owner: &str,
+) -> Result<Vec<Enqueued>, StoreError> {
+    let column = |f: &dyn Fn(&NewSend<'_>) -> i64| sends.iter().map(f).collect::<Vec<i64>>();
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(ENQUEUE_USERS)
+        .bind(sends.iter().map(|s| s.package.as_str()).collect::<Vec<_>>())
+        .bind(sends.iter().map(|s| s.id).collect::<Vec<_>>())
+        .bind(sends.iter().map(|s| s.target).collect::<Vec<_>>())
+        .bind(column(&|s| to_i64(s.accepted_ms)))
+        .bind(column(&|s| {
+            to_i64(s.accepted_ms).saturating_add(i64::from(s.ttl) * 1000)
+        }))
+        .bind(sends.iter().map(|s| s.payload).collect::<Vec<_>>())
+        .bind(column(&|s| i64::from(s.ttl)))
+        .bind(sends.iter().map(|s| s.urgency).collect::<Vec<_>>())
+        .bind(sends.iter().map(|s| s.topic).collect::<Vec<_>>())
+        .bind(sends.iter().map(|s| s.members.map(to_i64)).collect::<Vec<_>>())
+        .bind(sends.iter().map(|s| s.digest).collect::<Vec<_>>())
+        .bind(sends.iter().map(|s| s.event).collect::<Vec<_>>())
+        .bind(users)
+        .bind(window)
+        .bind(millis(HOLD))
+        .bind(held_by(owner))
+        .fetch_all(&mut *conn)
+        .await?;
+    let recorded: HashMap<(String, String), i64> = rows
+        .into_iter()
+        .map(|(package, id, n)| ((package, id), n))
+        .collect();
+    let mut enqueued = Vec::with_capacity(sends.len());
+    for send in sends {
+        let key = (send.package.as_str().to_owned(), send.id.to_owned());
+        enqueued.push(match recorded.get(&key) {
+            Some(n) => Enqueued::New {
+                subscriptions: to_u64(*n),
+            },
+            None => duplicate(conn, send.package.as_str(), send.id).await?,
+        });
+    }
+    Ok(enqueued)
 }
 
 /// The answer for a send seen before: the earlier one's progress, and
