@@ -216,7 +216,9 @@ fn secret_files(config: &Config) -> Vec<(std::path::PathBuf, &'static str)> {
     files
 }
 
-/// Makes the process non-dumpable before any secret is read: no core dump
+/// Makes the process non-dumpable as the daemon starts, before the VAPID
+/// key file and the database are opened (the configuration, and any
+/// password written inline in it, was read moments before): no core dump
 /// (which would hold the VAPID private key and the database's auth secrets)
 /// is written, and other processes of the same user cannot attach to it or
 /// read its memory. Under systemd (`INVOCATION_ID` set) the unit's

@@ -729,7 +729,12 @@ async fn enqueue_users(
         .bind(column(&|s| i64::from(s.ttl)))
         .bind(sends.iter().map(|s| s.urgency).collect::<Vec<_>>())
         .bind(sends.iter().map(|s| s.topic).collect::<Vec<_>>())
-        .bind(sends.iter().map(|s| s.members.map(to_i64)).collect::<Vec<_>>())
+        .bind(
+            sends
+                .iter()
+                .map(|s| s.members.map(to_i64))
+                .collect::<Vec<_>>(),
+        )
         .bind(sends.iter().map(|s| s.digest).collect::<Vec<_>>())
         .bind(sends.iter().map(|s| s.event).collect::<Vec<_>>())
         .bind(users)
