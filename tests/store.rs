@@ -712,7 +712,7 @@ async fn an_id_reused_after_the_window_is_a_new_send_without_the_old_ones_counts
             )
             .await
             .unwrap();
-        assert_eq!(due[0].failures.get("403"), Some(&1), "{id}: {due:?}");
+        assert_eq!(due[0].failures().get("403"), Some(&1), "{id}: {due:?}");
 
         // Past the window (`send` uses a minute).
         let again = send_later(id, &alice, &p, 120_000);
@@ -740,7 +740,7 @@ async fn an_id_reused_after_the_window_is_a_new_send_without_the_old_ones_counts
             "{id}: {state:?}"
         );
         assert_eq!(
-            state.failures,
+            state.failures(),
             [("413".to_owned(), 1)].into(),
             "{id}: only this send's causes"
         );

@@ -70,9 +70,11 @@ pub struct CommandState {
     pub deactivated: u64,
     pub expired: u64,
     /// Causes as the send's causes table holds them: failures for good,
-    /// and under [`RETRY_CAUSE`] the causes of attempts retried. Read only
-    /// when [`CommandState::may_have_causes`].
-    pub failures: BTreeMap<String, u64>,
+    /// and under [`RETRY_CAUSE`] the causes of attempts retried (a report
+    /// shows them apart: [`CommandState::failures`] and
+    /// [`CommandState::retries`]). Read only when
+    /// [`CommandState::may_have_causes`].
+    pub causes: BTreeMap<String, u64>,
 }
 
 impl CommandState {
@@ -85,7 +87,7 @@ impl CommandState {
 
     /// Failures for good, by cause.
     pub fn failures(&self) -> BTreeMap<String, u64> {
-        self.failures
+        self.causes
             .iter()
             .filter(|(cause, _)| !cause.starts_with(RETRY_CAUSE))
             .map(|(cause, n)| (cause.clone(), *n))
@@ -95,7 +97,7 @@ impl CommandState {
     /// Attempts that failed for a while and were (or are to be) retried,
     /// by cause.
     pub fn retries(&self) -> BTreeMap<String, u64> {
-        self.failures
+        self.causes
             .iter()
             .filter_map(|(cause, n)| Some((cause.strip_prefix(RETRY_CAUSE)?.to_owned(), *n)))
             .collect()

@@ -56,7 +56,7 @@ where
         failed: count("Failed")?,
         deactivated: count("Deactivated")?,
         expired: count("Expired")?,
-        failures: BTreeMap::new(),
+        causes: BTreeMap::new(),
     })
 }
 

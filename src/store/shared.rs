@@ -208,7 +208,7 @@ macro_rules! take_unpublished_returning {
             let mut reports = Vec::with_capacity(rows.len());
             for row in &rows {
                 let mut state = $crate::store::rows::command_state(row)?;
-                state.failures = failures(&mut tx, &state.package, &state.id).await?;
+                state.causes = failures(&mut tx, &state.package, &state.id).await?;
                 reports.push(state);
             }
             let events = sqlx::query_as(TAKE_UNPUBLISHED_EVENTS)
@@ -379,7 +379,8 @@ macro_rules! take_receipt_returning {
 }
 pub(super) use take_receipt_returning;
 
-/// `failures`: a send's failure causes and their counts, on `$conn`.
+/// `failures`: a send's causes and their counts (failures for good, and
+/// retried attempts under `retry:`), on `$conn`.
 macro_rules! failures {
     ($conn:ty) => {
         async fn failures(

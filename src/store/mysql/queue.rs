@@ -580,7 +580,7 @@ impl MySql {
         drop(due_keys);
         for state in &mut due {
             if let Some(failures) = causes.remove(&(state.package.clone(), state.id.clone())) {
-                state.failures = failures;
+                state.causes = failures;
             }
         }
         tx.commit().await?;
@@ -647,7 +647,7 @@ impl MySql {
         let mut reports = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut state = crate::store::rows::command_state(row)?;
-            state.failures = failures(&mut tx, &state.package, &state.id).await?;
+            state.causes = failures(&mut tx, &state.package, &state.id).await?;
             reports.push(state);
         }
         let keys: Vec<(&str, &str)> = reports
@@ -710,7 +710,7 @@ async fn duplicate(
         Some(row) => {
             let mut state = crate::store::rows::command_state(&row)
                 .map_err(|e| sqlx::Error::Decode(e.into()))?;
-            state.failures = failures(&mut *conn, package, id).await?;
+            state.causes = failures(&mut *conn, package, id).await?;
             state
         }
         None => CommandState::default(),
@@ -830,7 +830,8 @@ impl ClaimCursors {
     }
 }
 
-/// The failure causes of the commands `keys` names, by command.
+/// The causes (failures, and retried attempts under `retry:`) of the
+/// commands `keys` names, by command.
 async fn failures_of(
     conn: &mut MySqlConnection,
     keys: &[(&str, &str)],

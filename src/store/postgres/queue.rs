@@ -567,7 +567,7 @@ impl Postgres {
             due.sort_by(|a, b| (&a.package, &a.id).cmp(&(&b.package, &b.id)));
             if !due.is_empty() {
                 for state in due.iter_mut().filter(|state| state.may_have_causes()) {
-                    state.failures = failures(&mut tx, &state.package, &state.id).await?;
+                    state.causes = failures(&mut tx, &state.package, &state.id).await?;
                 }
                 let (packages, ids): (Vec<&str>, Vec<&str>) = due
                     .iter()
@@ -635,7 +635,7 @@ async fn state(
         return Ok(None);
     };
     let mut state = crate::store::rows::command_state(&row)?;
-    state.failures = failures(conn, package, id).await?;
+    state.causes = failures(conn, package, id).await?;
     Ok(Some(state))
 }
 

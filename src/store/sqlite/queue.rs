@@ -614,7 +614,7 @@ impl Sqlite {
                         if let Some(state) =
                             due.iter_mut().find(|s| s.package == package && s.id == id)
                         {
-                            state.failures.insert(cause, to_u64(n));
+                            state.causes.insert(cause, to_u64(n));
                         }
                     }
                 }
@@ -703,7 +703,7 @@ async fn state(
         return Ok(None);
     };
     let mut state = crate::store::rows::command_state(&row)?;
-    state.failures = failures(conn, package, id).await?;
+    state.causes = failures(conn, package, id).await?;
     Ok(Some(state))
 }
 
