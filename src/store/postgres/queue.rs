@@ -37,6 +37,34 @@ macro_rules! now_ms {
     };
 }
 
+/// The columns a recorded send writes, in the order both recording
+/// statements select them.
+macro_rules! command_columns {
+    () => {
+        "(\"Package\", \"Id\", \"Target\", \"AcceptedAt\", \"ExpiresAt\", \"Payload\", \
+          \"Ttl\", \"Urgency\", \"Topic\", \"Members\", \"Digest\", \"Event\", \
+          \"EventAt\", \"Subscriptions\", \"Untried\", \"Pending\", \"Reported\", \
+          \"ReportedAt\")"
+    };
+}
+
+/// How a finished send older than the window is replaced by a new one
+/// with its id: every column anew, the counts back to zero.
+macro_rules! command_replaced {
+    () => {
+        "\"Target\" = EXCLUDED.\"Target\", \"AcceptedAt\" = EXCLUDED.\"AcceptedAt\", \
+         \"ExpiresAt\" = EXCLUDED.\"ExpiresAt\", \"Payload\" = EXCLUDED.\"Payload\", \
+         \"Ttl\" = EXCLUDED.\"Ttl\", \"Urgency\" = EXCLUDED.\"Urgency\", \
+         \"Topic\" = EXCLUDED.\"Topic\", \"Members\" = EXCLUDED.\"Members\", \
+         \"Digest\" = EXCLUDED.\"Digest\", \"Event\" = EXCLUDED.\"Event\", \
+         \"EventAt\" = EXCLUDED.\"EventAt\", \"Subscriptions\" = EXCLUDED.\"Subscriptions\", \
+         \"Untried\" = EXCLUDED.\"Untried\", \"Pending\" = EXCLUDED.\"Pending\", \
+         \"Delivered\" = 0, \"Failed\" = 0, \"Deactivated\" = 0, \"Expired\" = 0, \
+         \"Reported\" = EXCLUDED.\"Reported\", \"Published\" = 0, \
+         \"ReportedAt\" = EXCLUDED.\"ReportedAt\""
+    };
+}
+
 /// Records a send in one statement (one round trip, one commit: the
 /// command's hot path). Given the subscriptions it reaches (`recipients`,
 /// below), it inserts the command with their count, or replaces one with
@@ -65,26 +93,15 @@ macro_rules! enqueue {
                             WHERE c.\"Package\" = $1 AND c.\"Id\" = $2 \
                             AND c.\"AcceptedAt\" < $13 AND c.\"Pending\" = 0)), \
              command AS ( \
-                INSERT INTO axion_push_command \
-                    (\"Package\", \"Id\", \"Target\", \"AcceptedAt\", \"ExpiresAt\", \"Payload\", \
-                     \"Ttl\", \"Urgency\", \"Topic\", \"Members\", \"Digest\", \"Event\", \
-                     \"EventAt\", \"Subscriptions\", \"Untried\", \"Pending\", \"Reported\", \
-                     \"ReportedAt\") \
+                INSERT INTO axion_push_command ",
+            command_columns!(),
+            " \
                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $4, n, n, n, \
                     CASE WHEN n = 0 THEN 2 ELSE 0 END, CASE WHEN n = 0 THEN $4 END \
                 FROM (SELECT COUNT(*) AS n FROM recipients) counted \
-                ON CONFLICT (\"Package\", \"Id\") DO UPDATE SET \
-                    \"Target\" = EXCLUDED.\"Target\", \"AcceptedAt\" = EXCLUDED.\"AcceptedAt\", \
-                    \"ExpiresAt\" = EXCLUDED.\"ExpiresAt\", \"Payload\" = EXCLUDED.\"Payload\", \
-                    \"Ttl\" = EXCLUDED.\"Ttl\", \"Urgency\" = EXCLUDED.\"Urgency\", \
-                    \"Topic\" = EXCLUDED.\"Topic\", \"Members\" = EXCLUDED.\"Members\", \
-                    \"Digest\" = EXCLUDED.\"Digest\", \"Event\" = EXCLUDED.\"Event\", \
-                    \"EventAt\" = EXCLUDED.\"EventAt\", \
-                    \"Subscriptions\" = EXCLUDED.\"Subscriptions\", \
-                    \"Untried\" = EXCLUDED.\"Untried\", \"Pending\" = EXCLUDED.\"Pending\", \
-                    \"Delivered\" = 0, \"Failed\" = 0, \"Deactivated\" = 0, \"Expired\" = 0, \
-                    \"Reported\" = EXCLUDED.\"Reported\", \"Published\" = 0, \
-                    \"ReportedAt\" = EXCLUDED.\"ReportedAt\" \
+                ON CONFLICT (\"Package\", \"Id\") DO UPDATE SET ",
+            command_replaced!(),
+            " \
                 WHERE axion_push_command.\"AcceptedAt\" < $13 \
                     AND axion_push_command.\"Pending\" = 0 \
                 RETURNING \"Subscriptions\"), \
@@ -133,27 +150,16 @@ const ENQUEUE_USERS: &str = concat!(
                     WHERE x.\"Package\" = c.package AND x.\"Id\" = c.id \
                     AND x.\"AcceptedAt\" < c.accepted - $14 AND x.\"Pending\" = 0)), \
      command AS ( \
-        INSERT INTO axion_push_command \
-            (\"Package\", \"Id\", \"Target\", \"AcceptedAt\", \"ExpiresAt\", \"Payload\", \
-             \"Ttl\", \"Urgency\", \"Topic\", \"Members\", \"Digest\", \"Event\", \
-             \"EventAt\", \"Subscriptions\", \"Untried\", \"Pending\", \"Reported\", \
-             \"ReportedAt\") \
+        INSERT INTO axion_push_command ",
+    command_columns!(),
+    " \
         SELECT package, id, target, accepted, expires, payload, ttl, urgency, topic, members, \
             digest, event, accepted, n, n, n, CASE WHEN n = 0 THEN 2 ELSE 0 END, \
             CASE WHEN n = 0 THEN accepted END \
         FROM counted \
-        ON CONFLICT (\"Package\", \"Id\") DO UPDATE SET \
-            \"Target\" = EXCLUDED.\"Target\", \"AcceptedAt\" = EXCLUDED.\"AcceptedAt\", \
-            \"ExpiresAt\" = EXCLUDED.\"ExpiresAt\", \"Payload\" = EXCLUDED.\"Payload\", \
-            \"Ttl\" = EXCLUDED.\"Ttl\", \"Urgency\" = EXCLUDED.\"Urgency\", \
-            \"Topic\" = EXCLUDED.\"Topic\", \"Members\" = EXCLUDED.\"Members\", \
-            \"Digest\" = EXCLUDED.\"Digest\", \"Event\" = EXCLUDED.\"Event\", \
-            \"EventAt\" = EXCLUDED.\"EventAt\", \
-            \"Subscriptions\" = EXCLUDED.\"Subscriptions\", \
-            \"Untried\" = EXCLUDED.\"Untried\", \"Pending\" = EXCLUDED.\"Pending\", \
-            \"Delivered\" = 0, \"Failed\" = 0, \"Deactivated\" = 0, \"Expired\" = 0, \
-            \"Reported\" = EXCLUDED.\"Reported\", \"Published\" = 0, \
-            \"ReportedAt\" = EXCLUDED.\"ReportedAt\" \
+        ON CONFLICT (\"Package\", \"Id\") DO UPDATE SET ",
+    command_replaced!(),
+    " \
         WHERE axion_push_command.\"AcceptedAt\" < EXCLUDED.\"AcceptedAt\" - $14 \
             AND axion_push_command.\"Pending\" = 0 \
         RETURNING \"Package\", \"Id\", \"Subscriptions\"), \
