@@ -53,8 +53,9 @@ pub struct ResultReport {
     pub failures: BTreeMap<String, u64>,
     /// Beside `queued`, `failed` or `expired`: attempts that met a
     /// temporary failure and were retried (or are waiting to be), by cause
-    /// — an HTTP status (`"503"`, `"429"`), `timeout`, `connection`, or
-    /// `paused` for a push service paused after repeated failures. So a
+    /// — an HTTP status (`"503"`, `"429"`), `timeout`, `connection`,
+    /// `paused` for a push service paused after repeated failures, or
+    /// `database` for a message the daemon could not read. So a
     /// report with `queued: 1` says why.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub retries: BTreeMap<String, u64>,

@@ -641,6 +641,7 @@ async fn reports_say_why_deliveries_wait_and_why_they_expired() {
         },
         _ => Settled::Deferred {
             after: Duration::ZERO,
+            cause: axion_push::store::PAUSED,
         },
     });
     let first = store.settle("a", &batch, 1).await.unwrap();
@@ -679,6 +680,33 @@ async fn reports_say_why_deliveries_wait_and_why_they_expired() {
         .into(),
         "the final report says what the expired ones met"
     );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_delivery_put_off_for_an_unreadable_message_waits_under_database_not_paused() {
+    let db = TestDatabase::create().await;
+    let store = store(&db).await;
+    let (p, alice) = (package(), user("alice"));
+    store
+        .upsert_subscription(&p, &alice, &subscription(&endpoint(0)), 50)
+        .await
+        .unwrap();
+    enqueue(&store, "n-1", &alice, "a").await;
+    let claimed = store.claim("a", 10).await.unwrap();
+    let batch = settled(&claimed, |_| Settled::Deferred {
+        after: Duration::ZERO,
+        cause: axion_push::store::UNREADABLE,
+    });
+    let first = store.settle("a", &batch, 1).await.unwrap();
+    assert_eq!((first.len(), first[0].pending), (1, 1));
+    assert_eq!(
+        first[0].retries(),
+        [("database".to_owned(), 1)].into(),
+        "the report says the daemon's database kept it, not its push service"
+    );
+    let again = store.claim("a", 10).await.unwrap();
+    assert_eq!(again.len(), 1, "put back, to be claimed again");
     store.close().await;
 }
 

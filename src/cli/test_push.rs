@@ -225,6 +225,9 @@ fn explain(cause: &str) -> String {
         "paused" => "its push service is paused after failing repeatedly; the daemon tries \
                      again when it recovers"
             .into(),
+        "database" => "the daemon could not read the message from its database; it tries \
+                       again once the database answers"
+            .into(),
         "stale" => "the push service refused this subscription alone for \
                     subscriptions.expire_after while taking others' pushes: deactivated as stale"
             .into(),

@@ -365,7 +365,13 @@ impl Claimer {
     ) -> Verdict {
         let Some(messages) = messages else {
             let after = backoff::DATABASE_RETRY.max;
-            return Verdict::Settle(row, Settled::Deferred { after });
+            return Verdict::Settle(
+                row,
+                Settled::Deferred {
+                    after,
+                    cause: crate::store::UNREADABLE,
+                },
+            );
         };
         let key = (row.package.clone(), row.command_id.clone());
         let Some(message) = messages.get(&key).cloned() else {
@@ -391,6 +397,7 @@ impl Claimer {
             } else {
                 Settled::Deferred {
                     after: Duration::from_millis(until.saturating_sub(now)),
+                    cause: crate::store::PAUSED,
                 }
             };
             return Verdict::Settle(row, settled);

@@ -30,8 +30,8 @@ use std::time::Duration;
 
 pub use health::Health;
 pub use queue::{
-    Claimed, CommandState, Enqueued, NewSend, Published, QueuedMessage, Recipients, Settled,
-    Settlement, UnpublishedEvent,
+    Claimed, CommandState, Enqueued, NewSend, PAUSED, Published, QueuedMessage, Recipients,
+    Settled, Settlement, UNREADABLE, UnpublishedEvent,
 };
 pub use subscription_health::{HealthEvent, HealthOutcome, RUN_GAP_MS, SubscriptionHealth};
 

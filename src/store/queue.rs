@@ -169,10 +169,13 @@ pub enum Settled {
         after: Duration,
         cause: String,
     },
-    /// Not attempted (its push service is paused); claim it again `after`
-    /// this long.
+    /// Not attempted, under `cause` ([`PAUSED`]: its push service is
+    /// paused; [`UNREADABLE`]: its message could not be read from the
+    /// database); claim it again `after` this long. Unlike a retry, it
+    /// does not count as an attempt.
     Deferred {
         after: Duration,
+        cause: &'static str,
     },
     /// Refused for the subscription alone, while its push service took
     /// others' pushes, for `subscriptions.expire_after`: the subscription
@@ -222,7 +225,7 @@ pub(crate) struct Tally {
     pub expired: i64,
     /// Failures for good by cause, and the causes of attempts to be
     /// retried under [`RETRY_CAUSE`].
-    pub failures: BTreeMap<String, i64>,
+    pub causes: BTreeMap<String, i64>,
 }
 
 /// The prefix under which a send's causes table keeps the causes of
@@ -235,6 +238,10 @@ pub const RETRY_CAUSE: &str = "retry:";
 /// The cause counted for a delivery whose first attempt was not made
 /// because its push service is paused (see the delivery's breakers).
 pub const PAUSED: &str = "paused";
+
+/// The cause counted for a delivery whose first attempt was not made
+/// because the daemon could not read its message from the database.
+pub const UNREADABLE: &str = "database";
 
 /// What a batch of settlements changes, counting only the rows still held
 /// (`ours`: a row whose lease ran out was taken over by another daemon,
@@ -257,16 +264,16 @@ pub(crate) fn tally<'a>(
         match settled {
             Settled::Retry { cause, .. } => {
                 *tally
-                    .failures
+                    .causes
                     .entry(format!("{RETRY_CAUSE}{cause}"))
                     .or_default() += 1;
                 continue;
             }
-            Settled::Deferred { .. } => {
+            Settled::Deferred { cause, .. } => {
                 if !claimed.tried {
                     *tally
-                        .failures
-                        .entry(format!("{RETRY_CAUSE}{PAUSED}"))
+                        .causes
+                        .entry(format!("{RETRY_CAUSE}{cause}"))
                         .or_default() += 1;
                 }
                 continue;
@@ -278,12 +285,12 @@ pub(crate) fn tally<'a>(
             }
             Settled::Failed(cause) => {
                 tally.failed += 1;
-                *tally.failures.entry(cause.clone()).or_default() += 1;
+                *tally.causes.entry(cause.clone()).or_default() += 1;
             }
             Settled::Stale => {
                 gone.push(claimed);
                 tally.failed += 1;
-                *tally.failures.entry("stale".to_owned()).or_default() += 1;
+                *tally.causes.entry("stale".to_owned()).or_default() += 1;
             }
             Settled::Expired => tally.expired += 1,
         }

@@ -455,7 +455,7 @@ impl MySql {
         for s in batch.iter().filter(|s| ours.contains(&s.claimed.seq)) {
             match s.settled {
                 Settled::Retry { after, .. } => again.push((s.claimed.seq, millis(after), 1)),
-                Settled::Deferred { after } => again.push((s.claimed.seq, millis(after), 0)),
+                Settled::Deferred { after, .. } => again.push((s.claimed.seq, millis(after), 0)),
                 _ => finished.push(s.claimed.seq),
             }
         }
@@ -530,7 +530,7 @@ impl MySql {
             count_settled(&mut tx, chunk).await?;
         }
         for ((package, id), tally) in &tallies {
-            for (cause, count) in &tally.failures {
+            for (cause, count) in &tally.causes {
                 sqlx::query(COUNT_FAILURE)
                     .bind(*package)
                     .bind(*id)

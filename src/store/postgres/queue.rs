@@ -472,7 +472,7 @@ impl Postgres {
         for s in batch {
             match s.settled {
                 Settled::Retry { after, .. } => again.push((s.claimed.seq, millis(after), 1)),
-                Settled::Deferred { after } => again.push((s.claimed.seq, millis(after), 0)),
+                Settled::Deferred { after, .. } => again.push((s.claimed.seq, millis(after), 0)),
                 _ => finished.push(s.claimed.seq),
             }
         }
@@ -548,11 +548,11 @@ impl Postgres {
                 .fetch_all(&mut *tx)
                 .await?;
             for ((package, id), tally) in &tallies {
-                if tally.failures.is_empty() {
+                if tally.causes.is_empty() {
                     continue;
                 }
                 let (causes, counts): (Vec<&str>, Vec<i64>) = tally
-                    .failures
+                    .causes
                     .iter()
                     .map(|(cause, count)| (cause.as_str(), *count))
                     .unzip();

@@ -456,7 +456,7 @@ impl Sqlite {
                 crate::store::Settled::Retry { after, .. } => {
                     again.push((s.claimed.seq, millis(after), 1));
                 }
-                crate::store::Settled::Deferred { after } => {
+                crate::store::Settled::Deferred { after, .. } => {
                     again.push((s.claimed.seq, millis(after), 0));
                 }
                 _ => finished.push(s.claimed.seq),
@@ -548,7 +548,7 @@ impl Sqlite {
             let failures_counted: Vec<(&str, &str, &String, i64)> = tallies
                 .iter()
                 .flat_map(|((package, id), t)| {
-                    t.failures
+                    t.causes
                         .iter()
                         .map(move |(cause, n)| (*package, *id, cause, *n))
                 })

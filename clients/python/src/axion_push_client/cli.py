@@ -79,6 +79,8 @@ def _explain(cause: str) -> str:
         "endpoint": "the stored endpoint cannot be used",
         "keys": "the stored subscription keys cannot be used",
         "paused": "its push service is paused after failing repeatedly; the daemon tries again when it recovers",
+        "database": "the daemon could not read the message from its database; it tries again "
+        "once the database answers",
         "stale": "the push service refused this subscription alone for subscriptions.expire_after "
         "while taking others' pushes: deactivated as stale",
         "400": "the push service answered 400: it found the request malformed",
