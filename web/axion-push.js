@@ -321,6 +321,19 @@ export class AxionPush {
     return this.status();
   }
 
+  /**
+   * Tells the service worker that a page of the app is open, so that the
+   * receipts it kept while none was go out through this one; hands nothing
+   * over (resync() does both). For pages that must not subscribe anyone
+   * by being opened: axion.push.js calls it on load.
+   */
+  async sendKeptReceipts() {
+    if (unsupportedReason() || Notification.permission !== 'granted') return this.status();
+    const registration = await this.#registration();
+    if (registration) this.#pageOpen(registration);
+    return this.status();
+  }
+
   // ---- browser side ------------------------------------------------------
 
   async #askPermission() {

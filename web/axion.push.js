@@ -2,7 +2,8 @@
 // and axion_push_unsubscribe(), kept for pages written for the Python
 // ObjNotifyPush module. A classic script (no type="module", no build step);
 // the work is done by axion-push.js, the ES module beside it, loaded on the
-// first call.
+// first call, or on load in a browser the site has subscribed (to send the
+// receipts the service worker kept while no page was open).
 //
 // One line in the page template configures it, on its own tag, with a
 // relay (the host app's URL) or a broker (MQTT over WebSocket):
@@ -167,4 +168,28 @@
   window.axion_push_unsubscribe = function axion_push_unsubscribe() {
     return run('unsubscribe');
   };
+
+  /**
+   * On load, in a browser this site has subscribed: the receipts the
+   * service worker kept while no page of the app was open go out through
+   * this one (in MQTT mode nothing else can send them). Only then are
+   * axion-push.js and mqtt.js loaded: other visitors' pages load nothing
+   * more. A subscription the browser replaced is not handed over here, as
+   * resync() would: on a shared computer that would subscribe whoever
+   * opens a page, without a click; axion_push_subscribe() hands it over.
+   */
+  async function onLoad() {
+    const data = script ? script.dataset : {};
+    if (!data.package || !data.user) return; // nobody signed in
+    if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
+    if (!('serviceWorker' in navigator)) return;
+    const registrations = await navigator.serviceWorker.getRegistrations();
+    const subscriptions = await Promise.all(registrations.map((r) => r.pushManager.getSubscription()));
+    if (!subscriptions.some(Boolean)) return;
+    await run('sendKeptReceipts');
+  }
+
+  onLoad().catch((error) => {
+    console.warn(`axion.push.js: the receipts kept by the service worker could not be sent (${error && error.message})`);
+  });
 })();

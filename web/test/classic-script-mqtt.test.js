@@ -158,6 +158,29 @@ test('a page with only the classic script naming the broker subscribes over MQTT
   assert.deepEqual(shown.filter((n) => n.title === title), [{ title, body: 'Assigned to you' }]);
 });
 
+test('receipts the service worker kept while no page was open go out when a page with the classic script opens, without a click', async () => {
+  const [row] = await subscriptions();
+  assert.equal(row?.active, true, 'the previous test subscribed');
+  const channelID = row.endpoint.split('/').pop();
+  // No page of the site open: the worker keeps the push's shown receipt.
+  await page.goto('about:blank');
+  const acked = push.waitFor('ack', (a) => a.channelID === channelID, 'ack from Firefox', WAIT_MS);
+  const sent = await daemon.command(PACKAGE, USER, 'send', { title: `While away ${Date.now()}` });
+  assert.equal(sent.delivered, 1, JSON.stringify(sent));
+  assert.equal((await acked).code, 100, "Firefox could not decrypt the daemon's push");
+
+  const { report } = await daemon.nextResult(
+    PACKAGE,
+    USER,
+    (r) => r.command === 'receipt' && r.send_id === sent.id,
+    WAIT_MS,
+  );
+  // The page only loads: nothing on it is called.
+  await page.goto(`${web.origin}/tickets/page.html`);
+  const receipt = await report;
+  assert.deepEqual([receipt.ok, receipt.receipt], [true, 'shown'], JSON.stringify(receipt));
+});
+
 test('axion_push_unsubscribe() over MQTT stops Firefox and deactivates the subscription in the daemon', async () => {
   const [row] = await subscriptions();
   assert.equal(row?.active, true, 'the previous test subscribed');
