@@ -134,6 +134,26 @@ async fn a_receipt_counts_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_receipt_command_delivered_again_is_answered_as_the_first_time() {
+    let h = Harness::start().await;
+    let (send_id, payload) = push_to_alice(&h).await;
+    let body = json!({"id": "r-1", "token": token(&payload), "receipt": "shown"});
+    let first = receipt(&h, "alice", body.clone()).await;
+    assert_eq!(first["ok"], true, "{first}");
+    assert!(first.get("duplicate").is_none(), "{first}");
+
+    // What the broker delivers again when a daemon took the receipt and
+    // died before its answer reached the broker: the same command, same id.
+    let again = receipt(&h, "alice", body).await;
+
+    assert_eq!(again["ok"], true, "{again}");
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(again["send_id"], send_id.as_str());
+    assert_eq!(again["receipt"], "shown");
+    assert_eq!(again["subscription"], first["subscription"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_refused_on_another_users_topic_and_when_forged() {
     let h = Harness::start().await;
     let (_, payload) = push_to_alice(&h).await;

@@ -12,7 +12,7 @@ use axion_push::model::{Endpoint, Group, Package, Subscription, SubscriptionKeys
 use axion_push::notification::Urgency;
 use axion_push::store::{
     Backend, Claimed, Enqueued, MembersChange, NewSend, Published, Recipients, Settled, Settlement,
-    Store,
+    Store, Taken,
 };
 use harness::database::{AxionRow, TestDatabase};
 
@@ -1171,47 +1171,45 @@ async fn a_receipt_is_taken_once_per_push_and_kind_and_forgotten_with_its_token(
     let crm = package();
     let now = axion_push::clock::now_ms();
 
-    assert!(
-        store
-            .take_receipt(&crm, "tag-1", "shown", now)
-            .await
-            .unwrap()
+    let take = |package: &Package, tag: &'static str, kind: &'static str, command: &'static str| {
+        let store = &store;
+        let package = package.clone();
+        async move {
+            store
+                .take_receipt(&package, tag, kind, now, command)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(take(&crm, "tag-1", "shown", "r-1").await, Taken::First);
+    assert_eq!(
+        take(&crm, "tag-1", "shown", "r-2").await,
+        Taken::Replay,
+        "another command: a replay"
     );
-    assert!(
-        !store
-            .take_receipt(&crm, "tag-1", "shown", now)
-            .await
-            .unwrap()
+    assert_eq!(
+        take(&crm, "tag-1", "shown", "r-1").await,
+        Taken::Again,
+        "the same command delivered again"
     );
-    assert!(
-        store
-            .take_receipt(&crm, "tag-1", "clicked", now)
-            .await
-            .unwrap(),
+    assert_eq!(
+        take(&crm, "tag-1", "clicked", "r-3").await,
+        Taken::First,
         "another kind for the same push"
     );
-    assert!(
-        store
-            .take_receipt(&crm, "TAG-1", "shown", now)
-            .await
-            .unwrap(),
+    assert_eq!(
+        take(&crm, "TAG-1", "shown", "r-4").await,
+        Taken::First,
         "tags are base64url: case matters"
     );
     let hr = Package::parse("hr").unwrap();
-    assert!(
-        store
-            .take_receipt(&hr, "tag-1", "shown", now)
-            .await
-            .unwrap()
-    );
+    assert_eq!(take(&hr, "tag-1", "shown", "r-1").await, Taken::First);
 
     assert_eq!(store.purge_receipts(now).await.unwrap(), 0);
     assert_eq!(store.purge_receipts(now + 1).await.unwrap(), 4);
-    assert!(
-        store
-            .take_receipt(&crm, "tag-1", "shown", now)
-            .await
-            .unwrap(),
+    assert_eq!(
+        take(&crm, "tag-1", "shown", "r-2").await,
+        Taken::First,
         "forgotten"
     );
     store.close().await;

@@ -10,7 +10,9 @@
 //! It changes nothing of the send's own reports. A token that is forged,
 //! of another user, too old, or already used for this kind of receipt, and
 //! a user sending more than their allowance, get an error and change
-//! nothing.
+//! nothing. The same receipt command again (the same `id`: the broker's
+//! redelivery after a daemon died before publishing its answer) is
+//! answered as the first time, with `duplicate: true`.
 
 use std::time::Instant;
 
@@ -21,6 +23,7 @@ use crate::clock::now_ms;
 use crate::model::{Package, User};
 use crate::receipt::{self, Kind};
 use crate::report::ResultReport;
+use crate::store::Taken;
 
 const EXPECTED: &str = r#"{"token": "…", "receipt": "shown"|"failed"|"clicked"|"closed", "action": "…", "reason": "…"}"#;
 const FIELDS: [&str; 5] = ["id", "token", "receipt", "action", "reason"];
@@ -77,16 +80,17 @@ pub(super) async fn apply(
     }
     let token = value.get("token").and_then(Value::as_str);
     let verified = receipts.key.verify(token, package, user, now_ms() / 1000)?;
-    let first = inner
+    let taken = inner
         .store
         .take_receipt(
             package,
             &verified.tag,
             kind.as_str(),
             verified.sent_secs.saturating_mul(1000),
+            &id,
         )
         .await?;
-    if !first {
+    if taken == Taken::Replay {
         return Err(CommandError::Invalid(format!(
             "this push's {} receipt was already taken: a receipt counts once",
             kind.as_str()
@@ -108,9 +112,11 @@ pub(super) async fn apply(
         package = %package,
         user = %user,
         receipt = kind.as_str(),
+        duplicate = taken == Taken::Again,
         "receipt"
     );
     Ok(ResultReport {
+        duplicate: taken == Taken::Again,
         send_id: Some(verified.send_id),
         receipt: Some(kind.as_str().to_owned()),
         subscription: Some(subscription),

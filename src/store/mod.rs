@@ -233,6 +233,32 @@ pub enum MembersChange {
     Set(Vec<User>),
 }
 
+/// What taking a receipt found (see [`Store::take_receipt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The first receipt of its kind for its push.
+    First,
+    /// Taken before by the same command (the same `id`): the broker
+    /// delivering it again, its first answer perhaps lost with a daemon.
+    Again,
+    /// Taken before by another command: a replay.
+    Replay,
+}
+
+impl Taken {
+    /// From what the take statement found: the receipt's replays so far
+    /// (0 when this take recorded it) and the command that took it.
+    pub(crate) fn of(replays: i64, taken_by: Option<&str>, command_id: &str) -> Taken {
+        if replays == 0 {
+            Taken::First
+        } else if taken_by == Some(command_id) {
+            Taken::Again
+        } else {
+            Taken::Replay
+        }
+    }
+}
+
 #[derive(Clone)]
 enum Pool {
     Sqlite(sqlite::Sqlite),
@@ -461,16 +487,17 @@ impl Store {
     }
 
     /// Records that a receipt of `kind` came for the push whose token has
-    /// `tag`; false when one had come before (a replay: nothing changes
-    /// but a count).
+    /// `tag`, with the command `command_id`; one that had come before
+    /// changes nothing but a count of replays.
     pub async fn take_receipt(
         &self,
         package: &Package,
         tag: &str,
         kind: &str,
         sent_ms: u64,
-    ) -> Result<bool, StoreError> {
-        on_backend!(self, b => b.take_receipt(package.as_str(), tag, kind, sent_ms).await)
+        command_id: &str,
+    ) -> Result<Taken, StoreError> {
+        on_backend!(self, b => b.take_receipt(package.as_str(), tag, kind, sent_ms, command_id).await)
     }
 
     /// Forgets the receipts of pushes sent before `before_ms`: their tokens

@@ -365,15 +365,21 @@ macro_rules! take_receipt_returning {
             tag: &str,
             kind: &str,
             sent_ms: u64,
-        ) -> Result<bool, $crate::store::StoreError> {
-            let replays: i32 = sqlx::query_scalar(TAKE)
+            command_id: &str,
+        ) -> Result<$crate::store::Taken, $crate::store::StoreError> {
+            let (replays, taken_by): (i32, Option<String>) = sqlx::query_as(TAKE)
                 .bind(package)
                 .bind(tag)
                 .bind(kind)
                 .bind($crate::store::to_i64(sent_ms))
+                .bind(command_id)
                 .fetch_one(&self.pool)
                 .await?;
-            Ok(replays == 0)
+            Ok($crate::store::Taken::of(
+                i64::from(replays),
+                taken_by.as_deref(),
+                command_id,
+            ))
         }
     };
 }

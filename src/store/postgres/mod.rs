@@ -92,6 +92,11 @@ fn migrator() -> Migrator {
             "axion-push subscription health",
             include_str!("../../../migrations/postgres/0007_axion_push_subscription_health.sql"),
         ),
+        step(
+            8,
+            "axion-push receipt command",
+            include_str!("../../../migrations/postgres/0008_axion_push_receipt_command.sql"),
+        ),
     ]);
     migrator.dangerous_set_table_name(MIGRATIONS);
     migrator

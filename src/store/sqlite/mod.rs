@@ -72,6 +72,11 @@ fn migrator() -> Migrator {
             "axion-push subscription health",
             include_str!("../../../migrations/sqlite/0006_axion_push_subscription_health.sql"),
         ),
+        step(
+            7,
+            "axion-push receipt command",
+            include_str!("../../../migrations/sqlite/0007_axion_push_receipt_command.sql"),
+        ),
     ]);
     migrator.dangerous_set_table_name(MIGRATIONS);
     migrator
