@@ -205,7 +205,12 @@ impl Sqlite {
             // or a batch's RETURNING stalled that thread again and again
             // until the caller took the rows, a thread switch per row or so
             // (1.3 per send in the many-sends benchmark).
-            .row_buffer_size(ROW_BUFFER);
+            .row_buffer_size(ROW_BUFFER)
+            // SQLite's default puts statement journals and sorting scratch
+            // in temporary files: in the many-sends benchmark it created and
+            // unlinked one every 160 sends (an open, an unlink and their
+            // metadata writes each time) for data that fits in memory.
+            .pragma("temp_store", "memory");
         // One connection, whatever `max_connections` says: SQLite takes one
         // write lock for the whole file, so a second connection of ours
         // would only wait for the first (sleeping in its busy handler) and
